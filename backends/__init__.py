@@ -1,0 +1,45 @@
+"""Backend registry: names are final (torch, ort-cpu, ort-cuda, ort-trt, trt-native).
+
+Backends are imported lazily so that listing them never imports ONNX Runtime or
+TensorRT.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from backends.base import Backend
+from harness.errors import BackendUnavailable, HarnessError
+
+_REGISTRY: dict[str, str] = {
+    "torch": "backends.torch_eager:TorchBackend",
+    "ort-cpu": "backends.ort_cpu:OrtCpuBackend",
+    "ort-cuda": "backends.ort_cuda:OrtCudaBackend",
+    "ort-trt": "backends.ort_trt:OrtTensorrtBackend",
+    "trt-native": "backends.trt_native:TrtNativeBackend",
+}
+
+BACKEND_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The backend class registered under ``name``."""
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise HarnessError(
+            f"unknown backend '{name}'; choose one of: {', '.join(BACKEND_NAMES)}"
+        ) from None
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def validate_request(name: str, precision: str) -> type[Backend]:
+    """Fail before any work when the backend/precision pair cannot run here."""
+    cls = backend_class(name)
+    cls.check_precision(precision)
+    reason = cls.unavailable_reason(precision)
+    if reason is not None:
+        raise BackendUnavailable(f"backend '{name}' cannot run here: {reason}")
+    return cls
+

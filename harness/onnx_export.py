@@ -1,0 +1,112 @@
+"""ONNX export: opset >= 17, dynamic batch axis, named input/output, cached by content.
+
+Every export is checked against PyTorch on the same input with ONNX Runtime's
+CPU provider; the max absolute difference is stored beside the file and a
+model whose outputs disagree beyond tolerance is rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import HarnessError, missing_library
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17
+EXPORT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    path: Path
+    opset: int
+    max_abs_diff: float
+    content_hash: str
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def export_onnx(
+    module: torch.nn.Module,
+    input_shape: tuple[int, int, int],
+    *,
+    content_hash: str,
+    cache_dir: Path,
+    name: str,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = 1e-3,
+) -> OnnxExport:
+    """Export (or reuse the cached export of) ``module`` and verify it."""
+    if opset < 17:
+        raise HarnessError(f"ONNX opset {opset} is too old; use opset 17 or newer")
+    out_dir = cache_dir / "onnx"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{_safe(name)}-{content_hash[:16]}-op{opset}-v{EXPORT_FORMAT_VERSION}"
+    path, meta_path = out_dir / f"{stem}.onnx", out_dir / f"{stem}.json"
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("content_hash") == content_hash:
+            return OnnxExport(path, opset, float(meta["max_abs_diff"]), content_hash)
+    module = module.eval().cpu().float()
+    example = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0))
+    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        max_diff = _max_abs_diff(module, tmp, example)
+        if not max_diff <= tolerance * max(1.0, _scale(module, example)):
+            raise HarnessError(
+                f"ONNX export of {name} disagrees with PyTorch (max abs diff {max_diff:.3g}); "
+                "the model uses an operation the exporter translates wrongly"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta_path.write_text(json.dumps({"content_hash": content_hash, "opset": opset, "max_abs_diff": max_diff,
+                                     "torch": torch.__version__}, indent=2))
+    return OnnxExport(path, opset, max_diff, content_hash)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
+
+
+def _scale(module: torch.nn.Module, example: torch.Tensor) -> float:
+    with torch.inference_mode():
+        return float(module(example).abs().max())
+
+
+def _max_abs_diff(module: torch.nn.Module, path: Path, example: torch.Tensor) -> float:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise missing_library("onnxruntime", "checking the ONNX export", "pip install 'pq-harness[ort-cpu]'") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run([OUTPUT_NAME], {INPUT_NAME: example.numpy()})
+    with torch.inference_mode():
+        torch_out = module(example).numpy()
+    return float(abs(onnx_out - torch_out).max())
