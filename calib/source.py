@@ -1,0 +1,249 @@
+"""``CalibrationData``: the ``backends.base.CalibrationSource`` the backends receive.
+
+Every artifact is built lazily, at most once per object, and cached on disk
+under ``<cache_dir>/calib/`` with a provenance sidecar; a cached artifact is
+reused only when its provenance matches (stale ones are rebuilt, corrupt ones
+raise).  Time spent building goes to ``phases`` as ``calibrate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backends.base import PhaseTimes
+from calib.calibset import CalibrationSet, Transform
+from calib.ort_qdq import QDQ_TARGETS, build_qdq_model, check_target
+from calib.ort_table import TABLE_FILE_NAME, read_table_entries, write_trt_calibration_table
+from calib.provenance import (
+    CALIB_FORMAT_VERSION,
+    Provenance,
+    check_method,
+    library_versions,
+    load_if_matching,
+    remove_with_sidecar,
+    validate_onnx,
+    write_with_provenance,
+)
+from calib.trt_calibrator import BufferFactory, CalibratorCore, calibration_cache_provenance, cuda_buffer_factory
+from harness.fingerprint import dict_hash, file_hash
+
+#: ORT calibration batch: peak memory grows with it, not with the image count (ResNet-18 at 224 px,
+#: entropy: +0.6 GB at 16, +1.1 GB at 32, measured for 128 and 256 images alike).
+DEFAULT_ORT_BATCH_SIZE = 16
+ORT_LIBRARIES: tuple[str, ...] = ("onnxruntime", "onnx", "torch", "torchvision", "PIL")
+
+
+def transform_fingerprint(transform: Any) -> str:
+    """A stable id of a preprocessing transform: its repr without memory addresses, hashed."""
+    text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _validate_table(path: Path) -> None:
+    if not read_table_entries(path):
+        raise ValueError("the table has no entries")
+
+
+class CalibrationData:
+    """Calibration images plus the INT8 artifacts derived from them, for one model."""
+
+    def __init__(
+        self,
+        onnx_loader: Callable[[], Path],
+        calibration_set: CalibrationSet,
+        transform: Transform,
+        method: str,
+        cache_dir: Path,
+        phases: PhaseTimes | None = None,
+        ort_batch_size: int = DEFAULT_ORT_BATCH_SIZE,
+        *,
+        model_hash: str | None = None,
+        preprocess_id: str | None = None,
+        rebuild: bool = False,
+        qdq_preprocess: bool = True,
+    ) -> None:
+        self._onnx_loader = onnx_loader
+        self.calibration_set = calibration_set
+        self.transform = transform
+        self.method = check_method(method)
+        self.cache_dir = Path(cache_dir)
+        self.phases = phases if phases is not None else PhaseTimes()
+        self.ort_batch_size = int(ort_batch_size)
+        self.preprocess_id = preprocess_id or transform_fingerprint(transform)
+        self.rebuild = rebuild
+        self.qdq_preprocess = qdq_preprocess
+        self.notes: list[str] = list(calibration_set.notes)
+        #: How many times each artifact kind was built (not reused) by this object.
+        self.builds: dict[str, int] = {}
+        self._model_hash = model_hash
+        self._onnx: Path | None = None
+        self._qdq: dict[str, Path] = {}
+        self._tables: dict[Path, Path] = {}
+        self._removed: set[Path] = set()
+
+    # -- identity -----------------------------------------------------------------------------
+
+    def onnx_path(self) -> Path:
+        if self._onnx is None:
+            self._onnx = Path(self._onnx_loader())
+        return self._onnx
+
+    @property
+    def model_hash(self) -> str:
+        """sha256 of the fp32 ONNX file (or the hash given at construction)."""
+        if self._model_hash is None:
+            self._model_hash = file_hash(self.onnx_path())
+        return self._model_hash
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        cs = self.calibration_set
+        return {
+            "model_hash": self.model_hash,
+            "calib_file_list_hash": cs.file_list_hash,
+            "method": self.method,
+            "count": cs.count,
+            "seed": cs.seed,
+            "preprocess": self.preprocess_id,
+            "ort_batch_size": self.ort_batch_size,
+            "versions": library_versions(ORT_LIBRARIES),
+            "format_version": CALIB_FORMAT_VERSION,
+        }
+
+    @property
+    def provenance_hash(self) -> str:
+        return dict_hash(self.provenance)[:16]
+
+    def _artifact_provenance(self, kind: str, options: dict[str, Any]) -> Provenance:
+        cs = self.calibration_set
+        return Provenance(
+            artifact_kind=kind,
+            model_hash=self.model_hash,
+            calib_file_list_hash=cs.file_list_hash,
+            method=self.method,
+            count=cs.count,
+            seed=cs.seed,
+            versions=library_versions(ORT_LIBRARIES),
+            options={"preprocess": self.preprocess_id, "ort_batch_size": self.ort_batch_size, **options},
+        )
+
+    def qdq_provenance(self, target: str = "cpu") -> Provenance:
+        return self._artifact_provenance(
+            "ort-qdq-onnx", {"target": target, "quant_pre_process": self.qdq_preprocess, **QDQ_TARGETS[target]})
+
+    def table_provenance(self) -> Provenance:
+        return self._artifact_provenance("ort-trt-table", {"symmetric": True, "file": TABLE_FILE_NAME})
+
+    # -- batches ------------------------------------------------------------------------------
+
+    def _ort_batches(self) -> Iterator[Any]:
+        for batch in self.calibration_set.batches(self.transform, self.ort_batch_size):
+            yield batch.numpy()
+
+    def _ort_num_batches(self) -> int:
+        return self.calibration_set.num_batches(self.ort_batch_size)
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Full batches of preprocessed calibration images (float32 NCHW, host) for TensorRT."""
+        return self.calibration_set.batches(self.transform, batch_size, full_batches_only=True)
+
+    # -- artifacts ----------------------------------------------------------------------------
+
+    def _forget_if_rebuilding(self, path: Path) -> None:
+        if self.rebuild and path not in self._removed:
+            remove_with_sidecar(path)
+            self._removed.add(path)
+
+    def _built(self, kind: str, seconds: float) -> None:
+        self.phases.add("calibrate", seconds)
+        self.builds[kind] = self.builds.get(kind, 0) + 1
+
+    def qdq_path(self, target: str = "cpu") -> Path:
+        target = check_target(target)
+        return self.cache_dir / "calib" / f"qdq-{self.model_hash[:16]}-{self.method}-{target}.onnx"
+
+    def qdq_onnx(self, target: str = "cpu") -> Path:
+        """The Q/DQ INT8 model for ``target`` (``cpu``: ORT CPU EP; ``tensorrt``: TensorRT), built or reused."""
+        target = check_target(target)
+        if target in self._qdq:
+            return self._qdq[target]
+        path = self.qdq_path(target)
+        provenance = self.qdq_provenance(target)
+        self._forget_if_rebuilding(path)
+        found = load_if_matching(path, provenance, validate=validate_onnx)
+        if found is None:
+            start = time.perf_counter()
+            notes: list[str] = []
+            build_qdq_model(self.onnx_path(), self._ort_batches, path, self.method, target=target,
+                            num_batches=self._ort_num_batches(), preprocess=self.qdq_preprocess, notes=notes)
+            write_with_provenance(path, provenance, notes=notes)
+            self.notes.extend(notes)
+            self._built(f"qdq-{target}", time.perf_counter() - start)
+            found = path
+        self._qdq[target] = found
+        return found
+
+    def ort_trt_table(self, cache_dir: Path) -> Path:
+        """``<cache_dir>/calibration.flatbuffers`` for ONNX Runtime's TensorRT EP, built or reused.
+
+        ``cache_dir`` must be the EP's ``trt_engine_cache_path``; pass
+        ``trt_int8_calibration_table_name=<returned path>.name`` and
+        ``trt_int8_use_native_calibration_table=False``.
+        """
+        cache_dir = Path(cache_dir)
+        key = cache_dir.resolve()
+        if key in self._tables:
+            return self._tables[key]
+        path = cache_dir / TABLE_FILE_NAME
+        provenance = self.table_provenance()
+        self._forget_if_rebuilding(path)
+        found = load_if_matching(path, provenance, validate=_validate_table)
+        if found is None:
+            start = time.perf_counter()
+            write_trt_calibration_table(self.onnx_path(), self._ort_batches, cache_dir, self.method,
+                                        num_batches=self._ort_num_batches())
+            write_with_provenance(path, provenance)
+            self._built("ort-trt-table", time.perf_counter() - start)
+            found = path
+        self._tables[key] = found
+        return found
+
+    # -- native TensorRT ----------------------------------------------------------------------
+
+    def trt_cache_provenance(self, batch_size: int, input_shape: tuple[int, ...],
+                             tensorrt_version: str | None = None) -> Provenance:
+        cs = self.calibration_set
+        return calibration_cache_provenance(
+            model_hash=self.model_hash, calib_file_list_hash=cs.file_list_hash, count=cs.count, seed=cs.seed,
+            batch_size=batch_size, input_shape=input_shape, preprocess=self.preprocess_id,
+            tensorrt_version=tensorrt_version)
+
+    def trt_calibrator_core(
+        self,
+        batch_size: int,
+        input_shape: tuple[int, ...],
+        *,
+        cache_dir: Path | None = None,
+        buffer_factory: BufferFactory = cuda_buffer_factory,
+        tensorrt_version: str | None = None,
+    ) -> CalibratorCore:
+        """A :class:`CalibratorCore` over this set's full batches, caching in ``cache_dir``.
+
+        The native cache is entropy-calibrated whatever ``method`` says (TensorRT's
+        ``IInt8EntropyCalibrator2``).  Calibration time falls inside the engine build.
+        """
+        provenance = self.trt_cache_provenance(batch_size, input_shape, tensorrt_version)
+        directory = Path(cache_dir) if cache_dir is not None else self.cache_dir / "calib"
+        cache_path = directory / f"trt-calib-{provenance.key()}.cache"
+        return CalibratorCore(self.batches(batch_size), batch_size, input_shape, buffer_factory, cache_path,
+                              provenance=provenance, rebuild=self.rebuild)
+
+
+__all__ = ["DEFAULT_ORT_BATCH_SIZE", "CalibrationData", "transform_fingerprint"]
