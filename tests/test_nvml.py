@@ -1,0 +1,501 @@
+"""NVML wrapper: decoding, name fallbacks, NotSupported tolerance, energy and warnings (fake NVML)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from harness.errors import BackendUnavailable
+from harness.gpu import nvml as gn
+
+
+# ---------------------------------------------------------------------------------- a fake pynvml
+
+
+class NVMLError(Exception):
+    value = 999
+
+    def __str__(self) -> str:
+        return type(self).__name__.replace("NVMLError_", "")
+
+
+class NVMLError_NotSupported(NVMLError):  # noqa: N801 - pynvml's names
+    value = 3
+
+
+class NVMLError_DriverNotLoaded(NVMLError):  # noqa: N801
+    value = 9
+
+
+class NVMLError_FunctionNotFound(NVMLError):  # noqa: N801
+    value = 13
+
+
+class NVMLError_GpuIsLost(NVMLError):  # noqa: N801
+    value = 15
+
+
+class NVMLError_NotFound(NVMLError):  # noqa: N801
+    value = 6
+
+
+class FakeNvml:
+    """Just enough of pynvml, with the return shapes of nvidia-ml-py 12/13 (V100-like defaults)."""
+
+    NVMLError = NVMLError
+    NVMLError_NotSupported = NVMLError_NotSupported
+    NVMLError_DriverNotLoaded = NVMLError_DriverNotLoaded
+    NVMLError_FunctionNotFound = NVMLError_FunctionNotFound
+    NVML_CLOCK_SM = 1
+    NVML_CLOCK_MEM = 2
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(
+        self,
+        *,
+        name: str = "Tesla V100-SXM2-32GB",
+        cc: tuple[int, int] = (7, 0),
+        new_api: bool = True,
+        energy: bool = True,
+        power_w: float | None = 250.0,
+        reasons: int = 0x0,
+        sm_clock: int = 1530,
+        sm_max: int = 1530,
+        processes: tuple[tuple[int, int], ...] = (),
+        mig: int | None = None,
+        ecc: int | None = 1,
+        temperature: int | None = 45,
+        init_error: type[NVMLError] | None = None,
+        clock: Any = None,
+        count: int = 1,
+    ) -> None:
+        self.name = name
+        self.cc = cc
+        self.new_api = new_api
+        self.energy = energy
+        self.power_w = power_w
+        self.reasons = reasons
+        self.sm_clock = sm_clock
+        self.sm_max = sm_max
+        self.processes = processes
+        self.mig = mig
+        self.ecc = ecc
+        self.temperature = temperature
+        self.init_error = init_error
+        self.clock = clock or time.perf_counter
+        self.count = count
+        self.init_calls = 0
+        self.shutdown_calls = 0
+        self.calls: list[str] = []
+
+    # lifecycle
+    def nvmlInit(self) -> None:
+        if self.init_error is not None:
+            raise self.init_error()
+        self.init_calls += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdown_calls += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return self.count
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
+        return SimpleNamespace(index=index)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any:
+        if uuid != "GPU-3f1c2a9e-0000-1111-2222-333344445555":
+            raise NVMLError_NotFound()
+        return SimpleNamespace(index=3)
+
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:
+        return handle.index
+
+    # system
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "560.35.03"
+
+    def nvmlSystemGetCudaDriverVersion_v2(self) -> int:
+        return 12060
+
+    def nvmlSystemGetProcessName(self, pid: int) -> bytes:
+        return b"/usr/bin/python3"
+
+    # device
+    def nvmlDeviceGetName(self, handle: Any) -> bytes:  # older pynvml returns bytes
+        return self.name.encode()
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return "GPU-3f1c2a9e-0000-1111-2222-333344445555"
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:
+        return self.cc
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, clock: int) -> int:
+        return self.sm_clock if clock == self.NVML_CLOCK_SM else 877
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Any, clock: int) -> int:
+        return self.sm_max if clock == self.NVML_CLOCK_SM else 877
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        self.calls.append("events")
+        if not self.new_api:
+            raise NVMLError_FunctionNotFound()
+        return self.reasons
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
+        self.calls.append("throttle")
+        return self.reasons
+
+    def nvmlDeviceGetTemperatureV(self, handle: Any, sensor: int) -> int:
+        self.calls.append("tempV")
+        if not self.new_api:
+            raise NVMLError_FunctionNotFound()
+        if self.temperature is None:
+            raise NVMLError_NotSupported()
+        return self.temperature
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+        self.calls.append("temp")
+        if self.temperature is None:
+            raise NVMLError_NotSupported()
+        return self.temperature
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        if self.power_w is None:
+            raise NVMLError_NotSupported()
+        return int(self.power_w * 1000)  # milliwatts
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        return 300_000
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        if not self.energy:
+            raise NVMLError_NotSupported()
+        # mJ since "driver load": constant power times the fake clock
+        return int(5_000_000 + (self.power_w or 0.0) * 1000 * self.clock())
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
+        return SimpleNamespace(total=32 * 2**30, used=2 * 2**30, free=30 * 2**30)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
+        return SimpleNamespace(gpu=97, memory=41)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
+        return [SimpleNamespace(pid=pid, usedGpuMemory=mem) for pid, mem in self.processes]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> list[Any]:
+        return []
+
+    def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
+        if self.mig is None:
+            raise NVMLError_NotSupported()  # V100: no MIG
+        return [self.mig, self.mig]
+
+    def nvmlDeviceGetEccMode(self, handle: Any) -> list[int]:
+        if self.ecc is None:
+            raise NVMLError_NotSupported()
+        return [self.ecc, self.ecc]
+
+    def nvmlDeviceGetPersistenceMode(self, handle: Any) -> int:
+        return 1
+
+    def nvmlDeviceGetPerformanceState(self, handle: Any) -> int:
+        return 0
+
+
+class OldPynvml(FakeNvml):
+    """An old nvidia-ml-py without the new function names at all."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetTemperatureV"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ---------------------------------------------------------------------------------- decoding
+
+
+def test_decode_clock_event_reasons() -> None:
+    assert gn.decode_clock_event_reasons(0) == []
+    assert gn.decode_clock_event_reasons(0x1) == ["GpuIdle"]
+    assert gn.decode_clock_event_reasons(0x4 | 0x40 | 0x80) == ["SwPowerCap", "HwThermalSlowdown", "HwPowerBrakeSlowdown"]
+    assert gn.decode_clock_event_reasons(0x2 | 0x8 | 0x10 | 0x20 | 0x100) == [
+        "ApplicationsClocksSetting",
+        "HwSlowdown",
+        "SyncBoost",
+        "SwThermalSlowdown",
+        "DisplayClockSetting",
+    ]
+    assert gn.decode_clock_event_reasons(0x1 | 0x400) == ["GpuIdle", "Unknown(0x400)"]
+
+
+def test_bits_match_pynvml_when_installed() -> None:
+    pynvml = pytest.importorskip("pynvml")
+    for bit, name in gn.CLOCK_EVENT_REASONS:
+        assert getattr(pynvml, f"nvmlClocksEventReason{name}", bit) == bit
+        assert getattr(pynvml, f"nvmlClocksThrottleReason{name}") == bit
+    assert pynvml.NVML_CLOCK_SM == 1 and pynvml.NVML_CLOCK_MEM == 2 and pynvml.NVML_TEMPERATURE_GPU == 0
+
+
+def test_snapshot_decodes_fields() -> None:
+    fake = FakeNvml(reasons=0x4, processes=((os.getpid(), 100 * 2**20), (4242, 512 * 2**20)), mig=0)
+    snap = gn.take_snapshot(0, fake.nvmlDeviceGetHandleByIndex(0), fake, frozenset({os.getpid()}))
+    assert snap.name == "Tesla V100-SXM2-32GB"
+    assert snap.uuid.startswith("GPU-")
+    assert (snap.sm_clock_mhz, snap.sm_clock_max_mhz, snap.mem_clock_mhz, snap.mem_clock_max_mhz) == (1530, 1530, 877, 877)
+    assert snap.clock_event_reasons == ["SwPowerCap"]
+    assert snap.temperature_c == 45
+    assert snap.power_w == pytest.approx(250.0)
+    assert snap.memory_total_mib == pytest.approx(32 * 1024)
+    assert [p.pid for p in snap.other_processes] == [4242]
+    assert snap.other_processes[0].name == "python3"
+    assert snap.other_processes[0].used_memory_mib == pytest.approx(512)
+    assert snap.mig_enabled is False and snap.ecc_enabled is True and snap.persistence_mode is True
+    assert snap.perf_state == 0
+    assert snap.utilization == gn.Utilization(gpu_pct=97, memory_pct=41)
+    assert fake.calls.count("events") == 1 and "throttle" not in fake.calls
+    assert "tempV" in fake.calls and "temp" not in fake.calls
+    json.dumps(snap.to_dict())
+
+
+@pytest.mark.parametrize("fake", [FakeNvml(new_api=False, reasons=0x8), OldPynvml(reasons=0x8)], ids=["old-driver", "old-pynvml"])
+def test_snapshot_falls_back_to_old_names(fake: FakeNvml) -> None:
+    snap = gn.take_snapshot(0, object(), fake)
+    assert snap.clock_event_reasons == ["HwSlowdown"]
+    assert snap.temperature_c == 45
+    assert "throttle" in fake.calls and "temp" in fake.calls
+
+
+def test_not_supported_fields_are_none() -> None:
+    fake = FakeNvml(energy=False, power_w=None, ecc=None, temperature=None, mig=None)
+    snap = gn.take_snapshot(0, object(), fake)
+    assert snap.power_w is None
+    assert snap.energy_counter_mj is None
+    assert snap.ecc_enabled is None
+    assert snap.temperature_c is None
+    assert snap.mig_enabled is None
+    assert snap.name == "Tesla V100-SXM2-32GB"
+
+
+def test_fatal_nvml_errors_propagate() -> None:
+    class Lost(FakeNvml):
+        def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+            raise NVMLError_GpuIsLost()
+
+    with pytest.raises(NVMLError_GpuIsLost):
+        gn.take_snapshot(0, object(), Lost())
+
+
+# ---------------------------------------------------------------------------------- availability
+
+
+def test_nvml_unavailable_on_this_machine_is_explained() -> None:
+    """Real pynvml, no driver here: a reason, never an exception."""
+    pytest.importorskip("pynvml")
+    reason = gn.nvml_available()
+    if reason is None:  # pragma: no cover - only on a machine with a GPU
+        pytest.skip("this machine has a working NVML")
+    assert "NVML" in reason
+    with pytest.raises(BackendUnavailable, match="NVML could not be initialised"):
+        with gn.DeviceMonitor(0):
+            pass
+
+
+def test_nvml_available_with_fakes() -> None:
+    assert gn.nvml_available(FakeNvml()) is None
+    assert "no NVIDIA GPU" in (gn.nvml_available(FakeNvml(count=0)) or "")
+    reason = gn.nvml_available(FakeNvml(init_error=NVMLError_DriverNotLoaded))
+    assert reason is not None and "DriverNotLoaded" in reason and "--gpus all" in reason
+
+
+def test_missing_pynvml_raises_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
+    with pytest.raises(BackendUnavailable, match="nvidia-ml-py"):
+        gn.load_nvml()
+    assert "pynvml" in (gn.nvml_available() or "")
+
+
+def test_init_failure_raises_backend_unavailable() -> None:
+    with pytest.raises(BackendUnavailable, match="no NVIDIA driver"):
+        with gn.DeviceMonitor(0, nvml=FakeNvml(init_error=NVMLError_DriverNotLoaded)):
+            pass
+
+
+def test_list_devices() -> None:
+    fake = FakeNvml(count=2)
+    devices = gn.list_devices(fake)
+    assert len(devices) == 2
+    d = devices[1]
+    assert d.index == 1 and d.compute_capability == (7, 0)
+    assert d.driver_version == "560.35.03" and d.cuda_driver_version == "12.6"
+    assert d.power_limit_w == pytest.approx(300.0)
+    assert fake.init_calls == fake.shutdown_calls == 1
+    assert gn.cuda_version_text(13000) == "13.0" and gn.cuda_version_text(None) is None
+
+
+# ---------------------------------------------------------------------------------- energy
+
+
+def test_energy_per_image() -> None:
+    assert gn.energy_per_image_mj(1000.0, 250) == pytest.approx(4.0)
+    assert gn.energy_per_image_mj(None, 250) is None
+    assert gn.energy_per_image_mj(1000.0, 0) is None
+
+
+def test_integrate_power_trapezoid() -> None:
+    assert gn.integrate_power_mj([]) is None
+    assert gn.integrate_power_mj([(0.0, 100.0)]) is None
+    # 0-1 s ramp 100->200 W (150 J) then 1-2 s flat 200 W (200 J)
+    assert gn.integrate_power_mj([(0.0, 100.0), (1.0, 200.0), (2.0, 200.0)]) == pytest.approx(350_000.0)
+
+
+def test_monitor_uses_energy_counter() -> None:
+    clock = ManualClock()
+    fake = FakeNvml(power_w=250.0, clock=clock)
+    with gn.DeviceMonitor(0, nvml=fake, clock=clock, reason_interval_s=None) as mon:
+        clock.t += 2.0  # the timed window: 2 s at 250 W
+    res = mon.result
+    assert res is not None
+    assert res.energy_source == "counter"
+    assert res.energy_mj == pytest.approx(500_000.0)  # 500 J
+    assert res.duration_s == pytest.approx(2.0)
+    assert res.mean_power_w == pytest.approx(250.0)
+    assert res.energy_per_image_mj(1000) == pytest.approx(500.0)
+    assert res.warnings == []
+    assert res.before.index == res.after.index == 0
+    assert fake.init_calls == fake.shutdown_calls == 1
+    json.dumps(res.to_dict())
+
+
+def test_monitor_falls_back_to_power_sampling() -> None:
+    fake = FakeNvml(energy=False, power_w=200.0)
+    with gn.DeviceMonitor(0, nvml=fake, sample_interval_s=0.005) as mon:
+        time.sleep(0.15)
+    res = mon.result
+    assert res is not None
+    assert res.energy_source == "power-sampling"
+    assert res.samples >= 5
+    # constant 200 W: the trapezoids sum to exactly P x window
+    assert res.energy_mj == pytest.approx(200.0 * res.duration_s * 1000.0, rel=1e-9)
+    assert res.mean_power_w == pytest.approx(200.0)
+    assert res.duration_s >= 0.15
+    assert not any("power samples" in w for w in res.warnings)
+
+
+def test_power_sampling_with_too_few_samples_warns() -> None:
+    clock = ManualClock()
+    fake = FakeNvml(energy=False, power_w=100.0, clock=clock)
+    with gn.DeviceMonitor(0, nvml=fake, clock=clock, sample_interval_s=60.0) as mon:
+        clock.t += 0.5
+    res = mon.result
+    assert res is not None and res.energy_source == "power-sampling"
+    assert res.energy_mj == pytest.approx(50_000.0)
+    assert any("only 2 power samples" in w for w in res.warnings)
+
+
+def test_no_energy_at_all() -> None:
+    fake = FakeNvml(energy=False, power_w=None)
+    with gn.DeviceMonitor(0, nvml=fake, sample_interval_s=0.005) as mon:
+        time.sleep(0.02)
+    res = mon.result
+    assert res is not None
+    assert res.energy_mj is None and res.energy_source is None and res.mean_power_w is None
+    assert any("energy unknown" in w for w in res.warnings)
+
+
+# ---------------------------------------------------------------------------------- warnings
+
+
+def test_clean_window_has_no_warnings() -> None:
+    fake = FakeNvml(reasons=0x1 | 0x2, processes=((os.getpid(), 10),))
+    with gn.DeviceMonitor(0, own_pid=os.getpid(), nvml=fake, reason_interval_s=0.005) as mon:
+        time.sleep(0.03)
+    assert mon.result is not None and mon.result.warnings == []
+    assert set(mon.result.clock_event_reasons_seen) == {"GpuIdle", "ApplicationsClocksSetting"}
+
+
+def test_warnings_for_throttling_low_clock_other_processes_and_mig() -> None:
+    fake = FakeNvml(
+        name="NVIDIA A100-SXM4-40GB",
+        cc=(8, 0),
+        reasons=0x4 | 0x20,
+        sm_clock=1100,
+        sm_max=1410,
+        processes=((os.getpid(), 10), (4242, 2**30)),
+        mig=1,
+    )
+    with gn.DeviceMonitor(0, own_pid=os.getpid(), nvml=fake, reason_interval_s=0.005) as mon:
+        time.sleep(0.03)
+    res = mon.result
+    assert res is not None
+    text = "\n".join(res.warnings)
+    assert "SwPowerCap" in text and "SwThermalSlowdown" in text
+    assert "1100 MHz" in text and "1410 MHz" in text
+    assert "4242" in text and str(os.getpid()) not in text
+    assert "MIG" in text
+    assert res.sm_clock_median_mhz == pytest.approx(1100)
+    assert len(res.warnings) == 4
+
+
+def test_low_clock_while_idle_is_not_a_warning() -> None:
+    fake = FakeNvml(reasons=0x1, sm_clock=300, sm_max=1530)
+    with gn.DeviceMonitor(0, nvml=fake, reason_interval_s=0.005) as mon:
+        time.sleep(0.02)
+    assert mon.result is not None and mon.result.warnings == []
+    assert mon.result.sm_clock_median_mhz is None
+
+
+def test_monitor_result_survives_exception_in_window() -> None:
+    fake = FakeNvml()
+    mon = gn.DeviceMonitor(0, nvml=fake, reason_interval_s=None)
+    with pytest.raises(RuntimeError):
+        with mon:
+            raise RuntimeError("benchmark failed")
+    assert mon.result is not None and fake.shutdown_calls == 1
+
+
+# ---------------------------------------------------------------------------------- device selection
+
+
+def test_monitor_by_uuid_reports_nvml_index() -> None:
+    fake = FakeNvml()
+    with gn.DeviceMonitor("GPU-3f1c2a9e-0000-1111-2222-333344445555", nvml=fake, reason_interval_s=None) as mon:
+        pass
+    assert mon.result is not None and mon.result.index == 3 and mon.index == 3
+    with pytest.raises(BackendUnavailable, match="GPU-nope"):
+        with gn.DeviceMonitor("GPU-nope", nvml=FakeNvml()):
+            pass
+
+
+def test_nvml_device_for_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    props = SimpleNamespace(uuid="b36e34ca-5b68-c870-ca63-a64ab8aaa055")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    assert gn.nvml_device_for_torch(0) == "GPU-b36e34ca-5b68-c870-ca63-a64ab8aaa055"
+
+    def no_cuda(i: int) -> Any:
+        raise RuntimeError("no CUDA")
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", no_cuda)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert gn.nvml_device_for_torch(1) == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
+    assert gn.nvml_device_for_torch(0) == "GPU-aaaa"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gn.nvml_device_for_torch(1) == 1
