@@ -1,0 +1,339 @@
+"""ort-cuda / ort-trt on the CPU: provider option dicts, model choice helpers, messages without a GPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import backends
+from backends.gpu_common import detect_tensorrt_version, fp16_onnx, fp16_onnx_path, qdq_model
+from backends.ort_cuda import OrtCudaBackend, OrtGpuSession, ort_bool, ort_cuda_provider_options
+from backends.ort_trt import OrtTensorrtBackend, engine_files, ort_trt_provider_options, profile_shapes
+from backends.trt_native import BuildPlan, plan_build
+from harness.engine_cache import EngineCacheKey, TimingCacheKey
+from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
+
+SHAPE = (3, 224, 224)
+TRT_VERSIONS = ("10.4.0", "10.15.1.29", "11.4.0.106")
+
+#: REFERENCE.md section 5, plus the device and stream keys both GPU providers take.
+TRT_EP_KEYS = {
+    "trt_fp16_enable", "trt_int8_enable", "trt_int8_calibration_table_name", "trt_int8_use_native_calibration_table",
+    "trt_engine_cache_enable", "trt_engine_cache_path", "trt_timing_cache_enable", "trt_timing_cache_path",
+    "trt_max_workspace_size", "trt_builder_optimization_level", "trt_sparsity_enable", "trt_profile_min_shapes",
+    "trt_profile_opt_shapes", "trt_profile_max_shapes", "trt_detailed_build_log",
+    "device_id", "has_user_compute_stream", "user_compute_stream",
+}
+BOOL_KEYS = {
+    "trt_fp16_enable", "trt_int8_enable", "trt_int8_use_native_calibration_table", "trt_engine_cache_enable",
+    "trt_timing_cache_enable", "trt_sparsity_enable", "trt_detailed_build_log", "has_user_compute_stream",
+}
+
+
+def _options(plan: BuildPlan, tmp: Path, **kw: Any) -> dict[str, str]:
+    table = "calibration.flatbuffers" if plan.use_calibrator else None
+    return ort_trt_provider_options(plan, engine_dir=tmp / "engines", timing_dir=tmp / "timing", input_shape=SHAPE,
+                                    calibration_table_name=kw.pop("table", table), **kw)
+
+
+PLANS = []
+for _v, _p, _m, _s in itertools.product(TRT_VERSIONS, ("fp32", "fp16", "int8"), ("auto", "implicit", "explicit"),
+                                        (False, True)):
+    try:
+        PLANS.append(plan_build(_p, _v, _m, True, _s, (1, 8, 64), typed_onnx=True))
+    except UnsupportedCombination:
+        pass
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p.trt_version}-{p.precision}-{p.onnx_source}-{p.sparse}")
+def test_trt_ep_options_follow_the_plan(plan: BuildPlan, tmp_path: Path) -> None:
+    opts = _options(plan, tmp_path)
+    assert set(opts) <= TRT_EP_KEYS
+    assert all(isinstance(v, str) for v in opts.values())
+    for key in BOOL_KEYS & set(opts):
+        assert opts[key] in ("True", "False"), key  # ORT's Python parser accepts only these spellings
+    assert opts["trt_fp16_enable"] == ort_bool("FP16" in plan.flags)
+    assert opts["trt_int8_enable"] == ort_bool("INT8" in plan.flags)
+    assert opts["trt_sparsity_enable"] == ort_bool(plan.sparse)
+    assert opts["trt_engine_cache_enable"] == "True" and opts["trt_timing_cache_enable"] == "True"
+    assert opts["trt_engine_cache_path"] == str((tmp_path / "engines").resolve())
+    assert opts["trt_timing_cache_path"] == str((tmp_path / "timing").resolve())
+    assert opts["trt_profile_min_shapes"] == "input:1x3x224x224"
+    assert opts["trt_profile_opt_shapes"] == "input:64x3x224x224"
+    assert opts["trt_profile_max_shapes"] == "input:64x3x224x224"
+    assert opts["trt_max_workspace_size"] == str(4096 << 20)
+    assert opts["trt_builder_optimization_level"] == "3"
+    assert opts["trt_detailed_build_log"] == "False"
+    if plan.use_calibrator:
+        assert opts["trt_int8_calibration_table_name"] == "calibration.flatbuffers"
+        assert opts["trt_int8_use_native_calibration_table"] == "False"
+    else:
+        assert "trt_int8_calibration_table_name" not in opts
+        assert "trt_int8_use_native_calibration_table" not in opts
+    if plan.precision == "int8" and not plan.strongly_typed:
+        assert opts["trt_int8_enable"] == opts["trt_fp16_enable"] == "True"  # INT8 with FP16, like --best
+    if plan.strongly_typed:
+        assert opts["trt_fp16_enable"] == opts["trt_int8_enable"] == "False"
+        assert not plan.use_calibrator
+
+
+def test_int8_paths_per_trt_version(tmp_path: Path) -> None:
+    implicit10 = _options(plan_build("int8", "10.4.0", "auto", True, batch_sizes=(8,)), tmp_path)
+    assert implicit10["trt_int8_calibration_table_name"] == "calibration.flatbuffers"
+    qdq10 = _options(plan_build("int8", "10.4.0", "explicit", True, batch_sizes=(8,)), tmp_path)
+    assert "trt_int8_calibration_table_name" not in qdq10 and qdq10["trt_int8_enable"] == "True"
+    qdq11 = _options(plan_build("int8", "11.4.0.106", "auto", True, batch_sizes=(8,)), tmp_path)
+    assert "trt_int8_calibration_table_name" not in qdq11
+    with pytest.raises(UnsupportedCombination):
+        plan_build("int8", "11.4.0.106", "implicit", True, batch_sizes=(8,))
+
+
+def test_never_a_table_for_a_qdq_model(tmp_path: Path) -> None:
+    qdq = plan_build("int8", "10.15.1.29", "explicit", True, batch_sizes=(8,))
+    with pytest.raises(HarnessError, match="never get a table for a Q/DQ model"):
+        _options(qdq, tmp_path, table="calibration.flatbuffers")
+    with pytest.raises(HarnessError):
+        _options(plan_build("fp16", "10.15.1.29", batch_sizes=(8,)), tmp_path, table="calibration.flatbuffers")
+
+
+def test_implicit_needs_a_bare_table_name(tmp_path: Path) -> None:
+    implicit = plan_build("int8", "10.4.0", "implicit", True, batch_sizes=(8,))
+    with pytest.raises(HarnessError, match="calibration table"):
+        _options(implicit, tmp_path, table=None)
+    with pytest.raises(HarnessError, match="bare file name"):
+        _options(implicit, tmp_path, table=str(tmp_path / "calibration.flatbuffers"))
+
+
+def test_bf16_is_not_offered_by_ort_trt(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedCombination, match="bf16"):
+        _options(plan_build("bf16", "10.15.1.29", batch_sizes=(8,)), tmp_path)
+    assert "bf16" not in OrtTensorrtBackend.precisions
+
+
+def test_trt_ep_option_values(tmp_path: Path) -> None:
+    plan = plan_build("fp16", "10.15.1.29", sparse=True, batch_sizes=(32, 128))
+    opts = _options(plan, tmp_path, workspace_bytes=1 << 30, opt_level=5, detailed_build_log=True, device_id=1,
+                    stream_handle=1234567)
+    assert opts["trt_max_workspace_size"] == str(1 << 30) and opts["trt_builder_optimization_level"] == "5"
+    assert opts["trt_detailed_build_log"] == "True" and opts["trt_sparsity_enable"] == "True"
+    assert opts["device_id"] == "1"
+    assert opts["has_user_compute_stream"] == "True" and opts["user_compute_stream"] == "1234567"
+    assert opts["trt_profile_min_shapes"] == "input:32x3x224x224"
+    assert opts["trt_profile_max_shapes"] == "input:128x3x224x224"
+    with pytest.raises(HarnessError, match="0-5"):
+        _options(plan, tmp_path, opt_level=6)
+
+
+def test_profile_shape_syntax() -> None:
+    assert profile_shapes("input", 1, (3, 224, 224)) == "input:1x3x224x224"
+    assert profile_shapes("x", 128, (3, 299, 299)) == "x:128x3x299x299"
+
+
+def test_engine_cache_dirs_are_per_key(tmp_path: Path) -> None:
+    base = EngineCacheKey("ort-trt", "a" * 64, "int8", "implicit", "c" * 16, "10.4.0", "Tesla V100-SXM2-16GB", (7, 0),
+                          {"onnxruntime": "1.20.1", "profile": [1, 64, 64]})
+    other_calib = dataclasses.replace(base, calibration_hash="d" * 16)
+    other_ort = dataclasses.replace(base, builder_options={"onnxruntime": "1.20.0", "profile": [1, 64, 64]})
+    root = tmp_path / "ort-trt"
+    dirs = {k.path(root, "") for k in (base, other_calib, other_ort)}
+    assert len(dirs) == 3 and all(d.parent == root for d in dirs)
+    plan = plan_build("int8", "10.4.0", "auto", True, batch_sizes=(1, 64))
+    opts = ort_trt_provider_options(plan, engine_dir=base.path(root, ""), timing_dir=root / "timing",
+                                    input_shape=SHAPE, calibration_table_name="calibration.flatbuffers")
+    assert opts["trt_engine_cache_path"].endswith(base.stem())
+    timing = TimingCacheKey("10.4.0", "Tesla V100-SXM2-16GB", (7, 0)).path(root / "timing", "")
+    assert timing.parent == root / "timing" and timing.name.startswith("timing-")
+
+
+def test_engine_files(tmp_path: Path) -> None:
+    assert engine_files(tmp_path) == []
+    (tmp_path / "TensorrtExecutionProvider_TRTKernel_graph_main_123_0_0_sm80.engine").write_bytes(b"x" * 10)
+    (tmp_path / "TensorrtExecutionProvider_TRTKernel_graph_main_123_0_0_sm80.profile").write_bytes(b"p")
+    (tmp_path / "calibration.flatbuffers").write_bytes(b"t")
+    assert [p.suffix for p in engine_files(tmp_path)] == [".engine"]
+
+
+# ------------------------------------------------------------------------------ CUDA EP
+
+
+def test_cuda_ep_options() -> None:
+    opts = ort_cuda_provider_options()
+    assert opts == {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "True",
+                    "arena_extend_strategy": "kSameAsRequested"}
+    with_stream = ort_cuda_provider_options(device_id=2, stream_handle=140000000000, gpu_mem_limit=8 << 30,
+                                            cudnn_conv_algo_search="HEURISTIC", arena_extend_strategy="kNextPowerOfTwo")
+    assert with_stream["has_user_compute_stream"] == "True"
+    assert with_stream["user_compute_stream"] == "140000000000"
+    assert with_stream["gpu_mem_limit"] == str(8 << 30) and with_stream["device_id"] == "2"
+    assert all(isinstance(v, str) for v in with_stream.values())
+    with pytest.raises(HarnessError):
+        ort_cuda_provider_options(cudnn_conv_algo_search="FAST")
+    with pytest.raises(HarnessError):
+        ort_cuda_provider_options(arena_extend_strategy="grow")
+
+
+class FakeOrtSession:
+    def __init__(self) -> None:
+        self.runs: list[tuple[Any, dict[str, np.ndarray]]] = []
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.runs.append((names, feeds))
+        x = feeds["input"]
+        return [np.full((x.shape[0], 10), 0.5, dtype=np.float16)]
+
+
+def test_infer_is_host_in_host_out_float32() -> None:
+    from backends.base import SessionInfo
+
+    fake = FakeOrtSession()
+    session = OrtGpuSession(fake, SessionInfo("ort-trt", "fp16", "cuda"), device_id=0, stream=None, num_outputs=10,
+                            profile=(4, 16))
+    out = session.infer(torch.zeros((8, *SHAPE)))
+    assert out.dtype == torch.float32 and out.shape == (8, 10) and out.device.type == "cpu"
+    (names, feeds), = fake.runs
+    assert names == ["logits"] and feeds["input"].dtype == np.float32
+    assert session.cuda_stream is None
+    with pytest.raises(HarnessError, match="outside the TensorRT profile"):
+        session.infer(torch.zeros((32, *SHAPE)))
+    with pytest.raises(HarnessError, match="outside the TensorRT profile"):
+        session.infer(torch.zeros((2, *SHAPE)))
+
+
+# ------------------------------------------------------------------------------ model forms
+
+
+def _tiny_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.standard_normal((4, 10)).astype(np.float32), "fc")
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [w, fc])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_fp16_conversion_keeps_float_io_and_is_cached(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto
+
+    from harness.fingerprint import file_hash
+
+    src = _tiny_onnx(tmp_path / "tiny.onnx")
+    dst = fp16_onnx(src)
+    assert dst == fp16_onnx_path(src, file_hash(src)) and dst.parent == src.parent and dst.exists()
+    model = onnx.load(str(dst))
+    assert {i.data_type for i in model.graph.initializer} == {TensorProto.FLOAT16}
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    mtime = dst.stat().st_mtime_ns
+    assert fp16_onnx(src) == dst and dst.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    _tiny_onnx(src)  # rewritten with the same content: same key, same file
+    assert fp16_onnx(src) == dst
+    other = tmp_path / "other.onnx"
+    _tiny_onnx(other)
+    assert fp16_onnx(other).name.startswith("other.fp16-")
+
+
+def test_fp16_model_computes_the_same_logits(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    src = _tiny_onnx(tmp_path / "tiny.onnx")
+    x = np.random.default_rng(1).random((2, 3, 8, 8), dtype=np.float32)
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    try:
+        half = ort.InferenceSession(str(fp16_onnx(src)), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - an ORT build without fp16 CPU kernels
+        pytest.skip(f"this onnxruntime cannot run fp16 on the CPU: {exc}")
+    out = half.run(None, {"input": x})[0]
+    assert out.dtype == np.float32 and np.allclose(out, ref, atol=1e-2, rtol=1e-2)
+
+
+def test_qdq_model_asks_for_the_gpu_flavour_when_offered(tmp_path: Path) -> None:
+    class WithTargets:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def qdq_onnx(self, target: str = "cpu") -> Path:
+            self.asked.append(target)
+            return tmp_path / f"qdq-{target}.onnx"
+
+    class Plain:
+        def qdq_onnx(self) -> Path:
+            return tmp_path / "qdq.onnx"
+
+    source = WithTargets()
+    assert qdq_model(source) == tmp_path / "qdq-tensorrt.onnx" and source.asked == ["tensorrt"]
+    assert qdq_model(Plain()) == tmp_path / "qdq.onnx"
+
+
+def test_tensorrt_version_falls_back_to_the_pairing_table() -> None:
+    pytest.importorskip("harness.gpu.capabilities")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    found = detect_tensorrt_version("1.20.1")
+    if found is not None and found.source.endswith("distribution"):
+        pytest.skip("a TensorRT wheel is installed here")
+    assert found is not None and found.version == "10.4" and "pairing" in found.source
+    assert detect_tensorrt_version("1.17.0") is None
+    assert detect_tensorrt_version(None) is None
+
+
+# ------------------------------------------------------------------------------ on this GPU-less machine
+
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without a GPU")
+
+
+@needs_no_gpu
+@pytest.mark.parametrize(("backend", "precision"), [("ort-cuda", p) for p in OrtCudaBackend.precisions]
+                         + [("ort-trt", p) for p in OrtTensorrtBackend.precisions])
+def test_unavailable_reason_without_gpu(backend: str, precision: str) -> None:
+    cls = backends.backend_class(backend)
+    reason = cls.unavailable_reason(precision)
+    assert reason is not None and "\n" not in reason and "no NVIDIA GPU" in reason
+    with pytest.raises(BackendUnavailable) as info:
+        backends.validate_request(backend, precision)
+    assert str(info.value).startswith(f"backend '{backend}' cannot run here: ") and "\n" not in str(info.value)
+
+
+def test_precision_declarations() -> None:
+    assert OrtCudaBackend.precisions == ("fp32", "fp16", "int8") and OrtCudaBackend.device == "cuda"
+    assert OrtTensorrtBackend.precisions == ("fp32", "fp16", "int8") and OrtTensorrtBackend.device == "cuda"
+    with pytest.raises(UnsupportedCombination):
+        backends.validate_request("ort-cuda", "bf16")
+
+
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-trt", "trt-native"])
+def test_unknown_backend_options_are_refused_before_any_work(name: str, tmp_path: Path) -> None:
+    from backends.base import ModelArtifact
+
+    def never() -> Path:
+        raise AssertionError("no export for a refused request")
+
+    cls = backends.backend_class(name)
+    artifact = ModelArtifact(name="m", module=torch.nn.Identity(), input_shape=SHAPE, num_outputs=10,
+                             content_hash="0" * 64, onnx=never)
+    with pytest.raises(HarnessError, match="unknown option.*workspace_gb") as info:
+        cls({"workspace_gb": 4}).activate(artifact, "fp32", (1,), tmp_path)
+    assert not isinstance(info.value, BackendUnavailable)
+    assert "\n" not in str(info.value) and set(cls.options_known) <= set(str(info.value).split("known: ")[1].split(", "))

@@ -1,0 +1,775 @@
+"""trt-native without TensorRT or a GPU: build plans, profiles, the builder wiring, API names.
+
+The builder wiring runs against a *strict fake* ``tensorrt`` module generated from the symbol lists
+of the real bindings wheels (tests/data/trt_symbols/): touching a name that the TensorRT version
+lacks raises AttributeError, as the real module would. That checks, per version, that the calls
+each plan makes exist, and that TRT 11 plans never reach a weak-typing name.
+"""
+
+from __future__ import annotations
+
+import itertools
+from enum import IntEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import backends
+from backends.base import PRECISIONS
+from backends.gpu_common import TRT_DTYPE_TO_TORCH, trt_dtype_to_torch, trt_version_tuple
+from backends.trt_native import (
+    TRT10_ONLY_API,
+    TRT_API_USED,
+    BuilderSettings,
+    BuildPlan,
+    TrtNativeBackend,
+    build_serialized_engine,
+    engine_io,
+    make_capturing_logger,
+    plan_build,
+    profile_for,
+    resolve_int8_mode,
+)
+from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
+
+SYMBOLS = Path(__file__).resolve().parent / "data" / "trt_symbols"
+TRT_VERSIONS = ("10.4.0", "10.15.1.29", "11.4.0.106")
+INT8_MODES = ("auto", "implicit", "explicit")
+SHAPE = (3, 224, 224)
+
+
+@lru_cache(maxsize=None)
+def symbols(version_file: str) -> frozenset[str]:
+    lines = (SYMBOLS / version_file).read_text().splitlines()
+    return frozenset(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def symbol_file(version: str) -> str:
+    major, minor = trt_version_tuple(version)
+    return f"tensorrt-{major}.{minor}.txt"
+
+
+def trt10_files() -> list[str]:
+    return sorted(p.name for p in SYMBOLS.glob("tensorrt-10.*.txt"))
+
+
+# ------------------------------------------------------------------------------ API names vs the wheels
+
+
+def test_symbol_files_present() -> None:
+    assert {"tensorrt-10.4.txt", "tensorrt-10.15.txt", "tensorrt-11.4.txt"} <= {p.name for p in SYMBOLS.iterdir()}
+
+
+@pytest.mark.parametrize("version_file", trt10_files())
+def test_every_declared_name_exists_in_trt10(version_file: str) -> None:
+    missing = [name for name in TRT_API_USED if name not in symbols(version_file)]
+    assert not missing, f"{version_file} lacks {missing}"
+
+
+def test_declared_names_are_qualified_and_unique() -> None:
+    assert len(set(TRT_API_USED)) == len(TRT_API_USED)
+    assert all("." in n or n[0].isupper() or n == "__version__" for n in TRT_API_USED)
+
+
+def test_exactly_the_weak_typing_names_are_missing_in_trt11() -> None:
+    missing = {name for name in TRT_API_USED if name not in symbols("tensorrt-11.4.txt")}
+    assert missing == TRT10_ONLY_API
+    assert TRT10_ONLY_API <= set(TRT_API_USED)
+
+
+# ------------------------------------------------------------------------------ plans, exhaustively
+
+# (major, precision, int8 mode, typed ONNX available) -> (flags, onnx source, calibrator) or an error type
+Expected = tuple[tuple[str, ...], str, bool] | type[Exception]
+
+
+def expected_plan(major: int, precision: str, mode: str, typed: bool) -> Expected:
+    if major == 10:
+        return {
+            "fp32": ((), "fp32", False),
+            "fp16": (("FP16",), "fp32", False),
+            "bf16": (("BF16",), "fp32", False),
+            "int8": {
+                "auto": (("INT8", "FP16"), "fp32", True),
+                "implicit": (("INT8", "FP16"), "fp32", True),
+                "explicit": (("INT8", "FP16"), "qdq", False),
+            }[mode],
+        }[precision]
+    return {
+        "fp32": ((), "fp32", False),
+        "fp16": ((), "fp16", False) if typed else UnsupportedCombination,
+        "bf16": ((), "bf16", False) if typed else UnsupportedCombination,
+        "int8": {
+            "auto": ((), "qdq", False),
+            "implicit": UnsupportedCombination,
+            "explicit": ((), "qdq", False),
+        }[mode],
+    }[precision]
+
+
+ALL_COMBOS = list(itertools.product(TRT_VERSIONS, PRECISIONS, INT8_MODES, (False, True), (False, True)))
+
+
+@pytest.mark.parametrize(("version", "precision", "mode", "typed", "sparse"), ALL_COMBOS)
+def test_plan_matrix(version: str, precision: str, mode: str, typed: bool, sparse: bool) -> None:
+    expected = expected_plan(trt_version_tuple(version)[0], precision, mode, typed)
+    call = dict(precision=precision, trt_version=version, int8_mode=mode, has_calibration=True, sparse=sparse,
+                batch_sizes=(1, 8, 32), typed_onnx=typed)
+    if isinstance(expected, type):
+        with pytest.raises(expected) as info:
+            plan_build(**call)  # type: ignore[arg-type]
+        message = str(info.value)
+        assert "\n" not in message
+        assert "TensorRT 11" in message or "removed" in message
+        return
+    flags, source, calibrator = expected
+    plan = plan_build(**call)  # type: ignore[arg-type]
+    assert plan.flags == flags + (("SPARSE_WEIGHTS",) if sparse else ())
+    assert plan.onnx_source == source
+    assert plan.use_calibrator is calibrator
+    assert plan.profile == (1, 32, 32)
+    assert plan.strongly_typed is (trt_version_tuple(version)[0] >= 11)
+    assert plan.int8_mode == (None if precision != "int8" else ("explicit" if source == "qdq" else "implicit"))
+    assert plan.sparse is sparse
+
+
+@pytest.mark.parametrize(("version", "precision", "mode", "typed", "sparse"), ALL_COMBOS)
+def test_no_plan_silently_builds_fp32(version: str, precision: str, mode: str, typed: bool, sparse: bool) -> None:
+    try:
+        plan = plan_build(precision, version, mode, True, sparse, (4,), typed_onnx=typed)
+    except UnsupportedCombination:
+        return
+    reduced = {"FP16", "BF16", "INT8"} & set(plan.flags)
+    if precision == "fp32":
+        assert not reduced and plan.onnx_source == "fp32"
+    else:  # the reduced precision comes from a flag (TRT 10) or from the ONNX model itself (TRT 11)
+        assert reduced or plan.onnx_source in ("fp16", "bf16", "qdq")
+    if plan.strongly_typed:
+        assert not reduced, "TRT 11 has no weak-typing flags"
+    if precision == "int8" and not plan.strongly_typed:
+        assert {"INT8", "FP16"} <= set(plan.flags), "INT8 alone leaves non-INT8 layers in FP32"
+
+
+def test_int8_needs_calibration_data() -> None:
+    for version in TRT_VERSIONS:
+        with pytest.raises(HarnessError, match="calibration"):
+            plan_build("int8", version, "auto", has_calibration=False, batch_sizes=(8,))
+    # other precisions do not
+    assert plan_build("fp16", "10.4.0", has_calibration=False, batch_sizes=(8,)).flags == ("FP16",)
+
+
+def test_default_int8_mode_follows_the_trt_version() -> None:
+    assert resolve_int8_mode("auto", "10.4.0") == "implicit"
+    assert resolve_int8_mode("auto", "10.15.1.29") == "implicit"
+    assert resolve_int8_mode("auto", "11.4.0.106") == "explicit"
+    assert resolve_int8_mode("explicit", "10.4.0") == "explicit"
+    with pytest.raises(UnsupportedCombination, match="removed in TensorRT 11"):
+        resolve_int8_mode("implicit", "11.0.0")
+    with pytest.raises(HarnessError, match="int8 mode"):
+        resolve_int8_mode("qdq", "10.4.0")
+
+
+def test_bad_requests() -> None:
+    with pytest.raises(UnsupportedCombination, match="unknown precision"):
+        plan_build("int4", "10.4.0", batch_sizes=(1,))
+    with pytest.raises(UnsupportedCombination, match="TensorRT 10 or newer"):
+        plan_build("fp32", "8.6.1", batch_sizes=(1,))
+    with pytest.raises(HarnessError, match="int8 mode"):
+        plan_build("fp32", "10.4.0", "sometimes", batch_sizes=(1,))
+
+
+def test_trt11_fp16_error_names_the_way_out() -> None:
+    with pytest.raises(UnsupportedCombination) as info:
+        plan_build("fp16", "11.4.0.106", batch_sizes=(1,))
+    msg = str(info.value)
+    assert "FP16 ONNX" in msg and "fp16_onnx" in msg and "would build FP32" in msg
+
+
+def test_compute_capability_rules_apply() -> None:
+    v100, a100, h100 = (7, 0), (8, 0), (9, 0)
+    with pytest.raises(UnsupportedCombination, match="sm_70"):
+        plan_build("fp16", "10.15.1.29", batch_sizes=(1,), compute_capability=v100)  # Volta dropped after 10.4
+    with pytest.raises(UnsupportedCombination, match="bf16"):
+        plan_build("bf16", "10.4.0", batch_sizes=(1,), compute_capability=v100)
+    assert plan_build("int8", "10.4.0", "auto", True, batch_sizes=(1,), compute_capability=v100).use_calibrator
+    assert plan_build("bf16", "10.15.1.29", batch_sizes=(1,), compute_capability=a100).flags == ("BF16",)
+    with pytest.raises(UnsupportedCombination, match="removed"):
+        plan_build("int8", "11.4.0.106", "implicit", True, batch_sizes=(1,), compute_capability=h100)
+    assert plan_build("int8", "11.4.0.106", "auto", True, batch_sizes=(1,), compute_capability=h100).onnx_source == "qdq"
+
+
+def test_sparse_fp32_is_noted() -> None:
+    plan = plan_build("fp32", "10.15.1.29", sparse=True, batch_sizes=(1,))
+    assert plan.flags == ("SPARSE_WEIGHTS",) and plan.notes
+
+
+def test_plan_to_dict() -> None:
+    d = plan_build("int8", "10.4.0", "auto", True, True, (1, 128)).to_dict()
+    assert d["flags"] == ["INT8", "FP16", "SPARSE_WEIGHTS"] and d["profile"] == [1, 128, 128]
+    assert d["onnx_source"] == "fp32" and d["use_calibrator"] is True and d["int8_mode"] == "implicit"
+
+
+# ------------------------------------------------------------------------------ profiles
+
+
+@pytest.mark.parametrize(
+    "sweep",
+    [(1,), (128,), (1, 8, 32, 64, 128), (128, 1, 32), (7, 3), (256, 256, 16)],
+)
+def test_profile_covers_every_sweep_batch_size(sweep: tuple[int, ...]) -> None:
+    low, opt, high = profile_for(sweep)
+    assert low == min(sweep) and opt == high == max(sweep)
+    assert all(low <= b <= high for b in sweep)
+    plan = plan_build("fp16", "10.4.0", batch_sizes=sweep)
+    assert plan.profile == (low, opt, high)
+
+
+def test_profile_minimum_override_and_errors() -> None:
+    assert profile_for((32, 128), min_batch=1) == (1, 128, 128)  # covers the ragged last batch of a dataset
+    assert plan_build("fp32", "10.4.0", batch_sizes=(32, 128), profile_min=1).profile == (1, 128, 128)
+    with pytest.raises(HarnessError):
+        profile_for((32, 128), min_batch=64)
+    with pytest.raises(HarnessError):
+        profile_for((32,), min_batch=0)
+    with pytest.raises(HarnessError, match="no batch sizes"):
+        profile_for(())
+    with pytest.raises(HarnessError):
+        profile_for((0, 8))
+
+
+# ------------------------------------------------------------------------------ builder settings / key options
+
+
+def test_builder_settings_key_options() -> None:
+    implicit = plan_build("int8", "10.4.0", "auto", True, False, (1, 64))
+    explicit = plan_build("int8", "10.4.0", "explicit", True, False, (1, 64))
+    settings = BuilderSettings(workspace_bytes=1 << 30, opt_level=4, detailed=True, calibration_batch=16)
+    a, b = settings.key_options(implicit), settings.key_options(explicit)
+    assert a["calibration_batch"] == 16 and "calibration_batch" not in b
+    assert a["onnx_source"] == "fp32" and b["onnx_source"] == "qdq"
+    assert a["profile"] == [1, 64, 64] and a["workspace_bytes"] == 1 << 30 and a["opt_level"] == 4
+    assert a["profiling_verbosity"] == "detailed"
+    assert BuilderSettings(detailed=False).key_options(implicit)["profiling_verbosity"] == "layer_names_only"
+    assert "cuda_graph" not in a
+    for bad in (dict(workspace_bytes=0), dict(opt_level=6), dict(opt_level=-1), dict(calibration_batch=0)):
+        with pytest.raises(HarnessError):
+            BuilderSettings(**bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ a strict fake tensorrt
+
+
+class Severity(IntEnum):
+    INTERNAL_ERROR = 0
+    ERROR = 1
+    WARNING = 2
+    INFO = 3
+    VERBOSE = 4
+
+
+class FakeTrt:
+    """``tensorrt`` as far as one symbol list allows; records every name touched and every call."""
+
+    def __init__(self, version: str, *, parse_ok: bool = True, build_ok: bool = True, timing_ok: bool = True,
+                 inputs: tuple[str, ...] = ("input",)) -> None:
+        self.version = version
+        self.names = symbols(symbol_file(version))
+        self.used: set[str] = set()
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.parse_ok, self.build_ok, self.timing_ok, self.inputs = parse_ok, build_ok, timing_ok, inputs
+
+    def touch(self, qualified: str) -> None:
+        if qualified not in self.names:
+            raise AttributeError(f"tensorrt {self.version} has no {qualified}")
+        self.used.add(qualified)
+
+    def record(self, qualified: str, *args: Any) -> None:
+        self.calls.append((qualified, args))
+
+    def called(self, qualified: str) -> list[tuple[Any, ...]]:
+        return [args for name, args in self.calls if name == qualified]
+
+    def module(self) -> Any:
+        return FakeModule(self)
+
+
+class Strict:
+    """An object whose public attributes must exist in the symbol list under ``<cls>.<name>``."""
+
+    def __init__(self, fake: FakeTrt, cls: str, **attrs: Any) -> None:
+        object.__setattr__(self, "_fake", fake)
+        object.__setattr__(self, "_cls", cls)
+        for k, v in attrs.items():
+            object.__setattr__(self, k, v)
+
+    def __getattribute__(self, name: str) -> Any:
+        if not name.startswith("_"):
+            object.__getattribute__(self, "_fake").touch(f"{object.__getattribute__(self, '_cls')}.{name}")
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        qualified = f"{self._cls}.{name}"
+        self._fake.touch(qualified)
+        self._fake.record(qualified, value)
+        object.__setattr__(self, name, value)
+
+
+class EnumSpace:
+    def __init__(self, fake: FakeTrt, cls: str) -> None:
+        self._fake, self._cls = fake, cls
+
+    def __getattr__(self, name: str) -> str:
+        self._fake.touch(f"{self._cls}.{name}")
+        return f"{self._cls}.{name}"
+
+
+class FakeModule:
+    def __init__(self, fake: FakeTrt) -> None:
+        object.__setattr__(self, "_fake", fake)
+
+    def __getattr__(self, name: str) -> Any:
+        fake: FakeTrt = object.__getattribute__(self, "_fake")
+        fake.touch(name)
+        if name == "__version__":
+            return fake.version
+        if name == "ILogger":
+            return FakeILogger
+        if name == "Builder":
+            return lambda logger: FakeBuilder(fake, "Builder", _logger=logger)
+        if name == "OnnxParser":
+            return lambda network, logger: FakeParser(fake, "OnnxParser", num_errors=0 if fake.parse_ok else 2,
+                                                      _logger=logger)
+        if name in ("BuilderFlag", "MemoryPoolType", "ProfilingVerbosity", "TensorIOMode", "LayerInformationFormat"):
+            return EnumSpace(fake, name)
+        raise AttributeError(f"the fake has no {name}")
+
+
+class FakeILogger:
+    Severity = Severity
+
+    def __init__(self) -> None:
+        pass
+
+
+class FakeBuilder(Strict):
+    def create_network(self, flags: int) -> Any:
+        self._fake.record("Builder.create_network", flags)
+        return FakeNetwork(self._fake, "INetworkDefinition", num_inputs=len(self._fake.inputs))
+
+    def create_builder_config(self) -> Any:
+        return FakeConfig(self._fake, "IBuilderConfig")
+
+    def create_optimization_profile(self) -> Any:
+        return FakeProfile(self._fake, "IOptimizationProfile")
+
+    def build_serialized_network(self, network: Any, config: Any) -> Any:
+        self._fake.record("Builder.build_serialized_network", network, config)
+        if not self._fake.build_ok:
+            self._logger.log(Severity.ERROR, "Error Code 4: out of memory while building\nsecond line")
+            return None
+        return memoryview(b"ENGINE-" + self._fake.version.encode())
+
+
+class FakeNetwork(Strict):
+    def get_input(self, i: int) -> Any:
+        return Strict(self._fake, "ITensor", name=self._fake.inputs[i])
+
+
+class FakeParser(Strict):
+    def parse_from_file(self, path: str) -> bool:
+        self._fake.record("OnnxParser.parse_from_file", path)
+        return self._fake.parse_ok
+
+    def get_error(self, i: int) -> Any:
+        return FakeParserError(self._fake, "ParserError", _index=i)
+
+
+class FakeParserError(Strict):
+    def desc(self) -> str:
+        return f"unsupported operator #{self._index}"
+
+    def node_name(self) -> str:
+        return f"/node{self._index}"
+
+
+class FakeProfile(Strict):
+    def set_shape(self, name: str, low: tuple[int, ...], opt: tuple[int, ...], high: tuple[int, ...]) -> None:
+        self._fake.record("IOptimizationProfile.set_shape", self, name, low, opt, high)
+
+
+class FakeTimingCache(Strict):
+    def serialize(self) -> bytes:
+        return b"TIMING:" + self._data
+
+
+class FakeConfig(Strict):
+    def set_memory_pool_limit(self, pool: str, size: int) -> None:
+        self._fake.record("IBuilderConfig.set_memory_pool_limit", pool, size)
+
+    def set_flag(self, flag: str) -> None:
+        self._fake.record("IBuilderConfig.set_flag", flag)
+
+    def add_optimization_profile(self, profile: Any) -> int:
+        self._fake.record("IBuilderConfig.add_optimization_profile", profile)
+        return 0
+
+    def set_calibration_profile(self, profile: Any) -> bool:
+        self._fake.record("IBuilderConfig.set_calibration_profile", profile)
+        return True
+
+    def create_timing_cache(self, data: bytes) -> Any:
+        self._fake.record("IBuilderConfig.create_timing_cache", data)
+        return FakeTimingCache(self._fake, "ITimingCache", _data=bytes(data))
+
+    def set_timing_cache(self, cache: Any, ignore_mismatch: bool) -> bool:
+        self._fake.record("IBuilderConfig.set_timing_cache", cache, ignore_mismatch)
+        return self._fake.timing_ok or not cache._data  # an empty cache always fits
+
+
+def _build(fake: FakeTrt, plan: BuildPlan, *, settings: BuilderSettings | None = None,
+           timing: bytes | None = None, calibrator: Any = None) -> Any:
+    trt = fake.module()
+    logger = make_capturing_logger(trt)
+    out = build_serialized_engine(trt, Path("/models/tiny.onnx"), plan, settings or BuilderSettings(), SHAPE,
+                                  logger=logger, timing_cache=timing, calibrator=calibrator)
+    return out, logger
+
+
+def _api_prefixes() -> set[str]:
+    prefixes = set(TRT_API_USED)
+    for name in TRT_API_USED:
+        parts = name.split(".")
+        prefixes.update(".".join(parts[:k]) for k in range(1, len(parts)))
+    return prefixes
+
+
+VALID_PLANS = []
+for _v, _p, _m, _t, _s in ALL_COMBOS:
+    try:
+        VALID_PLANS.append(plan_build(_p, _v, _m, True, _s, (1, 16, 64), typed_onnx=_t))
+    except UnsupportedCombination:
+        pass
+
+
+@pytest.mark.parametrize("plan", VALID_PLANS, ids=lambda p: f"{p.trt_version}-{p.precision}-{p.onnx_source}-"
+                                                            f"{'+'.join(p.flags) or 'noflags'}")
+def test_every_valid_plan_builds_against_its_trt_version(plan: BuildPlan) -> None:
+    fake = FakeTrt(plan.trt_version)
+    out, _ = _build(fake, plan, calibrator=object() if plan.use_calibrator else None)
+    assert out.engine == b"ENGINE-" + plan.trt_version.encode()
+    assert fake.called("IBuilderConfig.set_flag") == [(f"BuilderFlag.{f}",) for f in plan.flags]
+    assert fake.used <= _api_prefixes(), f"used but not declared in TRT_API_USED: {fake.used - _api_prefixes()}"
+    if plan.strongly_typed:
+        assert not fake.used & TRT10_ONLY_API
+
+
+def test_wiring_of_an_implicit_int8_build() -> None:
+    plan = plan_build("int8", "10.4.0", "auto", True, True, (1, 8, 128))
+    fake = FakeTrt("10.4.0")
+    calibrator = object()
+    settings = BuilderSettings(workspace_bytes=2 << 30, opt_level=5, detailed=True, calibration_batch=16)
+    out, _ = _build(fake, plan, settings=settings, timing=b"old", calibrator=calibrator)
+
+    assert fake.called("Builder.create_network") == [(0,)]
+    assert fake.called("OnnxParser.parse_from_file") == [("/models/tiny.onnx",)]
+    assert fake.called("IBuilderConfig.set_memory_pool_limit") == [("MemoryPoolType.WORKSPACE", 2 << 30)]
+    assert fake.called("IBuilderConfig.builder_optimization_level") == [(5,)]
+    assert fake.called("IBuilderConfig.set_flag") == [("BuilderFlag.INT8",), ("BuilderFlag.FP16",),
+                                                      ("BuilderFlag.SPARSE_WEIGHTS",)]
+    assert fake.called("IBuilderConfig.profiling_verbosity") == [("ProfilingVerbosity.DETAILED",)]
+    shapes = fake.called("IOptimizationProfile.set_shape")
+    assert [s[1:] for s in shapes] == [
+        ("input", (1, *SHAPE), (128, *SHAPE), (128, *SHAPE)),  # the optimization profile
+        ("input", (16, *SHAPE), (16, *SHAPE), (16, *SHAPE)),  # the calibration profile
+    ]
+    (main_profile,), = fake.called("IBuilderConfig.add_optimization_profile")
+    (calib_profile,), = fake.called("IBuilderConfig.set_calibration_profile")
+    assert main_profile is shapes[0][0] and calib_profile is shapes[1][0]
+    assert fake.called("IBuilderConfig.int8_calibrator") == [(calibrator,)]
+    assert fake.called("IBuilderConfig.create_timing_cache") == [(b"old",)]
+    (cache, ignore), = fake.called("IBuilderConfig.set_timing_cache")
+    assert ignore is False and cache._data == b"old"
+    assert out.timing_cache == b"TIMING:old" and not out.notes
+
+
+def test_explicit_and_fp32_builds_never_touch_the_calibrator_api() -> None:
+    for plan in (plan_build("int8", "10.15.1.29", "explicit", True, False, (8,)),
+                 plan_build("fp32", "10.15.1.29", batch_sizes=(8,))):
+        fake = FakeTrt("10.15.1.29")
+        _build(fake, plan)
+        assert not fake.called("IBuilderConfig.set_calibration_profile")
+        assert not fake.called("IBuilderConfig.int8_calibrator")
+        assert len(fake.called("IOptimizationProfile.set_shape")) == 1
+
+
+def test_trt11_rejects_a_weak_typing_flag_loudly() -> None:
+    forged = BuildPlan(precision="fp16", trt_version="11.4.0.106", strongly_typed=True, flags=("FP16",),
+                       onnx_source="fp32", use_calibrator=False, profile=(1, 1, 1))
+    with pytest.raises(UnsupportedCombination, match="BuilderFlag.FP16.*removed weak typing"):
+        _build(FakeTrt("11.4.0.106"), forged)
+
+
+def test_implicit_plan_without_calibrator_is_refused() -> None:
+    with pytest.raises(HarnessError, match="calibrator"):
+        _build(FakeTrt("10.4.0"), plan_build("int8", "10.4.0", "implicit", True, batch_sizes=(1,)))
+
+
+def test_detailed_off_uses_layer_names_only() -> None:
+    fake = FakeTrt("10.4.0")
+    _build(fake, plan_build("fp16", "10.4.0", batch_sizes=(1,)), settings=BuilderSettings(detailed=False))
+    assert fake.called("IBuilderConfig.profiling_verbosity") == [("ProfilingVerbosity.LAYER_NAMES_ONLY",)]
+
+
+def test_mismatched_timing_cache_starts_fresh() -> None:
+    fake = FakeTrt("10.4.0", timing_ok=False)
+    out, _ = _build(fake, plan_build("fp16", "10.4.0", batch_sizes=(1,)), timing=b"from-another-gpu")
+    assert fake.called("IBuilderConfig.create_timing_cache") == [(b"from-another-gpu",), (b"",)]
+    assert out.timing_cache == b"TIMING:" and out.notes
+
+
+def test_parser_errors_are_reported() -> None:
+    with pytest.raises(HarnessError) as info:
+        _build(FakeTrt("10.4.0", parse_ok=False), plan_build("fp32", "10.4.0", batch_sizes=(1,)))
+    msg = str(info.value)
+    assert "could not parse tiny.onnx" in msg and "/node0: unsupported operator #0" in msg and "/node1" in msg
+
+
+def test_unexpected_inputs_are_reported() -> None:
+    with pytest.raises(HarnessError, match="exactly one named 'input'"):
+        _build(FakeTrt("10.4.0", inputs=("images",)), plan_build("fp32", "10.4.0", batch_sizes=(1,)))
+
+
+def test_failed_build_reports_the_log_on_one_line() -> None:
+    with pytest.raises(HarnessError) as info:
+        _build(FakeTrt("10.15.1.29", build_ok=False), plan_build("fp16", "10.15.1.29", batch_sizes=(1,)))
+    msg = str(info.value)
+    assert "could not build an engine from tiny.onnx" in msg and "['FP16']" in msg
+    assert "out of memory while building" in msg and "\n" not in msg
+
+
+def test_capturing_logger_threshold() -> None:
+    trt = FakeTrt("10.4.0").module()
+    logger = make_capturing_logger(trt, "WARNING", keep=2)
+    for severity, text in [(Severity.VERBOSE, "v"), (Severity.INFO, "i"), (Severity.WARNING, "w"),
+                           (Severity.ERROR, "e"), (Severity.INTERNAL_ERROR, "x")]:
+        logger.log(severity, text)
+    assert list(logger.messages) == ["[ERROR] e", "[INTERNAL_ERROR] x"]  # keeps the last two at >= WARNING
+    verbose = make_capturing_logger(trt, "verbose")
+    verbose.log(Severity.VERBOSE, "v")
+    assert list(verbose.messages) == ["[VERBOSE] v"]
+
+
+# ------------------------------------------------------------------------------ runtime helpers
+
+
+class FakeDtype:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_trt_dtype_mapping() -> None:
+    assert trt_dtype_to_torch(FakeDtype("FLOAT")) is torch.float32
+    assert trt_dtype_to_torch(FakeDtype("HALF")) is torch.float16
+    assert trt_dtype_to_torch("BF16") is torch.bfloat16
+    assert trt_dtype_to_torch("DataType.INT8") is torch.int8
+    assert set(TRT_DTYPE_TO_TORCH) <= {n.split(".", 1)[1] for n in symbols("tensorrt-10.4.txt")
+                                       if n.startswith("DataType.")}
+    with pytest.raises(HarnessError, match="FP8"):
+        trt_dtype_to_torch(FakeDtype("FP8"))
+
+
+def test_engine_io_discovery() -> None:
+    fake = FakeTrt("10.15.1.29")
+    trt = fake.module()
+
+    class FakeEngine(Strict):
+        def get_tensor_name(self, i: int) -> str:
+            return ["input", "logits"][i]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return "TensorIOMode.INPUT" if name == "input" else "TensorIOMode.OUTPUT"
+
+        def get_tensor_dtype(self, name: str) -> FakeDtype:
+            return FakeDtype("FLOAT" if name == "input" else "HALF")
+
+    io = engine_io(trt, FakeEngine(fake, "ICudaEngine", num_io_tensors=2))
+    assert [(s.name, s.is_input, s.dtype) for s in io] == [("input", True, torch.float32),
+                                                           ("logits", False, torch.float16)]
+    assert fake.used <= _api_prefixes()
+
+
+# ------------------------------------------------------------------------------ on this GPU-less machine
+
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without a GPU")
+
+
+@needs_no_gpu
+@pytest.mark.parametrize("precision", TrtNativeBackend.precisions)
+def test_unavailable_reason_without_gpu(precision: str) -> None:
+    reason = TrtNativeBackend.unavailable_reason(precision)
+    assert reason is not None and "\n" not in reason
+    assert "no NVIDIA GPU" in reason and "docker compose run harness" in reason
+
+
+@needs_no_gpu
+def test_validate_request_trt_native_int8_is_one_line() -> None:
+    with pytest.raises(BackendUnavailable) as info:
+        backends.validate_request("trt-native", "int8")
+    msg = str(info.value)
+    assert msg.startswith("backend 'trt-native' cannot run here: ") and "\n" not in msg
+
+
+@needs_no_gpu
+def test_activate_refuses_before_doing_any_work(tmp_path: Path) -> None:
+    from backends.base import ModelArtifact
+
+    def never() -> Path:
+        raise AssertionError("activate must not export anything on a machine that cannot run it")
+
+    artifact = ModelArtifact(name="m", module=torch.nn.Identity(), input_shape=SHAPE, num_outputs=10,
+                             content_hash="0" * 64, onnx=never)
+    with pytest.raises(BackendUnavailable):
+        TrtNativeBackend().activate(artifact, "fp16", (1,), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_backend_declaration() -> None:
+    assert TrtNativeBackend.name == "trt-native" and TrtNativeBackend.device == "cuda"
+    assert TrtNativeBackend.precisions == ("fp32", "fp16", "bf16", "int8")
+    assert backends.backend_class("trt-native") is TrtNativeBackend
+
+
+# ------------------------------------------------------------------------------ runtime on a real GPU (no TensorRT)
+#
+# TrtNativeSession's own work (stream, torch buffers, shape/address binding, CUDA graphs, CUDA-event
+# timing) against a fake engine whose execute_async_v3 is a real cudaMemcpy2DAsync on the given stream:
+# logits[b, :10] = input[b].flatten()[:10]. Skipped without a GPU.
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+GPU_SHAPE = (3, 8, 8)
+
+
+def _cudart() -> Any:
+    import ctypes
+
+    torch.cuda.init()
+    torch.zeros(1, device="cuda")
+    paths = [line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "libcudart" in line]
+    if not paths:
+        pytest.skip("libcudart is not loaded by torch (statically linked?)")
+    lib = ctypes.CDLL(paths[0])
+    fn = lib.cudaMemcpy2DAsync
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t,
+                   ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+class CopyContext:
+    def __init__(self, memcpy2d: Any) -> None:
+        self.memcpy2d, self.shape, self.addr, self.executions = memcpy2d, None, {}, 0
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        assert name == "input"
+        self.shape = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        assert name == "logits" and self.shape is not None
+        return (self.shape[0], 10)
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addr[name] = int(ptr)
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        b, c, h, w = self.shape  # type: ignore[misc]
+        rc = self.memcpy2d(self.addr["logits"], 40, self.addr["input"], c * h * w * 4, 40, b, 3, stream_handle)
+        self.executions += 1
+        return rc == 0
+
+
+class CopyEngine:
+    num_io_tensors = 2
+
+    def __init__(self, memcpy2d: Any) -> None:
+        self.context = CopyContext(memcpy2d)
+
+    def get_tensor_name(self, i: int) -> str:
+        return ["input", "logits"][i]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "INPUT" if name == "input" else "OUTPUT"
+
+    def get_tensor_dtype(self, name: str) -> FakeDtype:
+        return FakeDtype("FLOAT")
+
+    def create_execution_context(self) -> CopyContext:
+        return self.context
+
+
+@needs_gpu
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_gpu_session_runtime_with_a_copy_engine(cuda_graph: bool) -> None:
+    from types import SimpleNamespace
+
+    from backends.base import SessionInfo
+    from backends.trt_native import TrtNativeSession
+    from harness.timing import CudaEventTimer, TimingConfig, measure, timer_for
+
+    engine = CopyEngine(_cudart())
+    trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"))
+    session = TrtNativeSession(trt=trt, runtime=None, engine=engine, info=SessionInfo("trt-native", "fp32", "cuda"),
+                               input_shape=GPU_SHAPE, profile=(1, 8, 8), batch_sizes=(1, 4, 8), cuda_graph=cuda_graph)
+    assert session.min_batch == 1 and session.max_batch == 8
+    assert session.cuda_stream is not None and session.cuda_stream != torch.cuda.current_stream()
+    if cuda_graph:
+        assert set(session._graphs) == {1, 4, 8}
+
+    def expect(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], -1)[:, :10]
+
+    for b in (4, 8, 1):
+        host = torch.randn((b, *GPU_SHAPE))
+        out = session.infer(host)  # e2e: host in, host out, synchronised
+        assert out.device.type == "cpu" and out.dtype == torch.float32 and torch.equal(out, expect(host))
+        staged = session.stage(host)  # compute: enqueue only
+        assert staged.is_cuda
+        y = session.run(staged)
+        session.cuda_stream.synchronize()
+        assert torch.equal(y.cpu(), expect(host))
+
+    # a batch inside the profile but outside the sweep runs without a graph (output allocated lazily)
+    host = torch.randn((2, *GPU_SHAPE))
+    assert torch.equal(session.infer(host), expect(host))
+    with pytest.raises(HarnessError, match="outside the engine's profile"):
+        session.infer(torch.randn((9, *GPU_SHAPE)))
+
+    # a foreign device tensor is copied into the graph's input buffer
+    foreign = torch.randn((4, *GPU_SHAPE), device="cuda")
+    torch.cuda.synchronize()
+    y = session.run(foreign)
+    session.cuda_stream.synchronize()
+    assert torch.equal(y.cpu(), expect(foreign.cpu()))
+
+    # staging a new batch and running again sees the new data (graphs replay the fixed buffers)
+    first, second = torch.randn((8, *GPU_SHAPE)), torch.randn((8, *GPU_SHAPE))
+    session.run(session.stage(first))
+    y = session.run(session.stage(second))
+    session.cuda_stream.synchronize()
+    assert torch.equal(y.cpu(), expect(second))
+
+    # the timing engine measures run() with CUDA events on the session's stream
+    timer = timer_for("cuda", "compute", session.cuda_stream)
+    assert isinstance(timer, CudaEventTimer)
+    staged = [session.stage(torch.randn((8, *GPU_SHAPE)))]
+    before = engine.context.executions
+    result = measure(session.run, staged, batch_size=8, config=TimingConfig(warmup=2, iterations=20, repeats=2),
+                     definition="compute", timer=timer)
+    assert len(result.samples_ns) == 40 and all(s > 0 for s in result.samples_ns)
+    executed = engine.context.executions - before
+    assert executed == (0 if cuda_graph else 44)  # with graphs, replays do not call execute_async_v3
+    session.close()
