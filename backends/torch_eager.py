@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from backends.base import Backend, ModelArtifact, Session, SessionInfo
+from harness.errors import BackendUnavailable
 from harness.sizes import state_dict_bytes
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -73,7 +74,7 @@ class TorchBackend(Backend):
         self.check_precision(precision)
         device = self.options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cpu" and precision != "fp32":
-            raise ValueError("torch on CPU runs fp32 only")
+            raise BackendUnavailable(f"torch {precision} needs a CUDA GPU; use fp32 on CPU")
         channels_last = bool(self.options.get("channels_last", device == "cuda"))
         module = copy.deepcopy(artifact.module).eval().to(device=device, dtype=_DTYPES[precision])
         if channels_last:

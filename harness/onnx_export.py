@@ -7,6 +7,7 @@ model whose outputs disagree beyond tolerance is rejected.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -58,7 +59,10 @@ def export_onnx(
         meta = json.loads(meta_path.read_text())
         if meta.get("content_hash") == content_hash:
             return OnnxExport(path, opset, float(meta["max_abs_diff"]), content_hash)
-    module = module.eval().cpu().float()
+    first = next(module.parameters(), None)
+    if first is not None and (first.device.type != "cpu" or first.dtype != torch.float32):
+        module = copy.deepcopy(module).cpu().float()  # never move or cast the caller's module
+    module.eval()
     example = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0))
     fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=out_dir)
     os.close(fd)

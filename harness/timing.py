@@ -77,6 +77,8 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (numpy's default) of sorted values."""
     if not sorted_values:
         raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is outside [0, 100]")
     pos = (len(sorted_values) - 1) * q / 100.0
     lo = int(pos)
     hi = min(lo + 1, len(sorted_values) - 1)

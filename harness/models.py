@@ -1,0 +1,190 @@
+"""Models by name: every torchvision classifier, tinycnn, and custom factories.
+
+Each loaded model carries the preprocessing its weights define (resize, crop,
+mean/std; Inception-v3 is 299 px) and the label space of its outputs, so that
+accuracy can be taken over the right logits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision import transforms
+
+from harness.errors import HarnessError
+
+WEIGHT_CHOICES = ("pretrained", "random")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+# Models whose auxiliary heads must be off for inference, export and pruning.
+_AUX_MODELS = {"googlenet", "inception_v3"}
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    module: nn.Module
+    transform: Callable[[Any], torch.Tensor]
+    input_shape: tuple[int, int, int]
+    num_outputs: int
+    label_space: str  # "imagenet" (1000 logits) or "own" (trained on the dataset's classes)
+    weights: str
+    own_classes: list[str] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def torchvision_classifiers() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_models() -> list[str]:
+    return ["tinycnn", *torchvision_classifiers()]
+
+
+def is_custom(name: str) -> bool:
+    return ":" in name
+
+
+def check_model_name(name: str) -> None:
+    """Raise for a name that cannot be loaded (without loading anything heavy)."""
+    if name == "tinycnn" or name in torchvision_classifiers():
+        return
+    if is_custom(name):
+        target = name.rpartition(":")[0]
+        if target.endswith(".py") and not Path(target).is_file():
+            raise HarnessError(f"custom model file {target} does not exist")
+        return
+    raise HarnessError(
+        f"unknown model '{name}'; run `harness models` for the list, or pass a custom "
+        "factory as path/to/file.py:factory or module:factory"
+    )
+
+
+def load_model(name: str, *, weights: str, cache_dir: Path, data_root: Path) -> LoadedModel:
+    """Load a model by name (see :func:`list_models`) or ``file.py:factory`` / ``module:factory``."""
+    if weights not in WEIGHT_CHOICES:
+        raise HarnessError(f"unknown weights '{weights}'; choose one of: {', '.join(WEIGHT_CHOICES)}")
+    if name == "tinycnn":
+        return _load_tinycnn(cache_dir, data_root, weights)
+    check_model_name(name)
+    if is_custom(name):
+        return _load_custom(name)
+    return _load_torchvision(name, weights)
+
+
+def _load_torchvision(name: str, weights: str) -> LoadedModel:
+    enum = torchvision.models.get_model_weights(name).DEFAULT
+    preprocess = enum.transforms()
+    crop = int(preprocess.crop_size[0])
+    transform = transforms.Compose([
+        transforms.Resize(list(preprocess.resize_size), interpolation=preprocess.interpolation, antialias=True),
+        transforms.CenterCrop(crop),
+        transforms.ToTensor(),
+        transforms.Normalize(preprocess.mean, preprocess.std),
+    ])
+    kwargs: dict[str, Any] = {}
+    if weights == "pretrained":
+        _require_cached_weights(name, enum)
+        kwargs["weights"] = enum
+    else:
+        kwargs["weights"] = None
+        if name in _AUX_MODELS:
+            kwargs.update(aux_logits=False, init_weights=True)
+    module = torchvision.models.get_model(name, **kwargs).eval()
+    if name in _AUX_MODELS and hasattr(module, "aux_logits"):
+        module.aux_logits = False
+    return LoadedModel(
+        name=name, module=module, transform=transform, input_shape=(3, crop, crop),
+        num_outputs=len(enum.meta["categories"]), label_space="imagenet", weights=weights,
+        notes={"weights_enum": str(enum), "resize": list(preprocess.resize_size), "crop": crop},
+    )
+
+
+def weights_cache_path(enum: torchvision.models.WeightsEnum) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+
+
+def _require_cached_weights(name: str, enum: torchvision.models.WeightsEnum) -> None:
+    path = weights_cache_path(enum)
+    if path.exists():
+        return
+    try:
+        torch.hub.load_state_dict_from_url(enum.url, progress=False, check_hash=True)
+    except Exception as exc:  # URLError, socket timeout, HTTP errors
+        raise HarnessError(
+            f"pretrained weights for {name} are not in the torch cache ({path}) and could not be "
+            f"downloaded ({type(exc).__name__}); download {enum.url} to that path on a machine "
+            "with network access, or use --weights random for a latency-only run"
+        ) from None
+
+
+def _load_tinycnn(cache_dir: Path, data_root: Path, weights: str) -> LoadedModel:
+    from harness import tinycnn
+    from harness.data.registry import open_split
+
+    if weights == "random":
+        module, meta = tinycnn.TinyCNN().eval(), {"trained": False}
+        classes = None
+    else:
+        train = open_split("shapes", "train", data_root=data_root, cache_dir=cache_dir)
+        module, meta = tinycnn.load_or_train(cache_dir, train)
+        classes = list(train.classes)
+    return LoadedModel(
+        name="tinycnn", module=module, transform=tinycnn.eval_transform(),
+        input_shape=(3, tinycnn.INPUT_SIZE, tinycnn.INPUT_SIZE), num_outputs=module.fc.out_features,
+        label_space="own", weights=weights, own_classes=classes, notes={"training": meta},
+    )
+
+
+def _load_custom(spec: str) -> LoadedModel:
+    target, _, factory_name = spec.rpartition(":")
+    if not target or not factory_name:
+        raise HarnessError(f"custom model '{spec}' must look like path/to/file.py:factory or module:factory")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise HarnessError(f"custom model file {path} does not exist")
+        module_name = f"pq_custom_{abs(hash(path.resolve()))}"
+        spec_obj = importlib.util.spec_from_file_location(module_name, path)
+        if spec_obj is None or spec_obj.loader is None:
+            raise HarnessError(f"cannot import {path} as a Python module")
+        mod = importlib.util.module_from_spec(spec_obj)
+        sys.modules[module_name] = mod
+        try:
+            spec_obj.loader.exec_module(mod)
+        except Exception as exc:
+            raise HarnessError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+    else:
+        try:
+            mod = importlib.import_module(target)
+        except ImportError as exc:
+            raise HarnessError(f"cannot import module '{target}' for custom model: {exc}") from None
+    factory = getattr(mod, factory_name, None)
+    if not callable(factory):
+        raise HarnessError(f"'{factory_name}' in {target} is not a callable factory")
+    module = factory()
+    if not isinstance(module, nn.Module):
+        raise HarnessError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
+    size = int(getattr(module, "input_size", 224))
+    module.eval()
+    with torch.inference_mode():
+        num_outputs = int(module(torch.zeros(1, 3, size, size)).shape[-1])
+    transform = transforms.Compose([
+        transforms.Resize(size if size != 224 else 256, antialias=True),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize(getattr(module, "mean", _IMAGENET_MEAN), getattr(module, "std", _IMAGENET_STD)),
+    ])
+    return LoadedModel(
+        name=spec, module=module, transform=transform, input_shape=(3, size, size), num_outputs=num_outputs,
+        label_space="imagenet" if num_outputs == 1000 else "own", weights="custom",
+    )

@@ -1,0 +1,192 @@
+"""Results that survive a crash: one SQLite row per sweep cell, committed cell by cell.
+
+A cell's key is a stable hash of what identifies it (model, weights, dataset,
+pruning, backend, precision, batch size, calibration). Rows are upserted by
+key, so rerunning never duplicates; ``--resume`` skips cells already ``ok``.
+Exports flatten each cell to one row per timing definition: the thesis's
+columns first (same names, sizes in MB of 10^6 bytes), then extended columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.fingerprint import dict_hash
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'error')),
+    identity TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    traceback TEXT,
+    finished_at REAL NOT NULL
+)
+"""
+
+THESIS_COLUMNS = (
+    "Model", "Pruner", "Quantizer", "Dataset", "Amount", "Accuracy", "Inference Time (ms)",
+    "Original Size", "Compressed Size", "Batch Size", "Prep Time (s)",
+)
+
+
+def cell_key(identity: dict[str, Any]) -> str:
+    return dict_hash(identity)[:24]
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    key: str
+    status: str
+    identity: dict[str, Any]
+    result: dict[str, Any] | None
+    error: str | None
+    traceback: str | None
+    finished_at: float
+
+
+class ResultStore:
+    """The sweep's SQLite database (WAL journal; one transaction per cell)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def finished_ok(self, key: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM cells WHERE key = ? AND status = 'ok'", (key,)).fetchone()
+        return row is not None
+
+    def put_ok(self, key: str, identity: dict[str, Any], result: dict[str, Any]) -> None:
+        self._upsert(key, "ok", identity, result, None, None)
+
+    def put_error(self, key: str, identity: dict[str, Any], error: str, traceback: str,
+                  partial: dict[str, Any] | None = None) -> None:
+        self._upsert(key, "error", identity, partial, error, traceback)
+
+    def _upsert(self, key: str, status: str, identity: dict[str, Any], result: dict[str, Any] | None,
+                error: str | None, tb: str | None) -> None:
+        self._db.execute(
+            "INSERT INTO cells (key, status, identity, result, error, traceback, finished_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET status=excluded.status, "
+            "identity=excluded.identity, result=excluded.result, error=excluded.error, "
+            "traceback=excluded.traceback, finished_at=excluded.finished_at",
+            (key, status, json.dumps(identity, sort_keys=True),
+             None if result is None else json.dumps(result, default=str), error, tb, time.time()),
+        )
+
+    def records(self) -> Iterator[CellRecord]:
+        for key, status, identity, result, error, tb, finished in self._db.execute(
+            "SELECT key, status, identity, result, error, traceback, finished_at FROM cells ORDER BY finished_at"
+        ):
+            yield CellRecord(key, status, json.loads(identity), json.loads(result) if result else None,
+                             error, tb, finished)
+
+
+def _mb(n: Any) -> float | None:
+    return None if n is None else round(float(n) / 1e6, 6)
+
+
+def flat_rows(record: CellRecord) -> list[dict[str, Any]]:
+    """One export row per timing definition (one row with the error for a failed cell)."""
+    ident, res = record.identity, record.result or {}
+    precision, backend = ident["precision"], ident["backend"]
+    quantizer = "-" if precision == "fp32" and backend == "torch" else f"{backend} {precision}"
+    phases = res.get("prep_phases_s", {})
+    acc = res.get("accuracy") or {}
+    prune = res.get("pruning") or {}
+    base = {
+        "Model": ident["model"],
+        "Pruner": ident["pruner"] if ident["pruner"] != "none" else "-",
+        "Quantizer": quantizer,
+        "Dataset": ident["dataset"],
+        "Amount": ident["amount"],
+        "Accuracy": acc.get("top1"),
+        "Inference Time (ms)": None,
+        "Original Size": _mb(res.get("original_size_bytes")),
+        "Compressed Size": _mb(res.get("compressed_size_bytes")),
+        "Batch Size": ident["batch_size"],
+        "Prep Time (s)": res.get("prep_time_s"),
+        "status": record.status,
+        "backend": backend,
+        "precision": precision,
+        "weights": ident.get("weights"),
+        "accuracy_top1_1000": acc.get("top1_1000"),
+        "eval_samples": acc.get("samples"),
+        "achieved_sparsity": prune.get("achieved_sparsity"),
+        "params_before": prune.get("params_before"),
+        "params_after": prune.get("params_after"),
+        "macs_before": prune.get("macs_before"),
+        "macs_after": prune.get("macs_after"),
+        **{f"prep_{phase}_s": phases.get(phase) for phase in ("load", "prune", "export", "calibrate", "build")},
+        "device": res.get("device"),
+        "device_name": res.get("device_name"),
+        "energy_mj_per_image": None,
+        "device_warnings": "; ".join(res.get("device_warnings", [])) or None,
+        "versions": json.dumps(res.get("versions", {}), sort_keys=True) if res.get("versions") else None,
+        "harness_commit": res.get("harness_commit"),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.finished_at)),
+        "cell_key": record.key,
+        "error": record.error,
+    }
+    timings = res.get("timings") or []
+    if not timings:
+        return [dict(base, timing_definition=None)]
+    rows = []
+    for timing in timings:
+        stats = timing["stats"]
+        rows.append(dict(
+            base,
+            **{"Inference Time (ms)": stats["median_ms"]},
+            timing_definition=timing["definition"],
+            timer=timing["timer"],
+            latency_mean_ms=stats["mean_ms"], latency_min_ms=stats["min_ms"], latency_p90_ms=stats["p90_ms"],
+            latency_p95_ms=stats["p95_ms"], latency_p99_ms=stats["p99_ms"], latency_stdev_ms=stats["stdev_ms"],
+            latency_cv=stats["cv"], throughput_ips=stats["throughput_ips"], timed_iterations=stats["samples"],
+            energy_mj_per_image=timing.get("energy_mj_per_image"),
+        ))
+    return rows
+
+
+def export_csv(store: ResultStore, path: Path) -> int:
+    rows = [row for record in store.records() for row in flat_rows(record)]
+    columns: list[str] = list(THESIS_COLUMNS)
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
+def export_json(store: ResultStore, path: Path) -> int:
+    records = [
+        {"key": r.key, "status": r.status, "identity": r.identity, "result": r.result, "error": r.error,
+         "traceback": r.traceback, "finished_at": r.finished_at}
+        for r in store.records()
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=2, default=str))
+    return len(records)

@@ -1,0 +1,29 @@
+"""Shared fixtures: one harness cache per test session, so tinycnn trains once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A harness cache shared by the whole test session (shapes data + tinycnn weights).
+
+    Set PQ_TEST_CACHE to reuse one across runs while developing.
+    """
+    env = os.environ.get("PQ_TEST_CACHE")
+    if env:
+        path = Path(env)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("harness-cache")
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

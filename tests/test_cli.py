@@ -1,0 +1,106 @@
+"""The `harness` command as a user runs it: one-line errors with exit code 2, real sweeps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+from tests.conftest import REPO, write_config
+
+
+def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    message = " ".join(proc.stderr.split())
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_unknown_model_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = harness("run", "--model", "resnet9000", "--out", str(tmp_path), "--weights", "random")
+    assert_one_line_error(proc, "unknown model 'resnet9000'", "harness models")
+
+
+def test_gpu_backend_without_gpu_is_a_one_line_error(tmp_path: Path) -> None:
+    for backend, precision in (("trt-native", "int8"), ("ort-trt", "fp16"), ("ort-cuda", "fp32"),
+                               ("torch", "fp16")):
+        proc = harness("run", "--backend", backend, "--precision", precision, "--out", str(tmp_path))
+        assert_one_line_error(proc, f"backend '{backend}' cannot run here")
+    assert not (tmp_path / "results.db").exists(), "no work may start before the check"
+
+
+def test_impossible_combination_fails_before_work(tmp_path: Path) -> None:
+    proc = harness("run", "--backend", "torch", "--precision", "int8", "--out", str(tmp_path))
+    assert_one_line_error(proc, "torch", "int8")
+
+
+def test_malformed_config_names_the_key(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "c.yaml", "models: [tinycnn]\ntiming:\n  warmpu: 3\n")
+    assert_one_line_error(harness("run", "--config", str(cfg)), "timing.warmpu", "unknown key")
+    cfg2 = write_config(tmp_path / "d.yaml", "backends: {tensorrt: [fp32]}\n")
+    assert_one_line_error(harness("run", "--config", str(cfg2)), "backends", "ort-cpu")
+    cfg3 = write_config(tmp_path / "e.yaml", "models: [tinycnn\n")
+    assert_one_line_error(harness("run", "--config", str(cfg3)), "not valid YAML")
+
+
+def test_missing_dataset_gives_fetch_hint(tmp_path: Path) -> None:
+    proc = harness("run", "--model", "resnet18", "--weights", "random", "--dataset", "imagenette",
+                   "--data-root", str(tmp_path / "nodata"), "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, "harness data fetch imagenette")
+    assert not (tmp_path / "out" / "results.db").exists()
+
+
+def test_help_has_examples() -> None:
+    for cmd in (["run"], ["results", "export"], ["data", "fetch"], ["demo"], ["hw"]):
+        proc = harness(*cmd, "--help")
+        assert proc.returncode == 0
+        assert "harness" in proc.stdout
+
+
+def test_sigkill_mid_sweep_then_resume_finishes_each_cell_once(tmp_path: Path, shared_cache: Path) -> None:
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path / "sweep.yaml", f"""
+models: [tinycnn]
+datasets: [shapes]
+batch_sizes: [1, 2, 3, 4, 5, 6]
+backends: {{torch: [fp32], ort-cpu: [fp32]}}
+timing: {{warmup: 2, iterations: 150, repeats: 2}}
+data_root: {tmp_path / 'data'}
+cache_dir: {shared_cache}
+out_dir: {out}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--config", str(cfg)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "results.db"
+    deadline = time.time() + 300
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "sweep finished before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+    assert 2 <= killed_at < 12
+    resumed = harness("run", "--config", str(cfg), "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"{killed_at} skipped" in " ".join(resumed.stdout.split())
+    rows = sqlite3.connect(db).execute("SELECT COUNT(*), COUNT(DISTINCT key), SUM(status = 'ok') FROM cells").fetchone()
+    assert rows == (12, 12, 12)

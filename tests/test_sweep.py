@@ -1,0 +1,132 @@
+"""End-to-end sweeps on the embedded offline data (tinycnn on shapes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from harness.config import load_config
+from harness.results import THESIS_COLUMNS, ResultStore
+from harness.sweep import SweepRunner, plan_cells
+
+
+def _config(tmp_path: Path, cache: Path, **extra: object):
+    overrides = {
+        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1, 8],
+        "backends": {"torch": ["fp32"], "ort-cpu": ["fp32"]},
+        "timing": {"warmup": 2, "iterations": 5, "repeats": 2},
+        "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out",
+    }
+    overrides.update(extra)
+    return load_config(None, overrides)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.done: list[tuple[dict, str]] = []
+
+    def stage(self, text: str) -> None:
+        pass
+
+    def cell_done(self, identity: dict, status: str, summary: dict) -> None:
+        self.done.append((identity, status))
+
+
+def test_sweep_writes_every_cell_with_real_accuracy(tmp_path: Path, shared_cache: Path) -> None:
+    config = _config(tmp_path, shared_cache)
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        counts = SweepRunner(config, store, Recorder()).run(resume=False)
+        records = list(store.records())
+    assert counts == {"ok": 4, "error": 0, "skipped": 0}
+    assert len(records) == len(plan_cells(config)) == 4
+    for r in records:
+        acc = r.result["accuracy"]
+        assert acc["samples"] == 500  # every val image, 50 per class
+        assert acc["top1"] > 0.7, "tinycnn should have learned shapes"
+        assert {t["definition"] for t in r.result["timings"]} == {"compute", "e2e"}
+        for t in r.result["timings"]:
+            assert len(t["samples_ns"]) == 2 and all(len(rep) == 5 for rep in t["samples_ns"])
+            assert t["timer"] == "perf_counter_ns"
+        assert r.result["original_size_bytes"] > 0 and r.result["compressed_size_bytes"] > 0
+    by_backend = {r.identity["backend"]: r.result["accuracy"]["top1"] for r in records}
+    # Same model, same images: fp32 torch and fp32 ONNX Runtime agree on accuracy.
+    assert abs(by_backend["torch"] - by_backend["ort-cpu"]) < 0.01
+
+
+def test_resume_skips_finished_and_never_duplicates(tmp_path: Path, shared_cache: Path) -> None:
+    config = _config(tmp_path, shared_cache, batch_sizes=[2])
+    db = tmp_path / "out" / "results.db"
+    with ResultStore(db) as store:
+        SweepRunner(config, store).run(resume=False)
+        second = SweepRunner(config, store).run(resume=True)
+        third = SweepRunner(config, store).run(resume=False)
+    assert second == {"ok": 0, "error": 0, "skipped": 2}
+    assert third["ok"] == 2
+    rows = sqlite3.connect(db).execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM cells").fetchone()
+    assert rows == (2, 2)
+
+
+def test_failing_cell_is_recorded_and_others_survive(tmp_path: Path, shared_cache: Path) -> None:
+    bad = tmp_path / "bad_model.py"
+    bad.write_text(
+        "import torch\n"
+        "class Bad(torch.nn.Module):\n"
+        "    input_size = 32\n"
+        "    def forward(self, x):\n"
+        "        if torch.onnx.is_in_onnx_export():\n"
+        "            raise RuntimeError('boom in export')\n"
+        "        return x.mean(dim=(2, 3)) @ torch.ones(3, 10)\n"
+        "def build():\n"
+        "    return Bad()\n"
+    )
+    config = _config(tmp_path, shared_cache, models=[f"{bad}:build", "tinycnn"], batch_sizes=[1])
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        counts = SweepRunner(config, store).run(resume=False)
+        records = {(r.identity["model"], r.identity["backend"]): r for r in store.records()}
+    assert counts["ok"] == 3 and counts["error"] == 1
+    failed = records[(f"{bad}:build", "ort-cpu")]
+    assert failed.status == "error"
+    assert "boom in export" in failed.error and "Traceback" in failed.traceback
+    assert records[(f"{bad}:build", "torch")].status == "ok"
+    assert records[("tinycnn", "torch")].status == "ok" and records[("tinycnn", "ort-cpu")].status == "ok"
+
+
+def test_csv_export_has_thesis_columns(tmp_path: Path, shared_cache: Path) -> None:
+    from harness.results import export_csv, export_json
+
+    config = _config(tmp_path, shared_cache, batch_sizes=[4], backends={"ort-cpu": ["fp32"]})
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        SweepRunner(config, store).run(resume=False)
+        n = export_csv(store, tmp_path / "r.csv")
+        export_json(store, tmp_path / "r.json")
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert n == len(rows) == 2  # compute and e2e
+    header = next(csv.reader((tmp_path / "r.csv").open()))
+    assert tuple(header[: len(THESIS_COLUMNS)]) == THESIS_COLUMNS
+    row = rows[0]
+    assert row["Model"] == "tinycnn" and row["Pruner"] == "-" and row["Quantizer"] == "ort-cpu fp32"
+    onnx_mb = float(row["Compressed Size"])
+    assert 0 < onnx_mb < 5
+    assert {r["timing_definition"] for r in rows} == {"compute", "e2e"}
+    assert float(row["latency_p99_ms"]) >= float(row["Inference Time (ms)"]) > 0
+    assert json.loads((tmp_path / "r.json").read_text())[0]["status"] == "ok"
+
+
+@pytest.mark.parametrize("batch", [7])
+def test_only_full_batches_are_timed(tmp_path: Path, shared_cache: Path, batch: int) -> None:
+    """500 val images at batch 7 leave a partial batch; timing must still see only full batches."""
+    from harness.data.registry import open_split
+    from harness.models import load_model
+    from harness.sweep import load_eval_data
+
+    config = _config(tmp_path, shared_cache)
+    loaded = load_model("tinycnn", weights="pretrained", cache_dir=shared_cache, data_root=config.data_root)
+    split = open_split("shapes", "val", data_root=config.data_root, cache_dir=shared_cache)
+    data = load_eval_data(loaded, split, None)
+    assert len(data.images) % batch != 0
+    inputs = data.timing_inputs(batch, 200)
+    assert all(x.shape[0] == batch for x in inputs)
