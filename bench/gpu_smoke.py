@@ -104,10 +104,11 @@ def sweep_section(name: str, overrides: dict[str, Any], out: Path, report: dict[
     from harness.results import ResultStore, export_csv, flat_rows
     from harness.sweep import SweepRunner
 
-    config = load_config(None, {**overrides, "out_dir": out / name, "cache_dir": out / "cache",
-                                "data_root": out / "data"})
+    work = Path(os.environ.get("PQ_SMOKE_WORK", "/tmp/pq-gpu-smoke"))  # caches stay out of --out
+    config = load_config(None, {**overrides, "out_dir": work / name, "cache_dir": work / "cache",
+                                "data_root": work / "data"})
     started = time.perf_counter()
-    with ResultStore(out / name / "results.db") as store:
+    with ResultStore(work / name / "results.db") as store:
         counts = SweepRunner(config, store).run(resume=False)
         export_csv(store, out / f"{name}.csv")
         rows = []
