@@ -270,6 +270,33 @@ def results_export(
 
 
 @app.command()
+def report(
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db."),
+    definition: str = typer.Option("compute", "--timing", help="compute | e2e"),
+) -> None:
+    """Plots (accuracy vs amount, throughput vs batch, accuracy vs latency) and report.md with the
+    fastest configuration per backend and theoretical vs measured speedup.
+
+    Example: `harness report --out results/demo` (writes results/demo/report/)
+    """
+    from harness.report import write_report
+    from harness.results import ResultStore
+
+    def go() -> None:
+        if definition not in ("compute", "e2e"):
+            raise HarnessError(f"unknown timing definition '{definition}'; choose compute or e2e")
+        db = out / "results.db"
+        if not db.exists():
+            raise HarnessError(f"no results database at {db}; run a sweep first or pass --out")
+        with ResultStore(db) as store:
+            files = write_report(store, out / "report", definition)
+        for f in files:
+            console.print(f"wrote {f}")
+
+    _guard(go)
+
+
+@app.command()
 def calib(
     model: str = typer.Option("tinycnn", "--model", "-m", help="Model whose fp32 ONNX is calibrated."),
     dataset: str = typer.Option("shapes", "--dataset", "-d", help="Dataset whose train split is sampled."),

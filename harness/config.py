@@ -79,6 +79,7 @@ class SweepConfig(_Strict):
     pruners: list[PrunerConfig] = Field(default_factory=list)
     timing: TimingSettings = Field(default_factory=TimingSettings)
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
+    int8_mode: Literal["auto", "implicit", "explicit"] = "auto"
     accuracy: bool = True
     max_eval_samples: int | None = Field(default=None, ge=1)
     backend_options: dict[BackendName, dict[str, Any]] = Field(default_factory=dict)

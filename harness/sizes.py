@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
 
-import torch
-
-
-def state_dict_bytes(module: torch.nn.Module) -> int:
+def state_dict_bytes(module) -> int:  # noqa: ANN001 - nn.Module
     """Bytes of ``torch.save(module.state_dict())``: the thesis's "pt file size"."""
-    buffer = io.BytesIO()
-    torch.save(module.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
+    from harness.compression.sizes import dense_bytes
+
+    return dense_bytes(module)
 
 
 def megabytes(n_bytes: int | None) -> float | None:

@@ -213,7 +213,8 @@ class SweepRunner:
         self.observer.stage(f"{loaded.name}: pruning {step.label}")
         try:
             module, prune_report = self._prune(loaded, dataset_name, step, phases)
-            artifact = self._artifact(loaded, module, dataset_name, phases)
+            # A 2:4 pattern is handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
+            artifact = self._artifact(loaded, module, dataset_name, phases, sparse_weights=step.method == "2:4")
         except Exception as exc:
             self._fail_all(cells, exc, counts)
             return
@@ -226,9 +227,11 @@ class SweepRunner:
 
     def _prune(self, loaded: LoadedModel, dataset_name: str, step: PruneStep,
                phases: PhaseTimes) -> tuple[torch.nn.Module, dict[str, Any] | None]:
-        if step.method == "none":
-            return loaded.module, None
         from harness.compression import PruneSpec, apply_pruning
+        from harness.compression.sizes import measure_sizes
+
+        if step.method == "none":
+            return loaded.module, {"sizes": measure_sizes(loaded.module).to_dict()}
 
         spec = PruneSpec(method=step.method, amount=step.amount, n=step.options["n"], dim=step.options["dim"],
                          importance=step.options["importance"], round_to=step.options["round_to"],
@@ -240,7 +243,7 @@ class SweepRunner:
             module, report = apply_pruning(loaded.module, spec,
                                            example_input=torch.zeros(1, *loaded.input_shape),
                                            calib_batches=calib_batches)
-        return module.eval(), report.to_dict()
+        return module.eval(), {**report.to_dict(), "sizes": measure_sizes(module).to_dict()}
 
     def _gradient_batches(self, loaded: LoadedModel, dataset_name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Calibration-split batches in the model's own label space (never the evaluation split)."""
@@ -261,7 +264,7 @@ class SweepRunner:
         return [(images[i:i + 16], labels[i:i + 16]) for i in range(0, len(images), 16)]
 
     def _artifact(self, loaded: LoadedModel, module: torch.nn.Module, dataset_name: str,
-                  phases: PhaseTimes) -> ModelArtifact:
+                  phases: PhaseTimes, sparse_weights: bool) -> ModelArtifact:
         content = model_content_hash(module)
         exported: dict[str, Path] = {}
 
@@ -273,7 +276,8 @@ class SweepRunner:
             return exported["path"]
 
         artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
-                                 num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx, phases=phases)
+                                 num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx, phases=phases,
+                                 int8_mode=self.config.int8_mode, sparse_weights=sparse_weights)
         if any(p == "int8" for _, p in self.config.pairs()):
             artifact.calibration = self._calibration(loaded, dataset_name, onnx, phases)
         return artifact

@@ -104,3 +104,16 @@ out_dir: {out}
     assert f"{killed_at} skipped" in " ".join(resumed.stdout.split())
     rows = sqlite3.connect(db).execute("SELECT COUNT(*), COUNT(DISTINCT key), SUM(status = 'ok') FROM cells").fetchone()
     assert rows == (12, 12, 12)
+
+
+def test_calib_command_builds_artifacts_with_provenance(tmp_path: Path, shared_cache: Path) -> None:
+    proc = harness("calib", "--model", "tinycnn", "--dataset", "shapes", "--count", "64", "--method", "minmax",
+                   "--cache-dir", str(shared_cache), "--data-root", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "Q/DQ ONNX (cpu)" in text and "TensorRT EP table" in text and "provenance" in text
+    assert '"count": 64' in text and '"method": "minmax"' in text
+
+
+def test_report_command_without_results_is_a_one_line_error(tmp_path: Path) -> None:
+    assert_one_line_error(harness("report", "--out", str(tmp_path)), "no results database")

@@ -130,3 +130,41 @@ def test_only_full_batches_are_timed(tmp_path: Path, shared_cache: Path, batch: 
     assert len(data.images) % batch != 0
     inputs = data.timing_inputs(batch, 200)
     assert all(x.shape[0] == batch for x in inputs)
+
+
+def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Path, shared_cache: Path) -> None:
+    """Pruner x amount x backend x precision, including prune-then-quantize, in one sweep."""
+    config = _config(tmp_path, shared_cache, batch_sizes=[16], backends={"ort-cpu": ["fp32", "int8"]},
+                     pruners=[{"method": "l1-global", "amounts": [0.5]}],
+                     calibration={"count": 128, "method": "entropy"}, timing={"warmup": 1, "iterations": 3,
+                                                                              "repeats": 1, "definitions": ["compute"]})
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        counts = SweepRunner(config, store).run(resume=False)
+        records = {(r.identity["pruner"], r.identity["precision"]): r for r in store.records()}
+    assert counts == {"ok": 4, "error": 0, "skipped": 0}
+    base32, base8 = records[("none", "fp32")].result, records[("none", "int8")].result
+    # INT8 on the CPU provider: real calibration, real accuracy, a smaller file.
+    assert abs(base32["accuracy"]["top1"] - base8["accuracy"]["top1"]) <= 0.02
+    assert base8["compressed_size_bytes"] < 0.5 * base32["compressed_size_bytes"]
+    assert base8["prep_phases_s"]["calibrate"] > 0
+    assert records[("none", "int8")].identity["calibration"]["count"] == 128
+    pruned = records[("l1-global", "int8")].result["pruning"]
+    assert abs(pruned["achieved_sparsity"] - 0.5) < 0.01 and pruned["per_layer_sparsity"]
+    sizes = pruned["sizes"]
+    assert sizes["dense_bytes"] == base32["pruning"]["sizes"]["dense_bytes"]  # zero-fill saves nothing dense
+    assert sizes["gzip_bytes"] < base32["pruning"]["sizes"]["gzip_bytes"]
+
+
+def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_cache: Path) -> None:
+    config = _config(tmp_path, shared_cache, batch_sizes=[8], backends={"torch": ["fp32"]},
+                     pruners=[{"method": "removal", "importance": "taylor", "amounts": [0.25]},
+                              {"method": "2:4"}],
+                     timing={"warmup": 1, "iterations": 3, "repeats": 1})
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        counts = SweepRunner(config, store).run(resume=False)
+        records = {r.identity["pruner"]: r for r in store.records()}
+    assert counts["error"] == 0, [r.error for r in records.values()]
+    removal = records["removal"].result["pruning"]
+    assert removal["macs_after"] < removal["macs_before"] and removal["params_after"] < removal["params_before"]
+    assert records["removal"].result["accuracy"]["top1"] > 0.1
+    assert records["2:4"].result["pruning"]["pattern_24_verified"] is True
