@@ -179,6 +179,15 @@ def check_options(backend: str, options: Mapping[str, Any], known: Iterable[str]
         )
 
 
+def admit(backend: Any, precision: str) -> None:
+    """The checks every GPU backend runs first in ``activate``: precision, option names, machine."""
+    backend.check_precision(precision)
+    check_options(backend.name, backend.options, backend.options_known)
+    reason = backend.unavailable_reason(precision)
+    if reason is not None:
+        raise BackendUnavailable(f"backend '{backend.name}' cannot run here: {reason}")
+
+
 def bool_option(value: Any) -> bool:
     """A backend option read as a boolean (``"true"``/``"1"``/``"yes"``/``"on"`` strings count as true)."""
     if isinstance(value, str):

@@ -25,9 +25,21 @@ import numpy as np
 import torch
 
 from backends.base import Backend, ModelArtifact, Session, SessionInfo
-from backends.gpu_common import bool_option, check_options, cuda_unavailable_reason, fp16_onnx, qdq_model
-from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort, provider_unavailable_reason
-from harness.errors import BackendUnavailable, HarnessError
+from backends.gpu_common import (
+    admit,
+    bool_option,
+    cuda_unavailable_reason,
+    fp16_onnx,
+    qdq_model,
+)
+from backends.ort_common import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    create_session,
+    import_ort,
+    provider_unavailable_reason,
+)
+from harness.errors import HarnessError
 
 PROVIDER = "CUDAExecutionProvider"
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -189,11 +201,7 @@ class OrtCudaBackend(Backend):
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
-        self.check_precision(precision)
-        check_options(self.name, self.options, self.options_known)
-        reason = self.unavailable_reason(precision)
-        if reason is not None:
-            raise BackendUnavailable(f"backend '{self.name}' cannot run here: {reason}")
+        admit(self, precision)
         device_id = int(self.options.get("device_id", 0))
         path = self._model(artifact, precision)
         stream = torch.cuda.Stream(device=device_id) if bool_option(self.options.get("user_stream", True)) else None

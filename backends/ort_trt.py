@@ -27,16 +27,26 @@ import torch
 
 from backends.base import Backend, ModelArtifact, Session, SessionInfo
 from backends.gpu_common import (
+    admit,
     bool_option,
-    check_options,
     detect_tensorrt_version,
     fp16_onnx,
     gpu_identity,
     qdq_model,
 )
 from backends.ort_common import INPUT_NAME, create_session, import_ort
-from backends.ort_cuda import OrtGpuSession, gpu_provider_reason, ort_bool, ort_cuda_provider_options
-from backends.trt_native import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MIB, BuildPlan, plan_build
+from backends.ort_cuda import (
+    OrtGpuSession,
+    gpu_provider_reason,
+    ort_bool,
+    ort_cuda_provider_options,
+)
+from backends.trt_native import (
+    DEFAULT_OPT_LEVEL,
+    DEFAULT_WORKSPACE_MIB,
+    BuildPlan,
+    plan_build,
+)
 from harness.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
 from harness.fingerprint import file_hash
@@ -169,11 +179,7 @@ class OrtTensorrtBackend(Backend):
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
-        self.check_precision(precision)
-        check_options(self.name, self.options, self.options_known)
-        reason = self.unavailable_reason(precision)
-        if reason is not None:
-            raise BackendUnavailable(f"backend '{self.name}' cannot run here: {reason}")
+        admit(self, precision)
         ort_version = import_ort().__version__
         trt_version, trt_source = self._trt_version(ort_version)
         device_id = int(self.options.get("device_id", 0))
@@ -187,17 +193,9 @@ class OrtTensorrtBackend(Backend):
         model = self._model(plan, artifact)
         workspace = int(self.options.get("workspace_mib", DEFAULT_WORKSPACE_MIB)) << 20
         opt_level = int(self.options.get("opt_level", DEFAULT_OPT_LEVEL))
-        key = EngineCacheKey(
-            backend=self.name,
-            onnx_hash=file_hash(model),
-            precision=precision,
-            int8_mode=plan.int8_mode,
-            calibration_hash=(artifact.calibration.provenance_hash
-                              if precision == "int8" and artifact.calibration is not None else None),
-            trt_version=trt_version,
-            gpu_name=gpu.name,
-            compute_capability=gpu.compute_capability,
-            builder_options={
+        key = EngineCacheKey.for_build(
+            self.name, file_hash(model), precision, plan.int8_mode, artifact.calibration, trt_version, gpu,
+            {
                 "onnxruntime": ort_version, "workspace_bytes": workspace, "opt_level": opt_level,
                 "flags": sorted(plan.flags), "sparse": plan.sparse, "onnx_source": plan.onnx_source,
                 "profile": list(plan.profile),

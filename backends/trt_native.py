@@ -36,9 +36,9 @@ import torch
 
 from backends.base import PRECISIONS, Backend, ModelArtifact, Session, SessionInfo
 from backends.gpu_common import (
+    admit,
     atomic_write_bytes,
     bool_option,
-    check_options,
     cuda_unavailable_reason,
     fp16_onnx,
     gpu_identity,
@@ -681,11 +681,7 @@ class TrtNativeBackend(Backend):
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
-        self.check_precision(precision)
-        check_options(self.name, self.options, self.options_known)
-        reason = self.unavailable_reason(precision)
-        if reason is not None:
-            raise BackendUnavailable(f"backend '{self.name}' cannot run here: {reason}")
+        admit(self, precision)
         trt = import_tensorrt()
         trt_version = str(trt.__version__)
         gpu = gpu_identity(torch.cuda.current_device())
@@ -698,17 +694,9 @@ class TrtNativeBackend(Backend):
         )
         settings = self._settings()
         onnx_path = self._onnx_for(plan, artifact)
-        key = EngineCacheKey(
-            backend=self.name,
-            onnx_hash=file_hash(onnx_path),
-            precision=precision,
-            int8_mode=plan.int8_mode,
-            calibration_hash=(artifact.calibration.provenance_hash
-                              if precision == "int8" and artifact.calibration is not None else None),
-            trt_version=trt_version,
-            gpu_name=gpu.name,
-            compute_capability=gpu.compute_capability,
-            builder_options=settings.key_options(plan),
+        key = EngineCacheKey.for_build(
+            self.name, file_hash(onnx_path), precision, plan.int8_mode, artifact.calibration, trt_version, gpu,
+            settings.key_options(plan),
         )
         root = Path(cache_dir) / self.name
         engine_path, meta_path = key.path(root, ".engine"), key.path(root, ".json")
