@@ -99,6 +99,7 @@ class ModelArtifact:
     calibration: CalibrationSource | None = None
     int8_mode: str = "auto"  # auto | implicit | explicit (TensorRT)
     sparse_weights: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)  # what preparing it found (e.g. ONNX export check)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         return torch.zeros((batch_size, *self.input_shape), dtype=torch.float32)

@@ -54,9 +54,14 @@ def is_custom(name: str) -> bool:
     return ":" in name
 
 
-def check_model_name(name: str) -> None:
-    """Raise for a name that cannot be loaded (without loading anything heavy)."""
-    if name == "tinycnn" or name in torchvision_classifiers():
+def check_model_name(name: str, weights: str | None = None) -> None:
+    """Raise for a name that cannot be loaded; with ``weights="pretrained"`` also make sure the
+    torchvision weights are in the cache (downloading them once, or saying how to get them)."""
+    if name == "tinycnn":
+        return
+    if name in torchvision_classifiers():
+        if weights == "pretrained":
+            _require_cached_weights(name, torchvision.models.get_model_weights(name).DEFAULT)
         return
     if is_custom(name):
         target = name.rpartition(":")[0]

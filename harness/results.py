@@ -142,6 +142,7 @@ def flat_rows(record: CellRecord) -> list[dict[str, Any]]:
         "macs_before": prune.get("macs_before"),
         "macs_after": prune.get("macs_after"),
         **{f"prep_{phase}_s": phases.get(phase) for phase in ("load", "prune", "export", "calibrate", "build")},
+        "onnx_max_abs_diff": ((res.get("artifact_notes") or {}).get("onnx_export") or {}).get("max_abs_diff"),
         "device": res.get("device"),
         "device_name": res.get("device_name"),
         "energy_mj_per_image": None,

@@ -114,7 +114,7 @@ def preflight(config: SweepConfig) -> None:
     for name, precision in config.pairs():
         backends.validate_request(name, precision)
     for model in config.models:
-        check_model_name(model)
+        check_model_name(model, weights=config.weights)
     for dataset in config.datasets:
         open_split(dataset, "val", data_root=Path(config.data_root), cache_dir=Path(config.cache_dir),
                    size=config.dataset_size, class_map=config.class_map)
@@ -266,18 +266,18 @@ class SweepRunner:
     def _artifact(self, loaded: LoadedModel, module: torch.nn.Module, dataset_name: str,
                   phases: PhaseTimes, sparse_weights: bool) -> ModelArtifact:
         content = model_content_hash(module)
-        exported: dict[str, Path] = {}
+        notes: dict[str, Any] = {}
 
         def onnx() -> Path:
-            if "path" not in exported:
+            if "onnx_export" not in notes:
                 with phases.timed("export"):
-                    exported["path"] = export_onnx(module, loaded.input_shape, content_hash=content,
-                                                   cache_dir=self.cache_dir, name=loaded.name).path
-            return exported["path"]
+                    notes["onnx_export"] = export_onnx(module, loaded.input_shape, content_hash=content,
+                                                       cache_dir=self.cache_dir, name=loaded.name).to_dict()
+            return Path(notes["onnx_export"]["path"])
 
         artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
                                  num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx, phases=phases,
-                                 int8_mode=self.config.int8_mode, sparse_weights=sparse_weights)
+                                 int8_mode=self.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
         if any(p == "int8" for _, p in self.config.pairs()):
             artifact.calibration = self._calibration(loaded, dataset_name, onnx, phases)
         return artifact
@@ -317,13 +317,14 @@ class SweepRunner:
                 accuracy = evaluate(session.infer, data.eval_batches(bs), mapping, batch_size=bs).to_dict()
                 accuracy["batch_size"] = bs
             for cell in cells:
-                self._run_cell(cell, session, loaded, data, accuracy, mapping, prune_report, prep, counts)
+                self._run_cell(cell, session, loaded, data, accuracy, mapping, prune_report, prep, counts,
+                               artifact.notes)
         finally:
             session.close()
 
     def _run_cell(self, cell: Cell, session: Session, loaded: LoadedModel, data: EvalData,
                   accuracy: dict[str, Any] | None, mapping: LabelMapping, prune_report: dict[str, Any] | None,
-                  prep: dict[str, float], counts: dict[str, int]) -> None:
+                  prep: dict[str, float], counts: dict[str, int], notes: dict[str, Any]) -> None:
         identity = cell.identity(self.config)
         key = cell_key(identity)
         self.observer.stage(f"{loaded.name} {cell.prune.label}: {cell.backend} {cell.precision} "
@@ -348,6 +349,7 @@ class SweepRunner:
                 "versions": self._versions,
                 "harness_commit": self._commit,
                 "timing_config": self.config.timing.model_dump(),
+                "artifact_notes": dict(notes),
             }
         except Exception as exc:
             self._fail(cell, exc, counts)

@@ -117,3 +117,13 @@ def test_calib_command_builds_artifacts_with_provenance(tmp_path: Path, shared_c
 
 def test_report_command_without_results_is_a_one_line_error(tmp_path: Path) -> None:
     assert_one_line_error(harness("report", "--out", str(tmp_path)), "no results database")
+
+
+def test_uncached_pretrained_weights_fail_before_work_offline(tmp_path: Path) -> None:
+    """No network and no cached weights: a one-line error that says how to get them, before any cell runs."""
+    env = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": "http://127.0.0.1:9",
+           "HTTPS_PROXY": "http://127.0.0.1:9"}
+    proc = harness("run", "--model", "squeezenet1_1", "--dataset", "shapes", "--data-root", str(tmp_path),
+                   "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), env=env)
+    assert_one_line_error(proc, "pretrained weights for squeezenet1_1", "--weights random")
+    assert not (tmp_path / "out" / "results.db").exists()

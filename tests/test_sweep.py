@@ -113,6 +113,7 @@ def test_csv_export_has_thesis_columns(tmp_path: Path, shared_cache: Path) -> No
     assert 0 < onnx_mb < 5
     assert {r["timing_definition"] for r in rows} == {"compute", "e2e"}
     assert float(row["latency_p99_ms"]) >= float(row["Inference Time (ms)"]) > 0
+    assert 0 <= float(row["onnx_max_abs_diff"]) < 1e-3  # the export was checked against PyTorch
     assert json.loads((tmp_path / "r.json").read_text())[0]["status"] == "ok"
 
 
