@@ -37,6 +37,12 @@ def _fail(message: str, code: int = 2) -> None:
 class _ProgressObserver:
     def __init__(self, progress: Progress, task: Any) -> None:
         self.progress, self.task = progress, task
+        self.eval_task: Any = None
+
+    def evaluated(self, done: int, total: int) -> None:
+        if self.eval_task is None:
+            self.eval_task = self.progress.add_task("evaluating (val images)", total=total)
+        self.progress.update(self.eval_task, completed=done, total=total, visible=done < total)
 
     def stage(self, text: str) -> None:
         self.progress.update(self.task, description=text)

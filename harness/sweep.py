@@ -37,9 +37,14 @@ class SweepObserver(Protocol):
 
     def cell_done(self, identity: dict[str, Any], status: str, summary: dict[str, Any]) -> None: ...
 
+    def evaluated(self, done: int, total: int) -> None: ...
+
 
 class _SilentObserver:
     def stage(self, text: str) -> None:
+        pass
+
+    def evaluated(self, done: int, total: int) -> None:
         pass
 
     def cell_done(self, identity: dict[str, Any], status: str, summary: dict[str, Any]) -> None:
@@ -314,7 +319,14 @@ class SweepRunner:
             if self.config.accuracy and mapping.kind != "none":
                 self.observer.stage(f"{loaded.name} {cells[0].prune.label}: {backend_name} {precision}: accuracy")
                 bs = max(c.batch_size for c in cells)
-                accuracy = evaluate(session.infer, data.eval_batches(bs), mapping, batch_size=bs).to_dict()
+                seen = [0]
+
+                def on_batch(n: int) -> None:
+                    seen[0] += n
+                    self.observer.evaluated(seen[0], len(data.images))
+
+                accuracy = evaluate(session.infer, data.eval_batches(bs), mapping, batch_size=bs,
+                                    on_batch=on_batch).to_dict()
                 accuracy["batch_size"] = bs
             for cell in cells:
                 self._run_cell(cell, session, loaded, data, accuracy, mapping, prune_report, prep, counts,
