@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.atomic import atomic_write_bytes
 from harness.errors import BackendUnavailable, HarnessError
 from harness.fingerprint import file_hash
 
@@ -210,19 +209,6 @@ def qdq_model(calibration: Any, target: str = "tensorrt") -> Path:
 
 
 # ------------------------------------------------------------------------------------------ files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder (no torn files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 FP16_CONVERTER_HINT = (

@@ -34,7 +34,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-class _ProgressObserver:
+class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps `--help` free of torch)
     def __init__(self, progress: Progress, task: Any) -> None:
         self.progress, self.task = progress, task
         self.eval_task: Any = None

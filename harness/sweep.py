@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -30,25 +30,17 @@ from harness.sizes import state_dict_bytes
 from harness.timing import TimingConfig, measure, timer_for
 
 
-class SweepObserver(Protocol):
-    """Progress callbacks (the CLI renders them; tests may record them)."""
+class SweepObserver:
+    """Progress callbacks, silent by default (the CLI renders them; tests may record them)."""
 
-    def stage(self, text: str) -> None: ...
-
-    def cell_done(self, identity: dict[str, Any], status: str, summary: dict[str, Any]) -> None: ...
-
-    def evaluated(self, done: int, total: int) -> None: ...
-
-
-class _SilentObserver:
     def stage(self, text: str) -> None:
-        pass
+        """What the sweep is doing now."""
 
     def evaluated(self, done: int, total: int) -> None:
-        pass
+        """Evaluation images scored so far in the current session."""
 
     def cell_done(self, identity: dict[str, Any], status: str, summary: dict[str, Any]) -> None:
-        pass
+        """A cell was committed to the store with ``status`` ok or error."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +159,7 @@ class SweepRunner:
     def __init__(self, config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None) -> None:
         self.config = config
         self.store = store
-        self.observer = observer or _SilentObserver()
+        self.observer = observer or SweepObserver()
         self.cache_dir = Path(config.cache_dir)
         self.data_root = Path(config.data_root)
         self._versions = library_versions()

@@ -8,15 +8,16 @@ version and the dataset's manifest.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import transforms
+
+from harness.atomic import atomic_write_bytes
 
 RECIPE_VERSION = 2
 INPUT_SIZE = 64
@@ -71,12 +72,10 @@ def load_or_train(cache_dir: Path, train_split, *, epochs: int = 15, seed: int =
         model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
         return model.eval(), json.loads(meta_path.read_text())
     meta = train(model, train_split, epochs=epochs, seed=seed)
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=weights_path.parent, suffix=".pt")
-    os.close(fd)
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, weights_path)
-    meta_path.write_text(json.dumps(meta, indent=2))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    atomic_write_bytes(weights_path, buffer.getvalue())
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
     return model.eval(), meta
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from harness.config import load_config
 from harness.results import THESIS_COLUMNS, ResultStore
-from harness.sweep import SweepRunner, plan_cells
+from harness.sweep import SweepObserver, SweepRunner, plan_cells
 
 
 def _config(tmp_path: Path, cache: Path, **extra: object):
@@ -25,12 +25,9 @@ def _config(tmp_path: Path, cache: Path, **extra: object):
     return load_config(None, overrides)
 
 
-class Recorder:
+class Recorder(SweepObserver):
     def __init__(self) -> None:
         self.done: list[tuple[dict, str]] = []
-
-    def stage(self, text: str) -> None:
-        pass
 
     def cell_done(self, identity: dict, status: str, summary: dict) -> None:
         self.done.append((identity, status))
