@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from torchvision import transforms
 
 from harness.atomic import atomic_write_bytes
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 INPUT_SIZE = 64
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -67,7 +68,9 @@ def load_or_train(cache_dir: Path, train_split, *, epochs: int = 15, seed: int =
     key = f"tinycnn-r{RECIPE_VERSION}-e{epochs}-s{seed}-{train_split.file_list_hash()[:12]}"
     weights_path = cache_dir / "models" / f"{key}.pt"
     meta_path = weights_path.with_suffix(".json")
-    model = TinyCNN(num_classes=len(train_split.classes))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # the initial weights are part of the recipe
+        model = TinyCNN(num_classes=len(train_split.classes))
     if weights_path.exists() and meta_path.exists():
         model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
         return model.eval(), json.loads(meta_path.read_text())
@@ -81,10 +84,18 @@ def load_or_train(cache_dir: Path, train_split, *, epochs: int = 15, seed: int =
 
 def train(model: TinyCNN, train_split, *, epochs: int, seed: int) -> dict:
     """Seeded AdamW with a one-cycle learning rate; returns training metadata."""
-    import time
-
     started = time.perf_counter()
     dataset = train_split.dataset(eval_transform())
+    threads = torch.get_num_threads()
+    # One thread: multi-threaded CPU kernels reduce in varying order, so weights would differ run to run.
+    torch.set_num_threads(1)
+    try:
+        return _train_seeded(model, dataset, train_split, epochs=epochs, seed=seed, started=started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_seeded(model: TinyCNN, dataset, train_split, *, epochs: int, seed: int, started: float) -> dict:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         images = torch.stack([dataset[i][0] for i in range(len(dataset))])

@@ -127,3 +127,10 @@ def test_uncached_pretrained_weights_fail_before_work_offline(tmp_path: Path) ->
                    "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), env=env)
     assert_one_line_error(proc, "pretrained weights for squeezenet1_1", "--weights random")
     assert not (tmp_path / "out" / "results.db").exists()
+
+
+def test_data_fetch_offline_says_so(tmp_path: Path) -> None:
+    env = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    proc = harness("data", "fetch", "imagewoof", "--size", "160", "--data-root", str(tmp_path), env=env, timeout=120)
+    assert_one_line_error(proc, "offline", "imagewoof2-160")

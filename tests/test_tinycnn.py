@@ -1,0 +1,39 @@
+"""tinycnn: trained by our own code, deterministic and cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harness import tinycnn
+from harness.data.registry import open_split
+from harness.fingerprint import model_content_hash
+
+
+def test_training_is_deterministic_and_cached(tmp_path: Path, shared_cache: Path) -> None:
+    train = open_split("shapes", "train", data_root=tmp_path, cache_dir=shared_cache)
+    a, meta_a = tinycnn.load_or_train(tmp_path / "a", train, epochs=1, seed=3)
+    b, meta_b = tinycnn.load_or_train(tmp_path / "b", train, epochs=1, seed=3)
+    assert model_content_hash(a) == model_content_hash(b)
+    assert meta_a["final_loss"] == meta_b["final_loss"]
+    c, _ = tinycnn.load_or_train(tmp_path / "c", train, epochs=1, seed=4)
+    assert model_content_hash(c) != model_content_hash(a)
+    # Second call loads the cached weights instead of training again.
+    cached = list((tmp_path / "a" / "models").glob("*.pt"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime_ns
+    again, meta_again = tinycnn.load_or_train(tmp_path / "a", train, epochs=1, seed=3)
+    assert cached[0].stat().st_mtime_ns == mtime and meta_again == meta_a
+    assert model_content_hash(again) == model_content_hash(a)
+
+
+def test_training_leaves_the_callers_thread_count_and_rng_alone(tmp_path: Path, shared_cache: Path) -> None:
+    train = open_split("shapes", "train", data_root=tmp_path, cache_dir=shared_cache)
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tinycnn.load_or_train(tmp_path / "d", train, epochs=1, seed=0)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
