@@ -174,13 +174,19 @@ def demo(
     out: Path = typer.Option(None, "--out", "-o", help="Output directory (default results/demo)."),
     resume: bool = typer.Option(False, "--resume", help="Skip cells already finished."),
 ) -> None:
-    """The embedded offline default: tinycnn on `shapes`, on CPU (same as `harness run --config configs/demo.yaml`)."""
+    """The embedded offline default: tinycnn on `shapes`, on CPU (same as `harness run --config configs/demo.yaml`).
+
+    Example: `harness demo --out results/demo && harness report --out results/demo`
+    """
     _guard(lambda: _run_sweep(DEMO_CONFIG, {"out_dir": out}, resume))
 
 
 @app.command()
 def models() -> None:
-    """List the models: tinycnn, every torchvision classifier, and the custom-factory syntax."""
+    """List the models: tinycnn, every torchvision classifier, and the custom-factory syntax.
+
+    Example: `harness models`, then `harness run --model mobilenet_v3_small --weights random`
+    """
     from harness.models import list_models
 
     table = Table(title="models")
@@ -193,7 +199,10 @@ def models() -> None:
 
 @app.command()
 def datasets() -> None:
-    """List the datasets and whether they need a download."""
+    """List the datasets and whether they need a download.
+
+    Example: `harness datasets`, then `harness data fetch imagewoof --size 160`
+    """
     from harness.data.registry import list_datasets
 
     table = Table(title="datasets")
@@ -230,7 +239,7 @@ def data_fetch(
 
 @data_app.command("list")
 def data_list() -> None:
-    """Same as `harness datasets`."""
+    """Same as `harness datasets`. Example: `harness data list`"""
     datasets()
 
 
@@ -352,7 +361,10 @@ def calib(
 
 @app.command()
 def hw(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
-    """Hardware capability report: GPUs, tensor-core precisions, libraries, usable backends."""
+    """Hardware capability report: GPUs, tensor-core precisions, libraries, usable backends.
+
+    Examples: `harness hw`, `harness hw --json > hw.json`, `docker compose run hw`
+    """
     from harness.hw import collect_hw_report, render_hw_report
 
     def go() -> None:

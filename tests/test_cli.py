@@ -62,10 +62,12 @@ def test_missing_dataset_gives_fetch_hint(tmp_path: Path) -> None:
 
 
 def test_help_has_examples() -> None:
-    for cmd in (["run"], ["results", "export"], ["data", "fetch"], ["demo"], ["hw"]):
+    commands = (["run"], ["demo"], ["models"], ["datasets"], ["data", "fetch"], ["data", "list"], ["results", "show"],
+                ["results", "export"], ["calib"], ["report"], ["hw"])
+    for cmd in commands:
         proc = harness(*cmd, "--help")
         assert proc.returncode == 0
-        assert "harness" in proc.stdout
+        assert "Example" in proc.stdout and f"harness {cmd[0]}" in proc.stdout, cmd
 
 
 def test_sigkill_mid_sweep_then_resume_finishes_each_cell_once(tmp_path: Path, shared_cache: Path) -> None:
