@@ -276,7 +276,10 @@ class SweepRunner:
                                  num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx, phases=phases,
                                  int8_mode=self.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
         if any(p == "int8" for _, p in self.config.pairs()):
-            artifact.calibration = self._calibration(loaded, dataset_name, onnx, phases)
+            try:
+                artifact.calibration = self._calibration(loaded, dataset_name, onnx, phases)
+            except Exception as exc:  # only the int8 cells fail; fp32/fp16 cells go on
+                artifact.calibration = _UnavailableCalibration(exc)
         return artifact
 
     def _calibration(self, loaded: LoadedModel, dataset_name: str, onnx: Any, phases: PhaseTimes) -> Any:
@@ -405,6 +408,16 @@ class SweepRunner:
     def _fail_all(self, cells: list[Cell], exc: BaseException, counts: dict[str, int]) -> None:
         for c in cells:
             self._fail(c, exc, counts)
+
+
+class _UnavailableCalibration:
+    """Stands in for calibration that could not be set up: raises its error when an int8 build asks."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __getattr__(self, name: str) -> Any:
+        raise self.error
 
 
 def session_prep_phases(totals: dict[str, float], before_session: dict[str, float]) -> dict[str, float]:

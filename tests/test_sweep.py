@@ -166,3 +166,27 @@ def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_
     assert removal["macs_after"] < removal["macs_before"] and removal["params_after"] < removal["params_before"]
     assert records["removal"].result["accuracy"]["top1"] > 0.1
     assert records["2:4"].result["pruning"]["pattern_24_verified"] is True
+
+
+def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache: Path) -> None:
+    """A folder dataset with no train split cannot calibrate: int8 cells fail, fp32 cells still run."""
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "folder" / "val" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 40), (60 * i, 100 if cls == "a" else 10, 20)).save(
+                tmp_path / "folder" / "val" / cls / f"{i}.png")
+    bad = tmp_path / "two_class.py"
+    bad.write_text("import torch\ndef build():\n    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), "
+                   "torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))\n"
+                   "    m.input_size = 32\n    return m\n")
+    config = _config(tmp_path, shared_cache, models=[f"{bad}:build"], datasets=["folder"],
+                     data_root=tmp_path / "folder", batch_sizes=[4], backends={"ort-cpu": ["fp32", "int8"]},
+                     timing={"warmup": 1, "iterations": 2, "repeats": 1})
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        counts = SweepRunner(config, store).run(resume=False)
+        records = {r.identity["precision"]: r for r in store.records()}
+    assert counts["ok"] == 1 and counts["error"] == 1
+    assert records["fp32"].status == "ok" and records["fp32"].result["accuracy"]["samples"] == 8
+    assert records["int8"].status == "error" and "train" in records["int8"].error
