@@ -310,24 +310,32 @@ class SweepRunner:
             return
         prep = session_prep_phases(artifact.phases.seconds, before)
         try:
-            accuracy = None
-            if self.config.accuracy and mapping.kind != "none":
-                self.observer.stage(f"{loaded.name} {cells[0].prune.label}: {backend_name} {precision}: accuracy")
-                bs = max(c.batch_size for c in cells)
-                seen = [0]
-
-                def on_batch(n: int) -> None:
-                    seen[0] += n
-                    self.observer.evaluated(seen[0], len(data.images))
-
-                accuracy = evaluate(session.infer, data.eval_batches(bs), mapping, batch_size=bs,
-                                    on_batch=on_batch).to_dict()
-                accuracy["batch_size"] = bs
+            try:
+                accuracy = self._accuracy(session, max(c.batch_size for c in cells), data, mapping)
+            except Exception as exc:  # the session cannot produce predictions: its cells fail
+                self._fail_all(cells, exc, counts)
+                return
             for cell in cells:
                 self._run_cell(cell, session, loaded, data, accuracy, mapping, prune_report, prep, counts,
                                artifact.notes)
         finally:
             session.close()
+
+    def _accuracy(self, session: Session, batch_size: int, data: EvalData,
+                  mapping: LabelMapping) -> dict[str, Any] | None:
+        """Top-1 over the whole evaluation split, once per session, at the session's largest batch."""
+        if not self.config.accuracy or mapping.kind == "none":
+            return None
+        self.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
+        seen = [0]
+
+        def on_batch(n: int) -> None:
+            seen[0] += n
+            self.observer.evaluated(seen[0], len(data.images))
+
+        result = evaluate(session.infer, data.eval_batches(batch_size), mapping, batch_size=batch_size,
+                          on_batch=on_batch).to_dict()
+        return {**result, "batch_size": batch_size}
 
     def _run_cell(self, cell: Cell, session: Session, loaded: LoadedModel, data: EvalData,
                   accuracy: dict[str, Any] | None, mapping: LabelMapping, prune_report: dict[str, Any] | None,

@@ -190,3 +190,31 @@ def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache:
     assert counts["ok"] == 1 and counts["error"] == 1
     assert records["fp32"].status == "ok" and records["fp32"].result["accuracy"]["samples"] == 8
     assert records["int8"].status == "error" and "train" in records["int8"].error
+
+
+def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, shared_cache: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text(
+        "import torch\n"
+        "class Broken(torch.nn.Module):\n"
+        "    input_size = 32\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.armed = False\n"
+        "    def forward(self, x):\n"
+        "        if self.armed:\n"
+        "            raise RuntimeError('inference exploded')\n"
+        "        self.armed = not self.training and x.shape[0] > 1\n"  # load-time probe (batch 1) passes
+        "        return torch.zeros(x.shape[0], 10)\n"
+        "def build():\n"
+        "    return Broken()\n"
+    )
+    config = _config(tmp_path, shared_cache, models=[f"{broken}:build", "tinycnn"], batch_sizes=[2, 4],
+                     backends={"torch": ["fp32"]}, timing={"warmup": 1, "iterations": 2, "repeats": 1})
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        counts = SweepRunner(config, store).run(resume=False)
+        records = list(store.records())
+    assert counts == {"ok": 2, "error": 2, "skipped": 0}
+    errors = [r for r in records if r.status == "error"]
+    assert {r.identity["model"] for r in errors} == {f"{broken}:build"}
+    assert all("inference exploded" in r.error for r in errors)
