@@ -117,6 +117,8 @@ def _guard(fn: Callable[[], None]) -> None:
         fn()
     except HarnessError as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; every finished cell is saved: rerun with --resume to go on", code=130)
 
 
 @app.command()

@@ -136,3 +136,21 @@ def test_data_fetch_offline_says_so(tmp_path: Path) -> None:
            "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     proc = harness("data", "fetch", "imagewoof", "--size", "160", "--data-root", str(tmp_path), env=env, timeout=120)
     assert_one_line_error(proc, "offline", "imagewoof2-160")
+
+
+def test_ctrl_c_mid_sweep_is_a_clean_message(tmp_path: Path, shared_cache: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--model", "tinycnn", "--backend", "torch",
+                             "--batch-size", "1", "--batch-size", "2", "--batch-size", "3", "--iterations", "150",
+                             "--cache-dir", str(shared_cache), "--data-root", str(tmp_path), "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = out / "results.db"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells").fetchone()[0] >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
