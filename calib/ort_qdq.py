@@ -130,6 +130,22 @@ def make_reader(batches: BatchFactory, num_batches: int, input_name: str = INPUT
     return _make_reader_class()(batches, num_batches, input_name)
 
 
+@contextlib.contextmanager
+def ort_calibration(action: str, model_name: str, method: str, reader: Any, length: int) -> Iterator[None]:
+    """Run an ONNX Runtime calibration step quietly (its calibrators print progress), turn its
+    errors into one clear HarnessError, and check that every calibration batch was consumed."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    except HarnessError:
+        raise
+    except Exception as exc:
+        raise HarnessError(f"ONNX Runtime could not {action} {model_name} ({method}): "
+                           f"{type(exc).__name__}: {exc}") from exc
+    if reader.seen != length:
+        raise HarnessError(f"calibration used {reader.seen} of {length} batches; the batch source ended early")
+
+
 def count_or_materialize(batches: BatchFactory, num_batches: int | None) -> tuple[BatchFactory, int]:
     """``(factory, length)``: when the length is unknown the batches are held in memory once."""
     if num_batches is not None:
@@ -227,23 +243,14 @@ def build_qdq_model(
                 notes.append(note)
         reader = make_reader(factory, length)
         tmp_out = tmp / "qdq.onnx"
-        try:
-            # ORT's calibrators print progress to stdout; keep the CLI's output clean.
-            with contextlib.redirect_stdout(io.StringIO()):
-                q.quantize_static(
-                    str(model_in),
-                    str(tmp_out),
-                    reader,
-                    calibrate_method=calibration_method(method),
-                    **options,
-                )
-        except HarnessError:
-            raise
-        except Exception as exc:
-            raise HarnessError(f"ONNX Runtime could not quantise {fp32_onnx.name} ({method}): "
-                               f"{type(exc).__name__}: {exc}") from exc
-        if reader.seen != length:
-            raise HarnessError(f"calibration used {reader.seen} of {length} batches; the batch source ended early")
+        with ort_calibration("quantise", fp32_onnx.name, method, reader, length):
+            q.quantize_static(
+                str(model_in),
+                str(tmp_out),
+                reader,
+                calibrate_method=calibration_method(method),
+                **options,
+            )
         os.replace(tmp_out, out_path)
     return out_path
 

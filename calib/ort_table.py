@@ -21,15 +21,13 @@ directory (e.g. ``<cache>/<provenance key>/``) or an old INT8 engine is reused.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from calib.ort_qdq import calibration_method, count_or_materialize, import_quantization, make_reader
+from calib.ort_qdq import calibration_method, count_or_materialize, import_quantization, make_reader, ort_calibration
 from calib.provenance import check_method
 from harness.errors import HarnessError
 
@@ -64,27 +62,19 @@ def compute_tensor_ranges(
     if length < 1:
         raise HarnessError("no calibration batches: the calibration set is empty")
     reader = make_reader(factory, length)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print progress
-            calibrator = create_calibrator(
-                Path(fp32_onnx),
-                None,  # every float tensor: the EP matches table entries by name
-                augmented_model_path=str(work_dir / "augmented.onnx"),
-                calibrate_method=calibration_method(method),
-                extra_options={"symmetric": True},
-            )
-            for start in range(length):  # one batch per collect_data call: bounded memory
-                reader.set_range(start, start + 1)
-                calibrator.collect_data(reader)
-            compute = getattr(calibrator, "compute_data", None) or calibrator.compute_range
-            ranges = compute()
-    except HarnessError:
-        raise
-    except Exception as exc:
-        raise HarnessError(f"ONNX Runtime could not calibrate {Path(fp32_onnx).name} ({method}): "
-                           f"{type(exc).__name__}: {exc}") from exc
-    if reader.seen != length:
-        raise HarnessError(f"calibration used {reader.seen} of {length} batches; the batch source ended early")
+    with ort_calibration("calibrate", Path(fp32_onnx).name, method, reader, length):
+        calibrator = create_calibrator(
+            Path(fp32_onnx),
+            None,  # every float tensor: the EP matches table entries by name
+            augmented_model_path=str(work_dir / "augmented.onnx"),
+            calibrate_method=calibration_method(method),
+            extra_options={"symmetric": True},
+        )
+        for start in range(length):  # one batch per collect_data call: bounded memory
+            reader.set_range(start, start + 1)
+            calibrator.collect_data(reader)
+        compute = getattr(calibrator, "compute_data", None) or calibrator.compute_range
+        ranges = compute()
     return ranges
 
 

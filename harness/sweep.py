@@ -191,6 +191,7 @@ class SweepRunner:
                 split = open_split(dataset_name, "val", data_root=self.data_root, cache_dir=self.cache_dir,
                                    size=self.config.dataset_size, class_map=self.config.class_map)
                 data = load_eval_data(loaded, split, self.config.max_eval_samples)
+                loaded.notes["state_dict_bytes"] = state_dict_bytes(loaded.module)  # serialised once, not per cell
         except Exception as exc:  # recorded for every cell of the group
             self._fail_all(cells, exc, counts)
             return
@@ -350,7 +351,7 @@ class SweepRunner:
                 "accuracy": accuracy,
                 "accuracy_note": mapping.reason or None,
                 "timings": timings,
-                "original_size_bytes": state_dict_bytes(loaded.module),
+                "original_size_bytes": loaded.notes["state_dict_bytes"],
                 "compressed_size_bytes": session.info.artifact_bytes,
                 "pruning": prune_report,
                 "prep_phases_s": prep,

@@ -130,9 +130,19 @@ def test_only_full_batches_are_timed(tmp_path: Path, shared_cache: Path, batch: 
     assert all(x.shape[0] == batch for x in inputs)
 
 
+def _cold_calibration_cache(tmp_path: Path, shared_cache: Path) -> Path:
+    """A cache sharing the dataset and tinycnn weights but with no ONNX or calibration artifacts yet."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for sub in ("datasets", "models"):
+        (shared_cache / sub).mkdir(exist_ok=True)
+        (cache / sub).symlink_to(shared_cache / sub)
+    return cache
+
+
 def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Path, shared_cache: Path) -> None:
     """Pruner x amount x backend x precision, including prune-then-quantize, in one sweep."""
-    config = _config(tmp_path, shared_cache, batch_sizes=[16], backends={"ort-cpu": ["fp32", "int8"]},
+    config = _config(tmp_path, _cold_calibration_cache(tmp_path, shared_cache), batch_sizes=[16], backends={"ort-cpu": ["fp32", "int8"]},
                      pruners=[{"method": "l1-global", "amounts": [0.5]}],
                      calibration={"count": 128, "method": "entropy"}, timing={"warmup": 1, "iterations": 3,
                                                                               "repeats": 1, "definitions": ["compute"]})
