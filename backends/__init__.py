@@ -7,9 +7,13 @@ TensorRT.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from backends.base import Backend
 from harness.errors import BackendUnavailable, HarnessError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.machine import MachineFacts
 
 _REGISTRY: dict[str, str] = {
     "torch": "backends.torch_eager:TorchBackend",
@@ -34,11 +38,16 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def validate_request(name: str, precision: str) -> type[Backend]:
-    """Fail before any work when the backend/precision pair cannot run here."""
+def validate_request(name: str, precision: str, facts: MachineFacts | None = None) -> type[Backend]:
+    """Fail before any work when the backend/precision pair cannot run on a machine with ``facts``
+    (probed here when None; pass one probe to check many pairs)."""
     cls = backend_class(name)
     cls.check_precision(precision)
-    reason = cls.unavailable_reason(precision)
+    if facts is None:
+        from harness.machine import probe_machine
+
+        facts = probe_machine()
+    reason = cls.unavailable_reason(precision, facts)
     if reason is not None:
         raise BackendUnavailable(f"backend '{name}' cannot run here: {reason}")
     return cls

@@ -1,8 +1,8 @@
 """The one small interface every backend implements.
 
 Modelled on Polygraphy's runners: a backend turns a model artifact into a
-*session* (activate), the session runs batches (infer), and is closed
-(deactivate).  A backend knows nothing about sweeps, datasets or reports; it
+*session* (``activate``), the session runs batches (``infer``), and is released
+(``close``).  A backend knows nothing about sweeps, datasets or reports; it
 receives a :class:`ModelArtifact` whose other forms (ONNX file, Q/DQ model,
 calibration data) are lazy loaders built by the caller, so each backend pulls
 only what it needs and the expensive steps happen once and are cached.
@@ -23,11 +23,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness.errors import UnsupportedCombination
+from harness.errors import HarnessError, UnsupportedCombination
+
+if TYPE_CHECKING:  # pragma: no cover
+    from calib.trt_calibrator import CalibratorCore
+    from harness.machine import MachineFacts
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 
@@ -61,9 +66,10 @@ class _PhaseContext:
 
 
 class CalibrationSource(Protocol):
-    """Calibration data and artifacts for INT8 (implemented in ``calib/``).
+    """Calibration data and artifacts for INT8 (implemented by ``calib.source.CalibrationData``).
 
-    Every method builds lazily and caches; artifacts carry provenance.
+    Every method builds lazily and caches; artifacts carry provenance. Time spent building is
+    added to the caller's ``phases`` as ``calibrate`` (zero when a cached artifact is reused).
     """
 
     @property
@@ -72,17 +78,56 @@ class CalibrationSource(Protocol):
     @property
     def provenance_hash(self) -> str: ...
 
-    def qdq_onnx(self) -> Path:
-        """Q/DQ INT8 ONNX model (ONNX Runtime quantize_static, QDQ, per-channel)."""
+    def qdq_onnx(self, target: Literal["cpu", "tensorrt"], phases: PhaseTimes) -> Path:
+        """Q/DQ INT8 ONNX model for ``target`` (ONNX Runtime quantize_static, QDQ, per-channel)."""
         ...
 
-    def ort_trt_table(self, cache_dir: Path) -> Path:
+    def ort_trt_table(self, cache_dir: Path, phases: PhaseTimes) -> Path:
         """TensorRT EP calibration table written into ``cache_dir``."""
+        ...
+
+    def trt_calibrator_core(self, batch_size: int, input_shape: tuple[int, ...], *,
+                            cache_dir: Path | None = None, buffer_factory: Any = None,
+                            tensorrt_version: str | None = None, phases: PhaseTimes) -> CalibratorCore:
+        """The native TensorRT calibrator core over full batches (calibration runs inside the build)."""
         ...
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Preprocessed calibration images, float32 NCHW on the host."""
         ...
+
+
+class UnavailableCalibration:
+    """Stands in for calibration that could not be set up: every method raises the original error,
+    so only the int8 sessions that ask for calibration fail."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def _raise(self) -> NoReturn:
+        raise self.error
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        self._raise()
+
+    @property
+    def provenance_hash(self) -> str:
+        self._raise()
+
+    def qdq_onnx(self, target: Literal["cpu", "tensorrt"], phases: PhaseTimes) -> Path:
+        self._raise()
+
+    def ort_trt_table(self, cache_dir: Path, phases: PhaseTimes) -> Path:
+        self._raise()
+
+    def trt_calibrator_core(self, batch_size: int, input_shape: tuple[int, ...], *,
+                            cache_dir: Path | None = None, buffer_factory: Any = None,
+                            tensorrt_version: str | None = None, phases: PhaseTimes) -> CalibratorCore:
+        self._raise()
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        self._raise()
 
 
 @dataclass
@@ -95,7 +140,6 @@ class ModelArtifact:
     num_outputs: int
     content_hash: str
     onnx: Callable[[], Path]
-    phases: PhaseTimes = field(default_factory=PhaseTimes)
     calibration: CalibrationSource | None = None
     int8_mode: str = "auto"  # auto | implicit | explicit (TensorRT)
     sparse_weights: bool = False
@@ -114,6 +158,8 @@ class SessionInfo:
     device: str
     artifact_bytes: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: Seconds this activation spent per phase (calibrate, build, ...); zero-cost when caches were reused.
+    prep_phases: dict[str, float] = field(default_factory=dict)
 
 
 class Session(abc.ABC):
@@ -146,20 +192,57 @@ class Session(abc.ABC):
         """Release the session's resources."""
 
 
+class BackendOptions(BaseModel):
+    """A backend's options (``backend_options.<name>`` in the config); unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _options_error(backend: str, options_type: type[BackendOptions], exc: ValidationError) -> HarnessError:
+    allowed = ", ".join(options_type.model_fields) or "(none)"
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown option '{where}'; allowed: {allowed}")
+        else:
+            parts.append(f"option '{where}': {err['msg']}")
+    return HarnessError(f"backend_options.{backend}: " + "; ".join(parts))
+
+
 class Backend(abc.ABC):
     """Factory of sessions for one runtime."""
 
     name: ClassVar[str]
-    device: ClassVar[str]  # "cpu" or "cuda"
+    device: ClassVar[str]  # "cpu", "cuda", or "cpu|cuda"
     precisions: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
 
-    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
-        self.options: dict[str, Any] = dict(options or {})
+    def __init__(self, options: Mapping[str, Any] | BackendOptions | None = None) -> None:
+        self.options = self.parse_options(options)
 
     @classmethod
-    def unavailable_reason(cls, precision: str) -> str | None:
-        """None when this backend can run ``precision`` on this machine, else why not."""
+    def parse_options(cls, raw: Mapping[str, Any] | BackendOptions | None) -> BackendOptions:
+        """The typed options; a :class:`HarnessError` naming the bad option (and the allowed ones)."""
+        if isinstance(raw, cls.Options):
+            return raw
+        if isinstance(raw, BackendOptions):
+            raw = raw.model_dump()
+        if raw is not None and not isinstance(raw, Mapping):
+            raise HarnessError(f"backend_options.{cls.name}: expected a mapping of option names to values, "
+                               f"got {raw!r}")
+        try:
+            return cls.Options.model_validate(dict(raw or {}))
+        except ValidationError as exc:
+            raise _options_error(cls.name, cls.Options, exc) from None
+
+    @classmethod
+    def unavailable_reason(cls, precision: str, facts: MachineFacts) -> str | None:
+        """THE rule for this backend x precision: None when it can run on a machine with ``facts``,
+        else why not. A pure function of ``facts`` (no probing); subclasses extend it."""
+        if precision not in cls.precisions:
+            return f"backend '{cls.name}' cannot run precision '{precision}'; it supports: {', '.join(cls.precisions)}"
         return None
 
     @classmethod
@@ -180,6 +263,7 @@ class Backend(abc.ABC):
     ) -> Session:
         """Build a session able to run every batch size in ``batch_sizes``.
 
-        All expensive work (export, calibration, engine build) happens here,
-        never inside a timed loop; phase times go to ``artifact.phases``.
+        All expensive work (export, calibration, engine build) happens here, never inside a timed
+        loop. The activation times its own phases in a fresh ``PhaseTimes`` (passing it to the
+        calibration source) and returns them as ``session.info.prep_phases``.
         """

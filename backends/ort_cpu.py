@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from backends.base import Backend, ModelArtifact, Session, SessionInfo
-from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort, provider_unavailable_reason
+from pydantic import Field
+
+from backends.base import Backend, BackendOptions, ModelArtifact, PhaseTimes, Session, SessionInfo
+from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort
 from harness.errors import HarnessError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.machine import MachineFacts
+
 PROVIDER = "CPUExecutionProvider"
+
+
+class OrtCpuOptions(BackendOptions):
+    """``backend_options.ort-cpu``."""
+
+    threads: int = Field(default=0, ge=0)  # intra-op threads; 0 lets ONNX Runtime choose
 
 
 class OrtCpuSession(Session):
@@ -30,12 +41,12 @@ class OrtCpuSession(Session):
         return torch.from_numpy(self.run(self.stage(host)))
 
 
-def model_for_precision(artifact: ModelArtifact, precision: str, backend: str) -> Path:
-    """The ONNX file a precision runs: the plain export, or the calibrated Q/DQ model."""
+def model_for_precision(artifact: ModelArtifact, precision: str, backend: str, phases: PhaseTimes) -> Path:
+    """The ONNX file a precision runs on the CPU: the plain export, or the calibrated Q/DQ model."""
     if precision == "int8":
         if artifact.calibration is None:
             raise HarnessError(f"{backend} int8 needs calibration data; the sweep provides it from the train split")
-        return artifact.calibration.qdq_onnx()
+        return artifact.calibration.qdq_onnx("cpu", phases)
     return artifact.onnx()
 
 
@@ -44,19 +55,30 @@ class OrtCpuBackend(Backend):
     device: ClassVar[str] = "cpu"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
     description: ClassVar[str] = "ONNX Runtime, CPU execution provider (fp32; int8 via Q/DQ)"
+    Options: ClassVar[type[BackendOptions]] = OrtCpuOptions
+    options: OrtCpuOptions
 
     @classmethod
-    def unavailable_reason(cls, precision: str) -> str | None:
-        return provider_unavailable_reason(PROVIDER)
+    def unavailable_reason(cls, precision: str, facts: MachineFacts) -> str | None:
+        if facts.onnxruntime_version is None:
+            return "onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu"
+        if PROVIDER not in (facts.ort_providers or ()):
+            return (f"onnxruntime {facts.onnxruntime_version} lists no {PROVIDER} "
+                    f"(it has: {', '.join(facts.ort_providers or ()) or 'none'})")
+        if precision not in cls.precisions:
+            return "ort-cpu runs fp32 and int8 only"
+        return None
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
         self.check_precision(precision)
-        path = model_for_precision(artifact, precision, self.name)
-        session = create_session(path, [(PROVIDER, {})], intra_op_threads=int(self.options.get("threads", 0)))
+        phases = PhaseTimes()
+        path = model_for_precision(artifact, precision, self.name, phases)
+        session = create_session(path, [(PROVIDER, {})], intra_op_threads=self.options.threads)
         info = SessionInfo(
             backend=self.name, precision=precision, device="cpu", artifact_bytes=path.stat().st_size,
             details={"providers": session.get_providers(), "onnx": path.name,
                      "onnxruntime": import_ort().__version__},
+            prep_phases=dict(phases.seconds),
         )
         return OrtCpuSession(session, info)

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
-from backends.base import Backend, ModelArtifact, Session, SessionInfo
+from backends.base import Backend, BackendOptions, ModelArtifact, PhaseTimes, Session, SessionInfo
 from harness.errors import BackendUnavailable
 from harness.sizes import state_dict_bytes
 
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.machine import MachineFacts
+
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+#: bf16 runs natively (no emulation) from Ampere on.
+BF16_MIN_CC: tuple[int, int] = (8, 0)
 
-def cuda_unavailable_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "no NVIDIA GPU visible (torch.cuda.is_available() is False)"
-    return None
+
+class TorchOptions(BackendOptions):
+    """``backend_options.torch``."""
+
+    device: Literal["cpu", "cuda"] | None = None  # None: cuda when torch sees a GPU, else cpu
+    channels_last: bool | None = None  # None: on for cuda, off for cpu
+    compile: bool = False  # torch.compile the module (timed as "build")
+    compile_mode: str = "max-autotune"
 
 
 class TorchSession(Session):
@@ -57,33 +66,44 @@ class TorchBackend(Backend):
     device: ClassVar[str] = "cpu|cuda"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16")
     description: ClassVar[str] = "PyTorch eager (fp32 on CPU; fp32/fp16/bf16 on CUDA)"
+    Options: ClassVar[type[BackendOptions]] = TorchOptions
+    options: TorchOptions
 
     @classmethod
-    def unavailable_reason(cls, precision: str) -> str | None:
-        if precision == "fp32":
-            return None
-        reason = cuda_unavailable_reason()
-        if reason is not None:
-            return f"{precision} on torch needs a CUDA GPU ({reason}); use fp32 on CPU"
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            return "bf16 needs compute capability >= 8.0"
+    def unavailable_reason(cls, precision: str, facts: MachineFacts) -> str | None:
+        if facts.torch_version is None:
+            return "torch is not installed"
+        if precision == "int8":
+            return "int8 is not offered on the torch backend: use ort-cpu, ort-cuda, ort-trt or trt-native"
+        reason = super().unavailable_reason(precision, facts)
+        if reason is not None or precision == "fp32":
+            return reason
+        if not facts.torch_cuda_available:
+            return f"{precision} on torch needs a CUDA GPU ({facts.no_gpu_reason}); use fp32 on CPU"
+        cc = facts.gpu_cc
+        if precision == "bf16" and cc is not None and tuple(cc) < BF16_MIN_CC:
+            return (f"bf16 needs compute capability >= {BF16_MIN_CC[0]}.{BF16_MIN_CC[1]}; "
+                    f"{facts.gpu_name or 'GPU 0'} has {cc[0]}.{cc[1]}")
         return None
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
         self.check_precision(precision)
-        device = self.options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        phases = PhaseTimes()
+        opts = self.options
+        device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cpu" and precision != "fp32":
             raise BackendUnavailable(f"torch {precision} needs a CUDA GPU; use fp32 on CPU")
-        channels_last = bool(self.options.get("channels_last", device == "cuda"))
+        channels_last = opts.channels_last if opts.channels_last is not None else device == "cuda"
         module = copy.deepcopy(artifact.module).eval().to(device=device, dtype=_DTYPES[precision])
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         details: dict[str, Any] = {"torch": torch.__version__, "channels_last": channels_last}
-        if self.options.get("compile"):
-            with artifact.phases.timed("build"):
-                module = torch.compile(module, mode=self.options.get("compile_mode", "max-autotune"))
+        if opts.compile:
+            with phases.timed("build"):
+                module = torch.compile(module, mode=opts.compile_mode)
             details["compile"] = True
         info = SessionInfo(backend=self.name, precision=precision, device=device,
-                           artifact_bytes=state_dict_bytes(artifact.module), details=details)
+                           artifact_bytes=state_dict_bytes(artifact.module), details=details,
+                           prep_phases=dict(phases.seconds))
         return TorchSession(module, precision, device, info, channels_last)

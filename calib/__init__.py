@@ -93,10 +93,11 @@ def build_calibration_artifacts(
     phases = PhaseTimes()
     data = CalibrationData(lambda: Path(fp32_onnx), calib_set, transform, method, Path(cache_dir), phases,
                            ort_batch_size, rebuild=rebuild)
-    qdq = {target: data.qdq_onnx(target) for target in qdq_targets}
+    qdq = {target: data.qdq_onnx(target, phases) for target in qdq_targets}
     table = None
     if trt_table:
-        table = data.ort_trt_table(table_dir or Path(cache_dir) / "calib" / f"ort-trt-{data.provenance_hash}")
+        table = data.ort_trt_table(table_dir or Path(cache_dir) / "calib" / f"ort-trt-{data.provenance_hash}",
+                                   phases)
     return CalibrationArtifacts(
         qdq_onnx=qdq,
         trt_table=table,

@@ -3,7 +3,9 @@
 Every artifact is built lazily, at most once per object, and cached on disk
 under ``<cache_dir>/calib/`` with a provenance sidecar; a cached artifact is
 reused only when its provenance matches (stale ones are rebuilt, corrupt ones
-raise).  Time spent building goes to ``phases`` as ``calibrate``.
+raise).  Time spent building goes to the caller's ``phases`` as ``calibrate``
+(backends pass the ``PhaseTimes`` of their activation; ``harness calib``, which
+passes none, gets it in the object's own ``phases``).
 """
 
 from __future__ import annotations
@@ -161,16 +163,17 @@ class CalibrationData:
             remove_with_sidecar(path)
             self._removed.add(path)
 
-    def _built(self, kind: str, seconds: float) -> None:
-        self.phases.add("calibrate", seconds)
+    def _built(self, kind: str, seconds: float, phases: PhaseTimes | None) -> None:
+        (phases if phases is not None else self.phases).add("calibrate", seconds)
         self.builds[kind] = self.builds.get(kind, 0) + 1
 
     def qdq_path(self, target: str = "cpu") -> Path:
         target = check_target(target)
         return self.cache_dir / "calib" / f"qdq-{self.model_hash[:16]}-{self.method}-{target}.onnx"
 
-    def qdq_onnx(self, target: str = "cpu") -> Path:
-        """The Q/DQ INT8 model for ``target`` (``cpu``: ORT CPU EP; ``tensorrt``: TensorRT), built or reused."""
+    def qdq_onnx(self, target: str, phases: PhaseTimes | None = None) -> Path:
+        """The Q/DQ INT8 model for ``target`` (``cpu``: ORT CPU EP; ``tensorrt``: TensorRT), built or reused;
+        build time goes to ``phases`` as ``calibrate``."""
         target = check_target(target)
         if target in self._qdq:
             return self._qdq[target]
@@ -185,12 +188,12 @@ class CalibrationData:
                             num_batches=self._ort_num_batches(), preprocess=self.qdq_preprocess, notes=notes)
             write_with_provenance(path, provenance, notes=notes)
             self.notes.extend(notes)
-            self._built(f"qdq-{target}", time.perf_counter() - start)
+            self._built(f"qdq-{target}", time.perf_counter() - start, phases)
             found = path
         self._qdq[target] = found
         return found
 
-    def ort_trt_table(self, cache_dir: Path) -> Path:
+    def ort_trt_table(self, cache_dir: Path, phases: PhaseTimes | None = None) -> Path:
         """``<cache_dir>/calibration.flatbuffers`` for ONNX Runtime's TensorRT EP, built or reused.
 
         ``cache_dir`` must be the EP's ``trt_engine_cache_path``; pass
@@ -210,7 +213,7 @@ class CalibrationData:
             write_trt_calibration_table(self.onnx_path(), self._ort_batches, cache_dir, self.method,
                                         num_batches=self._ort_num_batches())
             write_with_provenance(path, provenance)
-            self._built("ort-trt-table", time.perf_counter() - start)
+            self._built("ort-trt-table", time.perf_counter() - start, phases)
             found = path
         self._tables[key] = found
         return found
@@ -233,11 +236,14 @@ class CalibrationData:
         cache_dir: Path | None = None,
         buffer_factory: BufferFactory = cuda_buffer_factory,
         tensorrt_version: str | None = None,
+        phases: PhaseTimes | None = None,
     ) -> CalibratorCore:
         """A :class:`CalibratorCore` over this set's full batches, caching in ``cache_dir``.
 
         The native cache is entropy-calibrated whatever ``method`` says (TensorRT's
-        ``IInt8EntropyCalibrator2``).  Calibration time falls inside the engine build.
+        ``IInt8EntropyCalibrator2``).  Calibration runs inside the engine build, so its time is
+        part of the caller's ``build`` phase; ``phases`` is accepted for the uniform
+        ``CalibrationSource`` interface and records nothing here.
         """
         provenance = self.trt_cache_provenance(batch_size, input_shape, tensorrt_version)
         directory = Path(cache_dir) if cache_dir is not None else self.cache_dir / "calib"

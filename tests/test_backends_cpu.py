@@ -261,3 +261,119 @@ def test_listing_backends_imports_no_runtime() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- availability rules from facts
+
+from dataclasses import replace  # noqa: E402
+
+from backends.base import PhaseTimes, SessionInfo, UnavailableCalibration  # noqa: E402
+from harness.machine import MachineFacts  # noqa: E402
+
+CPU_ONLY = MachineFacts(torch_version="2.5.0", torch_cuda_note="torch.cuda.is_available() is False",
+                        onnxruntime_version="1.20.0", ort_providers=("CPUExecutionProvider",))
+AMPERE = replace(CPU_ONLY, torch_cuda_available=True, torch_cuda_note=None, gpu_visible=True, gpu_cc=(8, 0),
+                 gpu_name="A100")
+VOLTA = replace(AMPERE, gpu_cc=(7, 0), gpu_name="V100")
+
+
+def test_torch_rules_from_made_up_machines() -> None:
+    assert TorchBackend.unavailable_reason("fp32", CPU_ONLY) is None
+    assert "CUDA GPU" in TorchBackend.unavailable_reason("fp16", CPU_ONLY)
+    assert TorchBackend.unavailable_reason("fp16", VOLTA) is None
+    assert TorchBackend.unavailable_reason("bf16", AMPERE) is None
+    volta_bf16 = TorchBackend.unavailable_reason("bf16", VOLTA)
+    assert volta_bf16 is not None and "8.0" in volta_bf16 and "7.0" in volta_bf16  # no emulated bf16
+    assert "int8" in TorchBackend.unavailable_reason("int8", AMPERE)
+    assert TorchBackend.unavailable_reason("fp32", replace(CPU_ONLY, torch_version=None)) == "torch is not installed"
+
+
+def test_ort_cpu_rules_from_made_up_machines() -> None:
+    assert OrtCpuBackend.unavailable_reason("fp32", CPU_ONLY) is None
+    assert OrtCpuBackend.unavailable_reason("int8", CPU_ONLY) is None
+    assert OrtCpuBackend.unavailable_reason("fp16", CPU_ONLY) is not None
+    missing = OrtCpuBackend.unavailable_reason("fp32", replace(CPU_ONLY, onnxruntime_version=None, ort_providers=None))
+    assert missing is not None and "not installed" in missing
+    no_cpu_ep = OrtCpuBackend.unavailable_reason("fp32", replace(CPU_ONLY, ort_providers=("CUDAExecutionProvider",)))
+    assert no_cpu_ep is not None and "CPUExecutionProvider" in no_cpu_ep
+
+
+def test_validate_request_asks_the_rule_with_given_facts() -> None:
+    assert validate_request("torch", "bf16", AMPERE) is TorchBackend
+    with pytest.raises(BackendUnavailable, match="8.0"):
+        validate_request("torch", "bf16", VOLTA)
+    with pytest.raises(BackendUnavailable, match="CPUExecutionProvider"):
+        validate_request("ort-cpu", "fp32", replace(CPU_ONLY, ort_providers=()))
+
+
+# --------------------------------------------------------------------------- typed options
+
+
+@pytest.mark.parametrize(("cls", "typo", "allowed"), [
+    (TorchBackend, "chanels_last", ("device", "channels_last", "compile", "compile_mode")),
+    (OrtCpuBackend, "thread", ("threads",)),
+])
+def test_unknown_option_names_it_and_the_allowed_ones(cls, typo: str, allowed: tuple[str, ...]) -> None:
+    with pytest.raises(HarnessError) as info:
+        cls({typo: 1})
+    message = str(info.value)
+    assert "\n" not in message and f"backend_options.{cls.name}" in message and f"'{typo}'" in message
+    for name in allowed:
+        assert name in message
+
+
+def test_options_are_typed() -> None:
+    assert OrtCpuBackend({"threads": 2}).options.threads == 2
+    assert OrtCpuBackend().options.threads == 0
+    assert TorchBackend({"device": "cpu", "channels_last": True}).options.channels_last is True
+    with pytest.raises(HarnessError, match="threads"):
+        OrtCpuBackend({"threads": -1})
+    with pytest.raises(HarnessError, match="device"):
+        TorchBackend({"device": "tpu"})
+
+
+# --------------------------------------------------------------------------- prep phases and calibration
+
+
+class _RecordingCalibration:
+    """A real CalibrationSource stand-in: returns a prepared ONNX file and records build time."""
+
+    provenance: dict = {}
+    provenance_hash = "x"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.calls: list[tuple[str, PhaseTimes]] = []
+
+    def qdq_onnx(self, target: str, phases: PhaseTimes) -> Path:
+        self.calls.append((target, phases))
+        phases.add("calibrate", 1.5)
+        return self.path
+
+
+def test_prep_phases_come_from_activate(artifact: ModelArtifact, tmp_path: Path) -> None:
+    calibration = _RecordingCalibration(artifact.onnx())
+    int8 = ModelArtifact(name=artifact.name, module=artifact.module, input_shape=SHAPE, num_outputs=NUM_OUTPUTS,
+                         content_hash=artifact.content_hash, onnx=artifact.onnx, calibration=calibration)
+    session = OrtCpuBackend().activate(int8, "int8", (1,), tmp_path)
+    assert [t for t, _ in calibration.calls] == ["cpu"]
+    assert session.info.prep_phases == {"calibrate": 1.5}
+    again = OrtCpuBackend().activate(int8, "int8", (1,), tmp_path)
+    assert again.info.prep_phases == {"calibrate": 1.5}  # each activation has its own phases
+    assert OrtCpuBackend().activate(artifact, "fp32", (1,), tmp_path).info.prep_phases == {}
+    assert SessionInfo("torch", "fp32", "cpu").prep_phases == {}
+
+
+def test_unavailable_calibration_raises_its_error_from_every_method(tmp_path: Path) -> None:
+    error = HarnessError("no train split")
+    calibration = UnavailableCalibration(error)
+    for call in (lambda: calibration.qdq_onnx("cpu", PhaseTimes()),
+                 lambda: calibration.ort_trt_table(tmp_path, PhaseTimes()),
+                 lambda: calibration.trt_calibrator_core(1, SHAPE, phases=PhaseTimes()),
+                 lambda: calibration.batches(1),
+                 lambda: calibration.provenance):
+        with pytest.raises(HarnessError) as info:
+            call()
+        assert info.value is error
+    with pytest.raises(AttributeError):
+        calibration.no_such_method  # noqa: B018 - not a catch-all any more
