@@ -1,7 +1,7 @@
 """Backend registry: names are final (torch, ort-cpu, ort-cuda, ort-trt, trt-native).
 
-Backends are imported lazily so that listing them never imports ONNX Runtime or
-TensorRT.
+Backends are imported lazily so that listing them never imports torch, ONNX Runtime or
+TensorRT (``BACKEND_NAMES`` is the one list of names: config, CLI and ``harness hw`` use it).
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from backends.base import Backend
 from harness.errors import BackendUnavailable, HarnessError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from backends.base import Backend
     from harness.machine import MachineFacts
 
 _REGISTRY: dict[str, str] = {

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from backends import BACKEND_NAMES
 from harness.errors import HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -26,7 +27,6 @@ app.add_typer(results_app, name="results")
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 F = TypeVar("F", bound=Callable[..., Any])
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -47,22 +47,22 @@ class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps
     def stage(self, text: str) -> None:
         self.progress.update(self.task, description=text)
 
-    def cell_done(self, identity: dict[str, Any], status: str, summary: dict[str, Any]) -> None:
+    def cell_done(self, outcome: Any) -> None:  # a harness.outcome.CellOutcome
         self.progress.advance(self.task)
-        if status == "error":
-            self.progress.console.print(
-                f"[red]failed[/] {identity['model']} {identity['pruner']}@{identity['amount']:g} "
-                f"{identity['backend']} {identity['precision']} b{identity['batch_size']}: {summary['error']}",
-                highlight=False)
+        if outcome.status == "error":
+            self.progress.console.print(f"[red]failed[/] {outcome.identity.label}: {outcome.error}",
+                                        highlight=False)
 
 
 def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool) -> None:
     from harness.config import load_config
+    from harness.machine import probe_machine
     from harness.results import ResultStore, export_csv, export_json
-    from harness.sweep import SweepRunner, plan_cells, preflight
+    from harness.sweep import plan_cells, preflight, run_sweep
 
     config = load_config(config_path, overrides)
-    preflight(config)
+    facts = probe_machine()
+    preflight(config, facts)
     out = Path(config.out_dir)
     cells = plan_cells(config)
     with ResultStore(out / "results.db") as store:
@@ -70,8 +70,7 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
                             TimeElapsedColumn(), console=console, transient=False)
         with progress:
             task = progress.add_task("starting", total=len(cells))
-            runner = SweepRunner(config, store, _ProgressObserver(progress, task))
-            counts = runner.run(resume=resume)
+            counts = run_sweep(config, store, _ProgressObserver(progress, task), resume=resume, facts=facts)
             progress.update(task, completed=len(cells), description="done")
         n_csv = export_csv(store, out / "results.csv")
         export_json(store, out / "results.json")
@@ -124,7 +123,7 @@ def _guard(fn: Callable[[], None]) -> None:
 @app.command()
 def run(
     config: Path = typer.Option(None, "--config", "-c", help="Sweep config (YAML)."),
-    backend: str = typer.Option(None, "--backend", "-b", help="torch | ort-cpu | ort-cuda | ort-trt | trt-native"),
+    backend: str = typer.Option(None, "--backend", "-b", help=" | ".join(BACKEND_NAMES)),
     precision: list[str] = typer.Option(None, "--precision", "-p", help="fp32 | fp16 | bf16 | int8 (repeatable)"),
     model: list[str] = typer.Option(None, "--model", "-m", help="Model name, file.py:factory or module:factory."),
     dataset: list[str] = typer.Option(None, "--dataset", "-d", help="imagenette | imagewoof | folder | shapes"),
@@ -180,7 +179,13 @@ def demo(
 
     Example: `harness demo --out results/demo && harness report --out results/demo`
     """
-    _guard(lambda: _run_sweep(DEMO_CONFIG, {"out_dir": out}, resume))
+    def go() -> None:
+        from harness.configs import demo_config
+
+        with demo_config() as path:
+            _run_sweep(path, {"out_dir": out}, resume)
+
+    _guard(go)
 
 
 @app.command()

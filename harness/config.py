@@ -13,13 +13,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from backends import BACKEND_NAMES, backend_class
+from backends.base import PRECISIONS
+from harness.compression.spec import IMPORTANCES, METHODS, TARGET_KINDS, PruneSpec
 from harness.errors import HarnessError
+from harness.timing import TimingSettings
 
-BackendName = Literal["torch", "ort-cpu", "ort-cuda", "ort-trt", "trt-native"]
-Precision = Literal["fp32", "fp16", "bf16", "int8"]
-PruneMethod = Literal["none", "random", "l1", "ln-structured", "l1-global", "removal", "2:4"]
-Importance = Literal["random", "l1", "l2", "taylor", "bn-scale"]
-TimingDefinition = Literal["compute", "e2e"]
+# The allowed values come from their one home (the backend registry, the pruning spec).
+BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+PruneMethod = Literal[METHODS]  # type: ignore[valid-type]
+Importance = Literal[IMPORTANCES]  # type: ignore[valid-type]
+TargetKind = Literal[TARGET_KINDS]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -27,13 +32,16 @@ class _Strict(BaseModel):
 
 
 class PrunerConfig(_Strict):
+    """One ``pruners:`` entry of the YAML: a method swept over ``amounts``; :meth:`specs` expands it
+    into the :class:`~harness.compression.spec.PruneSpec` values the sweep and ``apply_pruning`` use."""
+
     method: PruneMethod
     amounts: list[float] = Field(default_factory=lambda: [0.0])
     n: float = 1
     dim: Literal[0, 1] = 0
     importance: Importance = "l1"
     round_to: int | None = Field(default=None, ge=1)
-    targets: list[Literal["conv", "linear", "mha"]] = Field(default_factory=lambda: ["conv", "linear", "mha"])
+    targets: list[TargetKind] = Field(default_factory=lambda: list(TARGET_KINDS))
 
     @model_validator(mode="before")
     @classmethod
@@ -53,13 +61,19 @@ class PrunerConfig(_Strict):
                 raise ValueError(f"amount {a} is outside [0, 1)")
         return amounts
 
+    def specs(self) -> list[PruneSpec]:
+        """One spec per amount > 0 (amount 0 of any method is the unpruned model, see :func:`prune_specs`)."""
+        if self.method == "none":
+            return []
+        return [PruneSpec(self.method, a, n=self.n, dim=self.dim, importance=self.importance,
+                          round_to=self.round_to, targets=tuple(self.targets))
+                for a in self.amounts if a > 0]
 
-class TimingSettings(_Strict):
-    warmup: int = Field(default=10, ge=0)
-    iterations: int = Field(default=50, ge=1)
-    repeats: int = Field(default=3, ge=1)
-    definitions: list[TimingDefinition] = Field(default_factory=lambda: ["compute", "e2e"])
-    batches: int = Field(default=4, ge=1, description="distinct full batches of real images cycled while timing")
+
+def prune_specs(pruners: list[PrunerConfig]) -> list[PruneSpec]:
+    """Every distinct pruning step of a sweep: the unpruned model first (listed once), then each
+    method x amount."""
+    return list(dict.fromkeys([PruneSpec("none", 0.0), *(s for p in pruners for s in p.specs())]))
 
 
 class CalibrationSettings(_Strict):
@@ -82,6 +96,7 @@ class SweepConfig(_Strict):
     int8_mode: Literal["auto", "implicit", "explicit"] = "auto"
     accuracy: bool = True
     max_eval_samples: int | None = Field(default=None, ge=1)
+    # A mapping in YAML; each backend's typed Options checks it (unknown or bad options are errors).
     backend_options: dict[BackendName, dict[str, Any]] = Field(default_factory=dict)
     device_checks: bool = True
     data_root: Path = Path("data")
@@ -104,33 +119,44 @@ class SweepConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _precisions_supported(self) -> SweepConfig:
-        from backends import backend_class
-
+    def _ask_each_backend(self) -> SweepConfig:
+        """Each backend says which precisions it runs and which options it takes."""
         for name, precisions in self.backends.items():
             if not precisions:
                 raise ValueError(f"backends.{name}: list at least one precision")
-            try:
-                allowed = backend_class(name).precisions
-            except ImportError as exc:
-                raise ValueError(f"backends.{name}: the backend module failed to import ({exc})") from None
+            allowed = _backend(name, "backends").precisions
             bad = [p for p in precisions if p not in allowed]
             if bad:
                 raise ValueError(f"backends.{name}: cannot run {', '.join(bad)}; allowed: {', '.join(allowed)}")
+        for name, options in self.backend_options.items():
+            try:
+                _backend(name, "backend_options").parse_options(options)
+            except HarnessError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def pairs(self) -> list[tuple[str, str]]:
         return [(b, p) for b, precisions in self.backends.items() for p in precisions]
 
 
+def _backend(name: str, section: str) -> Any:
+    try:
+        return backend_class(name)
+    except ImportError as exc:
+        raise ValueError(f"{section}.{name}: the backend module failed to import ({exc})") from None
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        path = ".".join(str(p) for p in err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{path}: {msg}")
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        # Whole-config checks name their own key path in the message.
+        parts.append(f"{path}: {msg}" if path else msg)
     return f"invalid config {source}: " + "; ".join(parts)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.outcome import CellOutcome
 from harness.results import ResultStore, flat_rows
 
 
@@ -32,15 +33,16 @@ class Point:
     macs_after: float | None
 
 
-def collect_points(store: ResultStore, definition: str = "compute") -> tuple[list[Point], list[dict[str, Any]]]:
+def collect_points(store: ResultStore, definition: str = "compute") -> tuple[list[Point], list[CellOutcome]]:
     """Successful cells as points (one timing definition), and the failed cells."""
-    points, failures = [], []
+    points: list[Point] = []
+    failures: list[CellOutcome] = []
     for record in store.records():
         if record.status != "ok":
-            failures.append({"identity": record.identity, "error": record.error})
+            failures.append(record)
             continue
-        options = record.identity.get("prune_options") or {}
-        pruner = record.identity["pruner"]
+        options = record.identity.prune_options
+        pruner = record.identity.pruner
         if pruner == "removal":
             pruner = f"removal-{options.get('importance', '?')}"
         for row in flat_rows(record):
@@ -101,9 +103,7 @@ def write_report(store: ResultStore, out_dir: Path, definition: str = "compute")
         lines += _best_table(at_batch, batch)
     if failures:
         lines += ["## Failed cells", ""]
-        lines += [f"- {f['identity']['model']} {f['identity']['pruner']}@{f['identity']['amount']:g} "
-                  f"{f['identity']['backend']} {f['identity']['precision']} b{f['identity']['batch_size']}: "
-                  f"{f['error']}" for f in failures]
+        lines += [f"- {f.identity.label}: {f.error}" for f in failures]
     md = out_dir / "report.md"
     md.write_text("\n".join(lines) + "\n")
     written.append(md)

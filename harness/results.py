@@ -1,6 +1,6 @@
 """Results that survive a crash: one SQLite row per sweep cell, committed cell by cell.
 
-A cell's key is a stable hash of what identifies it (model, weights, dataset,
+Cells are :class:`harness.outcome.CellOutcome` values. A cell's key is a stable hash of what identifies it (model, weights, dataset,
 pruning, backend, precision, batch size, calibration). Rows are upserted by
 key, so rerunning never duplicates; ``--resume`` skips cells already ``ok``.
 Exports flatten each cell to one row per timing definition: the thesis's
@@ -14,11 +14,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.fingerprint import dict_hash
+from harness.outcome import CellIdentity, CellOutcome, CellResult, cell_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -36,21 +35,6 @@ THESIS_COLUMNS = (
     "Model", "Pruner", "Quantizer", "Dataset", "Amount", "Accuracy", "Inference Time (ms)",
     "Original Size", "Compressed Size", "Batch Size", "Prep Time (s)",
 )
-
-
-def cell_key(identity: dict[str, Any]) -> str:
-    return dict_hash(identity)[:24]
-
-
-@dataclass(frozen=True)
-class CellRecord:
-    key: str
-    status: str
-    identity: dict[str, Any]
-    result: dict[str, Any] | None
-    error: str | None
-    traceback: str | None
-    finished_at: float
 
 
 class ResultStore:
@@ -77,83 +61,79 @@ class ResultStore:
         row = self._db.execute("SELECT 1 FROM cells WHERE key = ? AND status = 'ok'", (key,)).fetchone()
         return row is not None
 
-    def put_ok(self, key: str, identity: dict[str, Any], result: dict[str, Any]) -> None:
-        self._upsert(key, "ok", identity, result, None, None)
-
-    def put_error(self, key: str, identity: dict[str, Any], error: str, traceback: str,
-                  partial: dict[str, Any] | None = None) -> None:
-        self._upsert(key, "error", identity, partial, error, traceback)
-
-    def _upsert(self, key: str, status: str, identity: dict[str, Any], result: dict[str, Any] | None,
-                error: str | None, tb: str | None) -> None:
+    def put(self, outcome: CellOutcome) -> None:
+        """Commit one cell (replacing an earlier run of the same cell)."""
+        result = None if outcome.result is None else json.dumps(outcome.result.to_dict(), default=str)
         self._db.execute(
             "INSERT INTO cells (key, status, identity, result, error, traceback, finished_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET status=excluded.status, "
             "identity=excluded.identity, result=excluded.result, error=excluded.error, "
             "traceback=excluded.traceback, finished_at=excluded.finished_at",
-            (key, status, json.dumps(identity, sort_keys=True),
-             None if result is None else json.dumps(result, default=str), error, tb, time.time()),
+            (outcome.key, outcome.status, json.dumps(outcome.identity.to_dict(), sort_keys=True), result,
+             outcome.error, outcome.traceback, time.time()),
         )
 
-    def records(self) -> Iterator[CellRecord]:
+    def records(self) -> Iterator[CellOutcome]:
         for key, status, identity, result, error, tb, finished in self._db.execute(
             "SELECT key, status, identity, result, error, traceback, finished_at FROM cells ORDER BY finished_at"
         ):
-            yield CellRecord(key, status, json.loads(identity), json.loads(result) if result else None,
-                             error, tb, finished)
+            yield CellOutcome(identity=CellIdentity.from_dict(json.loads(identity)), status=status,
+                              result=CellResult.from_dict(json.loads(result)) if result else None,
+                              error=error, traceback=tb, finished_at=finished, key=key)
 
 
 def _mb(n: Any) -> float | None:
     return None if n is None else round(float(n) / 1e6, 6)
 
 
-def flat_rows(record: CellRecord) -> list[dict[str, Any]]:
+def flat_rows(record: CellOutcome) -> list[dict[str, Any]]:
     """One export row per timing definition (one row with the error for a failed cell)."""
-    ident, res = record.identity, record.result or {}
-    precision, backend = ident["precision"], ident["backend"]
+    ident, res = record.identity, record.result or CellResult()
+    precision, backend = ident.precision, ident.backend
     quantizer = "-" if precision == "fp32" and backend == "torch" else f"{backend} {precision}"
-    phases = res.get("prep_phases_s", {})
-    acc = res.get("accuracy") or {}
-    prune = res.get("pruning") or {}
+    phases = res.prep_phases_s
+    acc = res.accuracy or {}
+    prune = res.pruning or {}
+    sizes = prune.get("sizes") or {}
     base = {
-        "Model": ident["model"],
-        "Pruner": ident["pruner"] if ident["pruner"] != "none" else "-",
+        "Model": ident.model,
+        "Pruner": ident.pruner if ident.pruner != "none" else "-",
         "Quantizer": quantizer,
-        "Dataset": ident["dataset"],
-        "Amount": ident["amount"],
+        "Dataset": ident.dataset,
+        "Amount": ident.amount,
         "Accuracy": acc.get("top1"),
         "Inference Time (ms)": None,
-        "Original Size": _mb(res.get("original_size_bytes")),
-        "Compressed Size": _mb(res.get("compressed_size_bytes")),
-        "Batch Size": ident["batch_size"],
-        "Prep Time (s)": res.get("prep_time_s"),
+        "Original Size": _mb(res.original_size_bytes),
+        "Compressed Size": _mb(res.compressed_size_bytes),
+        "Batch Size": ident.batch_size,
+        "Prep Time (s)": res.prep_time_s,
         "status": record.status,
         "backend": backend,
         "precision": precision,
-        "weights": ident.get("weights"),
+        "weights": ident.weights,
         "accuracy_top1_1000": acc.get("top1_1000"),
         "eval_samples": acc.get("samples"),
         "achieved_sparsity": prune.get("achieved_sparsity"),
-        "size_dense_mb": (prune.get("sizes") or {}).get("dense_mb"),
-        "size_sparse_csr_mb": (prune.get("sizes") or {}).get("sparse_mb"),
-        "size_gzip_mb": (prune.get("sizes") or {}).get("gzip_mb"),
+        "size_dense_mb": sizes.get("dense_mb"),
+        "size_sparse_csr_mb": sizes.get("sparse_mb"),
+        "size_gzip_mb": sizes.get("gzip_mb"),
         "params_before": prune.get("params_before"),
         "params_after": prune.get("params_after"),
         "macs_before": prune.get("macs_before"),
         "macs_after": prune.get("macs_after"),
         **{f"prep_{phase}_s": phases.get(phase) for phase in ("load", "prune", "export", "calibrate", "build")},
-        "onnx_max_abs_diff": ((res.get("artifact_notes") or {}).get("onnx_export") or {}).get("max_abs_diff"),
-        "device": res.get("device"),
-        "device_name": res.get("device_name"),
+        "onnx_max_abs_diff": (res.artifact_notes.get("onnx_export") or {}).get("max_abs_diff"),
+        "device": res.device,
+        "device_name": res.device_name,
         "energy_mj_per_image": None,
-        "device_warnings": "; ".join(res.get("device_warnings", [])) or None,
-        "versions": json.dumps(res.get("versions", {}), sort_keys=True) if res.get("versions") else None,
-        "harness_commit": res.get("harness_commit"),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.finished_at)),
+        "device_warnings": "; ".join(res.device_warnings) or None,
+        "versions": json.dumps(res.versions, sort_keys=True) if res.versions else None,
+        "harness_commit": res.harness_commit,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.finished_at or 0.0)),
         "cell_key": record.key,
         "error": record.error,
     }
-    timings = res.get("timings") or []
+    timings = res.timings
     if not timings:
         return [dict(base, timing_definition=None)]
     rows = []
@@ -187,7 +167,8 @@ def export_csv(store: ResultStore, path: Path) -> int:
 
 def export_json(store: ResultStore, path: Path) -> int:
     records = [
-        {"key": r.key, "status": r.status, "identity": r.identity, "result": r.result, "error": r.error,
+        {"key": r.key, "status": r.status, "identity": r.identity.to_dict(),
+         "result": None if r.result is None else r.result.to_dict(), "error": r.error,
          "traceback": r.traceback, "finished_at": r.finished_at}
         for r in store.records()
     ]

@@ -1,33 +1,46 @@
-"""The sweep: config -> model + data -> compression -> backend session -> timing + accuracy -> rows.
+"""The sweep: config -> units -> cell outcomes -> result store.
 
-The sweep knows backends only through ``backends.base``; it never touches
-TensorRT or ONNX Runtime directly. Every cell is committed to the result store
-as soon as it finishes; a failure is recorded with its traceback and the sweep
-goes on with the next cell.
+* :func:`plan_units` splits a config into :class:`Unit` values: one model x dataset x pruning step,
+  with the cells (backend x precision x batch size) that share its pruned model.
+* :func:`run_unit` runs one unit and yields a typed :class:`~harness.outcome.CellOutcome` per cell;
+  it never touches the store, so another executor (e.g. a distributed one) can run units anywhere.
+* :func:`run_sweep` is the local executor: units in order, each outcome committed to the store as
+  soon as it arrives, so a crash loses at most the running cell, ``--resume`` skips cells already
+  ``ok``, and a failing cell never loses another (it is recorded with its traceback).
+
+The sweep knows backends only through ``backends``; it never touches TensorRT or ONNX Runtime.
 """
 
 from __future__ import annotations
 
-import traceback
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import backends
-from backends.base import ModelArtifact, PhaseTimes, Session
+from backends.base import ModelArtifact, PhaseTimes, Session, UnavailableCalibration
 from harness.accuracy import LabelMapping, evaluate
-from harness.config import PrunerConfig, SweepConfig
+from harness.compression.spec import PruneSpec
+from harness.config import SweepConfig, prune_specs
 from harness.environment import device_name, harness_commit, library_versions
 from harness.errors import HarnessError
+from harness.evaldata import EvalData, load_eval_data
 from harness.fingerprint import model_content_hash
-from harness.models import LoadedModel, load_model
 from harness.onnx_export import export_onnx
-from harness.results import ResultStore, cell_key
+from harness.outcome import CellIdentity, CellOutcome, CellResult
 from harness.sizes import state_dict_bytes
-from harness.timing import TimingConfig, measure, timer_for
+from harness.timing import TimingSettings, measure, timer_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from harness.machine import MachineFacts
+    from harness.models import LoadedModel
+    from harness.results import ResultStore
+
+#: Preparation phases reported with every cell (seconds; zero when a cache was reused).
+PREP_PHASES: tuple[str, ...] = ("load", "prune", "export", "calibrate", "build")
 
 
 class SweepObserver:
@@ -39,77 +52,79 @@ class SweepObserver:
     def evaluated(self, done: int, total: int) -> None:
         """Evaluation images scored so far in the current session."""
 
-    def cell_done(self, identity: dict[str, Any], status: str, summary: dict[str, Any]) -> None:
-        """A cell was committed to the store with ``status`` ok or error."""
+    def cell_done(self, outcome: CellOutcome) -> None:
+        """A cell was committed to the store (``outcome.status`` is ok or error)."""
 
 
-@dataclass(frozen=True)
-class PruneStep:
-    method: str
-    amount: float
-    option_items: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.option_items)
-
-    @property
-    def label(self) -> str:
-        return "none" if self.method == "none" else f"{self.method}@{self.amount:g}"
+# ---------------------------------------------------------------------------------- planning
 
 
 @dataclass(frozen=True)
 class Cell:
     model: str
     dataset: str
-    prune: PruneStep
+    prune: PruneSpec
     backend: str
     precision: str
     batch_size: int
 
-    def identity(self, config: SweepConfig) -> dict[str, Any]:
-        ident: dict[str, Any] = {
-            "model": self.model, "weights": config.weights, "dataset": self.dataset,
-            "dataset_size": config.dataset_size, "pruner": self.prune.method, "amount": self.prune.amount,
-            "prune_options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.prune.option_items}, "backend": self.backend, "precision": self.precision,
-            "batch_size": self.batch_size,
-        }
-        if self.precision == "int8":
-            ident["calibration"] = config.calibration.model_dump()
-        return ident
+    def identity(self, config: SweepConfig) -> CellIdentity:
+        return CellIdentity(
+            model=self.model, weights=config.weights, dataset=self.dataset, dataset_size=config.dataset_size,
+            pruner=self.prune.method, amount=self.prune.amount, prune_options=_prune_options(self.prune),
+            backend=self.backend, precision=self.precision, batch_size=self.batch_size,
+            calibration=config.calibration.model_dump() if self.precision == "int8" else None,
+        )
 
 
-def prune_steps(pruners: list[PrunerConfig]) -> list[PruneStep]:
-    """Every (method, amount) pair; amount 0 of any method is the unpruned base model, listed once."""
-    steps: list[PruneStep] = [PruneStep("none", 0.0)]
-    for p in pruners:
-        if p.method == "none":
-            continue
-        options = (("dim", p.dim), ("importance", p.importance), ("n", p.n), ("round_to", p.round_to),
-                   ("targets", tuple(p.targets)))
-        steps.extend(PruneStep(p.method, a, options) for a in p.amounts if a > 0)
-    return list(dict.fromkeys(steps))
+def _prune_options(spec: PruneSpec) -> dict[str, Any]:
+    if spec.method == "none":
+        return {}
+    return {"dim": spec.dim, "importance": spec.importance, "n": spec.n, "round_to": spec.round_to,
+            "targets": list(spec.targets)}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One model x dataset x pruning step and its cells: the piece of work an executor runs."""
+
+    model: str
+    dataset: str
+    prune: PruneSpec
+    cells: tuple[Cell, ...]
 
 
 def plan_cells(config: SweepConfig) -> list[Cell]:
     return [
-        Cell(m, d, step, b, p, bs)
+        Cell(m, d, spec, b, p, bs)
         for m in config.models
         for d in config.datasets
-        for step in prune_steps(config.pruners)
+        for spec in prune_specs(config.pruners)
         for b, p in config.pairs()
         for bs in config.batch_sizes
     ]
 
 
-def preflight(config: SweepConfig) -> None:
+def plan_units(config: SweepConfig, skip: Callable[[Cell], bool] | None = None) -> list[Unit]:
+    """The sweep's units in run order (model, dataset, pruning step); cells for which ``skip`` is
+    true (e.g. already finished, with --resume) are left out, and so are units left empty."""
+    grouped: dict[tuple[str, str, PruneSpec], list[Cell]] = {}
+    for cell in plan_cells(config):
+        if skip is None or not skip(cell):
+            grouped.setdefault((cell.model, cell.dataset, cell.prune), []).append(cell)
+    return [Unit(m, d, spec, tuple(cells)) for (m, d, spec), cells in grouped.items()]
+
+
+def preflight(config: SweepConfig, facts: MachineFacts | None = None) -> None:
     """Fail before any work on bad input: unknown models, missing datasets, and backend/precision
-    pairs this machine cannot run."""
+    pairs this machine cannot run (the machine is probed once)."""
     from harness.data.registry import open_split
+    from harness.machine import probe_machine
     from harness.models import check_model_name
 
+    facts = facts if facts is not None else probe_machine()
     for name, precision in config.pairs():
-        backends.validate_request(name, precision)
+        backends.validate_request(name, precision, facts)
     for model in config.models:
         check_model_name(model, weights=config.weights)
     for dataset in config.datasets:
@@ -117,325 +132,291 @@ def preflight(config: SweepConfig) -> None:
                    size=config.dataset_size, class_map=config.class_map)
 
 
+# ---------------------------------------------------------------------------------- running one unit
+
+
 @dataclass
-class EvalData:
-    """The evaluation split preprocessed for one model, and full batches for timing."""
+class _Inputs:
+    """A model and its evaluation data, loaded once per model x dataset."""
 
-    batches_by_size: dict[int, list[tuple[torch.Tensor, torch.Tensor]]]
-    images: torch.Tensor
-    labels: torch.Tensor
-    num_classes: int
-    imagenet_indices: tuple[int, ...] | None
-
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, len(self.images), batch_size):
-            yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
-
-    def timing_inputs(self, batch_size: int, count: int) -> list[torch.Tensor]:
-        """Up to ``count`` distinct full batches of real images (cycled when the split is small)."""
-        n = len(self.images)
-        out = []
-        for b in range(count):
-            idx = torch.arange(b * batch_size, (b + 1) * batch_size) % n
-            out.append(self.images[idx].contiguous())
-            if (b + 1) * batch_size >= n:
-                break
-        return out
+    loaded: LoadedModel
+    data: EvalData
+    mapping: LabelMapping
+    load_seconds: float
 
 
-def load_eval_data(loaded: LoadedModel, split: Any, max_samples: int | None) -> EvalData:
-    dataset = split.dataset(loaded.transform)
-    n = len(dataset) if max_samples is None else min(len(dataset), max_samples)
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=64,
-                                         shuffle=False, num_workers=0)
-    images, labels = [], []
-    for x, y in loader:
-        images.append(x)
-        labels.append(y)
-    return EvalData({}, torch.cat(images), torch.cat(labels), len(split.classes), split.imagenet_indices)
+@dataclass
+class UnitContext:
+    """What units of one sweep share: the config, the observer, and the last loaded model x dataset
+    (units of the same model and dataset run one after another and reuse it)."""
 
+    config: SweepConfig
+    observer: SweepObserver = field(default_factory=SweepObserver)
+    versions: dict[str, Any] = field(default_factory=library_versions)
+    commit: str | None = field(default_factory=harness_commit)
+    facts: MachineFacts | None = None  # probed once, when the first session asks
+    _inputs_key: tuple[str, str] | None = None
+    _inputs: _Inputs | BaseException | None = None
 
-class SweepRunner:
-    def __init__(self, config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None) -> None:
-        self.config = config
-        self.store = store
-        self.observer = observer or SweepObserver()
-        self.cache_dir = Path(config.cache_dir)
-        self.data_root = Path(config.data_root)
-        self._versions = library_versions()
-        self._commit = harness_commit()
+    def machine(self) -> MachineFacts:
+        if self.facts is None:
+            from harness.machine import probe_machine
 
-    def run(self, *, resume: bool) -> dict[str, int]:
-        counts = {"ok": 0, "error": 0, "skipped": 0}
-        cells = plan_cells(self.config)
-        todo = [c for c in cells if not (resume and self.store.finished_ok(cell_key(c.identity(self.config))))]
-        counts["skipped"] = len(cells) - len(todo)
-        groups: dict[tuple[str, str], list[Cell]] = {}
-        for c in todo:
-            groups.setdefault((c.model, c.dataset), []).append(c)
-        for (model_name, dataset_name), group in groups.items():
-            self._run_model_dataset(model_name, dataset_name, group, counts)
-        return counts
+            self.facts = probe_machine()
+        return self.facts
 
-    # -- one model on one dataset ------------------------------------------------------------
-    def _run_model_dataset(self, model_name: str, dataset_name: str, cells: list[Cell],
-                           counts: dict[str, int]) -> None:
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.config.cache_dir)
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.config.data_root)
+
+    def open_split(self, dataset: str, split: str) -> Any:
         from harness.data.registry import open_split
 
-        self.observer.stage(f"loading {model_name} and {dataset_name}")
+        return open_split(dataset, split, data_root=self.data_root, cache_dir=self.cache_dir,
+                          size=self.config.dataset_size, class_map=self.config.class_map)
+
+    def inputs(self, model: str, dataset: str) -> _Inputs:
+        """The loaded model and data (a load failure is remembered and raised for each unit)."""
+        if self._inputs_key != (model, dataset):
+            self.observer.stage(f"loading {model} and {dataset}")
+            self._inputs_key = (model, dataset)
+            try:
+                self._inputs = self._load(model, dataset)
+            except Exception as exc:  # noqa: BLE001 - every cell of the model x dataset records it
+                self._inputs = exc
+        if isinstance(self._inputs, BaseException):
+            raise self._inputs
+        assert self._inputs is not None
+        return self._inputs
+
+    def _load(self, model: str, dataset: str) -> _Inputs:
+        from harness.models import load_model
+
         phases = PhaseTimes()
-        try:
-            with phases.timed("load"):
-                loaded = load_model(model_name, weights=self.config.weights, cache_dir=self.cache_dir,
-                                    data_root=self.data_root)
-                split = open_split(dataset_name, "val", data_root=self.data_root, cache_dir=self.cache_dir,
-                                   size=self.config.dataset_size, class_map=self.config.class_map)
-                data = load_eval_data(loaded, split, self.config.max_eval_samples)
-                loaded.notes["state_dict_bytes"] = state_dict_bytes(loaded.module)  # serialised once, not per cell
-        except Exception as exc:  # recorded for every cell of the group
-            self._fail_all(cells, exc, counts)
-            return
+        with phases.timed("load"):
+            loaded = load_model(model, weights=self.config.weights, cache_dir=self.cache_dir,
+                                data_root=self.data_root)
+            data = load_eval_data(loaded, self.open_split(dataset, "val"), self.config.max_eval_samples)
+            loaded.notes["state_dict_bytes"] = state_dict_bytes(loaded.module)  # serialised once, not per cell
         mapping = LabelMapping.for_model(loaded.label_space, loaded.num_outputs, data.num_classes,
                                          data.imagenet_indices)
-        by_prune: dict[PruneStep, list[Cell]] = {}
-        for c in cells:
-            by_prune.setdefault(c.prune, []).append(c)
-        for step, prune_cells in by_prune.items():
-            self._run_pruned(loaded, dataset_name, step, prune_cells, data, mapping, phases, counts)
+        return _Inputs(loaded, data, mapping, phases.seconds["load"])
 
-    def _run_pruned(self, loaded: LoadedModel, dataset_name: str, step: PruneStep, cells: list[Cell],
-                    data: EvalData, mapping: LabelMapping, load_phases: PhaseTimes,
-                    counts: dict[str, int]) -> None:
-        phases = PhaseTimes()
-        phases.seconds.update(load_phases.seconds)
-        self.observer.stage(f"{loaded.name}: pruning {step.label}")
+
+def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
+    """Run one unit: prune, then each backend x precision session, then each cell's timing.
+    Yields one outcome per cell of the unit (failures included); never touches the store."""
+    config = context.config
+    try:
+        inputs = context.inputs(unit.model, unit.dataset)
+        step_phases = PhaseTimes()
+        step_phases.add("load", inputs.load_seconds)
+        context.observer.stage(f"{unit.model}: pruning {unit.prune.label}")
+        module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
+        artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
+                             sparse_weights=unit.prune.method == "2:4")
+    except Exception as exc:  # noqa: BLE001 - recorded for every cell of the unit
+        yield from _failed(unit.cells, exc, config)
+        return
+    sessions: dict[tuple[str, str], list[Cell]] = {}
+    for cell in unit.cells:
+        sessions.setdefault((cell.backend, cell.precision), []).append(cell)
+    for (backend_name, precision), cells in sessions.items():
+        yield from _run_session(context, artifact, inputs, backend_name, precision, cells, prune_report,
+                                step_phases)
+
+
+def _failed(cells: list[Cell] | tuple[Cell, ...], exc: BaseException, config: SweepConfig) -> Iterator[CellOutcome]:
+    for cell in cells:
+        yield CellOutcome.failed(cell.identity(config), exc)
+
+
+def _prune(context: UnitContext, loaded: LoadedModel, dataset: str, spec: PruneSpec,
+           phases: PhaseTimes) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    from harness.compression import apply_pruning
+    from harness.compression.sizes import measure_sizes
+
+    if spec.method == "none":
+        return loaded.module, {"sizes": measure_sizes(loaded.module).to_dict()}
+    calib_batches = None
+    if spec.method == "removal" and spec.importance == "taylor":
+        calib_batches = _gradient_batches(context, loaded, dataset)
+    with phases.timed("prune"):
+        module, report = apply_pruning(loaded.module, spec, example_input=torch.zeros(1, *loaded.input_shape),
+                                       calib_batches=calib_batches)
+    return module.eval(), {**report.to_dict(), "sizes": measure_sizes(module).to_dict()}
+
+
+def _gradient_batches(context: UnitContext, loaded: LoadedModel,
+                      dataset: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Calibration-split batches in the model's own label space (never the evaluation split)."""
+    from calib.calibset import select_calibration_files
+
+    settings = context.config.calibration
+    train = context.open_split(dataset, "train")
+    files = select_calibration_files(train.samples, count=min(64, settings.count), seed=settings.seed)
+    images = torch.stack([loaded.transform(_rgb(p)) for p, _ in files])
+    labels = torch.tensor([label for _, label in files])
+    if loaded.label_space == "imagenet":
+        if train.imagenet_indices is None:
+            raise HarnessError(f"taylor importance needs labels in {loaded.name}'s ImageNet label space; "
+                               f"{dataset} has no ImageNet index map (pass --class-map)")
+        labels = torch.tensor(train.imagenet_indices)[labels]
+    return [(images[i:i + 16], labels[i:i + 16]) for i in range(0, len(images), 16)]
+
+
+def _artifact(context: UnitContext, loaded: LoadedModel, module: torch.nn.Module, dataset: str,
+              phases: PhaseTimes, sparse_weights: bool) -> ModelArtifact:
+    """The pruned model as backends receive it: the ONNX export is lazy, shared by every session of
+    the step and timed here as ``export``; calibration is set up only when an int8 cell exists."""
+    content = model_content_hash(module)
+    notes: dict[str, Any] = {}
+
+    def onnx() -> Path:
+        if "onnx_export" not in notes:
+            with phases.timed("export"):
+                notes["onnx_export"] = export_onnx(module, loaded.input_shape, content_hash=content,
+                                                   cache_dir=context.cache_dir, name=loaded.name).to_dict()
+        return Path(notes["onnx_export"]["path"])
+
+    # A 2:4 pattern is handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
+    artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
+                             num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx,
+                             int8_mode=context.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
+    if any(p == "int8" for _, p in context.config.pairs()):
         try:
-            module, prune_report = self._prune(loaded, dataset_name, step, phases)
-            # A 2:4 pattern is handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
-            artifact = self._artifact(loaded, module, dataset_name, phases, sparse_weights=step.method == "2:4")
-        except Exception as exc:
-            self._fail_all(cells, exc, counts)
+            artifact.calibration = _calibration(context, loaded, dataset, onnx)
+        except Exception as exc:  # noqa: BLE001 - only the int8 cells fail; fp32/fp16 cells go on
+            artifact.calibration = UnavailableCalibration(exc)
+    return artifact
+
+
+def _calibration(context: UnitContext, loaded: LoadedModel, dataset: str, onnx: Callable[[], Path]) -> Any:
+    """Calibration images from the train split (never the evaluation split), built lazily."""
+    from calib import CalibrationData, CalibrationSet
+
+    settings = context.config.calibration
+    calib_set = CalibrationSet.from_splits(context.open_split(dataset, "train"), context.open_split(dataset, "val"),
+                                           count=settings.count, seed=settings.seed)
+    return CalibrationData(onnx, calib_set, loaded.transform, settings.method, context.cache_dir)
+
+
+def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs, backend_name: str,
+                 precision: str, cells: list[Cell], prune_report: dict[str, Any] | None,
+                 step_phases: PhaseTimes) -> Iterator[CellOutcome]:
+    config = context.config
+    context.observer.stage(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
+    try:
+        cls = backends.validate_request(backend_name, precision, context.machine())
+        backend = cls(config.backend_options.get(backend_name, {}))
+        session = backend.activate(artifact, precision, tuple(c.batch_size for c in cells), context.cache_dir)
+    except Exception as exc:  # noqa: BLE001
+        yield from _failed(cells, exc, config)
+        return
+    try:
+        prep = prep_phases(step_phases.seconds, session.info.prep_phases)
+        try:
+            accuracy = _accuracy(context, session, max(c.batch_size for c in cells), inputs)
+        except Exception as exc:  # noqa: BLE001 - the session cannot produce predictions: its cells fail
+            yield from _failed(cells, exc, config)
             return
-        by_session: dict[tuple[str, str], list[Cell]] = {}
-        for c in cells:
-            by_session.setdefault((c.backend, c.precision), []).append(c)
-        for (backend_name, precision), session_cells in by_session.items():
-            self._run_session(artifact, loaded, backend_name, precision, session_cells, data, mapping,
-                              prune_report, counts)
-
-    def _prune(self, loaded: LoadedModel, dataset_name: str, step: PruneStep,
-               phases: PhaseTimes) -> tuple[torch.nn.Module, dict[str, Any] | None]:
-        from harness.compression import PruneSpec, apply_pruning
-        from harness.compression.sizes import measure_sizes
-
-        if step.method == "none":
-            return loaded.module, {"sizes": measure_sizes(loaded.module).to_dict()}
-
-        spec = PruneSpec(method=step.method, amount=step.amount, n=step.options["n"], dim=step.options["dim"],
-                         importance=step.options["importance"], round_to=step.options["round_to"],
-                         targets=tuple(step.options["targets"]))
-        calib_batches = None
-        if step.method == "removal" and step.options["importance"] == "taylor":
-            calib_batches = self._gradient_batches(loaded, dataset_name)
-        with phases.timed("prune"):
-            module, report = apply_pruning(loaded.module, spec,
-                                           example_input=torch.zeros(1, *loaded.input_shape),
-                                           calib_batches=calib_batches)
-        return module.eval(), {**report.to_dict(), "sizes": measure_sizes(module).to_dict()}
-
-    def _gradient_batches(self, loaded: LoadedModel, dataset_name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Calibration-split batches in the model's own label space (never the evaluation split)."""
-        from calib.calibset import select_calibration_files
-        from harness.data.registry import open_split
-
-        train = open_split(dataset_name, "train", data_root=self.data_root, cache_dir=self.cache_dir,
-                           size=self.config.dataset_size, class_map=self.config.class_map)
-        files = select_calibration_files(train.samples, count=min(64, self.config.calibration.count),
-                                         seed=self.config.calibration.seed)
-        images = torch.stack([loaded.transform(_rgb(p)) for p, _ in files])
-        labels = torch.tensor([label for _, label in files])
-        if loaded.label_space == "imagenet":
-            if train.imagenet_indices is None:
-                raise HarnessError(f"taylor importance needs labels in {loaded.name}'s ImageNet label space; "
-                                   f"{dataset_name} has no ImageNet index map (pass --class-map)")
-            labels = torch.tensor(train.imagenet_indices)[labels]
-        return [(images[i:i + 16], labels[i:i + 16]) for i in range(0, len(images), 16)]
-
-    def _artifact(self, loaded: LoadedModel, module: torch.nn.Module, dataset_name: str,
-                  phases: PhaseTimes, sparse_weights: bool) -> ModelArtifact:
-        content = model_content_hash(module)
-        notes: dict[str, Any] = {}
-
-        def onnx() -> Path:
-            if "onnx_export" not in notes:
-                with phases.timed("export"):
-                    notes["onnx_export"] = export_onnx(module, loaded.input_shape, content_hash=content,
-                                                       cache_dir=self.cache_dir, name=loaded.name).to_dict()
-            return Path(notes["onnx_export"]["path"])
-
-        artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
-                                 num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx, phases=phases,
-                                 int8_mode=self.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
-        if any(p == "int8" for _, p in self.config.pairs()):
+        for cell in cells:
+            identity = cell.identity(config)
+            context.observer.stage(f"{artifact.name} {cell.prune.label}: {cell.backend} {cell.precision} "
+                                   f"batch {cell.batch_size}: timing")
             try:
-                artifact.calibration = self._calibration(loaded, dataset_name, onnx, phases)
-            except Exception as exc:  # only the int8 cells fail; fp32/fp16 cells go on
-                artifact.calibration = _UnavailableCalibration(exc)
-        return artifact
-
-    def _calibration(self, loaded: LoadedModel, dataset_name: str, onnx: Any, phases: PhaseTimes) -> Any:
-        """Calibration images from the train split (never the evaluation split), built lazily."""
-        from calib import CalibrationData, CalibrationSet
-        from harness.data.registry import open_split
-
-        def split(name: str) -> Any:
-            return open_split(dataset_name, name, data_root=self.data_root, cache_dir=self.cache_dir,
-                              size=self.config.dataset_size, class_map=self.config.class_map)
-
-        settings = self.config.calibration
-        calib_set = CalibrationSet.from_splits(split("train"), split("val"), count=settings.count, seed=settings.seed)
-        return CalibrationData(onnx, calib_set, loaded.transform, settings.method, self.cache_dir, phases)
-
-    # -- one backend session -----------------------------------------------------------------
-    def _run_session(self, artifact: ModelArtifact, loaded: LoadedModel, backend_name: str, precision: str,
-                     cells: list[Cell], data: EvalData, mapping: LabelMapping,
-                     prune_report: dict[str, Any] | None, counts: dict[str, int]) -> None:
-        self.observer.stage(f"{loaded.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
-        before = dict(artifact.phases.seconds)
-        try:
-            cls = backends.validate_request(backend_name, precision)
-            backend = cls(self.config.backend_options.get(backend_name, {}))
-            session = backend.activate(artifact, precision, tuple(c.batch_size for c in cells), self.cache_dir)
-        except Exception as exc:
-            self._fail_all(cells, exc, counts)
-            return
-        prep = session_prep_phases(artifact.phases.seconds, before)
-        try:
-            try:
-                accuracy = self._accuracy(session, max(c.batch_size for c in cells), data, mapping)
-            except Exception as exc:  # the session cannot produce predictions: its cells fail
-                self._fail_all(cells, exc, counts)
-                return
-            for cell in cells:
-                self._run_cell(cell, session, loaded, data, accuracy, mapping, prune_report, prep, counts,
-                               artifact.notes)
-        finally:
-            session.close()
-
-    def _accuracy(self, session: Session, batch_size: int, data: EvalData,
-                  mapping: LabelMapping) -> dict[str, Any] | None:
-        """Top-1 over the whole evaluation split, once per session, at the session's largest batch."""
-        if not self.config.accuracy or mapping.kind == "none":
-            return None
-        self.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
-        seen = [0]
-
-        def on_batch(n: int) -> None:
-            seen[0] += n
-            self.observer.evaluated(seen[0], len(data.images))
-
-        result = evaluate(session.infer, data.eval_batches(batch_size), mapping, batch_size=batch_size,
-                          on_batch=on_batch).to_dict()
-        return {**result, "batch_size": batch_size}
-
-    def _run_cell(self, cell: Cell, session: Session, loaded: LoadedModel, data: EvalData,
-                  accuracy: dict[str, Any] | None, mapping: LabelMapping, prune_report: dict[str, Any] | None,
-                  prep: dict[str, float], counts: dict[str, int], notes: dict[str, Any]) -> None:
-        identity = cell.identity(self.config)
-        key = cell_key(identity)
-        self.observer.stage(f"{loaded.name} {cell.prune.label}: {cell.backend} {cell.precision} "
-                            f"batch {cell.batch_size}: timing")
-        try:
-            timings, device_report = self._time(session, data, cell.batch_size)
-            result: dict[str, Any] = {
-                "accuracy": accuracy,
-                "accuracy_note": mapping.reason or None,
-                "timings": timings,
-                "original_size_bytes": loaded.notes["state_dict_bytes"],
-                "compressed_size_bytes": session.info.artifact_bytes,
-                "pruning": prune_report,
-                "prep_phases_s": prep,
-                "prep_time_s": sum(v for k, v in prep.items() if k != "load"),
-                "session": {"backend": session.info.backend, "precision": session.info.precision,
-                            "device": session.info.device, "details": session.info.details},
-                "device": session.info.device,
-                "device_name": device_name(session.info.device),
-                "device_report": device_report.get("report"),
-                "device_warnings": device_report.get("warnings", []),
-                "versions": self._versions,
-                "harness_commit": self._commit,
-                "timing_config": self.config.timing.model_dump(),
-                "artifact_notes": dict(notes),
-            }
-        except Exception as exc:
-            self._fail(cell, exc, counts)
-            return
-        self.store.put_ok(key, identity, result)
-        counts["ok"] += 1
-        summary = {"accuracy": (accuracy or {}).get("top1"),
-                   **{t["definition"]: t["stats"]["median_ms"] for t in timings}}
-        self.observer.cell_done(identity, "ok", summary)
-
-    def _time(self, session: Session, data: EvalData, batch_size: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        t = self.config.timing
-        config = TimingConfig(warmup=t.warmup, iterations=t.iterations, repeats=t.repeats)
-        host_batches = data.timing_inputs(batch_size, t.batches)
-        out: list[dict[str, Any]] = []
-        device_report: dict[str, Any] = {"warnings": []}
-        for definition in t.definitions:
-            if definition == "compute":
-                inputs = [session.stage(x) for x in host_batches]
-                fn = session.run
-            else:
-                inputs, fn = host_batches, session.infer
-            timer = timer_for(session.device, definition, session.cuda_stream)
-            with _device_monitor(session.device, self.config.device_checks) as monitor:
-                result = measure(fn, inputs, batch_size=batch_size, config=config, definition=definition,
-                                 timer=timer)
-            entry = result.to_dict()
-            if monitor.result is not None:
-                report = monitor.result.to_dict()
-                device_report.setdefault("report", {})[definition] = report
-                device_report["warnings"].extend(report.get("warnings", []))
-                images = batch_size * config.iterations * config.repeats
-                energy = report.get("energy_mj")
-                # The window includes warm-up iterations, so divide by every image that ran.
-                if energy is not None:
-                    entry["energy_mj_per_image"] = energy / (images + batch_size * config.warmup * config.repeats)
-            out.append(entry)
-        return out, device_report
-
-    # -- failures ------------------------------------------------------------------------------
-    def _fail(self, cell: Cell, exc: BaseException, counts: dict[str, int]) -> None:
-        identity = cell.identity(self.config)
-        message = f"{type(exc).__name__}: {exc}" if not isinstance(exc, HarnessError) else str(exc)
-        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self.store.put_error(cell_key(identity), identity, message, trace)
-        counts["error"] += 1
-        self.observer.cell_done(identity, "error", {"error": message})
-
-    def _fail_all(self, cells: list[Cell], exc: BaseException, counts: dict[str, int]) -> None:
-        for c in cells:
-            self._fail(c, exc, counts)
+                result = _cell_result(context, session, inputs, cell.batch_size, accuracy, prune_report, prep,
+                                      artifact.notes)
+            except Exception as exc:  # noqa: BLE001
+                yield CellOutcome.failed(identity, exc)
+                continue
+            yield CellOutcome.ok(identity, result)
+    finally:
+        session.close()
 
 
-class _UnavailableCalibration:
-    """Stands in for calibration that could not be set up: raises its error when an int8 build asks."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def __getattr__(self, name: str) -> Any:
-        raise self.error
+def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:
+    """Prep time of one session: the step's shared load/prune/export phases plus what this
+    session's activation spent itself (its calibration and build; zero when a cache was reused)."""
+    names = [*PREP_PHASES, *(p for p in session if p not in PREP_PHASES)]
+    return {p: step.get(p, 0.0) + session.get(p, 0.0) for p in names}
 
 
-def session_prep_phases(totals: dict[str, float], before_session: dict[str, float]) -> dict[str, float]:
-    """Prep time of one session: the shared load/prune/export phases, plus the calibration and
-    engine build that this session's activation spent (zero when a cache was reused)."""
-    prep = {phase: totals.get(phase, 0.0) for phase in ("load", "prune", "export")}
-    for phase in ("calibrate", "build"):
-        prep[phase] = totals.get(phase, 0.0) - before_session.get(phase, 0.0)
-    return prep
+def _accuracy(context: UnitContext, session: Session, batch_size: int, inputs: _Inputs) -> dict[str, Any] | None:
+    """Top-1 over the whole evaluation split, once per session, at the session's largest batch."""
+    if not context.config.accuracy or inputs.mapping.kind == "none":
+        return None
+    context.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
+    seen = [0]
+
+    def on_batch(n: int) -> None:
+        seen[0] += n
+        context.observer.evaluated(seen[0], len(inputs.data))
+
+    result = evaluate(session.infer, inputs.data.eval_batches(batch_size), inputs.mapping, batch_size=batch_size,
+                      on_batch=on_batch).to_dict()
+    return {**result, "batch_size": batch_size}
+
+
+def _cell_result(context: UnitContext, session: Session, inputs: _Inputs, batch_size: int,
+                 accuracy: dict[str, Any] | None, prune_report: dict[str, Any] | None, prep: dict[str, float],
+                 notes: dict[str, Any]) -> CellResult:
+    config = context.config
+    timings, device_report = time_session(session, inputs.data, batch_size, config.timing, config.device_checks)
+    info = session.info
+    return CellResult(
+        accuracy=accuracy,
+        accuracy_note=inputs.mapping.reason or None,
+        timings=timings,
+        original_size_bytes=inputs.loaded.notes["state_dict_bytes"],
+        compressed_size_bytes=info.artifact_bytes,
+        pruning=prune_report,
+        prep_phases_s=prep,
+        prep_time_s=sum(v for k, v in prep.items() if k != "load"),
+        session={"backend": info.backend, "precision": info.precision, "device": info.device,
+                 "details": info.details},
+        device=info.device,
+        device_name=device_name(info.device),
+        device_report=device_report.get("report"),
+        device_warnings=device_report.get("warnings", []),
+        versions=context.versions,
+        harness_commit=context.commit,
+        timing_config=config.timing.model_dump(),
+        artifact_notes=dict(notes),
+    )
+
+
+def time_session(session: Session, data: EvalData, batch_size: int, settings: TimingSettings,
+                 device_checks: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each timing definition of ``settings`` on real batches; NVML device checks on CUDA."""
+    host_batches = data.timing_inputs(batch_size, settings.batches)
+    out: list[dict[str, Any]] = []
+    device_report: dict[str, Any] = {"warnings": []}
+    for definition in settings.definitions:
+        if definition == "compute":
+            inputs = [session.stage(x) for x in host_batches]
+            fn = session.run
+        else:
+            inputs, fn = host_batches, session.infer
+        timer = timer_for(session.device, definition, session.cuda_stream)
+        with _device_monitor(session.device, device_checks) as monitor:
+            result = measure(fn, inputs, batch_size=batch_size, config=settings, definition=definition, timer=timer)
+        entry = result.to_dict()
+        if monitor.result is not None:
+            report = monitor.result.to_dict()
+            device_report.setdefault("report", {})[definition] = report
+            device_report["warnings"].extend(report.get("warnings", []))
+            images = batch_size * settings.iterations * settings.repeats
+            energy = report.get("energy_mj")
+            # The window includes warm-up iterations, so divide by every image that ran.
+            if energy is not None:
+                entry["energy_mj_per_image"] = energy / (images + batch_size * settings.warmup * settings.repeats)
+        out.append(entry)
+    return out, device_report
 
 
 class _NoMonitor:
@@ -451,9 +432,11 @@ class _NoMonitor:
 def _device_monitor(device: str, enabled: bool) -> Any:
     if device != "cuda" or not enabled:
         return _NoMonitor()
-    from harness.gpu.nvml import DeviceMonitor, nvml_available, nvml_device_for_torch
+    # ``nvml_available()`` returns the reason NVML cannot be used, None when it can: read it as such.
+    from harness.gpu.nvml import DeviceMonitor, nvml_device_for_torch
+    from harness.gpu.nvml import nvml_available as nvml_unavailable_reason
 
-    if nvml_available() is not None:
+    if nvml_unavailable_reason() is not None:
         return _NoMonitor()
     return DeviceMonitor(nvml_device_for_torch(torch.cuda.current_device()))
 
@@ -463,3 +446,32 @@ def _rgb(path: Path) -> Any:
 
     with Image.open(path) as img:
         return img.convert("RGB")
+
+
+# ---------------------------------------------------------------------------------- local executor
+
+
+def run_sweep(config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None, *,
+              resume: bool, facts: MachineFacts | None = None) -> dict[str, int]:
+    """Run every unit here, in order, committing each cell's outcome as soon as it arrives."""
+    observer = observer or SweepObserver()
+    planned = len(plan_cells(config))
+    units = plan_units(config, skip=(lambda c: store.finished_ok(c.identity(config).key)) if resume else None)
+    counts = {"ok": 0, "error": 0, "skipped": planned - sum(len(u.cells) for u in units)}
+    context = UnitContext(config, observer, facts=facts)
+    for unit in units:
+        for outcome in run_unit(unit, context):
+            store.put(outcome)
+            counts[outcome.status] += 1
+            observer.cell_done(outcome)
+    return counts
+
+
+class SweepRunner:
+    """The local executor behind ``harness run`` (kept as the entry point the CLI and tests use)."""
+
+    def __init__(self, config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None) -> None:
+        self.config, self.store, self.observer = config, store, observer
+
+    def run(self, *, resume: bool) -> dict[str, int]:
+        return run_sweep(self.config, self.store, self.observer, resume=resume)

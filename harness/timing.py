@@ -8,6 +8,9 @@
 
 Each repeat runs ``warmup`` untimed calls, then ``iterations`` timed ones. The
 raw per-iteration samples are kept; statistics are over all samples.
+
+:class:`TimingSettings` is the one timing settings type: the ``timing:`` section
+of a sweep config and what :func:`measure` runs with.
 """
 
 from __future__ import annotations
@@ -16,22 +19,33 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 TIMING_DEFINITIONS: tuple[str, ...] = ("compute", "e2e")
+TimingDefinition = Literal["compute", "e2e"]
 
 
-@dataclass(frozen=True)
-class TimingConfig:
-    warmup: int = 10
-    iterations: int = 50
-    repeats: int = 3
+class TimingSettings(BaseModel):
+    """How a cell is timed (``timing:`` in the sweep config); bad values raise a ValueError."""
 
-    def __post_init__(self) -> None:
-        if self.warmup < 0 or self.iterations < 1 or self.repeats < 1:
-            raise ValueError("timing needs warmup >= 0, iterations >= 1 and repeats >= 1")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warmup: int = Field(default=10, ge=0)
+    iterations: int = Field(default=50, ge=1)
+    repeats: int = Field(default=3, ge=1)
+    definitions: list[TimingDefinition] = Field(default_factory=lambda: ["compute", "e2e"])
+    batches: int = Field(default=4, ge=1, description="distinct full batches of real images cycled while timing")
+
+    def loop_dict(self) -> dict[str, int]:
+        """The loop counts stored with every timing result (``config`` of ``TimingResult.to_dict``)."""
+        return {"warmup": self.warmup, "iterations": self.iterations, "repeats": self.repeats}
+
+
+#: Former name of :class:`TimingSettings`, kept so callers on other branches keep importing it.
+TimingConfig = TimingSettings
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ class TimingResult:
     definition: str
     timer: str
     batch_size: int
-    config: TimingConfig
+    config: TimingSettings
     repeats_ns: list[list[int]] = field(default_factory=list)
 
     @property
@@ -106,7 +120,7 @@ class TimingResult:
             "definition": self.definition,
             "timer": self.timer,
             "batch_size": self.batch_size,
-            "config": asdict(self.config),
+            "config": self.config.loop_dict(),
             "stats": asdict(self.stats),
         }
         if with_samples:
@@ -157,7 +171,7 @@ def measure(
     inputs: Sequence[Any],
     *,
     batch_size: int,
-    config: TimingConfig,
+    config: TimingSettings,
     definition: str,
     timer: PerfCounterTimer | CudaEventTimer,
     on_repeat: Callable[[int], None] | None = None,

@@ -236,3 +236,48 @@ def test_thesis_config_loads() -> None:
     assert len(cfg.models) >= 9
     assert set(cfg.datasets) == {"imagenette", "imagewoof"}
     assert cfg.pruners
+
+
+# --------------------------------------------------------------------------- backend options and pruning steps
+
+
+@pytest.mark.parametrize(("text", "option", "allowed"), [
+    ("backend_options:\n  torch: {chanels_last: true}\n", "chanels_last", ("device", "channels_last", "compile")),
+    ("backend_options:\n  ort-cpu: {thread: 2}\n", "thread", ("threads",)),
+])
+def test_backend_option_typo_names_the_option_and_the_allowed_ones(tmp_path: Path, text: str, option: str,
+                                                                   allowed: tuple[str, ...]) -> None:
+    message = _error(tmp_path, text)
+    assert f"unknown option '{option}'" in message and "backend_options." in message
+    for name in allowed:
+        assert name in message
+
+
+def test_backend_option_bad_value_names_the_option(tmp_path: Path) -> None:
+    assert "threads" in _error(tmp_path, "backend_options:\n  ort-cpu: {threads: -2}\n")
+
+
+def test_valid_backend_options_accepted(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, "backend_options:\n  ort-cpu: {threads: 2}\n  torch: {device: cpu}\n"))
+    assert cfg.backend_options == {"ort-cpu": {"threads": 2}, "torch": {"device": "cpu"}}
+
+
+def test_backend_names_come_from_the_registry() -> None:
+    from typing import get_args
+
+    from harness.config import BackendName
+
+    assert get_args(BackendName) == BACKEND_NAMES
+
+
+def test_prune_specs_expand_amounts_into_the_one_pruner_type(tmp_path: Path) -> None:
+    from harness.compression import PruneSpec
+    from harness.config import prune_specs
+
+    cfg = load_config(_write(tmp_path, "pruners:\n  - {method: l1, amounts: [0.0, 0.5]}\n"
+                                       "  - {method: removal, amounts: [0.3], importance: taylor}\n"
+                                       "  - {method: l1, amounts: [0.5]}\n"))
+    specs = prune_specs(cfg.pruners)
+    assert all(type(s) is PruneSpec for s in specs)
+    assert [(s.method, s.amount) for s in specs] == [("none", 0.0), ("l1", 0.5), ("removal", 0.3)]
+    assert specs[2].importance == "taylor"

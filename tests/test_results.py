@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from harness.outcome import CellIdentity, CellOutcome, CellResult
 from harness.results import ResultStore, cell_key, export_csv, export_json
-from harness.timing import PerfCounterTimer, TimingConfig, measure
+from harness.timing import PerfCounterTimer, TimingSettings, measure
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,16 +31,27 @@ THESIS_HEADER = [
 
 
 def _identity(**changes: Any) -> dict[str, Any]:
+    """An identity shaped as the sweep writes it (calibration only for int8)."""
     ident = {
-        "model": "resnet18", "weights": "random", "dataset": "imagenette", "pruner": "l1", "amount": 0.5,
-        "backend": "torch", "precision": "fp32", "batch_size": 8, "calibration": None,
+        "model": "resnet18", "weights": "random", "dataset": "imagenette", "dataset_size": "160", "pruner": "l1",
+        "amount": 0.5, "prune_options": {"dim": 0, "importance": "l1", "n": 1.0, "round_to": None,
+                                         "targets": ["conv", "linear", "mha"]},
+        "backend": "torch", "precision": "fp32", "batch_size": 8,
     }
     ident.update(changes)
     return ident
 
 
+def _ok(ident: dict[str, Any], result: dict[str, Any]) -> CellOutcome:
+    return CellOutcome.ok(CellIdentity.from_dict(ident), CellResult.from_dict(result))
+
+
+def _err(ident: dict[str, Any], error: str, trace: str) -> CellOutcome:
+    return CellOutcome(CellIdentity.from_dict(ident), "error", error=error, traceback=trace)
+
+
 def _timings() -> list[dict[str, Any]]:
-    cfg = TimingConfig(warmup=0, iterations=3, repeats=1)
+    cfg = TimingSettings(warmup=0, iterations=3, repeats=1)
     return [
         measure(lambda _: sum(range(100)), [0], batch_size=8, config=cfg, definition=d,
                 timer=PerfCounterTimer()).to_dict(with_samples=False)
@@ -82,19 +94,19 @@ def test_upsert_never_duplicates_a_key(tmp_path: Path) -> None:
     ident = _identity()
     key = cell_key(ident)
     with ResultStore(db) as store:
-        store.put_ok(key, ident, _result())
-        store.put_ok(key, ident, _result(prep_time_s=9.0))
+        store.put(_ok(ident, _result()))
+        store.put(_ok(ident, _result(prep_time_s=9.0)))
         err, tb = _error()
-        store.put_error(key, ident, err, tb)
-        store.put_ok(key, ident, _result(prep_time_s=3.0))
+        store.put(_err(ident, err, tb))
+        store.put(_ok(ident, _result(prep_time_s=3.0)))
         records = list(store.records())
     assert len(records) == 1
     (rec,) = records
     assert rec.key == key
     assert rec.status == "ok"
-    assert rec.result is not None and rec.result["prep_time_s"] == 3.0
+    assert rec.result is not None and rec.result.prep_time_s == 3.0
     assert rec.error is None and rec.traceback is None  # the later ok clears the earlier error
-    assert rec.identity == ident
+    assert rec.identity.to_dict() == ident
 
 
 def test_put_error_stores_error_and_traceback(tmp_path: Path) -> None:
@@ -102,14 +114,14 @@ def test_put_error_stores_error_and_traceback(tmp_path: Path) -> None:
     key = cell_key(ident)
     err, tb = _error()
     with ResultStore(tmp_path / "results.sqlite") as store:
-        store.put_error(key, ident, err, tb, partial={"prep_time_s": 0.5})
+        store.put(_err(ident, err, tb))
         (rec,) = list(store.records())
     assert rec.status == "error"
     assert rec.error == err
     assert rec.traceback == tb
     assert "Traceback (most recent call last)" in rec.traceback
     assert "RuntimeError: engine build failed" in rec.traceback
-    assert rec.result == {"prep_time_s": 0.5}
+    assert rec.result is None
 
 
 def test_finished_ok(tmp_path: Path) -> None:
@@ -117,16 +129,16 @@ def test_finished_ok(tmp_path: Path) -> None:
     ok_key, bad_key = cell_key(ok_ident), cell_key(bad_ident)
     with ResultStore(tmp_path / "results.sqlite") as store:
         assert not store.finished_ok(ok_key)
-        store.put_ok(ok_key, ok_ident, _result())
-        store.put_error(bad_key, bad_ident, *_error())
+        store.put(_ok(ok_ident, _result()))
+        store.put(_err(bad_ident, *_error()))
         assert store.finished_ok(ok_key)
         assert not store.finished_ok(bad_key)
         assert not store.finished_ok("no-such-key")
         # An ok cell that fails on rerun is no longer finished.
-        store.put_error(ok_key, ok_ident, *_error())
+        store.put(_err(ok_ident, *_error()))
         assert not store.finished_ok(ok_key)
         # A failed cell that succeeds on rerun is.
-        store.put_ok(bad_key, bad_ident, _result())
+        store.put(_ok(bad_ident, _result()))
         assert store.finished_ok(bad_key)
 
 
@@ -135,8 +147,8 @@ def test_store_survives_reopen(tmp_path: Path) -> None:
     idents = [_identity(batch_size=b) for b in (1, 8, 32)]
     store = ResultStore(db)
     for ident in idents:
-        store.put_ok(cell_key(ident), ident, _result())
-    store.put_error(cell_key(_identity(model="vit_b_16")), _identity(model="vit_b_16"), *_error())
+        store.put(_ok(ident, _result()))
+    store.put(_err(_identity(model="vit_b_16"), *_error()))
     store.close()
 
     with ResultStore(db) as reopened:
@@ -144,10 +156,10 @@ def test_store_survives_reopen(tmp_path: Path) -> None:
         assert len(records) == 4
         for ident in idents:
             assert reopened.finished_ok(cell_key(ident))
-            assert records[cell_key(ident)].identity == ident
+            assert records[cell_key(ident)].identity.to_dict() == ident
         assert records[cell_key(_identity(model="vit_b_16"))].status == "error"
         # upsert still works after reopening
-        reopened.put_ok(cell_key(idents[0]), idents[0], _result())
+        reopened.put(_ok(idents[0], _result()))
     assert _count_rows(db) == 4
 
 
@@ -169,8 +181,8 @@ def test_export_csv_columns_sizes_and_rows(tmp_path: Path) -> None:
     ok_result = _result()
     err, tb = _error()
     with ResultStore(tmp_path / "results.sqlite") as store:
-        store.put_ok(cell_key(ok_ident), ok_ident, ok_result)
-        store.put_error(cell_key(err_ident), err_ident, err, tb)
+        store.put(_ok(ok_ident, ok_result))
+        store.put(_err(err_ident, err, tb))
         out = tmp_path / "export" / "results.csv"
         n = export_csv(store, out)
 
@@ -211,7 +223,7 @@ def test_export_csv_columns_sizes_and_rows(tmp_path: Path) -> None:
 def test_export_csv_of_only_failures_keeps_thesis_header(tmp_path: Path) -> None:
     ident = _identity()
     with ResultStore(tmp_path / "results.sqlite") as store:
-        store.put_error(cell_key(ident), ident, *_error())
+        store.put(_err(ident, *_error()))
         out = tmp_path / "results.csv"
         assert export_csv(store, out) == 1
     header, rows = _read_csv(out)
@@ -227,8 +239,8 @@ def test_export_json_round_trip(tmp_path: Path) -> None:
     ok_result = _result()
     err, tb = _error()
     with ResultStore(tmp_path / "results.sqlite") as store:
-        store.put_ok(cell_key(ok_ident), ok_ident, ok_result)
-        store.put_error(cell_key(err_ident), err_ident, err, tb)
+        store.put(_ok(ok_ident, ok_result))
+        store.put(_err(err_ident, err, tb))
         out = tmp_path / "results.json"
         assert export_json(store, out) == 2
     data = {rec["key"]: rec for rec in json.loads(out.read_text())}
@@ -236,11 +248,66 @@ def test_export_json_round_trip(tmp_path: Path) -> None:
     ok = data[cell_key(ok_ident)]
     assert ok["status"] == "ok"
     assert ok["identity"] == ok_ident
-    assert ok["result"] == json.loads(json.dumps(ok_result))
+    assert {k: ok["result"][k] for k in ok_result} == json.loads(json.dumps(ok_result))
     assert ok["error"] is None and ok["traceback"] is None
     assert isinstance(ok["finished_at"], float)
     bad = data[cell_key(err_ident)]
     assert (bad["status"], bad["error"], bad["traceback"], bad["result"]) == ("error", err, tb, None)
+
+
+# --------------------------------------------------------------------------- typed outcome, same stored JSON
+
+#: The result keys every database written so far holds (the sweep writes all of them).
+STORED_RESULT_KEYS = {
+    "accuracy", "accuracy_note", "timings", "original_size_bytes", "compressed_size_bytes", "pruning",
+    "prep_phases_s", "prep_time_s", "session", "device", "device_name", "device_report", "device_warnings",
+    "versions", "harness_commit", "timing_config", "artifact_notes",
+}
+
+
+def test_cell_result_keeps_the_stored_json_keys() -> None:
+    assert set(CellResult().to_dict()) == STORED_RESULT_KEYS
+
+
+def test_an_old_database_row_reads_back_unchanged(tmp_path: Path) -> None:
+    """A row written by the dict-based store (before the typed outcome) reads, exports and round-trips."""
+    import sqlite3
+
+    ident = _identity(precision="int8", backend="ort-cpu", calibration={"method": "entropy", "count": 8, "seed": 0})
+    result = {**{k: None for k in STORED_RESULT_KEYS}, **_result(), "device_warnings": ["clock throttled"],
+              "versions": {"torch": "2.5"}, "prep_phases_s": {"load": 0.5, "prune": 0.75, "export": 0.0,
+                                                              "calibrate": 0.0, "build": 0.0},
+              "artifact_notes": {"onnx_export": {"max_abs_diff": 1e-6}}, "a_future_key": 1}
+    db = tmp_path / "results.db"
+    with ResultStore(db):
+        pass
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO cells VALUES (?, 'ok', ?, ?, NULL, NULL, 1.0)",
+                ("oldkey", json.dumps(ident, sort_keys=True), json.dumps(result)))
+    con.commit()
+    con.close()
+    with ResultStore(db) as store:
+        (rec,) = list(store.records())
+        assert rec.key == "oldkey" and rec.identity.to_dict() == ident
+        assert rec.result is not None and rec.result.top1 == pytest.approx(0.87)
+        assert rec.result.to_dict() == json.loads(json.dumps(result))
+        assert rec.identity.calibration == {"method": "entropy", "count": 8, "seed": 0}
+        export_csv(store, tmp_path / "r.csv")
+    _, rows = _read_csv(tmp_path / "r.csv")
+    assert rows[0]["device_warnings"] == "clock throttled" and rows[0]["onnx_max_abs_diff"] == "1e-06"
+
+
+def test_failed_outcome_keeps_a_one_line_message_and_the_traceback() -> None:
+    from harness.errors import HarnessError
+
+    try:
+        raise HarnessError("calibration needs a train split")
+    except HarnessError as exc:
+        outcome = CellOutcome.failed(CellIdentity.from_dict(_identity()), exc)
+    assert outcome.status == "error" and outcome.error == "calibration needs a train split"
+    assert outcome.key == cell_key(_identity())
+    assert "Traceback" in (outcome.traceback or "")
+    assert outcome.summary() == {"error": "calibration needs a train split"}
 
 
 # --------------------------------------------------------------------------- cell_key

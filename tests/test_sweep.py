@@ -29,8 +29,8 @@ class Recorder(SweepObserver):
     def __init__(self) -> None:
         self.done: list[tuple[dict, str]] = []
 
-    def cell_done(self, identity: dict, status: str, summary: dict) -> None:
-        self.done.append((identity, status))
+    def cell_done(self, outcome) -> None:
+        self.done.append((outcome.identity.to_dict(), outcome.status))
 
 
 def test_sweep_writes_every_cell_with_real_accuracy(tmp_path: Path, shared_cache: Path) -> None:
@@ -41,15 +41,15 @@ def test_sweep_writes_every_cell_with_real_accuracy(tmp_path: Path, shared_cache
     assert counts == {"ok": 4, "error": 0, "skipped": 0}
     assert len(records) == len(plan_cells(config)) == 4
     for r in records:
-        acc = r.result["accuracy"]
+        acc = r.result.accuracy
         assert acc["samples"] == 500  # every val image, 50 per class
         assert acc["top1"] > 0.7, "tinycnn should have learned shapes"
-        assert {t["definition"] for t in r.result["timings"]} == {"compute", "e2e"}
-        for t in r.result["timings"]:
+        assert {t["definition"] for t in r.result.timings} == {"compute", "e2e"}
+        for t in r.result.timings:
             assert len(t["samples_ns"]) == 2 and all(len(rep) == 5 for rep in t["samples_ns"])
             assert t["timer"] == "perf_counter_ns"
-        assert r.result["original_size_bytes"] > 0 and r.result["compressed_size_bytes"] > 0
-    by_backend = {r.identity["backend"]: r.result["accuracy"]["top1"] for r in records}
+        assert r.result.original_size_bytes > 0 and r.result.compressed_size_bytes > 0
+    by_backend = {r.identity.backend: r.result.accuracy["top1"] for r in records}
     # Same model, same images: fp32 torch and fp32 ONNX Runtime agree on accuracy.
     assert abs(by_backend["torch"] - by_backend["ort-cpu"]) < 0.01
 
@@ -83,7 +83,7 @@ def test_failing_cell_is_recorded_and_others_survive(tmp_path: Path, shared_cach
     config = _config(tmp_path, shared_cache, models=[f"{bad}:build", "tinycnn"], batch_sizes=[1])
     with ResultStore(tmp_path / "out" / "results.db") as store:
         counts = SweepRunner(config, store).run(resume=False)
-        records = {(r.identity["model"], r.identity["backend"]): r for r in store.records()}
+        records = {(r.identity.model, r.identity.backend): r for r in store.records()}
     assert counts["ok"] == 3 and counts["error"] == 1
     failed = records[(f"{bad}:build", "ort-cpu")]
     assert failed.status == "error"
@@ -119,7 +119,7 @@ def test_only_full_batches_are_timed(tmp_path: Path, shared_cache: Path, batch: 
     """500 val images at batch 7 leave a partial batch; timing must still see only full batches."""
     from harness.data.registry import open_split
     from harness.models import load_model
-    from harness.sweep import load_eval_data
+    from harness.evaldata import load_eval_data
 
     config = _config(tmp_path, shared_cache)
     loaded = load_model("tinycnn", weights="pretrained", cache_dir=shared_cache, data_root=config.data_root)
@@ -148,19 +148,22 @@ def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Pat
                                                                               "repeats": 1, "definitions": ["compute"]})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         counts = SweepRunner(config, store).run(resume=False)
-        records = {(r.identity["pruner"], r.identity["precision"]): r for r in store.records()}
+        records = {(r.identity.pruner, r.identity.precision): r for r in store.records()}
     assert counts == {"ok": 4, "error": 0, "skipped": 0}
     base32, base8 = records[("none", "fp32")].result, records[("none", "int8")].result
     # INT8 on the CPU provider: real calibration, real accuracy, a smaller file.
-    assert abs(base32["accuracy"]["top1"] - base8["accuracy"]["top1"]) <= 0.02
-    assert base8["compressed_size_bytes"] < 0.5 * base32["compressed_size_bytes"]
-    assert base8["prep_phases_s"]["calibrate"] > 0
-    assert records[("none", "int8")].identity["calibration"]["count"] == 128
-    pruned = records[("l1-global", "int8")].result["pruning"]
+    assert abs(base32.top1 - base8.top1) <= 0.02
+    assert base8.compressed_size_bytes < 0.5 * base32.compressed_size_bytes
+    # The calibration this int8 session built is its own prep time, reported by its activation;
+    # the fp32 session of the same step built none.
+    assert base8.prep_phases_s["calibrate"] > 0 and base32.prep_phases_s["calibrate"] == 0
+    assert set(base8.prep_phases_s) == {"load", "prune", "export", "calibrate", "build"}
+    assert records[("none", "int8")].identity.calibration["count"] == 128
+    pruned = records[("l1-global", "int8")].result.pruning
     assert abs(pruned["achieved_sparsity"] - 0.5) < 0.01 and pruned["per_layer_sparsity"]
     sizes = pruned["sizes"]
-    assert sizes["dense_bytes"] == base32["pruning"]["sizes"]["dense_bytes"]  # zero-fill saves nothing dense
-    assert sizes["gzip_bytes"] < base32["pruning"]["sizes"]["gzip_bytes"]
+    assert sizes["dense_bytes"] == base32.pruning["sizes"]["dense_bytes"]  # zero-fill saves nothing dense
+    assert sizes["gzip_bytes"] < base32.pruning["sizes"]["gzip_bytes"]
 
 
 def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_cache: Path) -> None:
@@ -170,12 +173,12 @@ def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_
                      timing={"warmup": 1, "iterations": 3, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         counts = SweepRunner(config, store).run(resume=False)
-        records = {r.identity["pruner"]: r for r in store.records()}
+        records = {r.identity.pruner: r for r in store.records()}
     assert counts["error"] == 0, [r.error for r in records.values()]
-    removal = records["removal"].result["pruning"]
+    removal = records["removal"].result.pruning
     assert removal["macs_after"] < removal["macs_before"] and removal["params_after"] < removal["params_before"]
-    assert records["removal"].result["accuracy"]["top1"] > 0.1
-    assert records["2:4"].result["pruning"]["pattern_24_verified"] is True
+    assert records["removal"].result.accuracy["top1"] > 0.1
+    assert records["2:4"].result.pruning["pattern_24_verified"] is True
 
 
 def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache: Path) -> None:
@@ -196,9 +199,9 @@ def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache:
                      timing={"warmup": 1, "iterations": 2, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         counts = SweepRunner(config, store).run(resume=False)
-        records = {r.identity["precision"]: r for r in store.records()}
+        records = {r.identity.precision: r for r in store.records()}
     assert counts["ok"] == 1 and counts["error"] == 1
-    assert records["fp32"].status == "ok" and records["fp32"].result["accuracy"]["samples"] == 8
+    assert records["fp32"].status == "ok" and records["fp32"].result.accuracy["samples"] == 8
     assert records["int8"].status == "error" and "train" in records["int8"].error
 
 
@@ -226,5 +229,55 @@ def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, sha
         records = list(store.records())
     assert counts == {"ok": 2, "error": 2, "skipped": 0}
     errors = [r for r in records if r.status == "error"]
-    assert {r.identity["model"] for r in errors} == {f"{broken}:build"}
+    assert {r.identity.model for r in errors} == {f"{broken}:build"}
     assert all("inference exploded" in r.error for r in errors)
+
+
+# --------------------------------------------------------------------------- units: planning and running without a store
+
+
+def test_plan_units_groups_cells_by_model_dataset_and_pruning_step(tmp_path: Path, shared_cache: Path) -> None:
+    from harness.sweep import plan_units
+
+    config = _config(tmp_path, shared_cache, pruners=[{"method": "l1", "amounts": [0.0, 0.3, 0.6]}])
+    units = plan_units(config)
+    assert [(u.model, u.dataset, u.prune.method, u.prune.amount) for u in units] == [
+        ("tinycnn", "shapes", "none", 0.0), ("tinycnn", "shapes", "l1", 0.3), ("tinycnn", "shapes", "l1", 0.6)]
+    assert all(len(u.cells) == 4 for u in units)  # 2 backends x 2 batch sizes
+    assert [c for u in units for c in u.cells] == plan_cells(config)
+    kept = plan_units(config, skip=lambda c: c.prune.amount == 0.3 or c.backend == "torch")
+    assert [(u.prune.amount, len(u.cells)) for u in kept] == [(0.0, 2), (0.6, 2)]
+
+
+def test_run_unit_yields_typed_outcomes_without_a_store(tmp_path: Path, shared_cache: Path) -> None:
+    from harness.outcome import CellOutcome
+    from harness.sweep import UnitContext, plan_units, run_unit
+
+    config = _config(tmp_path, shared_cache, batch_sizes=[4], backends={"ort-cpu": ["fp32"]},
+                     timing={"warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]})
+    (unit,) = plan_units(config)
+    outcomes = list(run_unit(unit, UnitContext(config)))
+    assert [type(o) for o in outcomes] == [CellOutcome]
+    (outcome,) = outcomes
+    assert outcome.status == "ok" and outcome.key == unit.cells[0].identity(config).key
+    assert outcome.result is not None and outcome.result.top1 > 0.7
+    assert outcome.result.prep_phases_s["export"] > 0  # the lazy ONNX export is timed at the step level
+    assert not (tmp_path / "out" / "results.db").exists()
+
+
+def test_old_database_resumes_with_the_same_cell_keys(tmp_path: Path, shared_cache: Path) -> None:
+    """The identity (and so the key) of a cell is what the dict-based sweep stored: --resume on an old
+    database skips its finished cells."""
+    from harness.outcome import cell_key
+
+    config = _config(tmp_path, shared_cache, batch_sizes=[2], backends={"torch": ["fp32"]},
+                     pruners=[{"method": "l1", "amounts": [0.5], "n": 2}])
+    cells = plan_cells(config)
+    old = {"model": "tinycnn", "weights": "pretrained", "dataset": "shapes", "dataset_size": None,
+           "pruner": "l1", "amount": 0.5, "backend": "torch", "precision": "fp32", "batch_size": 2,
+           "prune_options": {"dim": 0, "importance": "l1", "n": 2.0, "round_to": None,
+                             "targets": ["conv", "linear", "mha"]}}
+    assert cells[1].identity(config).to_dict() == old
+    assert cells[1].identity(config).key == cell_key(old)
+    none = cells[0].identity(config).to_dict()
+    assert none["pruner"] == "none" and none["prune_options"] == {} and "calibration" not in none

@@ -19,7 +19,7 @@ from harness.timing import (
     CudaEventTimer,
     LatencyStats,
     PerfCounterTimer,
-    TimingConfig,
+    TimingSettings,
     TimingResult,
     measure,
     percentile,
@@ -107,7 +107,7 @@ def test_percentile_of_nothing_raises() -> None:
         percentile([], 50)
 
 
-# --------------------------------------------------------------------------- TimingConfig
+# --------------------------------------------------------------------------- TimingSettings
 
 
 @pytest.mark.parametrize(
@@ -116,13 +116,13 @@ def test_percentile_of_nothing_raises() -> None:
 )
 def test_timing_config_rejects_bad_values(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
-        TimingConfig(**kwargs)
+        TimingSettings(**kwargs)
 
 
 def test_timing_config_accepts_minimal_values() -> None:
-    cfg = TimingConfig(warmup=0, iterations=1, repeats=1)
+    cfg = TimingSettings(warmup=0, iterations=1, repeats=1)
     assert (cfg.warmup, cfg.iterations, cfg.repeats) == (0, 1, 1)
-    with pytest.raises(AttributeError):
+    with pytest.raises(ValueError):
         cfg.iterations = 5  # type: ignore[misc]  # frozen
 
 
@@ -160,7 +160,7 @@ def test_measure_call_count_order_and_sample_layout(warmup: int, iterations: int
     rec = _Recorder()
     timer = _CountingPerfTimer(rec)
     seen_repeats: list[int] = []
-    cfg = TimingConfig(warmup=warmup, iterations=iterations, repeats=repeats)
+    cfg = TimingSettings(warmup=warmup, iterations=iterations, repeats=repeats)
     result = measure(rec, inputs, batch_size=2, config=cfg, definition="e2e", timer=timer,
                      on_repeat=seen_repeats.append)
 
@@ -184,7 +184,7 @@ def test_measure_call_count_order_and_sample_layout(warmup: int, iterations: int
 
 
 def test_measure_samples_reflect_a_known_sleep() -> None:
-    cfg = TimingConfig(warmup=1, iterations=4, repeats=2)
+    cfg = TimingSettings(warmup=1, iterations=4, repeats=2)
     result = measure(lambda _: time.sleep(0.002), [None], batch_size=4, config=cfg, definition="compute",
                      timer=PerfCounterTimer())
     assert min(result.samples_ns) >= 2_000_000
@@ -197,7 +197,7 @@ def test_measure_samples_reflect_a_known_sleep() -> None:
 
 def test_measure_distinguishes_slow_from_fast_inputs() -> None:
     """Samples are per call: a slow input shows up at its positions in the cycle."""
-    cfg = TimingConfig(warmup=0, iterations=6, repeats=1)
+    cfg = TimingSettings(warmup=0, iterations=6, repeats=1)
     result = measure(lambda d: time.sleep(d), [0.0, 0.004], batch_size=1, config=cfg, definition="e2e",
                      timer=PerfCounterTimer())
     (samples,) = result.repeats_ns
@@ -209,7 +209,7 @@ def test_measure_distinguishes_slow_from_fast_inputs() -> None:
 
 def test_measure_needs_inputs() -> None:
     with pytest.raises(ValueError):
-        measure(lambda x: x, [], batch_size=1, config=TimingConfig(), definition="e2e", timer=PerfCounterTimer())
+        measure(lambda x: x, [], batch_size=1, config=TimingSettings(), definition="e2e", timer=PerfCounterTimer())
 
 
 def test_perf_counter_timer_cycles_inputs() -> None:
@@ -251,7 +251,7 @@ def test_timing_definitions() -> None:
 
 
 def _small_result() -> TimingResult:
-    cfg = TimingConfig(warmup=1, iterations=3, repeats=2)
+    cfg = TimingSettings(warmup=1, iterations=3, repeats=2)
     return measure(lambda _: sum(range(200)), [0, 1], batch_size=3, config=cfg, definition="compute",
                    timer=PerfCounterTimer())
 
