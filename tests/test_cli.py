@@ -54,6 +54,17 @@ def test_malformed_config_names_the_key(tmp_path: Path) -> None:
     assert_one_line_error(harness("run", "--config", str(cfg3)), "not valid YAML")
 
 
+def test_backend_option_typo_is_a_one_line_error_naming_the_allowed_options(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "t.yaml", "backend_options:\n  torch: {chanels_last: true}\n")
+    assert_one_line_error(harness("run", "--config", str(cfg), "--out", str(tmp_path / "o")),
+                          "backend_options.torch", "unknown option 'chanels_last'",
+                          "device", "channels_last", "compile", "compile_mode")
+    cfg2 = write_config(tmp_path / "o.yaml", "backends: [ort-cpu]\nbackend_options:\n  ort-cpu: {thread: 2}\n")
+    assert_one_line_error(harness("run", "--config", str(cfg2), "--out", str(tmp_path / "o")),
+                          "backend_options.ort-cpu", "unknown option 'thread'", "allowed: threads")
+    assert not (tmp_path / "o").exists(), "no work may start before the check"
+
+
 def test_missing_dataset_gives_fetch_hint(tmp_path: Path) -> None:
     proc = harness("run", "--model", "resnet18", "--weights", "random", "--dataset", "imagenette",
                    "--data-root", str(tmp_path / "nodata"), "--out", str(tmp_path / "out"))
