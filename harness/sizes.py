@@ -8,8 +8,3 @@ def state_dict_bytes(module) -> int:  # noqa: ANN001 - nn.Module
     from harness.compression.sizes import dense_bytes
 
     return dense_bytes(module)
-
-
-def megabytes(n_bytes: int | None) -> float | None:
-    """Bytes to MB of 10^6 bytes."""
-    return None if n_bytes is None else n_bytes / 1e6
