@@ -278,3 +278,15 @@ def test_to_dict_without_samples() -> None:
     data = result.to_dict(with_samples=False)
     assert "samples_ns" not in data
     assert data["stats"] == result.to_dict()["stats"]
+
+
+def test_timing_settings_is_the_one_type_and_results_store_only_the_loop_counts() -> None:
+    """The sweep config's ``timing:`` section is what ``measure`` runs with; each stored timing keeps the
+    same ``config`` keys as before the merge of the two settings types."""
+    from harness.config import SweepConfig
+
+    assert SweepConfig.model_fields["timing"].annotation is TimingSettings
+    cfg = TimingSettings(warmup=0, iterations=2, repeats=1, definitions=["e2e"], batches=2)
+    stored = measure(lambda x: x, [1], batch_size=1, config=cfg, definition="e2e",
+                     timer=PerfCounterTimer()).to_dict()
+    assert stored["config"] == {"warmup": 0, "iterations": 2, "repeats": 1}
