@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import backends
-from backends.gpu_common import detect_tensorrt_version, fp16_onnx, fp16_onnx_path, qdq_model
+from backends.gpu_common import detect_tensorrt_version, fp16_onnx, fp16_onnx_path
 from backends.ort_cuda import OrtCudaBackend, OrtGpuSession, ort_bool, ort_cuda_provider_options
 from backends.ort_trt import OrtTensorrtBackend, engine_files, ort_trt_provider_options, profile_shapes
-from backends.trt_native import BuildPlan, plan_build
+from backends.trt_plan import BuildPlan, plan_build
 from harness.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
 
@@ -178,6 +178,13 @@ def test_cuda_ep_options() -> None:
         ort_cuda_provider_options(arena_extend_strategy="grow")
 
 
+class FakeStream:
+    cuda_stream = 140000000000
+
+    def synchronize(self) -> None:
+        pass
+
+
 class FakeOrtSession:
     def __init__(self) -> None:
         self.runs: list[tuple[Any, dict[str, np.ndarray]]] = []
@@ -192,13 +199,13 @@ def test_infer_is_host_in_host_out_float32() -> None:
     from backends.base import SessionInfo
 
     fake = FakeOrtSession()
-    session = OrtGpuSession(fake, SessionInfo("ort-trt", "fp16", "cuda"), device_id=0, stream=None, num_outputs=10,
-                            profile=(4, 16))
+    session = OrtGpuSession(fake, SessionInfo("ort-trt", "fp16", "cuda"), device_id=0, stream=FakeStream(),
+                            run_options=None, num_outputs=10, profile=(4, 16), device=torch.device("cpu"))
     out = session.infer(torch.zeros((8, *SHAPE)))
     assert out.dtype == torch.float32 and out.shape == (8, 10) and out.device.type == "cpu"
     (names, feeds), = fake.runs
     assert names == ["logits"] and feeds["input"].dtype == np.float32
-    assert session.cuda_stream is None
+    assert isinstance(session.cuda_stream, FakeStream)
     with pytest.raises(HarnessError, match="outside the TensorRT profile"):
         session.infer(torch.zeros((32, *SHAPE)))
     with pytest.raises(HarnessError, match="outside the TensorRT profile"):
@@ -266,22 +273,39 @@ def test_fp16_model_computes_the_same_logits(tmp_path: Path) -> None:
     assert out.dtype == np.float32 and np.allclose(out, ref, atol=1e-2, rtol=1e-2)
 
 
-def test_qdq_model_asks_for_the_gpu_flavour_when_offered(tmp_path: Path) -> None:
-    class WithTargets:
-        def __init__(self) -> None:
-            self.asked: list[str] = []
+def test_onnx_choice_is_one_function_and_passes_the_sessions_phases(tmp_path: Path) -> None:
+    from types import SimpleNamespace
 
-        def qdq_onnx(self, target: str = "cpu") -> Path:
-            self.asked.append(target)
+    from backends.base import PhaseTimes
+    from backends.trt_plan import onnx_for_plan
+
+    class Source:
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, PhaseTimes]] = []
+
+        def qdq_onnx(self, target: str, phases: PhaseTimes) -> Path:
+            self.asked.append((target, phases))
+            phases.add("calibrate", 1.5)
             return tmp_path / f"qdq-{target}.onnx"
 
-    class Plain:
-        def qdq_onnx(self) -> Path:
-            return tmp_path / "qdq.onnx"
-
-    source = WithTargets()
-    assert qdq_model(source) == tmp_path / "qdq-tensorrt.onnx" and source.asked == ["tensorrt"]
-    assert qdq_model(Plain()) == tmp_path / "qdq.onnx"
+    fp32 = _tiny_onnx(tmp_path / "m.onnx")
+    source = Source()
+    artifact = SimpleNamespace(calibration=source, onnx=lambda: fp32)
+    phases = PhaseTimes()
+    qdq = plan_build("int8", "10.15.1", "explicit", True, batch_sizes=(1, 8))
+    assert onnx_for_plan(qdq, artifact, None, phases) == tmp_path / "qdq-tensorrt.onnx"
+    assert source.asked == [("tensorrt", phases)] and phases.seconds == {"calibrate": 1.5}
+    assert onnx_for_plan(plan_build("fp32", "10.15.1"), artifact, None, phases) == fp32
+    fp16 = plan_build("fp16", "11.4.0", typed_onnx=True)
+    converted = onnx_for_plan(fp16, artifact, "convert", phases)
+    assert converted == fp16_onnx_path(fp32, __import__("harness.fingerprint").fingerprint.file_hash(fp32))
+    assert "export" in phases.seconds
+    with pytest.raises(HarnessError, match="fp16_onnx"):
+        onnx_for_plan(fp16, artifact, str(tmp_path / "missing.onnx"), phases)
+    with pytest.raises(UnsupportedCombination, match="fp16_onnx"):
+        onnx_for_plan(fp16, artifact, None, phases)
+    with pytest.raises(HarnessError, match="calibration"):
+        onnx_for_plan(qdq, SimpleNamespace(calibration=None, onnx=lambda: fp32), None, phases)
 
 
 def test_tensorrt_version_falls_back_to_the_pairing_table() -> None:
@@ -304,16 +328,34 @@ def test_tensorrt_version_falls_back_to_the_pairing_table() -> None:
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without a GPU")
 
 
-@needs_no_gpu
-@pytest.mark.parametrize(("backend", "precision"), [("ort-cuda", p) for p in OrtCudaBackend.precisions]
-                         + [("ort-trt", p) for p in OrtTensorrtBackend.precisions])
-def test_unavailable_reason_without_gpu(backend: str, precision: str) -> None:
-    cls = backends.backend_class(backend)
-    reason = cls.unavailable_reason(precision)
-    assert reason is not None and "\n" not in reason and "no NVIDIA GPU" in reason
-    with pytest.raises(BackendUnavailable) as info:
-        backends.validate_request(backend, precision)
-    assert str(info.value).startswith(f"backend '{backend}' cannot run here: ") and "\n" not in str(info.value)
+def _facts(**kw: Any) -> Any:
+    from harness.machine import MachineFacts
+
+    base = dict(torch_version="2.5", torch_cuda_available=True, onnxruntime_version="1.20.1",
+                ort_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+                tensorrt_version="10.4.0", libnvinfer="libnvinfer.so.10", gpu_visible=True, gpu_cc=(8, 0),
+                gpu_name="NVIDIA A100")
+    base.update(kw)
+    return MachineFacts(**base)
+
+
+def test_availability_rules_are_pure_functions_of_the_facts() -> None:
+    for p in ("fp32", "fp16", "int8"):
+        assert OrtCudaBackend.unavailable_reason(p, _facts()) is None
+        assert OrtTensorrtBackend.unavailable_reason(p, _facts()) is None
+    cpu_ort = _facts(ort_providers=("CPUExecutionProvider",))
+    assert "no CUDAExecutionProvider" in OrtCudaBackend.unavailable_reason("fp32", cpu_ort)
+    assert "no TensorrtExecutionProvider" in OrtTensorrtBackend.unavailable_reason("fp32", cpu_ort)
+    no_gpu = _facts(gpu_visible=False, torch_cuda_available=False, torch_cuda_note="no driver")
+    for cls in (OrtCudaBackend, OrtTensorrtBackend):
+        reason = cls.unavailable_reason("fp32", no_gpu)
+        assert reason is not None and "no NVIDIA GPU" in reason and "\n" not in reason
+        assert "supports" in cls.unavailable_reason("bf16", _facts())
+    assert "libnvinfer.so.10" in OrtTensorrtBackend.unavailable_reason("fp16", _facts(libnvinfer=None))
+    assert OrtCudaBackend.unavailable_reason("fp16", _facts(libnvinfer=None)) is None
+    mismatch = _facts(onnxruntime_version="1.20.1", tensorrt_version="11.4.0")
+    assert OrtTensorrtBackend.unavailable_reason("fp32", mismatch) is not None
+    assert OrtTensorrtBackend.unavailable_reason("fp32", _facts(onnxruntime_version=None)) is not None
 
 
 def test_precision_declarations() -> None:
@@ -333,7 +375,12 @@ def test_unknown_backend_options_are_refused_before_any_work(name: str, tmp_path
     cls = backends.backend_class(name)
     artifact = ModelArtifact(name="m", module=torch.nn.Identity(), input_shape=SHAPE, num_outputs=10,
                              content_hash="0" * 64, onnx=never)
-    with pytest.raises(HarnessError, match="unknown option.*workspace_gb") as info:
+    with pytest.raises(HarnessError, match="unknown option 'workspace_gb'") as info:
         cls({"workspace_gb": 4}).activate(artifact, "fp32", (1,), tmp_path)
     assert not isinstance(info.value, BackendUnavailable)
-    assert "\n" not in str(info.value) and set(cls.options_known) <= set(str(info.value).split("known: ")[1].split(", "))
+    assert str(info.value).startswith(f"backend_options.{name}: ")
+    assert "\n" not in str(info.value) and set(cls.Options.model_fields) == set(
+        str(info.value).split("allowed: ")[1].split(", "))
+    with pytest.raises(HarnessError, match=f"backend_options.{name}.device_id|backend_options.{name}.workspace_mib"):
+        cls({"device_id": -1} if name != "trt-native" else {"workspace_mib": 0})
+    assert cls(cls.Options()).options == cls.Options()

@@ -19,20 +19,12 @@ import torch
 
 import backends
 from backends.base import PRECISIONS
-from backends.gpu_common import TRT_DTYPE_TO_TORCH, trt_dtype_to_torch, trt_version_tuple
-from backends.trt_native import (
-    TRT10_ONLY_API,
-    TRT_API_USED,
-    BuilderSettings,
-    BuildPlan,
-    TrtNativeBackend,
-    build_serialized_engine,
-    engine_io,
-    make_capturing_logger,
-    plan_build,
-    profile_for,
-    resolve_int8_mode,
-)
+from backends.gpu_common import TRT_DTYPE_TO_TORCH, trt_dtype_to_torch
+from backends.trt_api import TRT10_ONLY_API, TRT_API_USED, make_capturing_logger, trt_version_tuple
+from backends.trt_loader import BuilderSettings, build_serialized_engine
+from backends.trt_native import TrtNativeBackend
+from backends.trt_plan import BuildPlan, plan_build, profile_for, resolve_int8_mode
+from backends.trt_runner import engine_io
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
 
 SYMBOLS = Path(__file__).resolve().parent / "data" / "trt_symbols"
@@ -606,12 +598,32 @@ def test_engine_io_discovery() -> None:
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without a GPU")
 
 
-@needs_no_gpu
-@pytest.mark.parametrize("precision", TrtNativeBackend.precisions)
-def test_unavailable_reason_without_gpu(precision: str) -> None:
-    reason = TrtNativeBackend.unavailable_reason(precision)
-    assert reason is not None and "\n" not in reason
-    assert "no NVIDIA GPU" in reason and "docker compose run harness" in reason
+def _facts(**kw: Any) -> Any:
+    from harness.machine import MachineFacts
+
+    base = dict(torch_version="2.5", torch_cuda_available=True, tensorrt_version="10.15.1.29", gpu_visible=True,
+                gpu_cc=(8, 0), gpu_name="NVIDIA A100")
+    base.update(kw)
+    return MachineFacts(**base)
+
+
+def test_availability_rule_is_a_pure_function_of_the_facts() -> None:
+    from harness.gpu.capabilities import trt_precision_support
+
+    for p in TrtNativeBackend.precisions:
+        assert TrtNativeBackend.unavailable_reason(p, _facts()) is None
+    no_trt = _facts(tensorrt_version=None, tensorrt_error="No module named 'tensorrt'")
+    assert TrtNativeBackend.unavailable_reason("fp32", no_trt) == "No module named 'tensorrt'"
+    no_gpu = _facts(gpu_visible=False, torch_cuda_available=False, torch_cuda_note="no driver", gpu_cc=None)
+    assert "no NVIDIA GPU" in TrtNativeBackend.unavailable_reason("fp16", no_gpu)
+    torch_cpu = _facts(torch_cuda_available=False, torch_cuda_note="CPU-only torch build")
+    assert "torch CUDA tensors" in TrtNativeBackend.unavailable_reason("fp32", torch_cpu)
+    volta = _facts(gpu_cc=(7, 0), tensorrt_version="10.4.0", gpu_name="Tesla V100")
+    for p in TrtNativeBackend.precisions:
+        rule = trt_precision_support("10.4.0", (7, 0))[p]
+        assert TrtNativeBackend.unavailable_reason(p, volta) == (None if rule.ok else rule.reason)
+    assert not trt_precision_support("10.4.0", (7, 0))["bf16"].ok  # the rule really fires somewhere
+    assert "supports" in TrtNativeBackend.unavailable_reason("int4", _facts())
 
 
 @needs_no_gpu
@@ -717,7 +729,7 @@ def test_gpu_session_runtime_with_a_copy_engine(cuda_graph: bool) -> None:
     from types import SimpleNamespace
 
     from backends.base import SessionInfo
-    from backends.trt_native import TrtNativeSession
+    from backends.trt_runner import TrtNativeSession
     from harness.timing import CudaEventTimer, TimingConfig, measure, timer_for
 
     engine = CopyEngine(_cudart())
