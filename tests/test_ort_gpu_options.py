@@ -384,3 +384,107 @@ def test_unknown_backend_options_are_refused_before_any_work(name: str, tmp_path
     with pytest.raises(HarnessError, match=f"backend_options.{name}.device_id|backend_options.{name}.workspace_mib"):
         cls({"device_id": -1} if name != "trt-native" else {"workspace_mib": 0})
     assert cls(cls.Options()).options == cls.Options()
+
+
+# ------------------------------------------------------------------------------ calibration tables, one stream
+
+
+class TableSource:
+    """A calibration source that writes an ORT table and may offer trt-native's calibrator cache."""
+
+    provenance_hash = "c" * 64
+
+    def __init__(self, tmp: Path, native: bool) -> None:
+        self.tmp, self.native, self.table_builds, self.core_calls = tmp, native, 0, []
+
+    def ort_trt_table(self, cache_dir: Path, phases: Any) -> Path:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        table = cache_dir / "calibration.flatbuffers"
+        if not table.exists():
+            self.table_builds += 1
+            table.write_bytes(b"ORT-TABLE")
+        return table
+
+    def trt_calibrator_core(self, batch_size: int, input_shape: tuple[int, ...], *, cache_dir: Path,
+                            buffer_factory: Any, tensorrt_version: str, phases: Any) -> Any:
+        from types import SimpleNamespace
+
+        self.core_calls.append((batch_size, cache_dir, tensorrt_version))
+        path = cache_dir / "trt-calib-x.cache"
+        if self.native:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"TRT-NATIVE-CACHE")
+        return SimpleNamespace(has_valid_cache=self.native, cache_path=path)
+
+
+def test_one_ort_table_per_model_and_calibration_shared_by_every_engine_dir(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from backends.base import PhaseTimes
+
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    source = TableSource(tmp_path, native=False)
+    artifact = SimpleNamespace(calibration=source, input_shape=SHAPE)
+    backend = OrtTensorrtBackend()
+    names = []
+    for key in ("engine-a", "engine-b"):  # e.g. two batch-size sets or workspaces: two engine directories
+        engine_dir = tmp_path / "cache" / "ort-trt" / key
+        engine_dir.mkdir(parents=True)
+        name, native, used = backend._calibration_table(artifact, model, "10.4.0", engine_dir, tmp_path / "cache",
+                                                         PhaseTimes())
+        assert not native and used["kind"] == "onnxruntime" and (engine_dir / name).read_bytes() == b"ORT-TABLE"
+        names.append(name)
+    assert source.table_builds == 1 and names == ["calibration.flatbuffers"] * 2
+
+
+def test_native_calibration_table_is_offered_to_the_ep(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from backends.base import PhaseTimes
+    from backends.ort_trt import NATIVE_TABLE_NAME
+
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    engine_dir = tmp_path / "cache" / "ort-trt" / "k"
+    engine_dir.mkdir(parents=True)
+    backend = OrtTensorrtBackend({"native_calibration_table": True, "calibration_batch_size": 16})
+    source = TableSource(tmp_path, native=True)
+    artifact = SimpleNamespace(calibration=source, input_shape=SHAPE)
+    name, native, used = backend._calibration_table(artifact, model, "10.4.0", engine_dir, tmp_path / "cache",
+                                                    PhaseTimes())
+    assert native and name == NATIVE_TABLE_NAME and used["kind"] == "tensorrt-native"
+    assert (engine_dir / name).read_bytes() == b"TRT-NATIVE-CACHE"
+    assert source.core_calls == [(16, tmp_path / "cache" / "trt-native" / "calib", "10.4.0")]  # trt-native's key
+    plan = plan_build("int8", "10.4.0", "implicit", True, batch_sizes=(1, 8))
+    options = ort_trt_provider_options(plan, engine_dir=engine_dir, timing_dir=tmp_path, input_shape=SHAPE,
+                                       calibration_table_name=name, native_calibration_table=True,
+                                       stream_handle=140000000000)
+    assert options["trt_int8_use_native_calibration_table"] == "True"
+    assert options["trt_int8_calibration_table_name"] == NATIVE_TABLE_NAME
+    assert options["has_user_compute_stream"] == "True" and options["user_compute_stream"] == "140000000000"
+
+    missing = TableSource(tmp_path, native=False)  # no trt-native run yet: ORT's table, and it says so
+    name, native, used = backend._calibration_table(SimpleNamespace(calibration=missing, input_shape=SHAPE), model,
+                                                    "10.4.0", engine_dir, tmp_path / "cache", PhaseTimes())
+    assert not native and used["kind"] == "onnxruntime" and "run trt-native int8" in used["note"]
+
+
+def test_compute_path_runs_without_provider_synchronisation() -> None:
+    from backends.ort_cuda import compute_run_options
+
+    ort = pytest.importorskip("onnxruntime")
+    options = compute_run_options(ort)
+    assert options.get_run_config_entry("disable_synchronize_execution_providers") == "1"
+
+    class Recording(FakeOrtSession):
+        def run_with_iobinding(self, binding: Any, run_options: Any = None) -> None:
+            self.runs.append(("iobinding", run_options))
+
+    from backends.base import SessionInfo
+    from backends.ort_cuda import OrtStaged
+
+    fake = Recording()
+    session = OrtGpuSession(fake, SessionInfo("ort-cuda", "fp32", "cuda"), device_id=0, stream=FakeStream(),
+                            run_options=options, num_outputs=10, device=torch.device("cpu"))
+    out = torch.zeros((2, 10))
+    assert session.run(OrtStaged(input=torch.zeros((2, *SHAPE)), output=out, binding=object())) is out
+    assert fake.runs == [("iobinding", options)]
