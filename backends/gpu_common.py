@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from backends.base import PhaseTimes
-from backends.trt_api import CONTAINER_HINT, TENSORRT_MISSING
 from harness.atomic import atomic_write_bytes
 from harness.errors import BackendUnavailable, HarnessError
 from harness.fingerprint import file_hash
@@ -240,8 +238,8 @@ def fp16_onnx(src: Path) -> Path:
 
 
 __all__ = [
-    "CONTAINER_HINT", "CUDA_EVENT_TIMER", "FP16_CONVERTER_HINT", "GPU_TIMING_DEFINITION", "GpuBackendOptions",
-    "GpuIdentity", "ORT_GPU_HINT", "PhaseTimes", "TENSORRT_MISSING", "TRT_DTYPE_TO_TORCH", "TrtVersion", "admit",
+    "CUDA_EVENT_TIMER", "FP16_CONVERTER_HINT", "GPU_TIMING_DEFINITION", "GpuBackendOptions",
+    "GpuIdentity", "ORT_GPU_HINT", "TRT_DTYPE_TO_TORCH", "TrtVersion", "admit",
     "atomic_write_bytes", "detect_tensorrt_version", "fp16_onnx", "fp16_onnx_path", "gpu_identity",
     "ort_gpu_reason", "parse_backend_options", "precision_reason", "timing_facts", "trt_dtype_to_torch",
 ]

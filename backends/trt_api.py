@@ -68,7 +68,6 @@ TRT_API_USED: tuple[str, ...] = (
     "Runtime",
     "Runtime.deserialize_cuda_engine",
     "ICudaEngine.num_io_tensors",
-    "ICudaEngine.num_optimization_profiles",
     "ICudaEngine.get_tensor_name",
     "ICudaEngine.get_tensor_mode",
     "ICudaEngine.get_tensor_dtype",
