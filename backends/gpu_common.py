@@ -133,17 +133,21 @@ def gpu_identity(index: int = 0) -> GpuIdentity:
     return GpuIdentity(index=index, name=torch.cuda.get_device_name(index), compute_capability=(cc[0], cc[1]))
 
 
-#: What every GPU session records as its timing definition (issue 8 item 4); comparisons refuse to mix.
-GPU_TIMING_DEFINITION = {
-    "compute": "device time between CUDA events recorded on the stream the work is enqueued on",
-    "e2e": "host tensor in, host float32 logits out, synchronised",
-}
+#: What every GPU session records as ``details["gpu_timing"]`` (issue 8 item 4): comparisons of GPU
+#: cells refuse to mix sessions whose ``gpu_timing`` differs.
+GPU_TIMING_ID = "cuda-events-on-session-stream/v1"
 CUDA_EVENT_TIMER = "cuda-events-on-session-stream"
 
 
-def timing_facts(definition: str = "gpu-v1") -> dict[str, Any]:
-    return {"timing_definition": definition, "compute_timer": CUDA_EVENT_TIMER,
-            "timing_definition_text": dict(GPU_TIMING_DEFINITION)}
+def timing_facts() -> dict[str, Any]:
+    """``{"gpu_timing": {...}}``: the one GPU timing definition every GPU session meets."""
+    return {"gpu_timing": {
+        "id": GPU_TIMING_ID,
+        "compute_timer": CUDA_EVENT_TIMER,
+        "compute": "device time between CUDA events recorded on session.cuda_stream around run(staged); "
+                   "run only enqueues (no host synchronisation inside)",
+        "e2e": "host tensor in, host float32 logits out, synchronised (perf_counter)",
+    }}
 
 
 # ---------------------------------------------------------------------------------------- TensorRT
@@ -238,7 +242,7 @@ def fp16_onnx(src: Path) -> Path:
 
 
 __all__ = [
-    "CUDA_EVENT_TIMER", "FP16_CONVERTER_HINT", "GPU_TIMING_DEFINITION", "GpuBackendOptions",
+    "CUDA_EVENT_TIMER", "FP16_CONVERTER_HINT", "GPU_TIMING_ID", "GpuBackendOptions",
     "GpuIdentity", "ORT_GPU_HINT", "TRT_DTYPE_TO_TORCH", "TrtVersion", "admit",
     "atomic_write_bytes", "detect_tensorrt_version", "fp16_onnx", "fp16_onnx_path", "gpu_identity",
     "ort_gpu_reason", "parse_backend_options", "precision_reason", "timing_facts", "trt_dtype_to_torch",

@@ -237,7 +237,7 @@ def load_or_build(
         discard(paths.engine)
         warnings.append(f"engine cache: TensorRT could not deserialize {paths.engine.name}; rebuilt")
     details["engine_cache"] = "rebuilt" if warnings else "miss"
-    paths.layers.unlink(missing_ok=True)  # describes an engine that no longer exists
+    discard(paths.layers)  # describes an engine that no longer exists
 
     timing = read_verified(paths.timing)
     if timing.problem:

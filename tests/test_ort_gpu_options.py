@@ -488,3 +488,83 @@ def test_compute_path_runs_without_provider_synchronisation() -> None:
     out = torch.zeros((2, 10))
     assert session.run(OrtStaged(input=torch.zeros((2, *SHAPE)), output=out, binding=object())) is out
     assert fake.runs == [("iobinding", options)]
+
+
+# ------------------------------------------------------------------------------ activate, through the backends' code
+
+
+class FakeBinding:
+    def bind_input(self, *args: Any) -> None:
+        pass
+
+    def bind_output(self, *args: Any) -> None:
+        pass
+
+
+class FakeEpSession:
+    """An InferenceSession stand-in: the TensorRT EP 'builds' an engine file in its cache dir on first run."""
+
+    def __init__(self, path: Path, providers: list[tuple[str, dict[str, str]]]) -> None:
+        self.path, self.providers, self.run_options = path, providers, []
+
+    def io_binding(self) -> FakeBinding:
+        return FakeBinding()
+
+    def run_with_iobinding(self, binding: Any, run_options: Any = None) -> None:
+        self.run_options.append(run_options)
+        for name, options in self.providers:
+            if name == "TensorrtExecutionProvider":
+                (Path(options["trt_engine_cache_path"]) / "TensorrtExecutionProvider_0.engine").write_bytes(b"E")
+
+    def get_providers(self) -> list[str]:
+        return [name for name, _ in self.providers]
+
+
+@pytest.fixture()
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> list[FakeEpSession]:
+    import backends.ort_cuda as ort_cuda_mod
+    import backends.ort_trt as ort_trt_mod
+    from types import SimpleNamespace
+
+    sessions: list[FakeEpSession] = []
+
+    def create_session(path: Path, providers: list[tuple[str, dict[str, str]]]) -> FakeEpSession:
+        sessions.append(FakeEpSession(Path(path), providers))
+        return sessions[-1]
+
+    class CpuSession(OrtGpuSession):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **{**kw, "device": torch.device("cpu")})
+
+    for mod in (ort_cuda_mod, ort_trt_mod):
+        monkeypatch.setattr(mod, "admit", lambda backend, precision: None)
+        monkeypatch.setattr(mod, "create_session", create_session)
+        monkeypatch.setattr(mod, "user_stream", lambda device_id: FakeStream())
+        monkeypatch.setattr(mod, "OrtGpuSession", CpuSession)
+    monkeypatch.setattr(ort_trt_mod, "gpu_identity",
+                        lambda i: SimpleNamespace(name="NVIDIA A100", compute_capability=(8, 0)))
+    return sessions
+
+
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-trt"])
+def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: Path, fake_gpu: list) -> None:
+    pytest.importorskip("onnxruntime")
+    from backends.base import ModelArtifact
+    from backends.gpu_common import timing_facts
+
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    artifact = ModelArtifact(name="m", module=torch.nn.Identity(), input_shape=(3, 8, 8), num_outputs=10,
+                             content_hash="0" * 64, onnx=lambda: model)
+    options = {"trt_version": "10.4.0"} if name == "ort-trt" else {}
+    session = backends.backend_class(name)(options).activate(artifact, "fp32", (1, 4), tmp_path / "cache")
+    (fake,) = fake_gpu
+    for provider, provider_options in fake.providers:
+        assert provider_options["has_user_compute_stream"] == "True", provider
+        assert provider_options["user_compute_stream"] == str(FakeStream.cuda_stream), provider
+    assert isinstance(session.cuda_stream, FakeStream)
+    assert fake.run_options and all(
+        o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for o in fake.run_options)
+    assert session.info.details["gpu_timing"] == timing_facts()["gpu_timing"]
+    assert "build" in session.info.prep_phases  # type: ignore[attr-defined]
+    if name == "ort-trt":
+        assert session.info.details["engines"] == ["TensorrtExecutionProvider_0.engine"]
