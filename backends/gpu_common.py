@@ -89,7 +89,8 @@ def parse_backend_options(backend: str, model: type[BaseModel], raw: Mapping[str
 
 def precision_reason(backend: Any, precision: str) -> str | None:
     if precision not in backend.precisions:
-        return f"backend '{backend.name}' cannot run precision '{precision}'; it supports: {', '.join(backend.precisions)}"
+        supported = ", ".join(backend.precisions)
+        return f"backend '{backend.name}' cannot run precision '{precision}'; it supports: {supported}"
     return None
 
 

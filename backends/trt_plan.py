@@ -57,7 +57,9 @@ def profile_for(batch_sizes: Iterable[int], min_batch: int | None = None) -> Pro
     return (low, high, high)
 
 
-def profiles_for(batch_sizes: Iterable[int], mode: str = "per-batch", min_batch: int | None = None) -> tuple[Profile, ...]:
+def profiles_for(
+    batch_sizes: Iterable[int], mode: str = "per-batch", min_batch: int | None = None
+) -> tuple[Profile, ...]:
     """The optimization profiles to build: one per batch size (``opt = max = b``) or one shared."""
     if mode not in PROFILE_MODES:
         raise HarnessError(f"profiles must be one of {', '.join(PROFILE_MODES)}, got '{mode}'")

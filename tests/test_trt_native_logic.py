@@ -408,7 +408,8 @@ class FakeConfig(Strict):
 
     def add_optimization_profile(self, profile: Any) -> int:
         self._fake.record("IBuilderConfig.add_optimization_profile", profile)
-        return -1 if self._fake.reject_profile else len(self._fake.called("IBuilderConfig.add_optimization_profile")) - 1
+        added = len(self._fake.called("IBuilderConfig.add_optimization_profile"))
+        return -1 if self._fake.reject_profile else added - 1
 
     def set_calibration_profile(self, profile: Any) -> bool:
         self._fake.record("IBuilderConfig.set_calibration_profile", profile)
@@ -738,7 +739,8 @@ def test_gpu_session_runtime_with_a_copy_engine(cuda_graph: bool) -> None:
     engine = CopyEngine(_cudart())
     trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"))
     session = TrtNativeSession(trt=trt, runtime=None, engine=engine, info=SessionInfo("trt-native", "fp32", "cuda"),
-                               input_shape=GPU_SHAPE, profiles=((1, 8, 8),), batch_sizes=(1, 4, 8), cuda_graph=cuda_graph)
+                               input_shape=GPU_SHAPE, profiles=((1, 8, 8),), batch_sizes=(1, 4, 8),
+                               cuda_graph=cuda_graph)
     assert session.min_batch == 1 and session.max_batch == 8
     assert session.cuda_stream is not None and session.cuda_stream != torch.cuda.current_stream()
     if cuda_graph:
@@ -790,7 +792,7 @@ def test_gpu_session_runtime_with_a_copy_engine(cuda_graph: bool) -> None:
     session.close()
 
 
-# ------------------------------------------------------------------------------ profiles per batch size, checked returns
+# ----------------------------------------------------------------------------- per-batch profiles, checked returns
 
 
 def test_per_batch_profiles_are_built_in_order_with_opt_at_each_batch() -> None:
