@@ -1,29 +1,31 @@
 """Helpers shared by the GPU backends (ort-cuda, ort-trt, trt-native).
 
-Nothing here touches a GPU at import time: TensorRT and ONNX Runtime pieces are
-imported lazily, and every function that needs CUDA says so in its name or
-docstring.
+Nothing here touches a GPU at import time: TensorRT and ONNX Runtime pieces are imported lazily.
+The availability rules are pure functions of :class:`harness.machine.MachineFacts` (no probing).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.atomic import atomic_write_bytes
 from harness.errors import BackendUnavailable, HarnessError
 from harness.fingerprint import file_hash
 
-CONTAINER_HINT = "run inside the GPU container: docker compose run harness ..."
-TENSORRT_MISSING = f"tensorrt is not installed; {CONTAINER_HINT}"
+if TYPE_CHECKING:
+    from harness.machine import MachineFacts
+
+ORT_GPU_HINT = (
+    "install onnxruntime-gpu matching the CUDA/TensorRT of this machine (e.g. onnxruntime-gpu==1.20.* for "
+    "TensorRT 10.4 / CUDA 12.x) and uninstall the CPU-only onnxruntime package"
+)
 
 #: TensorRT ``DataType`` member names -> torch dtypes (FP8/INT4/FP4 have no plain torch buffer here).
 TRT_DTYPE_TO_TORCH: dict[str, torch.dtype] = {
@@ -36,18 +38,6 @@ TRT_DTYPE_TO_TORCH: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
     "UINT8": torch.uint8,
 }
-
-_NUMPY_TO_TORCH: dict[np.dtype[Any], torch.dtype] = {
-    np.dtype(np.float32): torch.float32,
-    np.dtype(np.float16): torch.float16,
-    np.dtype(np.float64): torch.float64,
-    np.dtype(np.int8): torch.int8,
-    np.dtype(np.uint8): torch.uint8,
-    np.dtype(np.int32): torch.int32,
-    np.dtype(np.int64): torch.int64,
-    np.dtype(np.bool_): torch.bool,
-}
-_TORCH_TO_NUMPY: dict[torch.dtype, np.dtype[Any]] = {v: k for k, v in _NUMPY_TO_TORCH.items()}
 
 
 def trt_dtype_to_torch(dtype: Any) -> torch.dtype:
@@ -63,29 +53,72 @@ def trt_dtype_to_torch(dtype: Any) -> torch.dtype:
         ) from None
 
 
-def numpy_dtype_to_torch(dtype: Any) -> torch.dtype:
-    key = np.dtype(dtype)
-    try:
-        return _NUMPY_TO_TORCH[key]
-    except KeyError:
-        raise HarnessError(f"numpy dtype {key} has no torch equivalent in the harness") from None
+# ------------------------------------------------------------------------------------------ options
 
 
-def torch_dtype_to_numpy(dtype: torch.dtype) -> np.dtype[Any]:
+class GpuBackendOptions(BaseModel):
+    """Typed backend options: unknown keys are refused, values are checked and frozen.
+
+    Same configuration as ``backends.base.BackendOptions`` of the contract (extra="forbid",
+    frozen=True); once that class is on main this one should subclass it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_backend_options(backend: str, model: type[BaseModel], raw: Mapping[str, Any] | BaseModel | None) -> Any:
+    """``raw`` as ``model``; a one-line HarnessError naming the option and the allowed ones otherwise."""
+    if isinstance(raw, model):
+        return raw
+    if isinstance(raw, BaseModel):
+        raw = raw.model_dump()
+    data = dict(raw or {})
+    allowed = ", ".join(model.model_fields)
     try:
-        return _TORCH_TO_NUMPY[dtype]
-    except KeyError:
-        raise HarnessError(f"torch dtype {dtype} has no numpy equivalent in the harness") from None
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = ".".join(str(p) for p in err.get("loc", ())) or "?"
+        if err.get("type") == "extra_forbidden":
+            raise HarnessError(f"backend_options.{backend}: unknown option '{option}'; allowed: {allowed}") from None
+        raise HarnessError(f"backend_options.{backend}.{option}: {err.get('msg')} (got {err.get('input')!r})") from None
+
+
+# ------------------------------------------------------------------------------------- availability
+
+
+def precision_reason(backend: Any, precision: str) -> str | None:
+    if precision not in backend.precisions:
+        supported = ", ".join(backend.precisions)
+        return f"backend '{backend.name}' cannot run precision '{precision}'; it supports: {supported}"
+    return None
+
+
+def ort_gpu_reason(facts: MachineFacts, provider: str) -> str | None:
+    """Why ONNX Runtime cannot run ``provider`` on a GPU here (None: it can), from the probed facts."""
+    if facts.onnxruntime_version is None:
+        return "onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu"
+    if provider not in (facts.ort_providers or ()):
+        return f"onnxruntime has no {provider}: {ORT_GPU_HINT}"
+    if not facts.gpu_visible:
+        return facts.no_gpu_reason
+    if not facts.torch_cuda_available:
+        return f"the ONNX Runtime GPU backends stage buffers as torch CUDA tensors: {facts.torch_cuda_note}"
+    return None
+
+
+def admit(backend: Any, precision: str, facts: MachineFacts | None = None) -> None:
+    """The check every GPU backend runs first in ``activate``: the backend's own rule for this machine."""
+    if facts is None:
+        from harness.machine import probe_machine
+
+        facts = probe_machine()
+    reason = backend.unavailable_reason(precision, facts)
+    if reason is not None:
+        raise BackendUnavailable(f"backend '{backend.name}' cannot run {precision} here: {reason}")
 
 
 # ------------------------------------------------------------------------------------- CUDA / GPU
-
-
-def cuda_unavailable_reason() -> str | None:
-    """None when PyTorch sees a CUDA GPU, else a one-line reason."""
-    if not torch.cuda.is_available():
-        return f"no NVIDIA GPU visible (torch.cuda.is_available() is False); {CONTAINER_HINT}"
-    return None
 
 
 @dataclass(frozen=True)
@@ -101,35 +134,24 @@ def gpu_identity(index: int = 0) -> GpuIdentity:
     return GpuIdentity(index=index, name=torch.cuda.get_device_name(index), compute_capability=(cc[0], cc[1]))
 
 
+#: What every GPU session records as ``details["gpu_timing"]`` (issue 8 item 4): comparisons of GPU
+#: cells refuse to mix sessions whose ``gpu_timing`` differs.
+GPU_TIMING_ID = "cuda-events-on-session-stream/v1"
+CUDA_EVENT_TIMER = "cuda-events-on-session-stream"
+
+
+def timing_facts() -> dict[str, Any]:
+    """``{"gpu_timing": {...}}``: the one GPU timing definition every GPU session meets."""
+    return {"gpu_timing": {
+        "id": GPU_TIMING_ID,
+        "compute_timer": CUDA_EVENT_TIMER,
+        "compute": "device time between CUDA events recorded on session.cuda_stream around run(staged); "
+                   "run only enqueues (no host synchronisation inside)",
+        "e2e": "host tensor in, host float32 logits out, synchronised (perf_counter)",
+    }}
+
+
 # ---------------------------------------------------------------------------------------- TensorRT
-
-
-def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or BackendUnavailable naming the container to use."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailable(TENSORRT_MISSING) from None
-    return tensorrt
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    try:
-        import_tensorrt()
-    except BackendUnavailable as exc:
-        return str(exc)
-    return None
-
-
-def trt_version_tuple(text: str) -> tuple[int, int]:
-    """``"10.15.1.29"`` -> (10, 15); ``"11.x"`` -> (11, 0)."""
-    from harness.gpu.capabilities import parse_version
-
-    try:
-        parts = parse_version(text)
-    except ValueError:
-        raise HarnessError(f"not a TensorRT version: {text!r}") from None
-    return (parts[0], parts[1] if len(parts) > 1 else 0)
 
 
 _TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu12-libs", "tensorrt-cu13-libs",
@@ -168,48 +190,7 @@ def detect_tensorrt_version(ort_version: str | None = None) -> TrtVersion | None
     return None
 
 
-def check_options(backend: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
-    """Refuse option names a backend does not know (a typo would otherwise be silently ignored)."""
-    allowed = set(known)
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise HarnessError(
-            f"unknown option(s) for backend '{backend}': {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
-        )
-
-
-def admit(backend: Any, precision: str) -> None:
-    """The checks every GPU backend runs first in ``activate``: precision, option names, machine."""
-    backend.check_precision(precision)
-    check_options(backend.name, backend.options, backend.options_known)
-    reason = backend.unavailable_reason(precision)
-    if reason is not None:
-        raise BackendUnavailable(f"backend '{backend.name}' cannot run here: {reason}")
-
-
-def bool_option(value: Any) -> bool:
-    """A backend option read as a boolean (``"true"``/``"1"``/``"yes"``/``"on"`` strings count as true)."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def qdq_model(calibration: Any, target: str = "tensorrt") -> Path:
-    """The calibration source's Q/DQ model for ``target`` when it offers flavours, else its only one.
-
-    ``calib.source.CalibrationData.qdq_onnx(target)`` builds symmetric int8 activations with float
-    biases for ``"tensorrt"`` (what TensorRT's explicit quantization accepts) and uint8/int32-bias
-    models for ``"cpu"``. The source records its own ``calibrate`` phase time.
-    """
-    try:
-        accepts_target = "target" in inspect.signature(calibration.qdq_onnx).parameters
-    except (TypeError, ValueError):
-        accepts_target = False
-    return Path(calibration.qdq_onnx(target) if accepts_target else calibration.qdq_onnx())
-
-
 # ------------------------------------------------------------------------------------------ files
-
 
 FP16_CONVERTER_HINT = (
     "the FP16 ONNX conversion needs onnxruntime.transformers.float16 (shipped with onnxruntime / "
@@ -262,8 +243,8 @@ def fp16_onnx(src: Path) -> Path:
 
 
 __all__ = [
-    "CONTAINER_HINT", "FP16_CONVERTER_HINT", "GpuIdentity", "TENSORRT_MISSING", "TRT_DTYPE_TO_TORCH", "TrtVersion",
-    "atomic_write_bytes", "bool_option", "check_options", "cuda_unavailable_reason", "detect_tensorrt_version",
-    "fp16_onnx", "fp16_onnx_path", "gpu_identity", "import_tensorrt", "numpy_dtype_to_torch", "qdq_model",
-    "tensorrt_unavailable_reason", "torch_dtype_to_numpy", "trt_dtype_to_torch", "trt_version_tuple",
+    "CUDA_EVENT_TIMER", "FP16_CONVERTER_HINT", "GPU_TIMING_ID", "GpuBackendOptions",
+    "GpuIdentity", "ORT_GPU_HINT", "TRT_DTYPE_TO_TORCH", "TrtVersion", "admit",
+    "atomic_write_bytes", "detect_tensorrt_version", "fp16_onnx", "fp16_onnx_path", "gpu_identity",
+    "ort_gpu_reason", "parse_backend_options", "precision_reason", "timing_facts", "trt_dtype_to_torch",
 ]

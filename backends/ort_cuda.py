@@ -1,45 +1,47 @@
 """ONNX Runtime on the CUDA execution provider: fp32 ONNX, an FP16 conversion of it, or the Q/DQ model.
 
-Timing definitions for ONNX Runtime on a GPU:
+One GPU timing definition (issue 8): every ONNX Runtime GPU session (ort-cuda and ort-trt) hands
+ONNX Runtime a torch CUDA stream as the provider's ``user_compute_stream`` and exposes it as
+:attr:`OrtGpuSession.cuda_stream`.
 
 * ``compute``: ``run(stage(host))`` binds a torch CUDA input and a preallocated torch CUDA output
-  through IOBinding and calls ``session.run_with_iobinding``. That call is synchronous: ONNX
-  Runtime synchronises its execution providers' streams before returning (unless a run option
-  disables it). The session therefore hands ONNX Runtime a torch stream as the provider's
-  ``user_compute_stream`` and exposes it as :attr:`OrtGpuSession.cuda_stream`, so the CUDA events
-  recorded around each call measure device time on the stream ORT computes on; since the call
-  also blocks the host, that interval additionally contains ORT's per-call host overhead (much as
-  a perf_counter around the call would). Without a user stream (``user_stream: false``, and by
-  default on ort-trt) ``cuda_stream`` is None and the harness times ``compute`` with perf_counter
-  around the synchronous call.
-* ``e2e``: ``infer(host)`` is a plain ``session.run`` with numpy in and out (copies included).
+  through IOBinding and calls ``run_with_iobinding`` with the run option
+  ``disable_synchronize_execution_providers=1``: the call enqueues on the user stream and does not
+  wait for the device, so the CUDA events the harness records on :attr:`cuda_stream` bracket device
+  work exactly as around TensorRT's ``execute_async_v3`` (REFERENCE.md section 10).
+* ``e2e``: ``infer(host)`` is a plain ``session.run`` with numpy in and out (copies and
+  synchronisation included).
+
+Every session records the same ``timing_definition`` / ``compute_timer`` facts as trt-native.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from backends.base import Backend, ModelArtifact, Session, SessionInfo
+from pydantic import Field
+
+from backends.base import Backend, ModelArtifact, PhaseTimes, Session, SessionInfo
 from backends.gpu_common import (
+    GpuBackendOptions,
     admit,
-    bool_option,
-    cuda_unavailable_reason,
     fp16_onnx,
-    qdq_model,
+    ort_gpu_reason,
+    parse_backend_options,
+    precision_reason,
+    timing_facts,
 )
-from backends.ort_common import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    create_session,
-    import_ort,
-    provider_unavailable_reason,
-)
+from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.machine import MachineFacts
 
 PROVIDER = "CUDAExecutionProvider"
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
@@ -95,19 +97,22 @@ class OrtStaged:
 class OrtGpuSession(Session):
     """An ONNX Runtime session on a CUDA-based provider, timed through IOBinding."""
 
-    def __init__(self, session: Any, info: SessionInfo, *, device_id: int, stream: torch.cuda.Stream | None,
-                 num_outputs: int, profile: tuple[int, int] | None = None) -> None:
+    def __init__(self, session: Any, info: SessionInfo, *, device_id: int, stream: Any, run_options: Any,
+                 num_outputs: int, profile: tuple[int, int] | None = None, device: torch.device | None = None) -> None:
         self._session = session
         self.info = info
+        self.info.details.update(timing_facts())
         self._device_id = device_id
-        self._device = torch.device("cuda", device_id)
+        self._device = device if device is not None else torch.device("cuda", device_id)
         self._stream = stream
+        self._run_options = run_options
         self._num_outputs = num_outputs
         self._outputs: dict[int, torch.Tensor] = {}
         self.min_batch, self.max_batch = profile if profile is not None else (1, None)
 
     @property
-    def cuda_stream(self) -> torch.cuda.Stream | None:
+    def cuda_stream(self) -> Any:
+        """The torch CUDA stream ONNX Runtime computes on (its ``user_compute_stream``)."""
         return self._stream
 
     def _check_batch(self, b: int) -> None:
@@ -127,18 +132,17 @@ class OrtGpuSession(Session):
     def stage(self, host: torch.Tensor) -> OrtStaged:
         b = int(host.shape[0])
         self._check_batch(b)
-        stream = self._stream or torch.cuda.current_stream(self._device)
-        with torch.cuda.stream(stream):
+        with torch.cuda.stream(self._stream):
             x = host.to(self._device, dtype=torch.float32).contiguous()
             out = self._output_for(b)
-        stream.synchronize()
+        self._stream.synchronize()
         binding = self._session.io_binding()
         binding.bind_input(INPUT_NAME, "cuda", self._device_id, np.float32, tuple(x.shape), x.data_ptr())
         binding.bind_output(OUTPUT_NAME, "cuda", self._device_id, np.float32, tuple(out.shape), out.data_ptr())
         return OrtStaged(input=x, output=out, binding=binding)
 
     def run(self, staged: OrtStaged) -> torch.Tensor:
-        self._session.run_with_iobinding(staged.binding)
+        self._session.run_with_iobinding(staged.binding, self._run_options)  # enqueues on the user stream
         return staged.output
 
     def infer(self, host: torch.Tensor) -> torch.Tensor:
@@ -150,26 +154,40 @@ class OrtGpuSession(Session):
         """One compute-path call per batch size (cuDNN algorithm search, TensorRT engine builds)."""
         for b in sorted(set(batch_sizes)):
             self.run(self.stage(torch.zeros((b, *input_shape), dtype=torch.float32)))
+        self._stream.synchronize()
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
+        self._stream.synchronize()
         self._outputs.clear()
         self._session = None
 
 
+def compute_run_options(ort: Any) -> Any:
+    """Run options of the compute path: no provider synchronisation at the end of the run."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    return options
 
-def gpu_provider_reason(provider: str) -> str | None:
-    """None when a CUDA GPU is visible and ONNX Runtime lists ``provider``; else a one-line reason."""
-    reason = cuda_unavailable_reason()
-    if reason is not None:
-        return reason
-    return provider_unavailable_reason(provider)
+
+def user_stream(device_id: int) -> torch.cuda.Stream:
+    """The torch stream handed to ONNX Runtime as ``user_compute_stream`` (needs a GPU)."""
+    return torch.cuda.Stream(device=device_id)
+
+
+class OrtCudaOptions(GpuBackendOptions):
+    device_id: int = Field(0, ge=0)
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
+    arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kSameAsRequested"
+    gpu_mem_limit: int | None = Field(None, gt=0)
+
+
+def ort_cuda_reason(precision: str, facts: MachineFacts) -> str | None:
+    """Why ort-cuda cannot run ``precision`` here (None: it can), from the facts only."""
+    return ort_gpu_reason(facts, PROVIDER)
 
 
 class OrtCudaBackend(Backend):
-    """Options: ``device_id`` (0), ``user_stream`` (True), ``cudnn_conv_algo_search`` (EXHAUSTIVE),
-    ``arena_extend_strategy`` (kSameAsRequested), ``gpu_mem_limit`` (bytes)."""
+    """ONNX Runtime's CUDA EP on a user compute stream (options: :class:`OrtCudaOptions`)."""
 
     name: ClassVar[str] = "ort-cuda"
     device: ClassVar[str] = "cuda"
@@ -178,54 +196,63 @@ class OrtCudaBackend(Backend):
         "ONNX Runtime, CUDA execution provider (fp32; fp16 via an FP16 ONNX; int8 via Q/DQ, "
         "where Q/DQ ops run as separate kernels)"
     )
-    options_known: ClassVar[tuple[str, ...]] = (
-        "device_id", "user_stream", "cudnn_conv_algo_search", "arena_extend_strategy", "gpu_mem_limit",
-    )
+    Options: ClassVar[type[OrtCudaOptions]] = OrtCudaOptions
+    options: OrtCudaOptions
+
+    def __init__(self, options: Mapping[str, Any] | OrtCudaOptions | None = None) -> None:
+        self.options = self.parse_options(options)
 
     @classmethod
-    def unavailable_reason(cls, precision: str) -> str | None:
-        return gpu_provider_reason(PROVIDER)
+    def parse_options(cls, raw: Mapping[str, Any] | OrtCudaOptions | None) -> OrtCudaOptions:
+        return parse_backend_options(cls.name, cls.Options, raw)
 
-    def _model(self, artifact: ModelArtifact, precision: str) -> Path:
+    @classmethod
+    def unavailable_reason(cls, precision: str, facts: MachineFacts | None = None) -> str | None:
+        if facts is None:
+            from harness.machine import probe_machine
+
+            facts = probe_machine()
+        return precision_reason(cls, precision) or ort_cuda_reason(precision, facts)
+
+    def _model(self, artifact: ModelArtifact, precision: str, phases: PhaseTimes) -> Path:
         if precision == "int8":
             if artifact.calibration is None:
                 raise HarnessError(
                     f"{self.name} int8 needs calibration data; the sweep provides it from the train split"
                 )
             # symmetric int8 activations, float biases: the GPU flavour (the source times "calibrate")
-            return qdq_model(artifact.calibration, "tensorrt")
+            return Path(artifact.calibration.qdq_onnx("tensorrt", phases))
         if precision == "fp16":
-            with artifact.phases.timed("export"):
+            with phases.timed("export"):
                 return fp16_onnx(artifact.onnx())
-        return artifact.onnx()
+        return Path(artifact.onnx())
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
         admit(self, precision)
-        device_id = int(self.options.get("device_id", 0))
-        path = self._model(artifact, precision)
-        stream = torch.cuda.Stream(device=device_id) if bool_option(self.options.get("user_stream", True)) else None
+        phases = PhaseTimes()
+        o = self.options
+        path = self._model(artifact, precision, phases)
+        ort = import_ort()
+        stream = user_stream(o.device_id)
         options = ort_cuda_provider_options(
-            device_id=device_id,
-            stream_handle=stream.cuda_stream if stream is not None else None,
-            cudnn_conv_algo_search=str(self.options.get("cudnn_conv_algo_search", "EXHAUSTIVE")),
-            arena_extend_strategy=str(self.options.get("arena_extend_strategy", "kSameAsRequested")),
-            gpu_mem_limit=self.options.get("gpu_mem_limit"),
+            device_id=o.device_id, stream_handle=stream.cuda_stream,
+            cudnn_conv_algo_search=o.cudnn_conv_algo_search, arena_extend_strategy=o.arena_extend_strategy,
+            gpu_mem_limit=o.gpu_mem_limit,
         )
-        with artifact.phases.timed("build"):
+        with phases.timed("build"):
             session = create_session(path, [(PROVIDER, options)])
             info = SessionInfo(
                 backend=self.name, precision=precision, device="cuda", artifact_bytes=path.stat().st_size,
-                details={"providers": session.get_providers(), "onnx": path.name,
-                         "onnxruntime": import_ort().__version__, "provider_options": options,
-                         "compute_timer": "cuda events on user_compute_stream" if stream is not None
-                         else "perf_counter around synchronous run_with_iobinding"},
+                details={"providers": session.get_providers(), "onnx": path.name, "onnxruntime": ort.__version__,
+                         "provider_options": options},
             )
-            gpu_session = OrtGpuSession(session, info, device_id=device_id, stream=stream,
-                                        num_outputs=artifact.num_outputs)
+            gpu_session = OrtGpuSession(session, info, device_id=o.device_id, stream=stream,
+                                        run_options=compute_run_options(ort), num_outputs=artifact.num_outputs)
             gpu_session.warm(tuple(batch_sizes), artifact.input_shape)
+        info.prep_phases = dict(phases.seconds)  # type: ignore[attr-defined]  # SessionInfo field per the contract
         return gpu_session
 
 
-__all__ = ["OrtCudaBackend", "OrtGpuSession", "OrtStaged", "gpu_provider_reason", "ort_bool",
-           "ort_cuda_provider_options"]
+__all__ = ["OrtCudaBackend", "OrtCudaOptions", "OrtGpuSession", "OrtStaged", "compute_run_options", "ort_bool",
+           "ort_cuda_provider_options", "ort_cuda_reason", "user_stream"]

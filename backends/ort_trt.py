@@ -1,59 +1,69 @@
 """ONNX Runtime with the TensorRT execution provider (the thesis's backend, done carefully).
 
-* Providers: TensorRT EP first, CUDA EP second (ONNX Runtime places nodes TensorRT cannot run on
-  the CUDA EP). ``check_providers`` fails the run when the TensorRT EP did not load, and an
-  activation that leaves no engine file behind fails too (the thesis recorded size 0 instead).
-* One explicit profile (``trt_profile_min/opt/max_shapes``: min=min(batch sizes),
-  opt=max=max(batch sizes)); one inference per sweep batch size runs inside ``activate`` and is
-  recorded as phase ``build``, so no engine is built while timing.
-* Engine caches live in ``<cache_dir>/ort-trt/<key>``, one directory per
-  :class:`~harness.engine_cache.EngineCacheKey` (ONNX hash, precision, INT8 mode, calibration
-  data, TensorRT version, GPU, builder options); the timing cache in
-  ``<cache_dir>/ort-trt/timing/<TRT+GPU key>`` is shared by every model on that TRT and GPU.
-* INT8: on TensorRT <= 10 either the calibration table written by ONNX Runtime's calibrator into
-  the per-key engine directory, on the FP32 ONNX (``int8_mode`` implicit, the default there), or
-  the Q/DQ model (``explicit``; never with a table). TensorRT 11 has Q/DQ only. The provider flags
-  follow :func:`backends.trt_native.plan_build` (INT8 together with FP16 on TRT 10; no precision
-  flags on strongly typed TRT 11).
+* The build plan and the ONNX choice are trt-native's (:mod:`backends.trt_plan`): the same flags
+  (INT8 with FP16 on TRT 10, none on strongly typed TRT 11), the same ONNX form for a precision.
+* Providers: TensorRT EP first, CUDA EP second; an activation that leaves no engine file behind fails
+  (the thesis recorded size 0 instead). Both EPs compute on one torch stream (``user_compute_stream``)
+  and the compute path runs without provider synchronisation, so CUDA events time it as they time
+  trt-native (see :mod:`backends.ort_cuda`).
+* One profile (``trt_profile_min/opt/max_shapes``: min=min(batch sizes), opt=max=max(batch sizes));
+  one inference per sweep batch size runs inside ``activate`` (phase ``build``), so no engine is
+  built while timing.
+* Engine caches: ``<cache_dir>/ort-trt/<key>/`` per :class:`~harness.engine_cache.EngineCacheKey`;
+  the timing cache ``<cache_dir>/ort-trt/timing/<TRT+GPU key>/`` is shared by every model.
+* INT8 on TRT <= 10 (implicit): ONE ONNX Runtime calibration table per model and calibration
+  identity, in ``<cache_dir>/ort-trt/calib-tables/<onnx>-<calibration>/``, copied into each engine
+  directory (the EP reads it from ``trt_engine_cache_path``); or, with ``native_calibration_table``,
+  the cache written by TensorRT's own calibrator for trt-native (``trt_int8_use_native_calibration_table=1``),
+  so EP and native engines use identical scales. ``details["calibration_table"]`` says which.
+  Explicit INT8 uses the Q/DQ model and never a table. TensorRT 11 has Q/DQ only.
+* When ``tensorrt`` is importable, the engines the EP wrote are read back with TensorRT's engine
+  inspector (``details["ep_engines"]``): the same precision counts as trt-native.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
+from pydantic import Field
 
-from backends.base import Backend, ModelArtifact, Session, SessionInfo
+from backends.base import Backend, ModelArtifact, PhaseTimes, Session, SessionInfo
 from backends.gpu_common import (
+    GpuBackendOptions,
     admit,
-    bool_option,
     detect_tensorrt_version,
-    fp16_onnx,
     gpu_identity,
-    qdq_model,
+    ort_gpu_reason,
+    parse_backend_options,
+    precision_reason,
 )
 from backends.ort_common import INPUT_NAME, create_session, import_ort
-from backends.ort_cuda import (
-    OrtGpuSession,
-    gpu_provider_reason,
-    ort_bool,
-    ort_cuda_provider_options,
-)
-from backends.trt_native import (
+from backends.ort_cuda import OrtGpuSession, compute_run_options, ort_bool, ort_cuda_provider_options, user_stream
+from backends.trt_plan import (
+    DEFAULT_CALIBRATION_BATCH,
     DEFAULT_OPT_LEVEL,
     DEFAULT_WORKSPACE_MIB,
     BuildPlan,
+    onnx_for_plan,
     plan_build,
 )
 from harness.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
 from harness.fingerprint import file_hash
-from harness.gpu.capabilities import check_ort_trt_pair
+from harness.gpu import capabilities as caps
+
+if TYPE_CHECKING:
+    from harness.machine import MachineFacts
+
+# trt-api: Runtime.deserialize_cuda_engine, ICudaEngine.create_engine_inspector
+# trt-api: EngineInspector.get_engine_information
 
 PROVIDER = "TensorrtExecutionProvider"
 FALLBACK_PROVIDER = "CUDAExecutionProvider"
+NATIVE_TABLE_NAME = "trt-native-calibration.cache"
 
 
 def profile_shapes(input_name: str, batch: int, input_shape: tuple[int, ...]) -> str:
@@ -69,6 +79,7 @@ def ort_trt_provider_options(
     input_shape: tuple[int, ...],
     input_name: str = INPUT_NAME,
     calibration_table_name: str | None = None,
+    native_calibration_table: bool = False,
     workspace_bytes: int = DEFAULT_WORKSPACE_MIB << 20,
     opt_level: int = DEFAULT_OPT_LEVEL,
     detailed_build_log: bool = False,
@@ -79,13 +90,14 @@ def ort_trt_provider_options(
 
     ``calibration_table_name`` is a bare file name inside ``engine_dir`` (ONNX Runtime reads the
     table from the engine cache path); it is required for a calibrator plan and refused otherwise,
-    so a Q/DQ model never gets a table.
+    so a Q/DQ model never gets a table. ``native_calibration_table``: the table was written by
+    TensorRT's own calibrator (``trt_int8_use_native_calibration_table=1``).
     """
     if plan.onnx_source == "bf16" or "BF16" in plan.flags:
         raise UnsupportedCombination("ort-trt runs fp32, fp16 and int8; bf16 is not offered")
     if plan.use_calibrator:
         if not calibration_table_name:
-            raise HarnessError("ort-trt int8 (implicit) needs the calibration table written by ONNX Runtime")
+            raise HarnessError("ort-trt int8 (implicit) needs a calibration table (ONNX Runtime's or TensorRT's)")
         if Path(calibration_table_name).name != calibration_table_name:
             raise HarnessError(
                 f"calibration table name must be a bare file name inside the engine cache directory, "
@@ -117,7 +129,7 @@ def ort_trt_provider_options(
     }
     if plan.use_calibrator:
         options["trt_int8_calibration_table_name"] = str(calibration_table_name)
-        options["trt_int8_use_native_calibration_table"] = ort_bool(False)  # ORT-written table, not TRT's
+        options["trt_int8_use_native_calibration_table"] = ort_bool(native_calibration_table)
     if stream_handle is not None:
         options["has_user_compute_stream"] = ort_bool(True)
         options["user_compute_stream"] = str(int(stream_handle))
@@ -129,31 +141,79 @@ def engine_files(engine_dir: Path) -> list[Path]:
     return sorted(p for p in Path(engine_dir).glob("*.engine") if p.is_file())
 
 
+def _major_mismatch(pair: caps.PairCheck | None, trt_version: str | None) -> bool:
+    """ORT's TensorRT EP was built for another TensorRT major: its library will not load."""
+    if pair is None or pair.ok is not False or not pair.expected_trt or not trt_version:
+        return False
+    return pair.expected_trt.split(".")[0] != str(caps.parse_version(trt_version)[0])
+
+
+def ort_trt_reason(precision: str, facts: MachineFacts) -> str | None:
+    """Why ort-trt cannot run ``precision`` here (None: it can), from the facts only."""
+    reason = ort_gpu_reason(facts, PROVIDER)
+    if reason is not None:
+        return reason
+    if facts.libnvinfer is None:
+        ort_v = caps.parse_version(facts.onnxruntime_version or "0.0")[:2]
+        major = 11 if ort_v >= caps.ORT_FIRST_FOR_TRT11 else 10
+        return (f"TensorRT's libnvinfer.so.{major} cannot be loaded: install TensorRT {major}.x (or put its lib "
+                "directory on LD_LIBRARY_PATH); without it ORT silently falls back to CUDA")
+    if FALLBACK_PROVIDER not in (facts.ort_providers or ()):
+        return f"onnxruntime has no {FALLBACK_PROVIDER} (ort-trt places what TensorRT cannot run there)"
+    if precision == "bf16":
+        return "bf16 is not offered on ort-trt (use trt-native)"
+    if facts.tensorrt_version and facts.onnxruntime_version:
+        pair = caps.check_ort_trt_pair(facts.onnxruntime_version, facts.tensorrt_version)
+        if _major_mismatch(pair, facts.tensorrt_version):
+            return pair.reason
+    if facts.tensorrt_version and facts.gpu_cc is not None:
+        rule = caps.trt_precision_support(facts.tensorrt_version, facts.gpu_cc)[precision]
+        if not rule.ok:
+            return rule.reason
+    return None
+
+
+class OrtTrtOptions(GpuBackendOptions):
+    device_id: int = Field(0, ge=0)
+    workspace_mib: int = Field(DEFAULT_WORKSPACE_MIB, gt=0)
+    opt_level: int = Field(DEFAULT_OPT_LEVEL, ge=0, le=5)
+    detailed_build_log: bool = False
+    profile_min_batch: int | None = Field(None, ge=1)
+    fp16_onnx: str | None = None  # TensorRT 11: a path, or "convert"
+    trt_version: str | None = None  # override detection
+    native_calibration_table: bool = False  # use trt-native's calibrator cache (identical scales)
+    calibration_batch_size: int = Field(DEFAULT_CALIBRATION_BATCH, ge=1)  # must match trt-native's for the cache
+    inspect: bool = True  # read the EP's engines with TensorRT's inspector when tensorrt is importable
+
+
 class OrtTensorrtBackend(Backend):
-    """Options: ``device_id`` (0), ``workspace_mib`` (4096), ``opt_level`` (0-5, 3), ``detailed_build_log``
-    (False), ``profile_min_batch``, ``fp16_onnx`` (TensorRT 11: a path or ``convert``),
-    ``user_stream`` (False: the TRT EP's user stream is opt-in), ``trt_version`` (override detection)."""
+    """ONNX Runtime's TensorRT EP (options: :class:`OrtTrtOptions`)."""
 
     name: ClassVar[str] = "ort-trt"
     device: ClassVar[str] = "cuda"
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     description: ClassVar[str] = "ONNX Runtime, TensorRT execution provider (CUDA EP for the rest), engines cached"
-    options_known: ClassVar[tuple[str, ...]] = (
-        "device_id", "workspace_mib", "opt_level", "detailed_build_log", "profile_min_batch", "fp16_onnx",
-        "user_stream", "trt_version",
-    )
+    Options: ClassVar[type[OrtTrtOptions]] = OrtTrtOptions
+    options: OrtTrtOptions
+
+    def __init__(self, options: Mapping[str, Any] | OrtTrtOptions | None = None) -> None:
+        self.options = self.parse_options(options)
 
     @classmethod
-    def unavailable_reason(cls, precision: str) -> str | None:
-        reason = gpu_provider_reason(PROVIDER)
-        if reason is not None:
-            return reason
-        return gpu_provider_reason(FALLBACK_PROVIDER)
+    def parse_options(cls, raw: Mapping[str, Any] | OrtTrtOptions | None) -> OrtTrtOptions:
+        return parse_backend_options(cls.name, cls.Options, raw)
+
+    @classmethod
+    def unavailable_reason(cls, precision: str, facts: MachineFacts | None = None) -> str | None:
+        if facts is None:
+            from harness.machine import probe_machine
+
+            facts = probe_machine()
+        return precision_reason(cls, precision) or ort_trt_reason(precision, facts)
 
     def _trt_version(self, ort_version: str) -> tuple[str, str]:
-        override = self.options.get("trt_version")
-        if override:
-            return str(override), "option trt_version"
+        if self.options.trt_version:
+            return self.options.trt_version, "option trt_version"
         found = detect_tensorrt_version(ort_version)
         if found is None:
             raise BackendUnavailable(
@@ -162,75 +222,82 @@ class OrtTensorrtBackend(Backend):
             )
         return found.version, found.source
 
-    def _model(self, plan: BuildPlan, artifact: ModelArtifact) -> Path:
-        if plan.onnx_source == "qdq":
-            assert artifact.calibration is not None
-            return qdq_model(artifact.calibration, "tensorrt")  # the source times its own "calibrate"
-        if plan.onnx_source == "fp16":
-            choice = str(self.options.get("fp16_onnx") or "")
-            if choice == "convert":
-                with artifact.phases.timed("export"):
-                    return fp16_onnx(artifact.onnx())
-            path = Path(choice)
-            if not path.is_file():
-                raise HarnessError(f"option 'fp16_onnx': {choice!r} is not a file (or use 'convert')")
-            return path
-        return artifact.onnx()
+    def _calibration_table(self, artifact: ModelArtifact, model: Path, trt_version: str, engine_dir: Path,
+                           cache_dir: Path, phases: PhaseTimes) -> tuple[str, bool, dict[str, Any]]:
+        """(table name inside ``engine_dir``, native?, what was used) for an implicit INT8 build."""
+        calibration = artifact.calibration
+        assert calibration is not None
+        if self.options.native_calibration_table:
+            native = native_calibration_cache(artifact, trt_version, cache_dir, self.options.calibration_batch_size,
+                                              phases)
+            if native is not None:
+                _place(native, engine_dir / NATIVE_TABLE_NAME)
+                return NATIVE_TABLE_NAME, True, {"kind": "tensorrt-native", "source": str(native)}
+            fallback = ("no TensorRT calibrator cache for this calibration yet (run trt-native int8 with the same "
+                        "calibration_batch_size first); used ONNX Runtime's table")
+        else:
+            fallback = None
+        shared = shared_table_dir(Path(cache_dir) / self.name, file_hash(model), calibration.provenance_hash)
+        table = Path(calibration.ort_trt_table(shared, phases))  # built once per model x calibration
+        _place(table, engine_dir / table.name)
+        used: dict[str, Any] = {"kind": "onnxruntime", "source": str(table)}
+        if fallback:
+            used["note"] = fallback
+        return table.name, False, used
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
         admit(self, precision)
-        ort_version = import_ort().__version__
+        phases = PhaseTimes()
+        o = self.options
+        ort = import_ort()
+        ort_version = ort.__version__
         trt_version, trt_source = self._trt_version(ort_version)
-        device_id = int(self.options.get("device_id", 0))
-        gpu = gpu_identity(device_id)
-        profile_min = self.options.get("profile_min_batch")
+        gpu = gpu_identity(o.device_id)
         plan = plan_build(
             precision, trt_version, artifact.int8_mode, artifact.calibration is not None, artifact.sparse_weights,
-            batch_sizes, typed_onnx=bool(self.options.get("fp16_onnx")), compute_capability=gpu.compute_capability,
-            profile_min=int(profile_min) if profile_min is not None else None,
+            batch_sizes, typed_onnx=bool(o.fp16_onnx), compute_capability=gpu.compute_capability,
+            profile_min=o.profile_min_batch, profile_mode="shared",
         )
-        model = self._model(plan, artifact)
-        workspace = int(self.options.get("workspace_mib", DEFAULT_WORKSPACE_MIB)) << 20
-        opt_level = int(self.options.get("opt_level", DEFAULT_OPT_LEVEL))
-        key = EngineCacheKey.for_build(
-            self.name, file_hash(model), precision, plan.int8_mode, artifact.calibration, trt_version, gpu,
-            {
-                "onnxruntime": ort_version, "workspace_bytes": workspace, "opt_level": opt_level,
-                "flags": sorted(plan.flags), "sparse": plan.sparse, "onnx_source": plan.onnx_source,
-                "profile": list(plan.profile),
-            },
-        )
+        model = onnx_for_plan(plan, artifact, o.fp16_onnx, phases)
+        workspace = o.workspace_mib << 20
+        key_options: dict[str, Any] = {
+            "onnxruntime": ort_version, "workspace_bytes": workspace, "opt_level": o.opt_level,
+            "flags": sorted(plan.flags), "sparse": plan.sparse, "onnx_source": plan.onnx_source,
+            "profile": list(plan.profile),
+        }
+        if plan.use_calibrator and o.native_calibration_table:
+            key_options["calibration_table"] = "tensorrt-native"
+        key = EngineCacheKey.for_build(self.name, file_hash(model), precision, plan.int8_mode, artifact.calibration,
+                                       trt_version, gpu, key_options)
         root = Path(cache_dir) / self.name
         engine_dir = key.path(root, "")
         timing_dir = TimingCacheKey(trt_version, gpu.name, gpu.compute_capability).path(root / "timing", "")
         engine_dir.mkdir(parents=True, exist_ok=True)
         timing_dir.mkdir(parents=True, exist_ok=True)
 
-        table_name = None
+        details: dict[str, Any] = {}
+        table_name, native = None, False
         if plan.use_calibrator:
-            assert artifact.calibration is not None
-            table = Path(artifact.calibration.ort_trt_table(engine_dir))  # timed by the source as "calibrate"
-            if table.parent.resolve() != engine_dir.resolve():
-                shutil.copy2(table, engine_dir / table.name)
-            table_name = table.name
+            table_name, native, details["calibration_table"] = self._calibration_table(
+                artifact, model, trt_version, engine_dir, Path(cache_dir), phases)
 
-        stream = torch.cuda.Stream(device=device_id) if bool_option(self.options.get("user_stream", False)) else None
-        stream_handle = stream.cuda_stream if stream is not None else None
+        stream = user_stream(o.device_id)
         trt_options = ort_trt_provider_options(
             plan, engine_dir=engine_dir, timing_dir=timing_dir, input_shape=artifact.input_shape,
-            calibration_table_name=table_name, workspace_bytes=workspace, opt_level=opt_level,
-            detailed_build_log=bool_option(self.options.get("detailed_build_log", False)), device_id=device_id,
-            stream_handle=stream_handle,
+            calibration_table_name=table_name, native_calibration_table=native, workspace_bytes=workspace,
+            opt_level=o.opt_level, detailed_build_log=o.detailed_build_log, device_id=o.device_id,
+            stream_handle=stream.cuda_stream,
         )
-        cuda_options = ort_cuda_provider_options(device_id=device_id, stream_handle=stream_handle)
+        cuda_options = ort_cuda_provider_options(device_id=o.device_id, stream_handle=stream.cuda_stream)
         cached_before = {p.name for p in engine_files(engine_dir)}
 
-        with artifact.phases.timed("build"):
+        with phases.timed("build"):
             session = create_session(model, [(PROVIDER, trt_options), (FALLBACK_PROVIDER, cuda_options)])
-            info = SessionInfo(backend=self.name, precision=precision, device="cuda", details={})
-            gpu_session = OrtGpuSession(session, info, device_id=device_id, stream=stream,
-                                        num_outputs=artifact.num_outputs, profile=(plan.profile[0], plan.profile[2]))
+            info = SessionInfo(backend=self.name, precision=precision, device="cuda", details=details)
+            gpu_session = OrtGpuSession(session, info, device_id=o.device_id, stream=stream,
+                                        run_options=compute_run_options(ort), num_outputs=artifact.num_outputs,
+                                        profile=(plan.profile[0], plan.profile[2]))
             gpu_session.warm(tuple(batch_sizes), artifact.input_shape)
 
         engines = engine_files(engine_dir)
@@ -248,16 +315,75 @@ class OrtTensorrtBackend(Backend):
             "engine_key": key.digest(), "engine_dir": str(engine_dir),
             "engines": [p.name for p in engines],
             "engine_cache": "hit" if cached_before and {p.name for p in engines} <= cached_before else "miss",
-            "ort_trt_pairing": check_ort_trt_pair(ort_version, trt_version).reason,
+            "ort_trt_pairing": caps.check_ort_trt_pair(ort_version, trt_version).reason,
             "provider_options": trt_options,
-            "compute_timer": "cuda events on user_compute_stream" if stream is not None
-            else "perf_counter around synchronous run_with_iobinding",
         })
         if len(engines) > 1:
             info.details["partitioned"] = (
                 f"{len(engines)} TensorRT engines: ONNX Runtime split the graph; nodes between them ran on the CUDA EP"
             )
+        if o.inspect:
+            info.details["ep_engines"] = inspect_ep_engines(engines, precision)
+            if any(e.get("int8_fallback") for e in info.details["ep_engines"] if isinstance(e, dict)):
+                info.details["int8_fallback"] = True
+                info.details.setdefault("warnings", []).append(
+                    "an int8 EP engine has no INT8 layer: TensorRT chose FP16/FP32 throughout")
+        info.prep_phases = dict(phases.seconds)  # type: ignore[attr-defined]  # SessionInfo field per the contract
         return gpu_session
 
 
-__all__ = ["OrtTensorrtBackend", "engine_files", "ort_trt_provider_options", "profile_shapes"]
+def shared_table_dir(root: Path, onnx_hash: str, calibration_hash: str) -> Path:
+    """Where the ONE ONNX Runtime calibration table of a model and calibration identity lives."""
+    return Path(root) / "calib-tables" / f"{onnx_hash[:16]}-{calibration_hash[:16]}"
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Put the table ``src`` into an engine directory as ``dst`` (a copy: engine dirs may be on other volumes)."""
+    if Path(src).resolve() == Path(dst).resolve():
+        return
+    if dst.is_file() and dst.read_bytes() == Path(src).read_bytes():
+        return
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def native_calibration_cache(artifact: ModelArtifact, trt_version: str, cache_dir: Path, batch: int,
+                             phases: PhaseTimes) -> Path | None:
+    """trt-native's TensorRT calibrator cache for this calibration (same key), when it has been written."""
+    from calib.trt_calibrator import cuda_buffer_factory
+
+    assert artifact.calibration is not None
+    core = artifact.calibration.trt_calibrator_core(
+        batch, artifact.input_shape, cache_dir=Path(cache_dir) / "trt-native" / "calib",
+        buffer_factory=cuda_buffer_factory, tensorrt_version=trt_version, phases=phases,
+    )
+    if core.has_valid_cache and core.cache_path is not None and core.cache_path.is_file():
+        return core.cache_path
+    return None
+
+
+def inspect_ep_engines(engines: list[Path], precision: str) -> list[dict[str, Any]] | str:
+    """TensorRT's inspector over the engines the EP wrote (needs ``tensorrt`` in this process)."""
+    from backends.trt_api import import_tensorrt, make_capturing_logger
+    from backends.trt_inspect import engine_summary
+
+    try:
+        trt = import_tensorrt()
+    except BackendUnavailable:
+        return "tensorrt is not importable here: EP engines not inspected"
+    runtime = trt.Runtime(make_capturing_logger(trt))
+    out: list[dict[str, Any]] = []
+    for path in engines:
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            out.append({"engine": path.name, "error": "TensorRT could not deserialize it (plugins or version)"})
+            continue
+        text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+        out.append({"engine": path.name, **engine_summary(text, precision)})
+    return out
+
+
+__all__ = ["NATIVE_TABLE_NAME", "OrtTensorrtBackend", "OrtTrtOptions", "engine_files", "inspect_ep_engines",
+           "native_calibration_cache", "ort_trt_provider_options", "ort_trt_reason", "profile_shapes",
+           "shared_table_dir"]

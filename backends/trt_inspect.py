@@ -273,5 +273,75 @@ def summarize_file(path: Path) -> InspectorSummary:
     return summarize(Path(path).read_text())
 
 
-__all__ = ["InspectorSummary", "IoTensor", "LayerSummary", "UNKNOWN", "is_reformat_layer", "normalize_datatype",
+# ------------------------------------------------------------------ precision counts, per-layer time
+
+
+def compute_precision(layer: LayerSummary) -> str:
+    """The precision a layer computes in: ``int8`` when any of its tensors is INT8 (an INT8 kernel may
+    write FP16/FP32 with the dequantization fused), else its output precision."""
+    if "int8" in layer.input_types or "int8" in layer.output_types:
+        return "int8"
+    return layer.precision
+
+
+def precision_counts(summary: InspectorSummary) -> dict[str, int]:
+    """``{"int8", "fp16", "fp32", "other", "reformat", "total"}`` layer counts of one engine.
+
+    Reformat layers are counted apart (not in the precision buckets); ``other`` holds every other type
+    (bf16, fp8, int32 shape layers, and ``unknown`` when the engine was built without DETAILED).
+    """
+    counts = {"int8": 0, "fp16": 0, "fp32": 0, "other": 0, "reformat": 0, "total": summary.total_layers}
+    for layer in summary.layers:
+        if layer.is_reformat:
+            counts["reformat"] += 1
+            continue
+        p = compute_precision(layer)
+        counts[p if p in ("int8", "fp16", "fp32") else "other"] += 1
+    return counts
+
+
+def int8_fallback(summary: InspectorSummary, precision: str) -> str | None:
+    """A warning when an engine built for int8 has no INT8 layer (a silent FP16/FP32 fallback)."""
+    if precision != "int8" or not summary.detailed:
+        return None
+    if precision_counts(summary)["int8"] == 0:
+        return (
+            f"int8 engine without any INT8 layer: TensorRT chose FP16/FP32 for all {summary.total_layers} layers; "
+            "this cell is not an INT8 result"
+        )
+    return None
+
+
+def join_layer_times(times: Mapping[str, Sequence[float]], summary: InspectorSummary | None) -> list[dict[str, Any]]:
+    """Rows ``{name, ms, precision, type, reformat}``: mean reported time per layer, with the
+    inspector's precision/type where its layer names match TensorRT's profiler names."""
+    by_name = {layer.name: layer for layer in summary.layers} if summary is not None else {}
+    rows: list[dict[str, Any]] = []
+    for name, values in times.items():
+        layer = by_name.get(name)
+        ms = sum(values) / len(values) if values else 0.0
+        rows.append({
+            "name": name,
+            "ms": ms,
+            "precision": compute_precision(layer) if layer is not None else UNKNOWN,
+            "type": layer.layer_type if layer is not None else None,
+            "reformat": layer.is_reformat if layer is not None else is_reformat_layer(name, None),
+        })
+    return rows
+
+
+def engine_summary(text: str, precision: str) -> dict[str, Any]:
+    """What sessions record about one engine: the summary, precision counts and the int8 flag."""
+    summary = summarize(text)
+    out = summary.to_dict()
+    out["precision_counts"] = precision_counts(summary)
+    warning = int8_fallback(summary, precision)
+    if warning is not None:
+        out["int8_fallback"] = True
+        out["int8_fallback_warning"] = warning
+    return out
+
+
+__all__ = ["InspectorSummary", "IoTensor", "LayerSummary", "UNKNOWN", "compute_precision", "engine_summary",
+           "int8_fallback", "is_reformat_layer", "join_layer_times", "normalize_datatype", "precision_counts",
            "summarize", "summarize_file", "tensor_datatype"]

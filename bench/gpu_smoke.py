@@ -8,6 +8,8 @@
 4. A real harness sweep on the GPU (tinycnn on shapes, torch fp32/fp16/bf16, results database).
 5. Where TensorRT / onnxruntime-gpu exist: trt-native fp16/int8 and ort-trt fp16/int8 on resnet18
    at batch 1 and 32 through the same sweep; otherwise the reason they were skipped.
+6. The GPU test files (real TensorRT calibrator, INT8 layers, CUDA-graph capture fallback, per-batch
+   profiles, the runtime against a real CUDA copy engine) through pytest; they skip without TensorRT.
 
 Usage: python bench/gpu_smoke.py [--out DIR] [--quick]
 """
@@ -121,10 +123,30 @@ def sweep_section(name: str, overrides: dict[str, Any], out: Path, report: dict[
     report[name] = {"counts": counts, "seconds": round(time.perf_counter() - started, 1), "rows": rows}
 
 
+GPU_TEST_FILES = ("tests/test_trt_gpu.py", "tests/test_trt_native_logic.py", "tests/test_trt_runner.py")
+
+
+def pytest_section(out: Path, report: dict[str, Any]) -> None:
+    """Run the GPU test files in a child process; keep its exit status, summary line and JUnit XML."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    xml = out / "gpu_tests.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", f"--junitxml={xml}", *GPU_TEST_FILES],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=1800,
+    )
+    (out / "gpu_tests.log").write_text(proc.stdout + proc.stderr)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    report["gpu_tests"] = {"returncode": proc.returncode, "summary": lines[-1] if lines else "",
+                           "skipped": [ln for ln in lines if ln.startswith("SKIPPED")], "junit": str(xml)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-smoke")))
     parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--pytest-only", action="store_true", help="run only the GPU test files (section 6)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
@@ -138,6 +160,12 @@ def main() -> None:
     if not torch.cuda.is_available():
         print(json.dumps(report, indent=2, default=str))
         sys.exit("no CUDA GPU visible: nothing more to smoke-test")
+
+    if args.pytest_only:
+        pytest_section(args.out, report)
+        (args.out / "gpu_smoke.json").write_text(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report, indent=1, default=str))
+        sys.exit(0 if report["gpu_tests"]["returncode"] == 0 else 1)
 
     sections = [
         ("torch_cuda", lambda: torch_cuda_section(args.iterations, report)),
@@ -161,6 +189,7 @@ def main() -> None:
             "models": ["resnet18"], "weights": "random", "datasets": ["shapes"], "batch_sizes": [1, 32],
             "backends": {"torch": ["fp16"], **gpu_pairs}, "calibration": {"count": 256},
             "timing": {"warmup": 10, "iterations": 100, "repeats": 3}}, args.out, report)))
+    sections.append(("gpu_tests", lambda: pytest_section(args.out, report)))
     for name, fn in sections:
         try:
             fn()

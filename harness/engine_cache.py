@@ -133,4 +133,72 @@ class TimingCacheKey:
         return Path(cache_dir) / f"{self.stem()}{suffix}"
 
 
-__all__ = ["ENGINE_CACHE_FORMAT", "EngineCacheKey", "IGNORED_BUILDER_OPTIONS", "TimingCacheKey"]
+# ------------------------------------------------------------------------- verified (healing) files
+
+
+def sidecar_path(path: Path) -> Path:
+    """``<file>.sha256.json``: size and content hash of ``path`` as written."""
+    return Path(path).with_name(Path(path).name + ".sha256.json")
+
+
+def write_verified(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically, then its sidecar (size + sha256); a reader trusts only a matching pair."""
+    from harness.atomic import atomic_write_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar_path(path).unlink(missing_ok=True)  # never a sidecar that vouches for a half-replaced file
+    atomic_write_bytes(path, data)
+    meta = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    atomic_write_bytes(sidecar_path(path), json.dumps(meta, sort_keys=True).encode())
+
+
+@dataclass(frozen=True)
+class VerifiedRead:
+    """What :func:`read_verified` found: the bytes when they match their sidecar, else why not."""
+
+    data: bytes | None
+    problem: str | None  # None: ok or simply absent ("missing" is not a problem for a first build)
+    present: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+
+def read_verified(path: Path) -> VerifiedRead:
+    """The file's bytes if it and its sidecar agree (size, sha256); a damaged pair is deleted."""
+    path = Path(path)
+    side = sidecar_path(path)
+    if not path.is_file():
+        side.unlink(missing_ok=True)
+        return VerifiedRead(None, None, False)
+    data = path.read_bytes()
+    problem: str | None = None
+    try:
+        meta = json.loads(side.read_text())
+        if int(meta["size"]) != len(data):
+            problem = f"{path.name} is {len(data)} bytes, its sidecar says {meta['size']} (truncated?)"
+        elif meta["sha256"] != hashlib.sha256(data).hexdigest():
+            problem = f"{path.name} does not match the sha256 in its sidecar (damaged)"
+    except FileNotFoundError:
+        problem = f"{path.name} has no sidecar {side.name} (written by an older harness or torn)"
+    except (ValueError, KeyError, TypeError) as exc:
+        problem = f"the sidecar of {path.name} is unreadable ({exc})"
+    if problem is not None:
+        discard(path)
+        return VerifiedRead(None, problem, True)
+    return VerifiedRead(data, None, True)
+
+
+def discard(path: Path) -> None:
+    """Remove a cache file and its sidecar (a damaged or unusable entry is rebuilt, never trusted)."""
+    for p in (Path(path), sidecar_path(Path(path))):
+        try:
+            p.unlink()
+        except OSError:  # absent, or a read-only volume: the rebuild overwrites it atomically anyway
+            pass
+
+
+__all__ = ["ENGINE_CACHE_FORMAT", "EngineCacheKey", "IGNORED_BUILDER_OPTIONS", "TimingCacheKey", "VerifiedRead",
+           "discard", "read_verified", "sidecar_path", "write_verified"]

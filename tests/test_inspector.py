@@ -153,3 +153,34 @@ def test_empty_and_bad_input() -> None:
         summarize({"Layers": [42]})
     with pytest.raises(HarnessError):
         summarize({"Layers": "conv1"})
+
+
+# ------------------------------------------------------------------------------ precision counts, the int8 flag
+
+
+def _int8_free(text: str) -> str:
+    """The same engine with every INT8 tensor turned into FP16 (what a silent fallback looks like)."""
+    return text.replace("Int8", "Half").replace("INT8", "FP16").replace("int8", "fp16")
+
+
+@pytest.mark.parametrize("path", [TRT10, TRT11], ids=["trt10", "trt11"])
+def test_precision_counts_and_the_int8_fallback_flag_for_both_shapes(path: Path) -> None:
+    from backends.trt_inspect import engine_summary, int8_fallback, precision_counts
+
+    text = path.read_text()
+    summary = summarize(text)
+    counts = precision_counts(summary)
+    assert counts["int8"] > 0 and counts["reformat"] == summary.reformat_count
+    assert counts["int8"] + counts["fp16"] + counts["fp32"] + counts["other"] + counts["reformat"] == counts["total"]
+    assert int8_fallback(summary, "int8") is None and "int8_fallback" not in engine_summary(text, "int8")
+
+    fallback = engine_summary(_int8_free(text), "int8")
+    assert fallback["precision_counts"]["int8"] == 0 and fallback["int8_fallback"] is True
+    assert "not an INT8 result" in fallback["int8_fallback_warning"]
+    assert "int8_fallback" not in engine_summary(_int8_free(text), "fp16")  # only int8 cells are flagged
+
+
+def test_names_only_engines_are_never_flagged() -> None:
+    from backends.trt_inspect import int8_fallback
+
+    assert int8_fallback(summarize({"Layers": ["conv1", "fc"]}), "int8") is None

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import backends
-from backends.gpu_common import detect_tensorrt_version, fp16_onnx, fp16_onnx_path, qdq_model
+from backends.gpu_common import detect_tensorrt_version, fp16_onnx, fp16_onnx_path
 from backends.ort_cuda import OrtCudaBackend, OrtGpuSession, ort_bool, ort_cuda_provider_options
 from backends.ort_trt import OrtTensorrtBackend, engine_files, ort_trt_provider_options, profile_shapes
-from backends.trt_native import BuildPlan, plan_build
+from backends.trt_plan import BuildPlan, plan_build
 from harness.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
 
@@ -178,6 +178,13 @@ def test_cuda_ep_options() -> None:
         ort_cuda_provider_options(arena_extend_strategy="grow")
 
 
+class FakeStream:
+    cuda_stream = 140000000000
+
+    def synchronize(self) -> None:
+        pass
+
+
 class FakeOrtSession:
     def __init__(self) -> None:
         self.runs: list[tuple[Any, dict[str, np.ndarray]]] = []
@@ -192,13 +199,13 @@ def test_infer_is_host_in_host_out_float32() -> None:
     from backends.base import SessionInfo
 
     fake = FakeOrtSession()
-    session = OrtGpuSession(fake, SessionInfo("ort-trt", "fp16", "cuda"), device_id=0, stream=None, num_outputs=10,
-                            profile=(4, 16))
+    session = OrtGpuSession(fake, SessionInfo("ort-trt", "fp16", "cuda"), device_id=0, stream=FakeStream(),
+                            run_options=None, num_outputs=10, profile=(4, 16), device=torch.device("cpu"))
     out = session.infer(torch.zeros((8, *SHAPE)))
     assert out.dtype == torch.float32 and out.shape == (8, 10) and out.device.type == "cpu"
     (names, feeds), = fake.runs
     assert names == ["logits"] and feeds["input"].dtype == np.float32
-    assert session.cuda_stream is None
+    assert isinstance(session.cuda_stream, FakeStream)
     with pytest.raises(HarnessError, match="outside the TensorRT profile"):
         session.infer(torch.zeros((32, *SHAPE)))
     with pytest.raises(HarnessError, match="outside the TensorRT profile"):
@@ -266,22 +273,39 @@ def test_fp16_model_computes_the_same_logits(tmp_path: Path) -> None:
     assert out.dtype == np.float32 and np.allclose(out, ref, atol=1e-2, rtol=1e-2)
 
 
-def test_qdq_model_asks_for_the_gpu_flavour_when_offered(tmp_path: Path) -> None:
-    class WithTargets:
-        def __init__(self) -> None:
-            self.asked: list[str] = []
+def test_onnx_choice_is_one_function_and_passes_the_sessions_phases(tmp_path: Path) -> None:
+    from types import SimpleNamespace
 
-        def qdq_onnx(self, target: str = "cpu") -> Path:
-            self.asked.append(target)
+    from backends.base import PhaseTimes
+    from backends.trt_plan import onnx_for_plan
+
+    class Source:
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, PhaseTimes]] = []
+
+        def qdq_onnx(self, target: str, phases: PhaseTimes) -> Path:
+            self.asked.append((target, phases))
+            phases.add("calibrate", 1.5)
             return tmp_path / f"qdq-{target}.onnx"
 
-    class Plain:
-        def qdq_onnx(self) -> Path:
-            return tmp_path / "qdq.onnx"
-
-    source = WithTargets()
-    assert qdq_model(source) == tmp_path / "qdq-tensorrt.onnx" and source.asked == ["tensorrt"]
-    assert qdq_model(Plain()) == tmp_path / "qdq.onnx"
+    fp32 = _tiny_onnx(tmp_path / "m.onnx")
+    source = Source()
+    artifact = SimpleNamespace(calibration=source, onnx=lambda: fp32)
+    phases = PhaseTimes()
+    qdq = plan_build("int8", "10.15.1", "explicit", True, batch_sizes=(1, 8))
+    assert onnx_for_plan(qdq, artifact, None, phases) == tmp_path / "qdq-tensorrt.onnx"
+    assert source.asked == [("tensorrt", phases)] and phases.seconds == {"calibrate": 1.5}
+    assert onnx_for_plan(plan_build("fp32", "10.15.1"), artifact, None, phases) == fp32
+    fp16 = plan_build("fp16", "11.4.0", typed_onnx=True)
+    converted = onnx_for_plan(fp16, artifact, "convert", phases)
+    assert converted == fp16_onnx_path(fp32, __import__("harness.fingerprint").fingerprint.file_hash(fp32))
+    assert "export" in phases.seconds
+    with pytest.raises(HarnessError, match="fp16_onnx"):
+        onnx_for_plan(fp16, artifact, str(tmp_path / "missing.onnx"), phases)
+    with pytest.raises(UnsupportedCombination, match="fp16_onnx"):
+        onnx_for_plan(fp16, artifact, None, phases)
+    with pytest.raises(HarnessError, match="calibration"):
+        onnx_for_plan(qdq, SimpleNamespace(calibration=None, onnx=lambda: fp32), None, phases)
 
 
 def test_tensorrt_version_falls_back_to_the_pairing_table() -> None:
@@ -304,16 +328,34 @@ def test_tensorrt_version_falls_back_to_the_pairing_table() -> None:
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without a GPU")
 
 
-@needs_no_gpu
-@pytest.mark.parametrize(("backend", "precision"), [("ort-cuda", p) for p in OrtCudaBackend.precisions]
-                         + [("ort-trt", p) for p in OrtTensorrtBackend.precisions])
-def test_unavailable_reason_without_gpu(backend: str, precision: str) -> None:
-    cls = backends.backend_class(backend)
-    reason = cls.unavailable_reason(precision)
-    assert reason is not None and "\n" not in reason and "no NVIDIA GPU" in reason
-    with pytest.raises(BackendUnavailable) as info:
-        backends.validate_request(backend, precision)
-    assert str(info.value).startswith(f"backend '{backend}' cannot run here: ") and "\n" not in str(info.value)
+def _facts(**kw: Any) -> Any:
+    from harness.machine import MachineFacts
+
+    base = dict(torch_version="2.5", torch_cuda_available=True, onnxruntime_version="1.20.1",
+                ort_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+                tensorrt_version="10.4.0", libnvinfer="libnvinfer.so.10", gpu_visible=True, gpu_cc=(8, 0),
+                gpu_name="NVIDIA A100")
+    base.update(kw)
+    return MachineFacts(**base)
+
+
+def test_availability_rules_are_pure_functions_of_the_facts() -> None:
+    for p in ("fp32", "fp16", "int8"):
+        assert OrtCudaBackend.unavailable_reason(p, _facts()) is None
+        assert OrtTensorrtBackend.unavailable_reason(p, _facts()) is None
+    cpu_ort = _facts(ort_providers=("CPUExecutionProvider",))
+    assert "no CUDAExecutionProvider" in OrtCudaBackend.unavailable_reason("fp32", cpu_ort)
+    assert "no TensorrtExecutionProvider" in OrtTensorrtBackend.unavailable_reason("fp32", cpu_ort)
+    no_gpu = _facts(gpu_visible=False, torch_cuda_available=False, torch_cuda_note="no driver")
+    for cls in (OrtCudaBackend, OrtTensorrtBackend):
+        reason = cls.unavailable_reason("fp32", no_gpu)
+        assert reason is not None and "no NVIDIA GPU" in reason and "\n" not in reason
+        assert "supports" in cls.unavailable_reason("bf16", _facts())
+    assert "libnvinfer.so.10" in OrtTensorrtBackend.unavailable_reason("fp16", _facts(libnvinfer=None))
+    assert OrtCudaBackend.unavailable_reason("fp16", _facts(libnvinfer=None)) is None
+    mismatch = _facts(onnxruntime_version="1.20.1", tensorrt_version="11.4.0")
+    assert OrtTensorrtBackend.unavailable_reason("fp32", mismatch) is not None
+    assert OrtTensorrtBackend.unavailable_reason("fp32", _facts(onnxruntime_version=None)) is not None
 
 
 def test_precision_declarations() -> None:
@@ -333,7 +375,196 @@ def test_unknown_backend_options_are_refused_before_any_work(name: str, tmp_path
     cls = backends.backend_class(name)
     artifact = ModelArtifact(name="m", module=torch.nn.Identity(), input_shape=SHAPE, num_outputs=10,
                              content_hash="0" * 64, onnx=never)
-    with pytest.raises(HarnessError, match="unknown option.*workspace_gb") as info:
+    with pytest.raises(HarnessError, match="unknown option 'workspace_gb'") as info:
         cls({"workspace_gb": 4}).activate(artifact, "fp32", (1,), tmp_path)
     assert not isinstance(info.value, BackendUnavailable)
-    assert "\n" not in str(info.value) and set(cls.options_known) <= set(str(info.value).split("known: ")[1].split(", "))
+    assert str(info.value).startswith(f"backend_options.{name}: ")
+    assert "\n" not in str(info.value) and set(cls.Options.model_fields) == set(
+        str(info.value).split("allowed: ")[1].split(", "))
+    with pytest.raises(HarnessError, match=f"backend_options.{name}.device_id|backend_options.{name}.workspace_mib"):
+        cls({"device_id": -1} if name != "trt-native" else {"workspace_mib": 0})
+    assert cls(cls.Options()).options == cls.Options()
+
+
+# ------------------------------------------------------------------------------ calibration tables, one stream
+
+
+class TableSource:
+    """A calibration source that writes an ORT table and may offer trt-native's calibrator cache."""
+
+    provenance_hash = "c" * 64
+
+    def __init__(self, tmp: Path, native: bool) -> None:
+        self.tmp, self.native, self.table_builds, self.core_calls = tmp, native, 0, []
+
+    def ort_trt_table(self, cache_dir: Path, phases: Any) -> Path:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        table = cache_dir / "calibration.flatbuffers"
+        if not table.exists():
+            self.table_builds += 1
+            table.write_bytes(b"ORT-TABLE")
+        return table
+
+    def trt_calibrator_core(self, batch_size: int, input_shape: tuple[int, ...], *, cache_dir: Path,
+                            buffer_factory: Any, tensorrt_version: str, phases: Any) -> Any:
+        from types import SimpleNamespace
+
+        self.core_calls.append((batch_size, cache_dir, tensorrt_version))
+        path = cache_dir / "trt-calib-x.cache"
+        if self.native:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"TRT-NATIVE-CACHE")
+        return SimpleNamespace(has_valid_cache=self.native, cache_path=path)
+
+
+def test_one_ort_table_per_model_and_calibration_shared_by_every_engine_dir(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from backends.base import PhaseTimes
+
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    source = TableSource(tmp_path, native=False)
+    artifact = SimpleNamespace(calibration=source, input_shape=SHAPE)
+    backend = OrtTensorrtBackend()
+    names = []
+    for key in ("engine-a", "engine-b"):  # e.g. two batch-size sets or workspaces: two engine directories
+        engine_dir = tmp_path / "cache" / "ort-trt" / key
+        engine_dir.mkdir(parents=True)
+        name, native, used = backend._calibration_table(artifact, model, "10.4.0", engine_dir, tmp_path / "cache",
+                                                         PhaseTimes())
+        assert not native and used["kind"] == "onnxruntime" and (engine_dir / name).read_bytes() == b"ORT-TABLE"
+        names.append(name)
+    assert source.table_builds == 1 and names == ["calibration.flatbuffers"] * 2
+
+
+def test_native_calibration_table_is_offered_to_the_ep(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from backends.base import PhaseTimes
+    from backends.ort_trt import NATIVE_TABLE_NAME
+
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    engine_dir = tmp_path / "cache" / "ort-trt" / "k"
+    engine_dir.mkdir(parents=True)
+    backend = OrtTensorrtBackend({"native_calibration_table": True, "calibration_batch_size": 16})
+    source = TableSource(tmp_path, native=True)
+    artifact = SimpleNamespace(calibration=source, input_shape=SHAPE)
+    name, native, used = backend._calibration_table(artifact, model, "10.4.0", engine_dir, tmp_path / "cache",
+                                                    PhaseTimes())
+    assert native and name == NATIVE_TABLE_NAME and used["kind"] == "tensorrt-native"
+    assert (engine_dir / name).read_bytes() == b"TRT-NATIVE-CACHE"
+    assert source.core_calls == [(16, tmp_path / "cache" / "trt-native" / "calib", "10.4.0")]  # trt-native's key
+    plan = plan_build("int8", "10.4.0", "implicit", True, batch_sizes=(1, 8))
+    options = ort_trt_provider_options(plan, engine_dir=engine_dir, timing_dir=tmp_path, input_shape=SHAPE,
+                                       calibration_table_name=name, native_calibration_table=True,
+                                       stream_handle=140000000000)
+    assert options["trt_int8_use_native_calibration_table"] == "True"
+    assert options["trt_int8_calibration_table_name"] == NATIVE_TABLE_NAME
+    assert options["has_user_compute_stream"] == "True" and options["user_compute_stream"] == "140000000000"
+
+    missing = TableSource(tmp_path, native=False)  # no trt-native run yet: ORT's table, and it says so
+    name, native, used = backend._calibration_table(SimpleNamespace(calibration=missing, input_shape=SHAPE), model,
+                                                    "10.4.0", engine_dir, tmp_path / "cache", PhaseTimes())
+    assert not native and used["kind"] == "onnxruntime" and "run trt-native int8" in used["note"]
+
+
+def test_compute_path_runs_without_provider_synchronisation() -> None:
+    from backends.ort_cuda import compute_run_options
+
+    ort = pytest.importorskip("onnxruntime")
+    options = compute_run_options(ort)
+    assert options.get_run_config_entry("disable_synchronize_execution_providers") == "1"
+
+    class Recording(FakeOrtSession):
+        def run_with_iobinding(self, binding: Any, run_options: Any = None) -> None:
+            self.runs.append(("iobinding", run_options))
+
+    from backends.base import SessionInfo
+    from backends.ort_cuda import OrtStaged
+
+    fake = Recording()
+    session = OrtGpuSession(fake, SessionInfo("ort-cuda", "fp32", "cuda"), device_id=0, stream=FakeStream(),
+                            run_options=options, num_outputs=10, device=torch.device("cpu"))
+    out = torch.zeros((2, 10))
+    assert session.run(OrtStaged(input=torch.zeros((2, *SHAPE)), output=out, binding=object())) is out
+    assert fake.runs == [("iobinding", options)]
+
+
+# ------------------------------------------------------------------------------ activate, through the backends' code
+
+
+class FakeBinding:
+    def bind_input(self, *args: Any) -> None:
+        pass
+
+    def bind_output(self, *args: Any) -> None:
+        pass
+
+
+class FakeEpSession:
+    """An InferenceSession stand-in: the TensorRT EP 'builds' an engine file in its cache dir on first run."""
+
+    def __init__(self, path: Path, providers: list[tuple[str, dict[str, str]]]) -> None:
+        self.path, self.providers, self.run_options = path, providers, []
+
+    def io_binding(self) -> FakeBinding:
+        return FakeBinding()
+
+    def run_with_iobinding(self, binding: Any, run_options: Any = None) -> None:
+        self.run_options.append(run_options)
+        for name, options in self.providers:
+            if name == "TensorrtExecutionProvider":
+                (Path(options["trt_engine_cache_path"]) / "TensorrtExecutionProvider_0.engine").write_bytes(b"E")
+
+    def get_providers(self) -> list[str]:
+        return [name for name, _ in self.providers]
+
+
+@pytest.fixture()
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> list[FakeEpSession]:
+    import backends.ort_cuda as ort_cuda_mod
+    import backends.ort_trt as ort_trt_mod
+    from types import SimpleNamespace
+
+    sessions: list[FakeEpSession] = []
+
+    def create_session(path: Path, providers: list[tuple[str, dict[str, str]]]) -> FakeEpSession:
+        sessions.append(FakeEpSession(Path(path), providers))
+        return sessions[-1]
+
+    class CpuSession(OrtGpuSession):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **{**kw, "device": torch.device("cpu")})
+
+    for mod in (ort_cuda_mod, ort_trt_mod):
+        monkeypatch.setattr(mod, "admit", lambda backend, precision: None)
+        monkeypatch.setattr(mod, "create_session", create_session)
+        monkeypatch.setattr(mod, "user_stream", lambda device_id: FakeStream())
+        monkeypatch.setattr(mod, "OrtGpuSession", CpuSession)
+    monkeypatch.setattr(ort_trt_mod, "gpu_identity",
+                        lambda i: SimpleNamespace(name="NVIDIA A100", compute_capability=(8, 0)))
+    return sessions
+
+
+@pytest.mark.parametrize("name", ["ort-cuda", "ort-trt"])
+def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: Path, fake_gpu: list) -> None:
+    pytest.importorskip("onnxruntime")
+    from backends.base import ModelArtifact
+    from backends.gpu_common import timing_facts
+
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    artifact = ModelArtifact(name="m", module=torch.nn.Identity(), input_shape=(3, 8, 8), num_outputs=10,
+                             content_hash="0" * 64, onnx=lambda: model)
+    options = {"trt_version": "10.4.0"} if name == "ort-trt" else {}
+    session = backends.backend_class(name)(options).activate(artifact, "fp32", (1, 4), tmp_path / "cache")
+    (fake,) = fake_gpu
+    for provider, provider_options in fake.providers:
+        assert provider_options["has_user_compute_stream"] == "True", provider
+        assert provider_options["user_compute_stream"] == str(FakeStream.cuda_stream), provider
+    assert isinstance(session.cuda_stream, FakeStream)
+    assert fake.run_options and all(
+        o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for o in fake.run_options)
+    assert session.info.details["gpu_timing"] == timing_facts()["gpu_timing"]
+    assert "build" in session.info.prep_phases  # type: ignore[attr-defined]
+    if name == "ort-trt":
+        assert session.info.details["engines"] == ["TensorrtExecutionProvider_0.engine"]

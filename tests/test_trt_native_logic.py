@@ -19,20 +19,12 @@ import torch
 
 import backends
 from backends.base import PRECISIONS
-from backends.gpu_common import TRT_DTYPE_TO_TORCH, trt_dtype_to_torch, trt_version_tuple
-from backends.trt_native import (
-    TRT10_ONLY_API,
-    TRT_API_USED,
-    BuilderSettings,
-    BuildPlan,
-    TrtNativeBackend,
-    build_serialized_engine,
-    engine_io,
-    make_capturing_logger,
-    plan_build,
-    profile_for,
-    resolve_int8_mode,
-)
+from backends.gpu_common import TRT_DTYPE_TO_TORCH, trt_dtype_to_torch
+from backends.trt_api import TRT10_ONLY_API, TRT_API_USED, make_capturing_logger, trt_version_tuple
+from backends.trt_loader import BuilderSettings, build_serialized_engine
+from backends.trt_native import TrtNativeBackend
+from backends.trt_plan import BuildPlan, plan_build, profile_for, resolve_int8_mode
+from backends.trt_runner import engine_io
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
 
 SYMBOLS = Path(__file__).resolve().parent / "data" / "trt_symbols"
@@ -274,8 +266,10 @@ class FakeTrt:
     """``tensorrt`` as far as one symbol list allows; records every name touched and every call."""
 
     def __init__(self, version: str, *, parse_ok: bool = True, build_ok: bool = True, timing_ok: bool = True,
-                 inputs: tuple[str, ...] = ("input",)) -> None:
+                 inputs: tuple[str, ...] = ("input",), reject_profile: bool = False,
+                 calib_profile_ok: bool = True) -> None:
         self.version = version
+        self.reject_profile, self.calib_profile_ok = reject_profile, calib_profile_ok
         self.names = symbols(symbol_file(version))
         self.used: set[str] = set()
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
@@ -414,11 +408,12 @@ class FakeConfig(Strict):
 
     def add_optimization_profile(self, profile: Any) -> int:
         self._fake.record("IBuilderConfig.add_optimization_profile", profile)
-        return 0
+        added = len(self._fake.called("IBuilderConfig.add_optimization_profile"))
+        return -1 if self._fake.reject_profile else added - 1
 
     def set_calibration_profile(self, profile: Any) -> bool:
         self._fake.record("IBuilderConfig.set_calibration_profile", profile)
-        return True
+        return self._fake.calib_profile_ok
 
     def create_timing_cache(self, data: bytes) -> Any:
         self._fake.record("IBuilderConfig.create_timing_cache", data)
@@ -606,12 +601,32 @@ def test_engine_io_discovery() -> None:
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without a GPU")
 
 
-@needs_no_gpu
-@pytest.mark.parametrize("precision", TrtNativeBackend.precisions)
-def test_unavailable_reason_without_gpu(precision: str) -> None:
-    reason = TrtNativeBackend.unavailable_reason(precision)
-    assert reason is not None and "\n" not in reason
-    assert "no NVIDIA GPU" in reason and "docker compose run harness" in reason
+def _facts(**kw: Any) -> Any:
+    from harness.machine import MachineFacts
+
+    base = dict(torch_version="2.5", torch_cuda_available=True, tensorrt_version="10.15.1.29", gpu_visible=True,
+                gpu_cc=(8, 0), gpu_name="NVIDIA A100")
+    base.update(kw)
+    return MachineFacts(**base)
+
+
+def test_availability_rule_is_a_pure_function_of_the_facts() -> None:
+    from harness.gpu.capabilities import trt_precision_support
+
+    for p in TrtNativeBackend.precisions:
+        assert TrtNativeBackend.unavailable_reason(p, _facts()) is None
+    no_trt = _facts(tensorrt_version=None, tensorrt_error="No module named 'tensorrt'")
+    assert TrtNativeBackend.unavailable_reason("fp32", no_trt) == "No module named 'tensorrt'"
+    no_gpu = _facts(gpu_visible=False, torch_cuda_available=False, torch_cuda_note="no driver", gpu_cc=None)
+    assert "no NVIDIA GPU" in TrtNativeBackend.unavailable_reason("fp16", no_gpu)
+    torch_cpu = _facts(torch_cuda_available=False, torch_cuda_note="CPU-only torch build")
+    assert "torch CUDA tensors" in TrtNativeBackend.unavailable_reason("fp32", torch_cpu)
+    volta = _facts(gpu_cc=(7, 0), tensorrt_version="10.4.0", gpu_name="Tesla V100")
+    for p in TrtNativeBackend.precisions:
+        rule = trt_precision_support("10.4.0", (7, 0))[p]
+        assert TrtNativeBackend.unavailable_reason(p, volta) == (None if rule.ok else rule.reason)
+    assert not trt_precision_support("10.4.0", (7, 0))["bf16"].ok  # the rule really fires somewhere
+    assert "supports" in TrtNativeBackend.unavailable_reason("int4", _facts())
 
 
 @needs_no_gpu
@@ -669,8 +684,8 @@ def _cudart() -> Any:
 
 
 class CopyContext:
-    def __init__(self, memcpy2d: Any) -> None:
-        self.memcpy2d, self.shape, self.addr, self.executions = memcpy2d, None, {}, 0
+    def __init__(self, memcpy2d: Any, counter: list[int]) -> None:
+        self.memcpy2d, self.shape, self.addr, self.counter = memcpy2d, None, {}, counter
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         assert name == "input"
@@ -688,7 +703,7 @@ class CopyContext:
     def execute_async_v3(self, stream_handle: int) -> bool:
         b, c, h, w = self.shape  # type: ignore[misc]
         rc = self.memcpy2d(self.addr["logits"], 40, self.addr["input"], c * h * w * 4, 40, b, 3, stream_handle)
-        self.executions += 1
+        self.counter[0] += 1
         return rc == 0
 
 
@@ -696,7 +711,7 @@ class CopyEngine:
     num_io_tensors = 2
 
     def __init__(self, memcpy2d: Any) -> None:
-        self.context = CopyContext(memcpy2d)
+        self.memcpy2d, self.executions, self.contexts = memcpy2d, [0], []
 
     def get_tensor_name(self, i: int) -> str:
         return ["input", "logits"][i]
@@ -708,7 +723,8 @@ class CopyEngine:
         return FakeDtype("FLOAT")
 
     def create_execution_context(self) -> CopyContext:
-        return self.context
+        self.contexts.append(CopyContext(self.memcpy2d, self.executions))
+        return self.contexts[-1]
 
 
 @needs_gpu
@@ -717,17 +733,18 @@ def test_gpu_session_runtime_with_a_copy_engine(cuda_graph: bool) -> None:
     from types import SimpleNamespace
 
     from backends.base import SessionInfo
-    from backends.trt_native import TrtNativeSession
+    from backends.trt_runner import TrtNativeSession
     from harness.timing import CudaEventTimer, TimingConfig, measure, timer_for
 
     engine = CopyEngine(_cudart())
     trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"))
     session = TrtNativeSession(trt=trt, runtime=None, engine=engine, info=SessionInfo("trt-native", "fp32", "cuda"),
-                               input_shape=GPU_SHAPE, profile=(1, 8, 8), batch_sizes=(1, 4, 8), cuda_graph=cuda_graph)
+                               input_shape=GPU_SHAPE, profiles=((1, 8, 8),), batch_sizes=(1, 4, 8),
+                               cuda_graph=cuda_graph)
     assert session.min_batch == 1 and session.max_batch == 8
     assert session.cuda_stream is not None and session.cuda_stream != torch.cuda.current_stream()
     if cuda_graph:
-        assert set(session._graphs) == {1, 4, 8}
+        assert session.graph_batches == (1, 4, 8) and len(engine.contexts) == 3  # one context per captured shape
 
     def expect(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(x.shape[0], -1)[:, :10]
@@ -766,10 +783,42 @@ def test_gpu_session_runtime_with_a_copy_engine(cuda_graph: bool) -> None:
     timer = timer_for("cuda", "compute", session.cuda_stream)
     assert isinstance(timer, CudaEventTimer)
     staged = [session.stage(torch.randn((8, *GPU_SHAPE)))]
-    before = engine.context.executions
+    before = engine.executions[0]
     result = measure(session.run, staged, batch_size=8, config=TimingConfig(warmup=2, iterations=20, repeats=2),
                      definition="compute", timer=timer)
     assert len(result.samples_ns) == 40 and all(s > 0 for s in result.samples_ns)
-    executed = engine.context.executions - before
+    executed = engine.executions[0] - before
     assert executed == (0 if cuda_graph else 44)  # with graphs, replays do not call execute_async_v3
     session.close()
+
+
+# ----------------------------------------------------------------------------- per-batch profiles, checked returns
+
+
+def test_per_batch_profiles_are_built_in_order_with_opt_at_each_batch() -> None:
+    from backends.trt_plan import profile_index, profiles_for
+
+    plan = plan_build("fp16", "10.15.1.29", batch_sizes=(8, 1, 32), profile_mode="per-batch")
+    assert plan.all_profiles == ((1, 1, 1), (1, 8, 8), (1, 32, 32)) and plan.profile == (1, 32, 32)
+    fake = FakeTrt("10.15.1.29")
+    _build(fake, plan)
+    shapes = [args[2:] for args in fake.called("IOptimizationProfile.set_shape")]
+    assert shapes == [((b0, *SHAPE), (b, *SHAPE), (b, *SHAPE)) for b0, b in ((1, 1), (1, 8), (1, 32))]
+    assert len(fake.called("IBuilderConfig.add_optimization_profile")) == 3
+    assert profiles_for((8, 1, 32), "shared") == ((1, 32, 32),)
+    assert [profile_index(plan.all_profiles, b) for b in (1, 2, 8, 9, 32)] == [0, 1, 1, 2, 2]
+    with pytest.raises(HarnessError, match="outside the engine's profiles"):
+        profile_index(plan.all_profiles, 33)
+    with pytest.raises(HarnessError, match="profiles must be one of"):
+        profiles_for((1,), "per-layer")
+    shared = BuilderSettings().key_options(plan_build("fp16", "10.15.1.29", batch_sizes=(1, 8, 32)))
+    assert "profiles" not in shared and BuilderSettings().key_options(plan)["profiles"] == [[1, 1, 1], [1, 8, 8],
+                                                                                           [1, 32, 32]]
+
+
+def test_a_rejected_profile_or_calibration_profile_fails_loudly() -> None:
+    with pytest.raises(HarnessError, match="add_optimization_profile returned -1"):
+        _build(FakeTrt("10.15.1.29", reject_profile=True), plan_build("fp32", "10.15.1.29"))
+    plan = plan_build("int8", "10.4.0", "implicit", True, batch_sizes=(1, 8))
+    with pytest.raises(HarnessError, match="set_calibration_profile returned False"):
+        _build(FakeTrt("10.4.0", calib_profile_ok=False), plan, calibrator=object())

@@ -4,7 +4,7 @@ The symbol lists in tests/data/trt_symbols/ come from the real PyPI ``tensorrt-c
 (bench/extract_trt_symbols.py): 10.4 (the V100 image), 10.8 (the A100 image), 10.15 (the NGC
 TensorRT 26.02 image) and 11.4 (TensorRT 11, where implicit INT8 is gone).
 
-Code checked: backends/trt_native.py and calib/trt_calibrator.py (skipped while a file does not exist).
+Code checked: the TensorRT modules of backends/ (CHECKED_MODULES) and calib/trt_calibrator.py.
 - every attribute chain on the tensorrt module alias (``trt.BuilderFlag.FP16``, ``trt.Logger.WARNING``,
   ``trt.IInt8EntropyCalibrator2``), found with ``ast``;
 - every name the module declares it calls on TensorRT objects, in a module-level
@@ -26,7 +26,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = ROOT / "tests" / "data" / "trt_symbols"
-CHECKED_MODULES = ("backends/trt_native.py", "calib/trt_calibrator.py")
+CHECKED_MODULES = (
+    "backends/trt_api.py", "backends/trt_loader.py", "backends/trt_runner.py", "backends/trt_native.py",
+    "backends/ort_trt.py", "calib/trt_calibrator.py",
+)
 
 # Names TRT 11 removed (weak typing / implicit quantization); REFERENCE.md section 3.
 REMOVED_IN_11 = (
