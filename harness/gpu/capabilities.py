@@ -265,3 +265,16 @@ def check_ort_trt_pair(ort_version: str, trt_version: str) -> PairCheck:
         f"no recorded TensorRT pairing for onnxruntime {ort_version} (REFERENCE.md section 5 lists 1.18-1.22 "
         "and 1.27+); check the ONNX Runtime TensorRT EP requirements",
     )
+
+
+def ort_gpu_note(trt_version: str | None, ort_providers: tuple[str, ...] | list[str] | None) -> str | None:
+    """Why ONNX Runtime's GPU backends are absent next to TensorRT 11 (None when that is not the case)."""
+    if not trt_version or _major_minor(trt_version)[0] < TRT_STRONGLY_TYPED_ONLY:
+        return None
+    if ort_providers and "TensorrtExecutionProvider" in ort_providers:
+        return None
+    return (
+        f"TensorRT {trt_version}: no PyPI onnxruntime-gpu links TensorRT 11 (their TensorRT EP loads "
+        "libnvinfer.so.10), so ort-cuda and ort-trt are not offered with TensorRT 11 (the trt11 image drops "
+        "them); use the a100 image (TensorRT 10) for the ONNX Runtime GPU backends"
+    )
