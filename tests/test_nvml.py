@@ -488,7 +488,8 @@ def test_nvml_device_for_torch(monkeypatch: pytest.MonkeyPatch) -> None:
 
     props = SimpleNamespace(uuid="b36e34ca-5b68-c870-ca63-a64ab8aaa055")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
-    assert gq.nvml_device_for_torch(0) == "GPU-b36e34ca-5b68-c870-ca63-a64ab8aaa055"
+    # torch prints no prefix and cannot say full GPU or MIG: the bare UUID goes to resolve_device
+    assert gq.nvml_device_for_torch(0) == "b36e34ca-5b68-c870-ca63-a64ab8aaa055"
 
     def no_cuda(i: int) -> Any:
         raise RuntimeError("no CUDA")
@@ -496,7 +497,130 @@ def test_nvml_device_for_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_properties", no_cuda)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert gq.nvml_device_for_torch(1) == 3
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,GPU-bbbb")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aaaa,MIG-bbbb")
     assert gq.nvml_device_for_torch(0) == "GPU-aaaa"
+    assert gq.nvml_device_for_torch(1) == "MIG-bbbb"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert gq.nvml_device_for_torch(1) == 1
+
+
+# ---------------------------------------------------------------------------------- MIG
+
+
+GPU_UUID = "GPU-3f1c2a9e-0000-1111-2222-333344445555"
+MIG_BARE = "7d1f0c2b-aaaa-bbbb-cccc-ddddeeeeffff"
+
+
+class MigNvml(FakeNvml):
+    """An A100 in MIG mode (NVML index 3) with two instances; MIG handles refuse power and clocks.
+
+    ``uuid_lookup_finds_mig=False`` is a driver whose nvmlDeviceGetHandleByUUID knows only full GPUs.
+    """
+
+    def __init__(self, *, uuid_lookup_finds_mig: bool = True, **kw: Any) -> None:
+        kw.setdefault("name", "NVIDIA A100-SXM4-40GB")
+        kw.setdefault("cc", (8, 0))
+        kw.setdefault("mig", 1)
+        kw.setdefault("count", 4)
+        super().__init__(**kw)
+        self.uuid_lookup_finds_mig = uuid_lookup_finds_mig
+        self.instances = ["MIG-00000000-1111-2222-3333-444444444444", "MIG-" + MIG_BARE]
+        self.uuid_tries: list[str] = []
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any:
+        self.uuid_tries.append(uuid)
+        if uuid == GPU_UUID:
+            return SimpleNamespace(index=3)
+        if self.uuid_lookup_finds_mig and uuid in self.instances:
+            return SimpleNamespace(index=3, mig=self.instances.index(uuid))
+        raise NVMLError_NotFound()
+
+    def nvmlDeviceGetMigMode(self, handle: Any) -> list[int]:
+        on = int(handle.index == 3)
+        return [on, on]
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle: Any) -> int:
+        return int(hasattr(handle, "mig"))
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any) -> Any:
+        return SimpleNamespace(index=handle.index)
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, slot: int) -> Any:
+        if slot >= len(self.instances):
+            raise NVMLError_NotFound()
+        return SimpleNamespace(index=handle.index, mig=slot)
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        if hasattr(handle, "mig"):
+            return self.instances[handle.mig]
+        return GPU_UUID if handle.index == 3 else f"GPU-0000000{handle.index}-0000-0000-0000-000000000000"
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        if hasattr(handle, "mig"):
+            raise NVMLError_NotSupported()  # MIG handles have no power/energy: the GPU's must be used
+        return super().nvmlDeviceGetPowerUsage(handle)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        if hasattr(handle, "mig"):
+            raise NVMLError_NotSupported()
+        return super().nvmlDeviceGetTotalEnergyConsumption(handle)
+
+
+def test_bare_full_gpu_uuid_tries_gpu_prefix_first() -> None:
+    fake = MigNvml()
+    resolved = gq.resolve_device(fake, gq.bare_uuid(GPU_UUID))
+    assert resolved.index == 3 and resolved.uuid == GPU_UUID and not resolved.is_mig
+    assert fake.uuid_tries == [GPU_UUID]
+
+
+@pytest.mark.parametrize("finds_mig", [True, False], ids=["driver-resolves-MIG", "walk-instances"])
+def test_bare_mig_uuid_maps_to_its_gpu(finds_mig: bool) -> None:
+    fake = MigNvml(uuid_lookup_finds_mig=finds_mig)
+    resolved = gq.resolve_device(fake, MIG_BARE)  # as torch prints it: no prefix
+    assert resolved.is_mig and resolved.mig_uuid == "MIG-" + MIG_BARE
+    assert resolved.index == 3 and resolved.uuid == GPU_UUID  # the parent GPU: power and energy live there
+    assert not hasattr(resolved.handle, "mig")
+    assert fake.uuid_tries[:2] == ["GPU-" + MIG_BARE, "MIG-" + MIG_BARE]
+
+
+def test_monitor_on_a_mig_instance_measures_its_gpu() -> None:
+    clock = ManualClock()
+    fake = MigNvml(clock=clock, power_w=300.0)
+    with gm.DeviceMonitor(MIG_BARE, nvml=fake, clock=clock, reason_interval_s=None) as mon:
+        clock.t += 1.0
+    res = mon.result
+    assert res is not None and res.index == 3 and res.mig_uuid == "MIG-" + MIG_BARE
+    assert res.energy_source == "counter" and res.energy_mj == pytest.approx(300_000.0)
+    mig_warnings = [w for w in res.warnings if "MIG" in w]
+    assert len(mig_warnings) == 1 and MIG_BARE in mig_warnings[0] and "whole GPU" in mig_warnings[0]
+
+
+def test_unmapped_device_warns_instead_of_failing() -> None:
+    fake = MigNvml()
+    mon = gm.DeviceMonitor("ffffffff-0000-0000-0000-000000000000", nvml=fake, unmapped="warn")
+    with mon:
+        pass
+    res = mon.result
+    assert res is not None and res.before is None and res.energy_mj is None
+    (warning,) = res.warnings
+    assert "device checks skipped" in warning
+    assert "GPU-ffffffff-0000-0000-0000-000000000000" in warning and "MIG-ffffffff" in warning
+    assert fake.init_calls == fake.shutdown_calls == 1
+    json.dumps(res.to_dict())
+    with pytest.raises(gq.DeviceNotMapped):  # the default still raises
+        with gm.DeviceMonitor("ffffffff-0000-0000-0000-000000000000", nvml=MigNvml()):
+            pass
+
+
+def test_for_torch_device_warns_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=MIG_BARE))
+    with gm.DeviceMonitor.for_torch_device(0, nvml=MigNvml(), reason_interval_s=None) as mon:
+        pass
+    assert mon.result is not None and mon.result.mig_uuid == "MIG-" + MIG_BARE
+    with gm.DeviceMonitor.for_torch_device(0, nvml=FakeNvml(), reason_interval_s=None) as mon:
+        pass
+    assert mon.result is not None and "device checks skipped" in mon.result.warnings[0]

@@ -22,19 +22,19 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Callable, Literal
 
-from harness.errors import BackendUnavailable
 from harness.gpu.nvml_query import (
     BENIGN_CLOCK_REASONS,
     CLOCK_SM,
+    DeviceNotMapped,
     DeviceSnapshot,
     GpuProcess,
     Query,
     clock_reasons,
-    device_handle,
-    error_base,
     init_nvml,
     load_nvml,
+    nvml_device_for_torch,
     power_w,
+    resolve_device,
     shutdown_nvml,
     take_snapshot,
 )
@@ -61,9 +61,11 @@ def integrate_power_mj(samples: list[tuple[float, float]]) -> float | None:
 
 @dataclass
 class MonitorResult:
+    """What one timed window did on the GPU; ``before``/``after`` are None when the device was not mapped."""
+
     index: int
-    before: DeviceSnapshot
-    after: DeviceSnapshot
+    before: DeviceSnapshot | None
+    after: DeviceSnapshot | None
     duration_s: float
     energy_mj: float | None
     energy_source: EnergySource | None
@@ -72,6 +74,12 @@ class MonitorResult:
     clock_event_reasons_seen: list[str]
     sm_clock_median_mhz: float | None
     warnings: list[str]
+    mig_uuid: str | None = None  # the MIG instance measured (power, energy and clocks are its GPU's)
+
+    @classmethod
+    def unmapped(cls, duration_s: float, warning: str) -> MonitorResult:
+        """The result of a window whose device NVML could not find: nothing measured, one warning."""
+        return cls(-1, None, None, duration_s, None, None, None, 0, [], None, [warning])
 
     def energy_per_image_mj(self, images: int) -> float | None:
         return energy_per_image_mj(self.energy_mj, images)
@@ -113,9 +121,13 @@ class _Sampler(threading.Thread):
 class DeviceMonitor:
     """Context manager that measures a timed window on one GPU (see the module docstring).
 
-    ``device`` is an NVML index or a ``GPU-...`` UUID; for a torch device use
-    ``DeviceMonitor(nvml_device_for_torch(torch.cuda.current_device()))`` (indices differ under
-    ``CUDA_VISIBLE_DEVICES``). ``result.index`` is the NVML index.
+    ``device`` is an NVML index or a UUID (``GPU-...``, ``MIG-...``, or bare as torch prints it: both
+    prefixes are tried); for a torch device use ``DeviceMonitor.for_torch_device(index)`` (indices
+    differ under ``CUDA_VISIBLE_DEVICES``). On a MIG instance, power, energy and clocks are read from
+    its GPU. ``result.index`` is the NVML index of the (parent) GPU.
+    ``unmapped="warn"``: when NVML has no such device, the window runs unmonitored and ``result``
+    carries one warning saying so (device checks then never fail a benchmark); ``"raise"`` raises
+    :class:`~harness.gpu.nvml_query.DeviceNotMapped`.
     ``own_pid`` (default: this process) and ``extra_own_pids`` are not reported as other processes.
     ``sample_interval_s`` is the power-sampling period used when the energy counter is not
     supported; with the counter, reasons and clocks are sampled every ``reason_interval_s``
@@ -133,8 +145,12 @@ class DeviceMonitor:
         reason_interval_s: float | None = 0.1,
         clock_ratio_threshold: float = 0.9,
         clock: Callable[[], float] = time.perf_counter,
+        unmapped: Literal["raise", "warn"] = "raise",
     ) -> None:
         self.device = device
+        self.unmapped = unmapped
+        self._unmapped_reason: str | None = None
+        self.mig_uuid: str | None = None
         self.index = device if isinstance(device, int) else -1
         self.own_pids = frozenset({os.getpid() if own_pid is None else own_pid, *extra_own_pids})
         self._nvml_arg = nvml
@@ -151,6 +167,12 @@ class DeviceMonitor:
         self._sampler: _Sampler | None = None
         self.result: MonitorResult | None = None
 
+    @classmethod
+    def for_torch_device(cls, device_index: int, **kwargs: Any) -> DeviceMonitor:
+        """A monitor of torch's CUDA device ``device_index`` that warns (never fails) when unmapped."""
+        kwargs.setdefault("unmapped", "warn")
+        return cls(nvml_device_for_torch(device_index), **kwargs)
+
     # -- helpers
     def _poll(self) -> _Sample:
         q = Query(self._nvml)
@@ -166,10 +188,18 @@ class DeviceMonitor:
         self._nvml = load_nvml(self._nvml_arg)
         init_nvml(self._nvml)
         try:
-            self._handle, self.index = device_handle(self._nvml, self.device)
-        except error_base(self._nvml) as err:
+            resolved = resolve_device(self._nvml, self.device)
+        except DeviceNotMapped as err:
             shutdown_nvml(self._nvml)
-            raise BackendUnavailable(f"NVML has no GPU {self.device!r} ({err}).") from err
+            if self.unmapped == "raise":
+                raise
+            self._unmapped_reason = f"device checks skipped: {err}"
+            self._t0 = self._clock()
+            return self
+        except BaseException:
+            shutdown_nvml(self._nvml)
+            raise
+        self._handle, self.index, self.mig_uuid = resolved.handle, resolved.index, resolved.mig_uuid
         self._before = take_snapshot(self.index, self._handle, self._nvml, self.own_pids)
         q = Query(self._nvml)
         self._t0 = self._clock()
@@ -188,6 +218,9 @@ class DeviceMonitor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._unmapped_reason is not None:
+            self.result = MonitorResult.unmapped(max(0.0, self._clock() - self._t0), self._unmapped_reason)
+            return
         try:
             q = Query(self._nvml)
             t1 = self._clock()
@@ -276,10 +309,11 @@ class DeviceMonitor:
                 f"other processes use GPU {self.index}: {listed}; they share its time and power "
                 "(inside a container NVML may report host PIDs, including this process's own)"
             )
-        if before.mig_enabled or after.mig_enabled:
+        if self.mig_uuid is not None or before.mig_enabled or after.mig_enabled:
+            instance = f" (measured instance {self.mig_uuid})" if self.mig_uuid else ""
             warnings.append(
-                f"MIG mode is enabled on GPU {self.index}: results describe a GPU slice, and NVML "
-                "power/energy cover the whole GPU"
+                f"MIG mode is enabled on GPU {self.index}{instance}: results describe a GPU slice, and NVML "
+                "power/energy/clocks cover the whole GPU"
             )
 
         return MonitorResult(
@@ -294,4 +328,5 @@ class DeviceMonitor:
             clock_event_reasons_seen=seen,
             sm_clock_median_mhz=sm_median,
             warnings=warnings,
+            mig_uuid=self.mig_uuid,
         )

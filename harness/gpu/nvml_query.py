@@ -162,12 +162,22 @@ class Query:
 # ---------------------------------------------------------------------------------- device selection
 
 
+#: NVML UUID prefixes: a full GPU's UUID starts with ``GPU-``, a MIG instance's with ``MIG-``.
+UUID_PREFIXES: tuple[str, ...] = ("GPU-", "MIG-")
+
+
+class DeviceNotMapped(BackendUnavailable):
+    """NVML has no device matching the one the benchmark runs on (so device checks cannot cover it)."""
+
+
 def nvml_device_for_torch(device_index: int) -> int | str:
-    """The NVML device (index, or ``"GPU-..."`` UUID) behind torch's CUDA device ``device_index``.
+    """The NVML device behind torch's CUDA device ``device_index``: an NVML index or a UUID.
 
     Torch numbers devices after ``CUDA_VISIBLE_DEVICES`` and ``CUDA_DEVICE_ORDER`` (fastest first by
     default); NVML numbers all GPUs in PCI order. The UUID from torch's device properties names the
-    same GPU in both; without it, ``CUDA_VISIBLE_DEVICES`` is mapped by hand.
+    same device in both, but torch prints it without NVML's ``GPU-``/``MIG-`` prefix, and whether it
+    is a full GPU or a MIG instance is not known here: :func:`resolve_device` tries both prefixes.
+    Without a UUID, ``CUDA_VISIBLE_DEVICES`` is mapped by hand.
     """
     try:
         import torch
@@ -176,8 +186,7 @@ def nvml_device_for_torch(device_index: int) -> int | str:
     except Exception:  # noqa: BLE001 - no torch / no CUDA: fall back to the environment
         uuid = None
     if uuid is not None and str(uuid):
-        text = str(uuid)
-        return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+        return str(uuid)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
         entries = [e.strip() for e in visible.split(",") if e.strip()]
@@ -187,13 +196,100 @@ def nvml_device_for_torch(device_index: int) -> int | str:
     return device_index
 
 
-def device_handle(nvml: Any, device: int | str) -> tuple[Any, int]:
-    """(handle, NVML index) for an NVML index or a ``GPU-``/``MIG-`` UUID."""
-    if isinstance(device, str):
-        handle = nvml.nvmlDeviceGetHandleByUUID(device)
-        index = Query(nvml).call("nvmlDeviceGetIndex", handle)
-        return handle, -1 if index is None else int(index)
-    return nvml.nvmlDeviceGetHandleByIndex(device), device
+def bare_uuid(uuid: str) -> str:
+    """``"MIG-abc"`` / ``"GPU-abc"`` / ``"abc"`` -> ``"abc"`` (the form torch prints)."""
+    for prefix in UUID_PREFIXES:
+        if uuid.startswith(prefix):
+            return uuid[len(prefix) :]
+    return uuid
+
+
+def uuid_candidates(device: str) -> tuple[str, ...]:
+    """The NVML UUIDs ``device`` may stand for: itself when prefixed, else ``GPU-`` then ``MIG-``."""
+    if device.startswith(UUID_PREFIXES):
+        return (device,)
+    return tuple(prefix + device for prefix in UUID_PREFIXES)
+
+
+@dataclass(frozen=True)
+class ResolvedDevice:
+    """An NVML device found for a benchmark device.
+
+    ``handle`` and ``index`` are the *full GPU*'s: clocks, power and energy exist only there (on a
+    MIG instance NVML reports them for the whole GPU). ``mig_uuid`` is set when the benchmark runs
+    on a MIG instance of that GPU.
+    """
+
+    handle: Any
+    index: int
+    uuid: str | None
+    mig_uuid: str | None = None
+
+    @property
+    def is_mig(self) -> bool:
+        return self.mig_uuid is not None
+
+
+def _resolved(nvml: Any, q: Query, handle: Any, uuid: str) -> ResolvedDevice:
+    is_mig = bool(q.call("nvmlDeviceIsMigDeviceHandle", handle)) or uuid.startswith("MIG-")
+    parent = q.call("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle) if is_mig else None
+    gpu = handle if parent is None else parent
+    index = q.call("nvmlDeviceGetIndex", gpu)
+    gpu_uuid = q.call("nvmlDeviceGetUUID", gpu) if is_mig else uuid
+    return ResolvedDevice(
+        handle=gpu,
+        index=-1 if index is None else int(index),
+        uuid=None if gpu_uuid is None else _text(gpu_uuid),
+        mig_uuid=uuid if is_mig else None,
+    )
+
+
+def _find_mig_instance(nvml: Any, q: Query, wanted: str) -> ResolvedDevice | None:
+    """Walk the MIG instances of every MIG-enabled GPU (drivers that do not resolve MIG UUIDs)."""
+    count = q.call("nvmlDeviceGetCount") or 0
+    for index in range(int(count)):
+        gpu = q.call("nvmlDeviceGetHandleByIndex", index)
+        if gpu is None or not _enabled(q.call("nvmlDeviceGetMigMode", gpu)):
+            continue
+        for slot in range(int(q.call("nvmlDeviceGetMaxMigDeviceCount", gpu) or 0)):
+            mig = q.call("nvmlDeviceGetMigDeviceHandleByIndex", gpu, slot)
+            uuid = None if mig is None else q.call("nvmlDeviceGetUUID", mig)
+            if uuid is not None and bare_uuid(_text(uuid)) == wanted:
+                gpu_uuid = q.call("nvmlDeviceGetUUID", gpu)
+                return ResolvedDevice(gpu, index, None if gpu_uuid is None else _text(gpu_uuid), _text(uuid))
+    return None
+
+
+def resolve_device(nvml: Any, device: int | str) -> ResolvedDevice:
+    """The NVML device for an NVML index or a UUID (prefixed or as torch prints it; full GPU or MIG).
+
+    Raises :class:`DeviceNotMapped` (a BackendUnavailable) naming every UUID tried when none matches.
+    """
+    q = Query(nvml)
+    if isinstance(device, int):
+        try:
+            return ResolvedDevice(nvml.nvmlDeviceGetHandleByIndex(device), device, None)
+        except q.error as err:
+            if getattr(err, "value", None) in _FATAL_ERROR_CODES:
+                raise
+            raise DeviceNotMapped(f"NVML has no GPU {device} ({err}).") from err
+    tried: list[str] = []
+    for uuid in uuid_candidates(device):
+        try:
+            handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
+        except q.error as err:
+            if getattr(err, "value", None) in _FATAL_ERROR_CODES:
+                raise
+            tried.append(f"{uuid} ({err})")
+            continue
+        return _resolved(nvml, q, handle, uuid)
+    found = _find_mig_instance(nvml, q, bare_uuid(device))
+    if found is not None:
+        return found
+    raise DeviceNotMapped(
+        "NVML has no device " + " or ".join(tried) + "; NVML and CUDA see different devices "
+        "(container device list, CUDA_VISIBLE_DEVICES?)"
+    )
 
 
 # ---------------------------------------------------------------------------------- snapshots
