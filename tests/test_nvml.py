@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -538,8 +539,8 @@ class MigNvml(FakeNvml):
         on = int(handle.index == 3)
         return [on, on]
 
-    def nvmlDeviceIsMigDeviceHandle(self, handle: Any) -> int:
-        return int(hasattr(handle, "mig"))
+    def nvmlDeviceIsMigDeviceHandle(self, handle: Any) -> Any:
+        return ctypes.c_uint(int(hasattr(handle, "mig")))  # what pynvml returns (seen on an H200)
 
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: Any) -> Any:
         return SimpleNamespace(index=handle.index)
@@ -569,6 +570,7 @@ class MigNvml(FakeNvml):
 
 
 def test_bare_full_gpu_uuid_tries_gpu_prefix_first() -> None:
+    """On a real H200 (driver of 2026): torch's bare UUID + "GPU-" resolves, "MIG-" raises NotFound."""
     fake = MigNvml()
     resolved = gq.resolve_device(fake, gq.bare_uuid(GPU_UUID))
     assert resolved.index == 3 and resolved.uuid == GPU_UUID and not resolved.is_mig

@@ -231,7 +231,8 @@ class ResolvedDevice:
 
 
 def _resolved(nvml: Any, q: Query, handle: Any, uuid: str) -> ResolvedDevice:
-    is_mig = bool(q.call("nvmlDeviceIsMigDeviceHandle", handle)) or uuid.startswith("MIG-")
+    flag = q.call("nvmlDeviceIsMigDeviceHandle", handle)  # pynvml returns a ctypes c_uint
+    is_mig = bool(int(getattr(flag, "value", flag) or 0)) or uuid.startswith("MIG-")
     parent = q.call("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle) if is_mig else None
     gpu = handle if parent is None else parent
     index = q.call("nvmlDeviceGetIndex", gpu)
