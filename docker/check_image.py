@@ -2,11 +2,18 @@
 """Build-time checks for the PQ Harness images (run by the Dockerfiles; no GPU needed).
 
     check_image.py trt --min 10.0 --max 10.4        # the base image's TensorRT is in range
-    check_image.py constraints OUT                  # pin the base image's torch/torchvision/tensorrt/numpy
-    check_image.py final --constraints OUT --trt-min 10.0 --trt-max 10.4
+    check_image.py constraints OUT --lock docker/constraints-a100.txt
+                                                    # pin the base image's torch/torchvision/tensorrt/numpy,
+                                                    # then the project's lock (names NGC's own constraint
+                                                    # file pins are left to it: added to, never replacing)
+    check_image.py final --constraints OUT --trt-min 10.0 --trt-max 10.4 --ort 1.20.*
                                                     # after installing: nothing pinned was replaced,
-                                                    # one onnxruntime flavour, TensorRT/CUDA EPs present,
-                                                    # ORT<->TRT pairing, `harness` on PATH
+                                                    # one onnxruntime flavour, the CUDA/TensorRT provider
+                                                    # libraries load with every linked library present,
+                                                    # a recorded ORT<->TRT pairing, `harness` on PATH
+    check_image.py final ... --ort none             # an image without ONNX Runtime GPU backends (trt11)
+    check_image.py providers --session              # on a GPU host: a real InferenceSession must keep
+                                                    # the TensorRT and CUDA providers it asked for
 
 Standard library only (the ``final`` step also uses ``harness.gpu.capabilities`` when importable).
 Exits non-zero with a one-line reason, so ``docker build`` stops at the step that is wrong.
@@ -15,16 +22,29 @@ Exits non-zero with a one-line reason, so ``docker build`` stops at the step tha
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import importlib.metadata as md
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 PINNED = ("torch", "torchvision", "tensorrt", "numpy")
 TRT_DISTS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13")
+#: ONNX Runtime's GPU provider libraries (in onnxruntime/capi/), loaded after the shared one.
+PROVIDER_LIBS: dict[str, str] = {
+    "CUDAExecutionProvider": "libonnxruntime_providers_cuda.so",
+    "TensorrtExecutionProvider": "libonnxruntime_providers_tensorrt.so",
+}
+PROVIDERS_SHARED = "libonnxruntime_providers_shared.so"
+#: Libraries the NVIDIA Container Toolkit injects from the host driver at run time (absent at build).
+DRIVER_LIBS = frozenset({"libcuda.so.1", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"})
+BASE_HEADER = "# base image"
+LOCK_HEADER = "# project lock"
 NVINFER_VERSION_HEADERS = (
     "/usr/include/x86_64-linux-gnu/NvInferVersion.h",
     "/usr/include/aarch64-linux-gnu/NvInferVersion.h",
@@ -98,65 +118,240 @@ def cmd_trt(args: argparse.Namespace) -> None:
         )
 
 
+def requirement_name(line: str) -> str | None:
+    """``"Foo_Bar==1.0"`` -> ``"foo-bar"``; None for blank lines and comments."""
+    line = line.split("#", 1)[0].strip()
+    m = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line)
+    return None if not line or m is None else re.sub(r"[-_.]+", "-", m.group()).lower()
+
+
+def other_constraint_files(ours: Path, env: str | None = None) -> list[Path]:
+    """The constraint files already in PIP_CONSTRAINT besides ours (NGC ships one from 25.03 on)."""
+    value = os.environ.get("PIP_CONSTRAINT", "") if env is None else env
+    out = []
+    for item in value.split():
+        path = Path(item)
+        if path.resolve() != ours.resolve() and path.is_file():
+            out.append(path)
+    return out
+
+
+def merge_constraints(
+    base: list[str], lock_lines: list[str], foreign: set[str], installed: dict[str, str | None] | None = None
+) -> tuple[list[str], list[str]]:
+    """(lines, notes): base pins, then every lock line whose name neither the base pins nor another
+    constraint file (``foreign``) constrains, so the two never disagree. A lock pin of something the
+    base image already has records that version (``# base: X``): ``final`` accepts either."""
+    installed = installed or {}
+    taken = {requirement_name(line) for line in base} | foreign
+    lines = [BASE_HEADER, *base, LOCK_HEADER]
+    notes = []
+    for raw in lock_lines:
+        name = requirement_name(raw)
+        if name is None:
+            continue
+        line = raw.split("#", 1)[0].strip()
+        if name in taken and "==" in line:  # a bound (numpy<2) is kept: it must hold for the base pin too
+            notes.append(f"{line}: left to the base image's constraints")
+            continue
+        present = installed.get(name)
+        lines.append(line if present is None or "==" not in line else f"{line}  # base: {present}")
+    return lines, notes
+
+
 def cmd_constraints(args: argparse.Namespace) -> None:
-    lines = []
+    base = []
     for name in PINNED:
         if name == "tensorrt" and args.no_tensorrt:
             continue
         version = dist_version(name)
         if version:
-            lines.append(f"{name}=={version}")
-    if not any(line.startswith("torch==") for line in lines):
+            base.append(f"{name}=={version}")
+    if not any(line.startswith("torch==") for line in base):
         fail("the base image has no torch distribution to pin")
     out = Path(args.out)
+    foreign: set[str] = set()
+    for path in other_constraint_files(out):
+        foreign |= {n for n in map(requirement_name, path.read_text().splitlines()) if n}
+    lock = Path(args.lock).read_text().splitlines() if args.lock else []
+    installed = {n: dist_version(n) for n in filter(None, map(requirement_name, lock))}
+    lines, notes = merge_constraints(base, lock, foreign, installed)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    print("check_image: constraints:\n  " + "\n  ".join(lines))
+    print("check_image: constraints:\n  " + "\n  ".join(lines + notes))
+
+
+def check_pins(lines: list[str], have: dict[str, str | None]) -> list[str]:
+    """Problems with the installed versions ``have`` (name -> version or None) against our file:
+    base pins must be installed unchanged; a lock pin, when installed, at its version; ``name<N``
+    (e.g. ``numpy<2``) below major N."""
+    problems = []
+    section = None
+    for raw in lines:
+        if raw.strip() in (BASE_HEADER, LOCK_HEADER):
+            section = raw.strip()
+            continue
+        name = requirement_name(raw)
+        if name is None:
+            continue
+        line = raw.split("#", 1)[0].strip()
+        installed = have.get(name)
+        if "==" in line:
+            want = line.partition("==")[2].strip()
+            base = re.search(r"#\s*base:\s*(\S+)", raw)
+            if section == LOCK_HEADER and (installed is None or (base is not None and installed == base.group(1))):
+                continue  # not needed by anything installed, or left as the base image had it
+            if installed != want:
+                problems.append(f"{name} changed from {want} to {installed}: a dependency reinstalled it")
+        elif m := re.fullmatch(r"[A-Za-z0-9._-]+\s*<\s*(\d+)", line):
+            if installed is not None and vtuple(installed)[0] >= int(m.group(1)):
+                problems.append(f"{name} {installed} breaks {line} (the base image's torch needs it)")
+        else:
+            problems.append(f"unsupported constraint line {line!r}: use name==version or name<major")
+    return problems
+
+
+# ---------------------------------------------------------------------------------- provider libraries
+
+
+def missing_libraries(ldd_output: str) -> list[str]:
+    """Libraries ``ldd`` could not find, except the driver's (the container toolkit injects those)."""
+    missing = []
+    for line in ldd_output.splitlines():
+        m = re.match(r"\s*(\S+)\s+=>\s+not found", line)
+        if m and m.group(1) not in DRIVER_LIBS:
+            missing.append(m.group(1))
+    return missing
+
+
+def check_provider_libraries(capi: Path, providers: tuple[str, ...] = tuple(PROVIDER_LIBS)) -> list[str]:
+    """Problems loading each provider library for real: absent files, linked libraries the loader
+    cannot find (``ldd``, transitively), and, where the driver is present, ``dlopen`` itself."""
+    problems = []
+    ldd = shutil.which("ldd")
+    driver = _loadable("libcuda.so.1")
+    shared = capi / PROVIDERS_SHARED
+    for provider in providers:
+        lib = capi / PROVIDER_LIBS[provider]
+        if not lib.is_file():
+            problems.append(f"{provider}: {lib.name} is missing from {capi}")
+            continue
+        if ldd is not None:
+            proc = subprocess.run([ldd, str(lib)], capture_output=True, text=True)
+            missing = missing_libraries(proc.stdout + proc.stderr)
+            if missing:
+                problems.append(f"{provider}: {lib.name} links libraries that are not installed: {', '.join(missing)}")
+                continue
+        if driver or ldd is None:
+            try:
+                if shared.is_file():
+                    ctypes.CDLL(str(shared), mode=ctypes.RTLD_GLOBAL)
+                ctypes.CDLL(str(lib))
+            except OSError as err:
+                problems.append(f"{provider}: {lib.name} does not load: {err}")
+    return problems
+
+
+def _loadable(name: str) -> bool:
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
+
+
+def onnxruntime_capi() -> Path:
+    import onnxruntime  # noqa: PLC0415
+
+    return Path(onnxruntime.__file__).resolve().parent / "capi"
+
+
+def session_providers(asked: list[str]) -> list[str]:
+    """The providers a real InferenceSession on a one-node model keeps (needs onnx and a GPU)."""
+    import onnx  # noqa: PLC0415
+    import onnxruntime  # noqa: PLC0415
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.onnx"
+        onnx.save(model, str(path))
+        session = onnxruntime.InferenceSession(str(path), providers=asked)
+        return list(session.get_providers())
+
+
+def cmd_providers(args: argparse.Namespace) -> None:
+    problems = check_provider_libraries(onnxruntime_capi())
+    if problems:
+        fail("; ".join(problems))
+    if args.session:
+        asked = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+        kept = session_providers(asked)
+        lost = [p for p in asked if p not in kept]
+        if lost:
+            fail(f"an InferenceSession asked for {asked} kept only {kept}: {', '.join(lost)} failed to load")
+    print("check_image: provider libraries load" + (" and a session keeps them" if args.session else ""))
+
+
+def check_pairing(ort_version: str, trt_version: str) -> str:
+    """The pairing reason; fails on a known mismatch *and* on an undetermined pairing."""
+    try:
+        from harness.gpu.capabilities import check_ort_trt_pair  # noqa: PLC0415
+    except ImportError as err:
+        fail(f"the harness package is not importable: {err}")
+    pair = check_ort_trt_pair(ort_version, trt_version)
+    if pair.ok is not True:
+        fail(("undetermined pairing: " if pair.ok is None else "") + pair.reason)
+    return pair.reason
 
 
 def cmd_final(args: argparse.Namespace) -> None:
-    # 1. nothing pinned was replaced
-    for line in Path(args.constraints).read_text().split():
-        name, _, want = line.partition("==")
-        have = dist_version(name)
-        if have != want:
-            fail(f"{name} changed from {want} to {have}: a dependency reinstalled it")
+    # 1. nothing pinned was replaced, the lock held
+    lines = Path(args.constraints).read_text().splitlines()
+    have = {n: dist_version(n) for n in filter(None, map(requirement_name, lines))}
+    problems = check_pins(lines, have)
+    if problems:
+        fail("; ".join(problems))
     # 2. exactly one onnxruntime flavour
     cpu, gpu = dist_version("onnxruntime"), dist_version("onnxruntime-gpu")
-    if gpu is None:
-        fail("onnxruntime-gpu is not installed")
-    if cpu is not None:
-        fail(f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed; they share one module")
-    if args.ort and not re.fullmatch(args.ort.replace(".", r"\.").replace("*", r".*"), gpu):
-        fail(f"onnxruntime-gpu {gpu} does not match the pin {args.ort}")
-    import onnxruntime  # noqa: PLC0415
-
-    providers = onnxruntime.get_available_providers()
-    for ep in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
-        if ep not in providers:
-            fail(f"onnxruntime-gpu {gpu} lists no {ep} (providers: {providers})")
-    # 3. TensorRT range and ORT pairing
+    # 3. TensorRT range
     version, source = tensorrt_version()
     if version is None:
         fail("TensorRT disappeared from the image")
     v = vtuple(version)[:2]
     if not vtuple(args.trt_min)[:2] <= v <= vtuple(args.trt_max)[:2]:
         fail(f"TensorRT {version} ({source}) outside {args.trt_min}..{args.trt_max}")
-    try:
-        from harness.gpu.capabilities import check_ort_trt_pair  # noqa: PLC0415
-    except ImportError as err:
-        fail(f"the harness package is not importable: {err}")
-    pair = check_ort_trt_pair(gpu, version)
-    print(f"check_image: onnxruntime-gpu {gpu} + TensorRT {version}: {pair.reason}")
-    if pair.ok is False:
-        fail(pair.reason)
-    # 4. the CLI the compose entrypoint runs
+    if args.ort == "none":
+        # 4a. no ONNX Runtime GPU backends in this image (no PyPI onnxruntime-gpu links its TensorRT)
+        if gpu is not None:
+            fail(f"onnxruntime-gpu {gpu} is installed, but this image has no ONNX Runtime GPU backends")
+        if cpu is None:
+            fail("onnxruntime (CPU) is not installed: ort-cpu would be unavailable")
+        ort_note = f"onnxruntime {cpu} (CPU only)"
+    else:
+        # 4b. onnxruntime-gpu whose provider libraries load for real, paired with this TensorRT
+        if gpu is None:
+            fail("onnxruntime-gpu is not installed")
+        if cpu is not None:
+            fail(f"both onnxruntime {cpu} and onnxruntime-gpu {gpu} are installed; they share one module")
+        if args.ort and not re.fullmatch(args.ort.replace(".", r"\.").replace("*", r".*"), gpu):
+            fail(f"onnxruntime-gpu {gpu} does not match the pin {args.ort}")
+        problems = check_provider_libraries(onnxruntime_capi())
+        if problems:
+            fail("; ".join(problems))
+        print(f"check_image: onnxruntime-gpu {gpu} + TensorRT {version}: {check_pairing(gpu, version)}")
+        ort_note = f"onnxruntime-gpu {gpu}"
+    # 5. the CLI the compose entrypoint runs
     if shutil.which("harness") is None:
         fail("no `harness` executable on PATH (console script missing from the project metadata?)")
     proc = subprocess.run(["harness", "--help"], capture_output=True, text=True)
     if proc.returncode != 0:
         fail(f"`harness --help` exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
-    print(f"check_image: OK (torch {dist_version('torch')}, onnxruntime-gpu {gpu}, TensorRT {version})")
+    print(f"check_image: OK (torch {dist_version('torch')}, {ort_note}, TensorRT {version})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,13 +363,17 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("constraints")
     p.add_argument("out")
     p.add_argument("--no-tensorrt", action="store_true", help="do not pin TensorRT (the TRT 11 image replaces it)")
+    p.add_argument("--lock", default=None, help="the project's lock file (docker/constraints-<image>.txt)")
     p = sub.add_parser("final")
     p.add_argument("--constraints", required=True)
     p.add_argument("--trt-min", required=True)
     p.add_argument("--trt-max", required=True)
-    p.add_argument("--ort", default=None, help="the onnxruntime-gpu pin, e.g. 1.20.*")
+    p.add_argument("--ort", default=None, help="the onnxruntime-gpu pin, e.g. 1.20.*; 'none': CPU onnxruntime only")
+    p = sub.add_parser("providers")
+    p.add_argument("--session", action="store_true", help="also run a real InferenceSession (needs a GPU)")
     args = parser.parse_args(argv)
-    {"trt": cmd_trt, "constraints": cmd_constraints, "final": cmd_final}[args.cmd](args)
+    commands = {"trt": cmd_trt, "constraints": cmd_constraints, "final": cmd_final, "providers": cmd_providers}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -153,16 +153,34 @@ def test_mismatched_pairs() -> None:
     check = caps.check_ort_trt_pair("1.20.1", "10.15.1.29")
     assert check.ok is False and check.expected_trt == "10.4" and "onnxruntime-gpu" in check.reason
     assert caps.check_ort_trt_pair("1.17.3", "10.0.1").ok is False
-    assert caps.check_ort_trt_pair("1.27.0", "10.15.1").ok is False
 
 
-def test_trt11_pairing() -> None:
-    assert caps.check_ort_trt_pair("1.27.0", "11.0.0").ok is True
-    assert caps.check_ort_trt_pair("1.30.1", "11.4.0.106").ok is True
-    assert caps.expected_trt_for_ort("1.28.0") == "11.x"
+@pytest.mark.parametrize("ort", ["1.20.1", "1.22.0", "1.27.0", "1.30.1"])
+def test_no_pypi_onnxruntime_links_trt11(ort: str) -> None:
+    """Issue 9: the PyPI 1.27 wheel links libnvinfer.so.10 (and libcudart.so.13), never TensorRT 11."""
+    check = caps.check_ort_trt_pair(ort, "11.4.0.106")
+    assert check.ok is False and "no PyPI onnxruntime-gpu links TensorRT 11" in check.reason
+    assert "libnvinfer.so.10" in check.reason
+    assert caps.ort_libnvinfer_major(ort) == 10
+    assert caps.expected_trt_for_ort(ort) is not None and caps.expected_trt_for_ort(ort).startswith("10.")
+    assert not hasattr(caps, "ORT_FIRST_FOR_TRT11")
+
+
+def test_ort_1_27_links_cuda_13() -> None:
+    check = caps.check_ort_trt_pair("1.27.0", "10.15.1")
+    assert check.ok is None and "libcudart.so.13" in check.reason
+    assert "libcudart.so.13" in caps.check_ort_trt_pair("1.27.0", "11.0.0").reason
 
 
 def test_unrecorded_pair_is_unknown_not_wrong() -> None:
     check = caps.check_ort_trt_pair("1.24.1", "10.13.0")
     assert check.ok is None and "no recorded" in check.reason
-    assert caps.expected_trt_for_ort("1.24.1") is None
+    assert caps.expected_trt_for_ort("1.24.1") == "10.x"
+    assert caps.expected_trt_for_ort("1.17.0") is None
+
+
+def test_ort_gpu_note_with_trt11() -> None:
+    note = caps.ort_gpu_note("11.4.0.106", ("CPUExecutionProvider",))
+    assert note is not None and "ort-cuda and ort-trt" in note and "trt11 image" in note
+    assert caps.ort_gpu_note("10.8.0.43", ("CPUExecutionProvider",)) is None
+    assert caps.ort_gpu_note(None, None) is None

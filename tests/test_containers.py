@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
@@ -73,6 +75,12 @@ def _from_images(text: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------- compose
 
+VOLUME_ENV = {"HARNESS_DATA_ROOT": "/data", "HARNESS_CACHE_DIR": "/cache", "HARNESS_OUT_DIR": "/results", "TORCH_HOME": "/torch"}
+
+
+def _volume_targets(svc: dict) -> set[str]:
+    return {_interpolate(v).split(":")[1] for v in svc["volumes"]}
+
 
 def test_compose_services_and_entrypoints() -> None:
     services = _compose()["services"]
@@ -82,8 +90,23 @@ def test_compose_services_and_entrypoints() -> None:
     assert harness["entrypoint"][-2:] == ["harness", "run"]
     assert "command" not in harness
     assert services["hw"]["entrypoint"][-2:] == ["harness", "hw"]
-    # the NGC entrypoint stays first (CUDA forward compatibility)
-    assert harness["entrypoint"][0] == "/opt/nvidia/nvidia_entrypoint.sh"
+    # our entrypoint (umask, HOME) first; it execs the NGC entrypoint (CUDA forward compatibility)
+    assert harness["entrypoint"][0] == "/opt/pq-harness/docker/entrypoint.sh"
+    script = (DOCKER / "entrypoint.sh").read_text()
+    assert re.search(r'^exec /opt/nvidia/nvidia_entrypoint\.sh "\$@"$', script, re.M)
+    assert 'umask "${HARNESS_UMASK:-0002}"' in script
+    assert (DOCKER / "entrypoint.sh").stat().st_mode & 0o111  # executable in git and in the image
+
+
+@pytest.mark.parametrize("service", ["harness", "hw"])
+def test_compose_runs_as_the_caller_never_root(service: str) -> None:
+    svc = _compose()["services"][service]
+    user = svc["user"]
+    assert _interpolate(user, {"HARNESS_UID": "1234", "HARNESS_GID": "50"}) == "1234:50"
+    uid, gid = _interpolate(user).split(":")
+    assert uid.isdigit() and gid.isdigit() and uid != "0" and gid != "0"
+    assert svc["environment"]["HARNESS_UMASK"] == "0002"
+    assert "HARNESS_UID=$(id -u)" in COMPOSE.read_text()  # documented
 
 
 @pytest.mark.parametrize("service", ["harness", "hw"])
@@ -94,15 +117,14 @@ def test_compose_gpu_reservation(service: str) -> None:
 
 
 @pytest.mark.parametrize("service", ["harness", "hw"])
-def test_compose_volumes_environment_and_shm(service: str) -> None:
+def test_compose_defaults_write_to_the_volumes(service: str) -> None:
     svc = _compose()["services"][service]
-    targets = {v.rsplit(":", 1)[-1] if not v.endswith(":ro") else v.split(":")[-2] for v in svc["volumes"]}
-    assert {"/data", "/root/.cache/torch", "/cache", "/results"} <= targets
+    targets = _volume_targets(svc)
     env = svc["environment"]
-    assert env["HARNESS_DATA_ROOT"] == "/data"
-    assert env["HARNESS_CACHE_DIR"] == "/cache"
-    assert env["HARNESS_OUT_DIR"] == "/results"
-    assert env["TORCH_HOME"] == "/root/.cache/torch"
+    for key, path in VOLUME_ENV.items():
+        assert env[key] == path and path in targets, key
+    # nothing writes under /root (not traversable for a non-root uid)
+    assert not any(t.startswith("/root") for t in targets)
     assert "shm_size" in svc or svc.get("ipc") == "host"
 
 
@@ -117,6 +139,11 @@ def test_compose_build_selects_dockerfile_by_variable() -> None:
     assert svc["build"]["context"] == "."
     image = _interpolate(svc["image"], {"HARNESS_GPU": "v100"})
     assert image == "pq-harness:v100" and "latest" not in svc["image"]
+
+
+def test_compose_passes_the_harness_commit() -> None:
+    args = _compose()["services"]["harness"]["build"]["args"]
+    assert _interpolate(args["HARNESS_COMMIT"], {"HARNESS_COMMIT": "abc123"}) == "abc123"
 
 
 # ---------------------------------------------------------------------------------- Dockerfiles
@@ -156,7 +183,10 @@ def test_trt11_image_is_trt_11() -> None:
     assert parse_version(labels["pq.trt_version"])[0] == 11
 
 
-@pytest.mark.parametrize("variant", GPU_VARIANTS)
+ORT_GPU_VARIANTS = ("v100", "a100")
+
+
+@pytest.mark.parametrize("variant", ORT_GPU_VARIANTS)
 def test_onnxruntime_gpu_pin_pairs_with_trt(variant: str) -> None:
     text = _dockerfile(variant)
     m = re.search(r"^ARG ORT_GPU_VERSION=(\S+)$", text, re.M)
@@ -167,11 +197,70 @@ def test_onnxruntime_gpu_pin_pairs_with_trt(variant: str) -> None:
     labels = _labels(text)
     assert labels["pq.ort_gpu_version"] == pin
     check = check_ort_trt_pair(pin.replace("*", "0"), labels["pq.trt_version"])
-    assert check.ok is True, check.reason
+    assert check.ok is True, check.reason  # a recorded pairing: an undetermined one fails the build too
+    assert '--ort "${ORT_GPU_VERSION}"' in text
+
+
+def test_trt11_image_has_no_onnxruntime_gpu() -> None:
+    """No PyPI onnxruntime-gpu links TensorRT 11: the image drops the ORT GPU backends and says so."""
+    text = _dockerfile("trt11")
+    instructions = _instructions(text)
+    assert not any("onnxruntime-gpu" in i for i in instructions)
+    assert "ORT_GPU_VERSION" not in text
+    assert _labels(text)["pq.ort_gpu_version"] == "none"
+    assert any(re.search(r"check_image\.py final .*--ort none", i) for i in instructions)
+    assert any('pip install -e "/opt/pq-harness[ort-cpu]"' in i for i in instructions)
+    assert "no PyPI onnxruntime-gpu links TensorRT 11" in text
+    # ... and the rule agrees: every PyPI onnxruntime-gpu is refused next to TensorRT 11
+    for ort in ("1.22.0", "1.27.0", "1.30.0"):
+        assert check_ort_trt_pair(ort, _labels(text)["pq.trt_version"]).ok is False
 
 
 def test_v100_pairing_is_ort_1_20() -> None:
     assert "ARG ORT_GPU_VERSION=1.20.*" in _dockerfile("v100")
+
+
+def _env(text: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instr in _instructions(text):
+        if instr.upper().startswith("ENV "):
+            for key, value in re.findall(r'(\w+)=("[^"]*"|\S+)', instr[4:]):
+                env[key] = value.strip('"')
+    return env
+
+
+@pytest.mark.parametrize("variant", GPU_VARIANTS)
+def test_pip_constraints_are_added_to_the_base_images(variant: str) -> None:
+    env = _env(_dockerfile(variant))
+    files = env["PIP_CONSTRAINT"].split()
+    # ours, plus whatever the base image set (NGC's /etc/pip/constraint.txt from 25.03 on): never replaced
+    assert files == ["/etc/pq-harness/constraints.txt", "${PIP_CONSTRAINT}"]
+    instructions = _instructions(_dockerfile(variant))
+    step = next(i for i in instructions if "check_image.py constraints" in i)
+    assert f"--lock /opt/pq-harness-tools/constraints-{variant}.txt" in step
+    assert any(i.startswith("COPY ") and f"docker/constraints-{variant}.txt" in i for i in instructions)
+
+
+@pytest.mark.parametrize("variant", GPU_VARIANTS)
+def test_image_defaults_write_to_the_volumes(variant: str) -> None:
+    text = _dockerfile(variant)
+    env = _env(text)
+    for key, path in VOLUME_ENV.items():
+        assert env[key] == path, key
+    targets = _volume_targets(_compose()["services"]["harness"])
+    assert {env[k] for k in VOLUME_ENV} <= targets
+    assert env["HARNESS_IMAGE"] == variant
+    assert re.search(r"chmod 1777 /data /cache /results /torch", text)
+
+
+@pytest.mark.parametrize("variant", GPU_VARIANTS)
+def test_harness_commit_is_passed_at_build_time(variant: str) -> None:
+    instructions = _instructions(_dockerfile(variant))
+    arg = next(i for i, s in enumerate(instructions) if re.fullmatch(r"ARG HARNESS_COMMIT=?\S*", s))
+    env = next(i for i, s in enumerate(instructions) if s == "ENV HARNESS_COMMIT=${HARNESS_COMMIT}")
+    assert arg < env
+    # after every install step, so a new commit does not rebuild the image
+    assert all(not re.search(r"\bpip\b", s) for s in instructions[arg:])
 
 
 @pytest.mark.parametrize("variant", GPU_VARIANTS)
@@ -189,27 +278,88 @@ def test_torch_is_never_reinstalled(variant: str) -> None:
     assert any("check_image.py final --constraints" in s for s in instructions[first_install:])
 
 
-@pytest.mark.parametrize("variant", GPU_VARIANTS)
-def test_project_installed_with_gpu_extra(variant: str) -> None:
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+@pytest.mark.parametrize(("variant", "extra"), [("v100", "ort-gpu"), ("a100", "ort-gpu"), ("trt11", "ort-cpu")])
+def test_project_installed_with_its_extra(variant: str, extra: str) -> None:
     text = _dockerfile(variant)
     m = re.search(r'pip install -e "/opt/pq-harness\[([\w-]+)\]"', text)
     assert m, "the project is not installed"
-    extra = m.group(1)
-    pyproject = ROOT / "pyproject.toml"
-    if pyproject.exists():
-        tomllib = pytest.importorskip("tomllib")
-        project = tomllib.loads(pyproject.read_text())["project"]
-        extras = project.get("optional-dependencies", {})
-        assert extra in extras, f"pyproject.toml has no [{extra}] extra (has {sorted(extras)})"
-        assert any(d.startswith("onnxruntime-gpu") for d in extras[extra])
-        # a hard dependency on the CPU-only onnxruntime would sit beside onnxruntime-gpu
-        assert not any(re.match(r"onnxruntime(?![\w-])", d) for d in project.get("dependencies", []))
-        assert "harness" in project.get("scripts", {})
+    assert m.group(1) == extra
+    project = _pyproject()
+    extras = project.get("optional-dependencies", {})
+    assert extra in extras, f"pyproject.toml has no [{extra}] extra (has {sorted(extras)})"
+    # a hard dependency on the CPU-only onnxruntime would sit beside onnxruntime-gpu
+    assert not any(re.match(r"onnxruntime(?![\w-])", d) for d in project.get("dependencies", []))
+    assert "harness" in project.get("scripts", {})
     assert "COPY . /opt/pq-harness" in text
-    ignore = (DOCKER / f"Dockerfile.{variant}.dockerignore").read_text().split()
-    assert ".git" in ignore and "results" in ignore and ".harness-cache" in ignore
-    for needed in ("harness", "backends", "calib", "pyproject.toml"):
+
+
+# ---------------------------------------------------------------------------------- lock files and context
+
+
+def _requirement(text: str) -> tuple[str, str]:
+    m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)", text.split(";")[0].strip())
+    assert m, text
+    return re.sub(r"[-_.]+", "-", m.group(1)).lower(), m.group(2).strip()
+
+
+def _lock(variant: str) -> dict[str, str]:
+    out = {}
+    for line in (DOCKER / f"constraints-{variant}.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, spec = _requirement(line)
+            assert name not in out, f"{name} twice"
+            out[name] = spec
+    return out
+
+
+@pytest.mark.parametrize(("variant", "extra"), [("v100", "ort-gpu"), ("a100", "ort-gpu"), ("trt11", "ort-cpu")])
+def test_lock_pins_every_project_dependency(variant: str, extra: str) -> None:
+    project = _pyproject()
+    lock = _lock(variant)
+    base_owned = {"torch", "torchvision", "tensorrt"}
+    assert not base_owned & set(lock), "the base image owns torch/torchvision/tensorrt"
+    assert lock["numpy"] == "<2"  # NGC's torch is built against NumPy 1
+    needed = [*project["dependencies"], *project["optional-dependencies"][extra]]
+    for dep in needed:
+        name, spec = _requirement(dep)
+        if name in base_owned or name == "onnxruntime-gpu":  # onnxruntime-gpu: ARG ORT_GPU_VERSION
+            continue
+        if name == "numpy":
+            continue
+        assert name in lock, f"{dep} is not locked in constraints-{variant}.txt"
+        pinned = lock[name]
+        assert pinned.startswith("=="), f"{name}{pinned}: pin an exact version"
+        low = re.search(r">=\s*([\d.]+)", spec)
+        if low:
+            assert parse_version(pinned[2:]) >= parse_version(low.group(1)), f"{name}{pinned} breaks {dep}"
+    for name, spec in lock.items():
+        assert spec.startswith("==") or re.fullmatch(r"<\d+", spec), f"{name}{spec}"
+
+
+def test_locks_of_one_python_agree() -> None:
+    """a100 and trt11 share the base image (Python 3.12): their common pins must be the same."""
+    a100, trt11 = _lock("a100"), _lock("trt11")
+    common = set(a100) & set(trt11)
+    assert len(common) > 10
+    assert {n: a100[n] for n in common} == {n: trt11[n] for n in common}
+
+
+def test_root_dockerignore_keeps_data_out_of_the_context() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    for excluded in (".git", "data", "results", ".harness-cache", "**/__pycache__", "**/*.onnx", "**/*.engine", ".whl"):
+        assert excluded in ignore, excluded
+    for needed in ("harness", "backends", "calib", "pyproject.toml", "docker", "configs", "README.md"):
         assert needed not in ignore
+        assert not any(p.startswith(needed) or p.startswith("**/" + needed) for p in ignore)
+    # BuildKit would prefer a Dockerfile-specific ignore file over the root one: there is none
+    assert not list(DOCKER.glob("*.dockerignore"))
 
 
 # ---------------------------------------------------------------------------------- check_image.py
@@ -223,15 +373,46 @@ def _check_image() -> ModuleType:
     return module
 
 
-def test_check_image_helpers(tmp_path: Path) -> None:
+def test_check_image_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ci = _check_image()
     assert ci.vtuple("10.4.0.26") == (10, 4, 0, 26)
     assert ci.vtuple("2.5.0a0+b465a5843b") == (2, 5, 0)
+    assert ci.requirement_name("Typing_Extensions==4.1  # x") == "typing-extensions"
     out = tmp_path / "constraints.txt"
-    ci.main(["constraints", str(out)])
-    lines = out.read_text().split()
-    assert any(line.startswith("torch==") for line in lines)
-    assert all("==" in line for line in lines)
+    # NGC's own constraint file (from 25.03 on) is in PIP_CONSTRAINT next to ours
+    ngc = tmp_path / "ngc-constraint.txt"
+    ngc.write_text("rich==13.0.0\n")
+    monkeypatch.setenv("PIP_CONSTRAINT", f"{out} {ngc}")
+    lock = tmp_path / "lock.txt"
+    lock.write_text("# a comment\nnumpy<2\nrich==15.0.0\npydantic==2.14.4\nnot-installed-here==1.0\n")
+    ci.main(["constraints", str(out), "--lock", str(lock)])
+    lines = out.read_text().splitlines()
+    assert lines[0] == ci.BASE_HEADER and ci.LOCK_HEADER in lines
+    base = lines[1 : lines.index(ci.LOCK_HEADER)]
+    assert any(line.startswith("torch==") for line in base) and all("==" in line for line in base)
+    locked = lines[lines.index(ci.LOCK_HEADER) + 1 :]
+    assert "numpy<2" in locked
+    assert not any(line.startswith("rich") for line in locked)  # NGC pins it: left to NGC, no conflict
+    # pydantic is installed here already: its present version is recorded, so `final` accepts either
+    assert any(re.fullmatch(r"pydantic==2\.14\.4  # base: \S+", line) for line in locked)
+    assert "not-installed-here==1.0" in locked
+    have = {n: ci.dist_version(n) for n in filter(None, map(ci.requirement_name, lines))}
+    numpy2 = ci.vtuple(have["numpy"] or "0")[0] >= 2  # this machine's numpy may be 2.x; NGC's torch images: 1.x
+    assert ci.check_pins(lines, have) == ([f"numpy {have['numpy']} breaks numpy<2 (the base image's torch needs it)"] if numpy2 else [])
+
+
+def test_check_pins() -> None:
+    ci = _check_image()
+    lines = [ci.BASE_HEADER, "torch==2.5.0a0", "numpy==1.26.4", ci.LOCK_HEADER, "numpy<2", "rich==15.0.0",
+             "pygments==2.21.0  # base: 2.18.0", "tzdata==2026.6"]
+    ok = {"torch": "2.5.0a0", "numpy": "1.26.4", "rich": "15.0.0", "pygments": "2.18.0", "tzdata": None}
+    assert ci.check_pins(lines, ok) == []
+    assert "torch changed from 2.5.0a0 to 2.6.0" in ci.check_pins(lines, {**ok, "torch": "2.6.0"})[0]
+    assert any("numpy 2.1.0 breaks numpy<2" in p for p in ci.check_pins(lines, {**ok, "numpy": "2.1.0"}))
+    assert "rich changed from 15.0.0 to 14.0.0" in ci.check_pins(lines, {**ok, "rich": "14.0.0"})[0]
+    assert ci.check_pins(lines, {**ok, "pygments": "2.21.0"}) == []
+    assert "pygments changed" in ci.check_pins(lines, {**ok, "pygments": "2.19.0"})[0]
+    assert "unsupported constraint" in ci.check_pins([ci.LOCK_HEADER, "rich>=13"], {"rich": "15.0"})[0]
 
 
 def test_check_image_trt_range_fails_without_tensorrt() -> None:
@@ -241,3 +422,58 @@ def test_check_image_trt_range_fails_without_tensorrt() -> None:
         pytest.skip("TensorRT is installed here")
     with pytest.raises(SystemExit):
         ci.main(["trt", "--min", "10.0", "--max", "10.4"])
+
+
+def test_undetermined_or_wrong_pairing_fails_the_image() -> None:
+    ci = _check_image()
+    assert "10.4" in ci.check_pairing("1.20.1", "10.4.0.26")
+    with pytest.raises(SystemExit):
+        ci.check_pairing("1.24.1", "10.13.0")  # no recorded pairing: undetermined is a failure
+    with pytest.raises(SystemExit):
+        ci.check_pairing("1.27.0", "11.4.0.106")  # no PyPI onnxruntime-gpu links TensorRT 11
+
+
+def test_missing_libraries_from_ldd_output() -> None:
+    ci = _check_image()
+    out = """\tlinux-vdso.so.1 (0x00007ffd)
+\tlibonnxruntime_providers_shared.so => /x/capi/libonnxruntime_providers_shared.so (0x7f)
+\tlibnvinfer.so.10 => not found
+\tlibcudart.so.13 => not found
+\tlibcuda.so.1 => not found
+"""
+    assert ci.missing_libraries(out) == ["libnvinfer.so.10", "libcudart.so.13"]  # the driver's is injected later
+
+
+def test_provider_libraries_of_this_cpu_onnxruntime_fail() -> None:
+    """The real onnxruntime here (CPU build) has no GPU provider libraries: the check must say so,
+    where get_available_providers() alone proved nothing."""
+    ci = _check_image()
+    pytest.importorskip("onnxruntime")
+    problems = ci.check_provider_libraries(ci.onnxruntime_capi())
+    assert len(problems) == 2
+    assert "libonnxruntime_providers_cuda.so is missing" in problems[0]
+    assert "libonnxruntime_providers_tensorrt.so is missing" in problems[1]
+    with pytest.raises(SystemExit):
+        ci.main(["providers"])
+
+
+def test_provider_library_with_an_absent_linked_library_fails(tmp_path: Path) -> None:
+    """A real shared library linked against one that is gone (like libnvinfer.so.10 in the trt11 image)."""
+    ci = _check_image()
+    gcc, ldd = shutil.which("gcc"), shutil.which("ldd")
+    if gcc is None or ldd is None:  # pragma: no cover
+        pytest.skip("needs gcc and ldd")
+    (tmp_path / "dep.c").write_text("int dep(void) { return 1; }\n")
+    (tmp_path / "prov.c").write_text("int dep(void); int prov(void) { return dep(); }\n")
+    capi = tmp_path / "capi"
+    capi.mkdir()
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(tmp_path / "libnvfake.so.10"), "-Wl,-soname,libnvfake.so.10",
+                    str(tmp_path / "dep.c")], check=True)
+    (tmp_path / "libnvfake.so").symlink_to(tmp_path / "libnvfake.so.10")
+    for provider, name in ci.PROVIDER_LIBS.items():
+        subprocess.run([gcc, "-shared", "-fPIC", "-o", str(capi / name), str(tmp_path / "prov.c"),
+                        f"-L{tmp_path}", "-lnvfake", f"-Wl,-rpath,{tmp_path}"], check=True)
+    assert ci.check_provider_libraries(capi) == []  # everything linked is there
+    (tmp_path / "libnvfake.so.10").unlink()
+    problems = ci.check_provider_libraries(capi)
+    assert len(problems) == 2 and all("libnvfake.so.10" in p and "not installed" in p for p in problems)

@@ -1,4 +1,9 @@
-"""``harness hw`` logic: the real report on this GPU-less machine, and the availability rules with made-up GPUs."""
+"""``harness hw``: collection and rendering on this GPU-less machine, with made-up backends and GPUs.
+
+The availability *rules* belong to the backends and are tested in tests/test_availability_rules.py;
+here a made-up registry checks that hw asks every backend x precision with the machine's facts and
+shows each answer unchanged.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,30 @@ import pytest
 from rich.console import Console
 
 from harness import hw
-from harness.hw import BackendFacts, backend_availability
+from harness.hw import collect as hw_collect
+from harness.machine import MachineFacts, probe_machine
 from tests.test_nvml import FakeNvml
 
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
-def _table(facts: BackendFacts) -> dict[tuple[str, str], hw.Availability]:
-    rows = backend_availability(facts)
-    table = {(a.backend, a.precision): a for a in rows}
-    assert len(rows) == len(table) == len(hw.BACKENDS) * len(hw.PRECISIONS)
-    return table
+
+class FakeRule:
+    """A backend whose rule is written down: refuses what ``refuse`` maps, records every question."""
+
+    def __init__(self, refuse: dict[str, str] | None = None) -> None:
+        self.refuse = refuse or {}
+        self.asked: list[tuple[str, MachineFacts]] = []
+
+    def unavailable_reason(self, precision: str, facts: MachineFacts) -> str | None:
+        self.asked.append((precision, facts))
+        return self.refuse.get(precision)
+
+
+def _rules() -> dict[str, FakeRule]:
+    return {
+        "cpu-thing": FakeRule({"fp16": "cpu-thing runs fp32 and int8 only", "bf16": "no [bf16] here"}),
+        "gpu-thing": FakeRule({p: "needs a GPU" for p in PRECISIONS}),
+    }
 
 
 def _render(report: hw.HwReport) -> str:
@@ -26,11 +46,47 @@ def _render(report: hw.HwReport) -> str:
 
 
 @pytest.fixture(scope="module")
-def real_report() -> hw.HwReport:
-    return hw.collect_hw_report()
+def facts() -> MachineFacts:
+    return probe_machine()
+
+
+# ---------------------------------------------------------------------------------- asking the backends
+
+
+def test_availability_asks_every_backend_with_the_facts(facts: MachineFacts) -> None:
+    rules = _rules()
+    rows = hw.availability_matrix(facts, rules, PRECISIONS)
+    assert [(a.backend, a.precision) for a in rows] == [(b, p) for b in rules for p in PRECISIONS]
+    for rule in rules.values():
+        assert [p for p, _ in rule.asked] == list(PRECISIONS)
+        assert all(f is facts for _, f in rule.asked)
+    by = {(a.backend, a.precision): a for a in rows}
+    assert by["cpu-thing", "fp32"].ok and by["cpu-thing", "fp32"].reason is None
+    assert not by["cpu-thing", "fp16"].ok and by["cpu-thing", "fp16"].reason == "cpu-thing runs fp32 and int8 only"
+    assert all(not by["gpu-thing", p].ok for p in PRECISIONS)
+
+
+def test_installed_rules_are_the_registered_backends() -> None:
+    import backends
+
+    rules = hw.installed_rules()
+    assert tuple(rules) == backends.BACKEND_NAMES
+    assert all(rules[name] is backends.backend_class(name) for name in rules)
+
+
+def test_default_precisions_are_the_backends() -> None:
+    from backends.base import PRECISIONS as BACKEND_PRECISIONS
+
+    rows = hw.availability_matrix(MachineFacts(), {"x": FakeRule()})
+    assert tuple(a.precision for a in rows) == tuple(BACKEND_PRECISIONS)
 
 
 # ---------------------------------------------------------------------------------- the real machine
+
+
+@pytest.fixture(scope="module")
+def real_report(facts: MachineFacts) -> hw.HwReport:
+    return hw.collect_hw_report(facts=facts, rules=_rules())
 
 
 def test_real_report_without_gpu(real_report: hw.HwReport) -> None:
@@ -44,49 +100,39 @@ def test_real_report_without_gpu(real_report: hw.HwReport) -> None:
     assert r.python_version.count(".") == 2
     assert r.packages["torch"] is not None
     assert set(hw.PACKAGE_DISTS) <= set(r.packages)
-
-    torch_fp32 = r.availability("torch", "fp32")
-    assert torch_fp32.ok and torch_fp32.reason == "CPU"
-    fp16 = r.availability("torch", "fp16")
-    assert not fp16.ok and "torch on CPU runs fp32 only" in fp16.reason and "no NVIDIA GPU visible" in fp16.reason
-    assert not r.availability("torch", "int8").ok
-    for p in hw.PRECISIONS:
-        assert not r.availability("trt-native", p).ok
-        assert not r.availability("ort-trt", p).ok
-        assert not r.availability("ort-cuda", p).ok
-
-
-def test_real_report_cpu_backends(real_report: hw.HwReport) -> None:
-    if real_report.packages["onnxruntime"] is None:  # pragma: no cover
-        pytest.skip("onnxruntime not installed")
-    assert real_report.ort_providers and "CPUExecutionProvider" in real_report.ort_providers
-    assert real_report.availability("ort-cpu", "fp32").ok
-    assert real_report.availability("ort-cpu", "int8").ok
-    assert not real_report.availability("ort-cpu", "fp16").ok
-    if "CUDAExecutionProvider" not in real_report.ort_providers:
-        assert "install onnxruntime-gpu" in real_report.availability("ort-cuda", "fp32").reason
-    if real_report.tensorrt_version is None:
-        assert "tensorrt" in real_report.availability("trt-native", "fp32").reason
+    assert not r.torch_cuda_available
+    assert r.availability("cpu-thing", "fp16").reason == "cpu-thing runs fp32 and int8 only"
 
 
 def test_real_report_json_and_render(real_report: hw.HwReport) -> None:
     data = json.loads(hw.to_json(real_report))
     assert data["gpus"] == [] or real_report.gpus
-    assert {"host", "packages", "backend_availability", "gpu_note", "ort_providers"} <= set(data)
-    assert len(data["backend_availability"]) == 20
+    assert {"host", "packages", "backend_availability", "gpu_note", "ort_providers", "image"} <= set(data)
+    assert len(data["backend_availability"]) == 8
+    first = data["backend_availability"][0]
+    assert first == {"backend": "cpu-thing", "precision": "fp32", "ok": True, "reason": None}
     text = _render(real_report)
-    assert "Backend availability" in text and "Host" in text
+    assert "Backend availability" in text and "Host" in text and "Why not" in text
+    assert "no [bf16] here" in text  # reasons print literally (no rich markup)
+    assert "cpu-thing runs fp32 and int8 only" in text and "needs a GPU" in text
     if not real_report.gpus:
         assert "no NVIDIA GPU visible" in text
         assert "CPU backends only" in text
 
 
+def test_image_variant_is_reported(monkeypatch: pytest.MonkeyPatch, facts: MachineFacts) -> None:
+    monkeypatch.setenv("HARNESS_IMAGE", "trt11")
+    report = hw.collect_hw_report(facts=facts, rules=_rules(), use_nvml=False)
+    assert report.image == "trt11"
+    assert "trt11" in _render(report)
+
+
 # ---------------------------------------------------------------------------------- injected NVML
 
 
-def test_report_with_fake_nvml_gpu() -> None:
+def test_report_with_fake_nvml_gpu(facts: MachineFacts) -> None:
     fake = FakeNvml(name="NVIDIA A100-SXM4-40GB", cc=(8, 0), sm_clock=1410, sm_max=1410, count=1)
-    report = hw.collect_hw_report(nvml=fake)
+    report = hw.collect_hw_report(nvml=fake, facts=facts, rules=_rules())
     assert len(report.gpus) == 1
     g = report.gpus[0]
     assert g.source == "nvml" and g.name == "NVIDIA A100-SXM4-40GB"
@@ -96,20 +142,27 @@ def test_report_with_fake_nvml_gpu() -> None:
     assert report.gpu_note is None
     if not report.torch_cuda_available:  # this machine: NVML (fake) sees a GPU, torch cannot
         assert any("torch cannot use it" in w for w in report.warnings)
-        assert not report.availability("torch", "fp16").ok
+    assert not any("INT8 tensor cores" in w for w in report.warnings)
     text = _render(report)
     assert "NVIDIA A100-SXM4-40GB" in text and "Tensor-core precisions" in text and "Ampere" in text
 
 
-# ---------------------------------------------------------------------------------- rules with made-up facts
+def test_mig_and_v100_warnings(facts: MachineFacts) -> None:
+    report = hw.collect_hw_report(nvml=FakeNvml(cc=(7, 0), mig=1), facts=facts, rules=_rules())
+    text = "\n".join(report.warnings)
+    assert "MIG mode is enabled" in text
+    assert "7.0 has no INT8 tensor cores" in text
 
 
-def _gpu_facts(**kw: object) -> BackendFacts:
+# ---------------------------------------------------------------------------------- warnings from the facts
+
+
+def _gpu_facts(**kw: object) -> MachineFacts:
     base: dict[str, object] = dict(
         torch_version="2.5.0a0",
         torch_cuda_available=True,
         onnxruntime_version="1.20.1",
-        ort_providers=["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        ort_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
         tensorrt_version="10.4.0",
         libnvinfer="libnvinfer.so.10",
         gpu_visible=True,
@@ -117,102 +170,19 @@ def _gpu_facts(**kw: object) -> BackendFacts:
         gpu_name="NVIDIA A100-SXM4-40GB",
     )
     base.update(kw)
-    return BackendFacts(**base)  # type: ignore[arg-type]
+    return MachineFacts(**base)  # type: ignore[arg-type]
 
 
-def test_cpu_only_machine_rules() -> None:
-    t = _table(
-        BackendFacts(
-            torch_version="2.14.1",
-            torch_cuda_available=False,
-            torch_cuda_note="torch.cuda.is_available() is False",
-            onnxruntime_version="1.32.0",
-            ort_providers=["CPUExecutionProvider"],
-        )
+def test_pairing_warnings() -> None:
+    assert hw_collect._library_warnings(_gpu_facts()) == []
+    minor = hw_collect._library_warnings(_gpu_facts(tensorrt_version="10.8.0.43"))
+    assert len(minor) == 1 and "built against TensorRT 10.4" in minor[0]
+
+
+def test_trt11_without_ort_gpu_says_why() -> None:
+    facts = _gpu_facts(
+        onnxruntime_version="1.22.0", ort_providers=("CPUExecutionProvider",), tensorrt_version="11.4.0.106"
     )
-    assert t["torch", "fp32"].ok and not t["torch", "fp16"].ok
-    assert t["torch", "bf16"].reason.startswith("torch on CPU runs fp32 only")
-    assert "no NVIDIA GPU visible (torch.cuda.is_available() is False)" in t["torch", "fp16"].reason
-    assert t["ort-cpu", "fp32"].ok and t["ort-cpu", "int8"].ok
-    assert not t["ort-cpu", "fp16"].ok and not t["ort-cpu", "bf16"].ok
-    assert "onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu" in t["ort-cuda", "fp16"].reason
-    assert "onnxruntime has no TensorrtExecutionProvider: install onnxruntime-gpu" in t["ort-trt", "int8"].reason
-    assert t["trt-native", "fp16"].reason == "tensorrt is not installed"
-
-
-def test_a100_with_trt10() -> None:
-    t = _table(_gpu_facts(onnxruntime_version="1.22.0", tensorrt_version="10.9.0.34"))
-    assert t["torch", "fp16"].ok and t["torch", "bf16"].ok
-    assert not t["torch", "int8"].ok and "not offered on the torch backend" in t["torch", "int8"].reason
-    assert t["ort-cuda", "fp32"].ok and t["ort-cuda", "fp16"].ok and t["ort-cuda", "int8"].ok
-    assert not t["ort-cuda", "bf16"].ok
-    for p in ("fp32", "fp16", "int8"):
-        assert t["ort-trt", p].ok, t["ort-trt", p].reason
-        assert "warning" not in t["ort-trt", p].reason
-    assert not t["ort-trt", "bf16"].ok
-    for p in hw.PRECISIONS:
-        assert t["trt-native", p].ok, t["trt-native", p].reason
-    assert "calibrator" in t["trt-native", "int8"].reason or "implicit" in t["trt-native", "int8"].reason
-
-
-def test_v100_with_trt_10_4() -> None:
-    t = _table(_gpu_facts(gpu_cc=(7, 0), gpu_name="Tesla V100-SXM2-32GB"))
-    assert t["torch", "fp16"].ok
-    assert not t["torch", "bf16"].ok and "bf16 needs compute capability >= 8.0" in t["torch", "bf16"].reason
-    assert t["trt-native", "fp16"].ok
-    assert not t["trt-native", "bf16"].ok and "bf16 needs compute capability >= 8.0" in t["trt-native", "bf16"].reason
-    assert t["trt-native", "int8"].ok and "no INT8 tensor cores" in t["trt-native", "int8"].reason
-    assert t["ort-trt", "int8"].ok and "no INT8 tensor cores" in t["ort-trt", "int8"].reason
-
-
-def test_v100_with_newer_trt_is_refused() -> None:
-    t = _table(_gpu_facts(gpu_cc=(7, 0), tensorrt_version="10.15.1.29", onnxruntime_version="1.22.0"))
-    for p in hw.PRECISIONS:
-        assert not t["trt-native", p].ok
-    assert "sm_70" in t["trt-native", "fp32"].reason
-    assert "sm_70" in t["ort-trt", "fp32"].reason
-
-
-def test_ort_trt_needs_libnvinfer() -> None:
-    t = _table(_gpu_facts(libnvinfer=None, tensorrt_version=None, tensorrt_error="tensorrt is not installed"))
-    assert not t["ort-trt", "fp16"].ok and "libnvinfer.so.10" in t["ort-trt", "fp16"].reason
-    assert "falls back to CUDA" in t["ort-trt", "fp16"].reason
-    assert t["ort-cuda", "fp16"].ok
-    t11 = _table(_gpu_facts(libnvinfer=None, onnxruntime_version="1.27.0", tensorrt_version=None))
-    assert "libnvinfer.so.11" in t11["ort-trt", "fp32"].reason
-
-
-def test_ort_trt_major_mismatch_is_refused() -> None:
-    t = _table(_gpu_facts(onnxruntime_version="1.27.0", tensorrt_version="10.15.1.29"))
-    assert not t["ort-trt", "fp32"].ok and "targets TensorRT 11" in t["ort-trt", "fp32"].reason
-
-
-def test_ort_trt_minor_mismatch_is_a_warning() -> None:
-    t = _table(_gpu_facts(onnxruntime_version="1.20.1", tensorrt_version="10.8.0.43"))
-    assert t["ort-trt", "fp16"].ok and "warning" in t["ort-trt", "fp16"].reason and "10.4" in t["ort-trt", "fp16"].reason
-
-
-def test_trt11_rules() -> None:
-    t = _table(_gpu_facts(onnxruntime_version="1.28.0", tensorrt_version="11.4.0.106", libnvinfer="libnvinfer.so.11", gpu_cc=(9, 0)))
-    assert t["trt-native", "int8"].ok and "explicit" in t["trt-native", "int8"].reason
-    assert t["trt-native", "fp16"].ok and "FP16 ONNX" in t["trt-native", "fp16"].reason
-    assert t["ort-trt", "int8"].ok and "Q/DQ" in t["ort-trt", "int8"].reason
-
-
-def test_tensorrt_without_torch_cuda() -> None:
-    t = _table(
-        _gpu_facts(
-            torch_cuda_available=False,
-            torch_cuda_note="torch.cuda.is_available() is False (this torch 2.14.1 is a CPU-only build)",
-        )
-    )
-    assert not t["trt-native", "fp32"].ok and "torch CUDA tensors" in t["trt-native", "fp32"].reason
-    assert not t["torch", "fp16"].ok
-
-
-def test_missing_libraries() -> None:
-    t = _table(BackendFacts())
-    for p in hw.PRECISIONS:
-        assert t["torch", p].reason == "torch is not installed"
-        assert "onnxruntime is not installed" in t["ort-cpu", p].reason
-        assert not t["trt-native", p].ok
+    (note,) = hw_collect._library_warnings(facts)
+    assert "no PyPI onnxruntime-gpu links TensorRT 11" in note and "ort-cuda and ort-trt" in note
+    assert hw_collect._library_warnings(_gpu_facts(ort_providers=("CPUExecutionProvider",))) == []

@@ -1,4 +1,5 @@
-"""GPU facts: NVML monitoring (``nvml``) and architecture / TensorRT capability rules (``capabilities``).
+"""GPU facts: NVML queries (``nvml_query``), the timed-window monitor (``nvml_monitor``), and
+architecture / TensorRT / ONNX Runtime capability rules (``capabilities``).
 
 Nothing here imports a GPU library at import time.
 """
@@ -11,14 +12,8 @@ from harness.gpu.capabilities import (
     tensor_core_precisions,
     trt_precision_support,
 )
-from harness.gpu.nvml import (
-    DeviceMonitor,
-    DeviceSnapshot,
-    MonitorResult,
-    energy_per_image_mj,
-    nvml_available,
-    nvml_device_for_torch,
-)
+from harness.gpu.nvml_monitor import DeviceMonitor, MonitorResult, energy_per_image_mj
+from harness.gpu.nvml_query import DeviceSnapshot, nvml_device_for_torch, nvml_unavailable_reason
 
 __all__ = [
     "DeviceMonitor",
@@ -27,8 +22,8 @@ __all__ = [
     "architecture_name",
     "check_ort_trt_pair",
     "energy_per_image_mj",
-    "nvml_available",
     "nvml_device_for_torch",
+    "nvml_unavailable_reason",
     "tensor_core_precisions",
     "trt_precision_support",
 ]

@@ -205,7 +205,7 @@ def trt_precision_support(trt_version: str, cc: ComputeCapability) -> dict[str, 
 # ---------------------------------------------------------------------------------- ORT <-> TRT
 
 
-#: ONNX Runtime (major, minor) -> the TensorRT (major, minor) its TensorRT EP is built against.
+#: PyPI onnxruntime-gpu (major, minor) -> the TensorRT (major, minor) its TensorRT EP is built against.
 ORT_TRT_PAIRING: dict[tuple[int, int], tuple[int, int]] = {
     (1, 18): (10, 0),
     (1, 19): (10, 2),
@@ -213,8 +213,15 @@ ORT_TRT_PAIRING: dict[tuple[int, int], tuple[int, int]] = {
     (1, 21): (10, 8),
     (1, 22): (10, 9),
 }
-#: From this ORT version on, the TensorRT EP supports TensorRT 11.
-ORT_FIRST_FOR_TRT11: tuple[int, int] = (1, 27)
+#: The first onnxruntime-gpu whose TensorRT EP links TensorRT 10.
+ORT_FIRST_FOR_TRT10: tuple[int, int] = (1, 18)
+#: The TensorRT major every PyPI onnxruntime-gpu wheel from 1.18 on links (``libnvinfer.so.10``).
+#: ONNX Runtime's sources support TensorRT 11 from 1.27, but no PyPI wheel links it: read from the
+#: wheels themselves (issue 9), the 1.27 wheel links ``libnvinfer.so.10`` and ``libcudart.so.13``.
+#: TensorRT 11 with ONNX Runtime needs a source build; the trt11 image therefore has no ORT GPU backends.
+PYPI_ORT_TRT_MAJOR: int = 10
+#: CUDA major of the PyPI onnxruntime-gpu wheels recorded from their linked ``libcudart`` (others unknown).
+PYPI_ORT_CUDA_MAJOR: dict[tuple[int, int], int] = {(1, 27): 13}
 
 
 class PairCheck(NamedTuple):
@@ -225,22 +232,41 @@ class PairCheck(NamedTuple):
     reason: str
 
 
+def ort_libnvinfer_major(ort_version: str | None) -> int:
+    """The ``libnvinfer.so.<major>`` a PyPI onnxruntime-gpu's TensorRT EP loads (10: none loads 11)."""
+    return PYPI_ORT_TRT_MAJOR
+
+
 def expected_trt_for_ort(ort_version: str) -> str | None:
-    """``"10.4"`` for ORT 1.20; ``"11.x"`` for 1.27+; None when not recorded."""
+    """``"10.4"`` for ORT 1.20 (recorded); ``"10.x"`` for other PyPI wheels from 1.18 on; None before."""
     ort = _major_minor(ort_version)
     if ort in ORT_TRT_PAIRING:
         return cc_text(ORT_TRT_PAIRING[ort])
-    if ort >= ORT_FIRST_FOR_TRT11:
-        return "11.x"
+    if ort >= ORT_FIRST_FOR_TRT10:
+        return f"{PYPI_ORT_TRT_MAJOR}.x"
     return None
 
 
 def check_ort_trt_pair(ort_version: str, trt_version: str) -> PairCheck:
-    """Does onnxruntime-gpu ``ort_version``'s TensorRT EP match TensorRT ``trt_version``?"""
+    """Does PyPI onnxruntime-gpu ``ort_version``'s TensorRT EP match TensorRT ``trt_version``?
+
+    ``ok`` is True for a recorded pairing, False for a known mismatch (another TensorRT major, or a
+    recorded minor that differs), None when the TensorRT minor the wheel was built against is unknown.
+    """
     ort = _major_minor(ort_version)
     trt = _major_minor(trt_version)
-    if ort < (1, 18):
+    if ort < ORT_FIRST_FOR_TRT10:
         return PairCheck(False, None, f"onnxruntime {ort_version} predates TensorRT 10 (ORT 1.18 is the first for TRT 10.0)")
+    cuda = PYPI_ORT_CUDA_MAJOR.get(ort)
+    cuda_note = f" (its wheel also links CUDA {cuda}: libcudart.so.{cuda})" if cuda else ""
+    if trt[0] != PYPI_ORT_TRT_MAJOR:
+        return PairCheck(
+            False,
+            expected_trt_for_ort(ort_version),
+            f"no PyPI onnxruntime-gpu links TensorRT {trt[0]}: onnxruntime-gpu {ort_version}'s TensorRT EP loads "
+            f"libnvinfer.so.{PYPI_ORT_TRT_MAJOR}{cuda_note}, so with TensorRT {trt_version} ort-trt cannot load "
+            "(TensorRT 11 with ONNX Runtime needs an ONNX Runtime built from source against it)",
+        )
     if ort in ORT_TRT_PAIRING:
         want = ORT_TRT_PAIRING[ort]
         if trt == want:
@@ -251,17 +277,22 @@ def check_ort_trt_pair(ort_version: str, trt_version: str) -> PairCheck:
             f"onnxruntime {ort_version}'s TensorRT EP is built against TensorRT {cc_text(want)}, "
             f"found TensorRT {trt_version}; install the onnxruntime-gpu that matches the container's TensorRT",
         )
-    if ort >= ORT_FIRST_FOR_TRT11:
-        if trt[0] >= 11:
-            return PairCheck(True, "11.x", f"onnxruntime {ort_version} supports TensorRT 11")
-        return PairCheck(
-            False,
-            "11.x",
-            f"onnxruntime {ort_version} targets TensorRT 11; TensorRT {trt_version} needs an older onnxruntime-gpu",
-        )
     return PairCheck(
         None,
-        None,
-        f"no recorded TensorRT pairing for onnxruntime {ort_version} (REFERENCE.md section 5 lists 1.18-1.22 "
-        "and 1.27+); check the ONNX Runtime TensorRT EP requirements",
+        expected_trt_for_ort(ort_version),
+        f"no recorded TensorRT {PYPI_ORT_TRT_MAJOR} minor for onnxruntime {ort_version}{cuda_note} (REFERENCE.md "
+        "section 5 lists 1.18-1.22); check the ONNX Runtime TensorRT EP requirements",
+    )
+
+
+def ort_gpu_note(trt_version: str | None, ort_providers: tuple[str, ...] | list[str] | None) -> str | None:
+    """Why ONNX Runtime's GPU backends are absent next to TensorRT 11 (None when that is not the case)."""
+    if not trt_version or _major_minor(trt_version)[0] < TRT_STRONGLY_TYPED_ONLY:
+        return None
+    if ort_providers and "TensorrtExecutionProvider" in ort_providers:
+        return None
+    return (
+        f"TensorRT {trt_version}: no PyPI onnxruntime-gpu links TensorRT 11 (their TensorRT EP loads "
+        "libnvinfer.so.10), so ort-cuda and ort-trt are not offered with TensorRT 11 (the trt11 image drops "
+        "them); use the a100 image (TensorRT 10) for the ONNX Runtime GPU backends"
     )
