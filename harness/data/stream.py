@@ -94,6 +94,7 @@ class StreamingEvalData:
         self.notes: dict[str, Any] = {"eval_workers": num_workers, "uint8_pipeline": self._parts is not None}
         if self.cache_dir is not None and self._parts is None:
             self.notes["eval_cache"] = "off: the transform does not end in ToTensor(), Normalize()"
+        self._cache_key: str | None = None
         self._pool: list[torch.Tensor] = []  # timing sample, in permutation order
         self._perm: torch.Tensor | None = None
 
@@ -164,7 +165,9 @@ class StreamingEvalData:
     def _cache(self) -> _Uint8Cache | None:
         if self.cache_dir is None or self._parts is None:
             return None
-        return _Uint8Cache(self.cache_dir / CACHE_SUBDIR, self.cache_key())
+        if self._cache_key is None:  # stats every file once per instance, not once per pass
+            self._cache_key = self.cache_key()
+        return _Uint8Cache(self.cache_dir / CACHE_SUBDIR, self._cache_key)
 
     def cache_key(self) -> str:
         """Files (relative path, label, size, mtime) of the evaluated samples + the uint8 transform."""
