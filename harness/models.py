@@ -20,6 +20,7 @@ import torchvision
 from torch import nn
 from torchvision import transforms
 
+from harness.data.preprocess import SplitTransform, split_transform
 from harness.errors import HarnessError
 
 WEIGHT_CHOICES = ("pretrained", "random")
@@ -40,6 +41,79 @@ class LoadedModel:
     weights: str
     own_classes: list[str] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+
+
+def transform_parts(loaded: LoadedModel) -> SplitTransform | None:
+    """The model's transform split into its uint8 part (resize, crop) and its float part
+    (ToTensor + Normalize); None for a transform of another shape. Every transform built here
+    (torchvision weights, tinycnn, custom factories) splits."""
+    return split_transform(loaded.transform)
+
+
+PUBLISHED_TOLERANCE_POINTS = 0.3
+IMAGENET_VAL_IMAGES = 50_000
+
+
+def published_accuracy_check(
+    model_name: str,
+    weights: Any,
+    measured_top1: float,
+    measured_top5: float | None,
+    *,
+    samples: int | None = None,
+    tolerance_points: float = PUBLISHED_TOLERANCE_POINTS,
+) -> dict[str, Any]:
+    """Compare measured ImageNet-1k val accuracy with the accuracy torchvision publishes for the
+    weights (``weights.meta["_metrics"]["ImageNet-1K"]``); pure (reads weight metadata only).
+
+    `weights`: "pretrained" (the DEFAULT weights that load_model uses), a torchvision WeightsEnum
+    member, or its name ("ResNet18_Weights.IMAGENET1K_V1"). Measured values are fractions (0..1, as
+    in AccuracyResult); published ones are in percent. `samples`, when given, must be the full
+    50,000 val images for the comparison to apply. Returns ``{"applicable": False, "reason": ...}``
+    or the published and measured values in percent, their differences (measured - published) and
+    ``"flag": True`` when either differs by more than `tolerance_points`.
+    """
+    def skip(reason: str) -> dict[str, Any]:
+        return {"applicable": False, "reason": reason}
+
+    for label, value in (("top-1", measured_top1), ("top-5", measured_top5)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise HarnessError(f"measured {label} accuracy {value} is not a fraction in 0..1")
+    if weights is None or weights in ("random", "custom"):
+        return skip(f"{weights or 'no'} weights have no published accuracy")
+    if model_name not in torchvision_classifiers():
+        return skip(f"{model_name} is not a torchvision classifier")
+    try:
+        if isinstance(weights, torchvision.models.WeightsEnum):
+            enum = weights
+        elif weights == "pretrained":
+            enum = torchvision.models.get_model_weights(model_name).DEFAULT
+        else:
+            enum = torchvision.models.get_weight(str(weights))
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise HarnessError(f"unknown torchvision weights {weights!r} for {model_name}: {exc}") from None
+    metrics = enum.meta.get("_metrics", {}).get("ImageNet-1K")
+    if not metrics or "acc@1" not in metrics:
+        return skip(f"{enum} publishes no ImageNet-1K accuracy")
+    if samples is not None and samples != IMAGENET_VAL_IMAGES:
+        return skip(f"published accuracy is over the {IMAGENET_VAL_IMAGES:,} val images; {samples:,} were evaluated")
+    out: dict[str, Any] = {"applicable": True, "weights": str(enum), "tolerance_points": tolerance_points}
+    flags = []
+    for key, label, measured in (("top1", "acc@1", measured_top1), ("top5", "acc@5", measured_top5)):
+        published = metrics.get(label)
+        out[f"published_{key}"] = published
+        out[f"measured_{key}"] = None if measured is None else round(100.0 * measured, 6)
+        if published is None or measured is None:
+            out[f"diff_{key}"] = None
+            continue
+        diff = round(100.0 * measured - float(published), 6)  # rounding: 0.3 exactly is not "above"
+        out[f"diff_{key}"] = diff
+        if abs(diff) > tolerance_points:
+            flags.append(f"{key} {diff:+.2f} points")
+    out["flag"] = bool(flags)
+    out["message"] = (f"measured accuracy differs from the published one for {enum} ({', '.join(flags)}): "
+                      "check preprocessing and the label map" if flags else "")
+    return out
 
 
 def torchvision_classifiers() -> list[str]:

@@ -221,3 +221,40 @@ def test_evaluate_with_imagenet_subset_mapping() -> None:
     assert result.correct == 3
     assert result.top1_1000 == pytest.approx(3 / 5)
     assert result.to_dict()["mapping"] == "imagenet-subset"
+
+
+# --------------------------------------------------------------------------- top-5
+
+
+def test_top5_counts_the_true_class_among_the_five_highest() -> None:
+    # 7 classes; true class ranked 1st, 3rd, 5th, 6th and 7th
+    logits = torch.tensor([[7, 6, 5, 4, 3, 2, 1]], dtype=torch.float32).repeat(5, 1)
+    labels = torch.tensor([0, 2, 4, 5, 6])
+    counter = AccuracyCounter(LabelMapping("direct"))
+    counter.update(logits[:2], labels[:2])  # split over two batches: counts are summed
+    counter.update(logits[2:], labels[2:])
+    result = counter.result()
+    assert result.top1 == pytest.approx(1 / 5)
+    assert result.top5 == pytest.approx(3 / 5)
+    assert result.top5_1000 is None
+
+
+def test_top5_is_none_with_five_or_fewer_classes() -> None:
+    counter = AccuracyCounter(LabelMapping("direct"))
+    counter.update(torch.randn(4, 5), torch.tensor([0, 1, 2, 3]))
+    assert counter.result().top5 is None
+
+
+def test_top5_1000_uses_the_imagenet_index_of_the_label() -> None:
+    subset = imagenet_indices("imagenette")  # label 1 -> 217
+    logits = torch.zeros(2, 1000)
+    logits[0, [900, 901, 902, 903]] = torch.tensor([5.0, 4.0, 3.0, 2.0])
+    logits[0, 217] = 1.0  # 5th of 1000: in top-5, not top-1
+    logits[1, [900, 901, 902, 903, 904]] = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.5])
+    logits[1, 217] = 1.0  # 6th of 1000
+    result = evaluate(lambda x: logits, [(torch.zeros(2, 1), torch.tensor([1, 1]))],
+                      LabelMapping("imagenet-subset", subset), batch_size=2)
+    assert result.top1_1000 == 0.0 and result.top5_1000 == pytest.approx(0.5)
+    assert result.top1 == 1.0  # over the 10 subset logits 217 is the highest
+    assert result.top5 == 1.0
+    assert set(result.to_dict()) >= {"top5", "top5_1000"}

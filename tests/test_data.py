@@ -75,7 +75,7 @@ def test_wnid_to_index_is_a_fresh_copy() -> None:
 
 def test_list_datasets() -> None:
     infos = {d.name: d for d in list_datasets()}
-    assert list(infos) == ["imagenette", "imagewoof", "folder", "shapes"]
+    assert list(infos) == ["imagenette", "imagewoof", "imagenet", "folder", "shapes"]
     assert infos["imagewoof"].imagenet_indices == imagenet_maps.imagenet_indices("imagewoof")
     assert infos["imagenette"].needs_download and not infos["shapes"].needs_download
     assert infos["folder"].num_classes is None and infos["shapes"].num_classes == 10
@@ -194,7 +194,7 @@ def test_wrong_wnid_folders_are_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"name": "cifar"}, "unknown dataset 'cifar'; known datasets: imagenette, imagewoof, folder, shapes"),
+        ({"name": "cifar"}, "unknown dataset 'cifar'; known datasets: imagenette, imagewoof, imagenet, folder, shapes"),
         ({"split": "test"}, "unknown split 'test'"),
         ({"size": "999"}, "unknown size '999'"),
     ],

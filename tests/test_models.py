@@ -210,3 +210,22 @@ def test_custom_file_that_fails_to_import(tmp_path: Path) -> None:
     src.write_text("raise RuntimeError('boom at import')\n")
     with pytest.raises(HarnessError, match="boom at import"):
         _load(f"{src}:make", tmp_path)
+
+
+# --------------------------------------------------------------------------- transform parts (uint8 + normalise)
+
+
+def test_every_built_transform_splits_into_uint8_and_normalise(tmp_path: Path) -> None:
+    from harness.models import transform_parts
+
+    src = tmp_path / "mynets.py"
+    src.write_text(_FACTORY_SOURCE)
+    gen = torch.Generator().manual_seed(1)
+    img = Image.fromarray(torch.randint(0, 256, (211, 333, 3), generator=gen, dtype=torch.uint8).numpy())
+    for name in ("tinycnn", "inception_v3", f"{src}:make_small"):
+        loaded = _load(name, tmp_path)
+        parts = transform_parts(loaded)
+        assert parts is not None, name
+        u8 = parts.to_uint8(img)
+        assert u8.dtype == torch.uint8 and tuple(u8.shape) == loaded.input_shape, name
+        assert torch.equal(parts.normalize(u8.unsqueeze(0))[0], loaded.transform(img)), name

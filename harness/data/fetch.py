@@ -163,6 +163,14 @@ def fetch_dataset(
     folder is already complete; uses ``<data_root>/<variant>.tgz`` when it is already there.
     `url` and `opener` exist for tests and mirrors; `md5` (or KNOWN_MD5) checks the archive.
     """
+    if name == "imagenet":
+        from harness.data.registry import IMAGENET_DIR, imagenet_prepare_hint
+
+        val = Path(data_root).expanduser() / IMAGENET_DIR / "val"
+        raise HarnessError(
+            "ImageNet-1k cannot be downloaded by the harness (its licence needs your own copy): "
+            + imagenet_prepare_hint("val", val)
+        )
     if name not in VARIANTS:
         raise HarnessError(
             f"cannot fetch {name!r}; downloadable datasets: {', '.join(VARIANTS)} "

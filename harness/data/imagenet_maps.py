@@ -5,11 +5,22 @@ Accuracy of a 1000-class model on a subset is taken over these 10 logits, in lab
 
 The thesis tool had ImageWoof's Border terrier (182) and Australian terrier (193) swapped;
 the table below is checked against torchvision's category names in tests/test_data.py.
+
+The full ImageNet-1k class order (``imagenet_wnids()``) is the sorted list of the 1000 synsets,
+which is the class index order of every torchvision weight. It is package data
+(imagenet_wnids.json), copied from timm's ``timm/data/_info/imagenet_synsets.txt`` (timm 1.0.31,
+Apache-2.0, https://github.com/huggingface/pytorch-image-models).
+
+Note: ImageNette names its parachute folder n03888605, which in ImageNet-1k is "parallel bars"
+(index 702); the real parachute synset is n03888257 (index 701). The images are parachutes, so the
+subset table maps ImageNette's n03888605 to 701, while the ImageNet-1k map keeps n03888605 -> 702.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import resources
 from types import MappingProxyType
 from typing import Mapping
 
@@ -80,3 +91,20 @@ def imagenet_indices(name: str) -> tuple[int, ...]:
 def wnid_to_index(name: str) -> dict[str, int]:
     """A fresh dict wnid -> ImageNet-1k index."""
     return {c.wnid: c.imagenet_index for c in subset_classes(name)}
+
+
+IMAGENET_NUM_CLASSES = 1000
+
+
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in class index order (index = torchvision logit)."""
+    text = resources.files("harness.data").joinpath("imagenet_wnids.json").read_text(encoding="utf-8")
+    wnids = tuple(json.loads(text)["wnids"])
+    if len(wnids) != IMAGENET_NUM_CLASSES or list(wnids) != sorted(set(wnids)):
+        raise RuntimeError("harness/data/imagenet_wnids.json is damaged: reinstall the harness")
+    return wnids
+
+
+def imagenet_wnid_to_index() -> dict[str, int]:
+    """A fresh dict wnid -> ImageNet-1k class index, for all 1000 classes."""
+    return {w: i for i, w in enumerate(imagenet_wnids())}

@@ -64,6 +64,14 @@ def list_datasets() -> list[DatasetInfo]:
             True,
         ),
         DatasetInfo(
+            "imagenet",
+            "ImageNet-1k (your own copy) <data-root>/imagenet/val/<wnid>/*.JPEG; 1000-way top-1/top-5 "
+            "(no download: see `harness data fetch imagenet` for how to prepare it)",
+            imagenet_maps.IMAGENET_NUM_CLASSES,
+            tuple(range(imagenet_maps.IMAGENET_NUM_CLASSES)),
+            False,
+        ),
+        DatasetInfo(
             "folder",
             "your own ImageFolder tree <data-root>/{train,val}/<class>/<image>; "
             "optional --class-map JSON {class: imagenet_index}",
@@ -198,6 +206,45 @@ def _open_subset(name: str, split: str, data_root: Path, size: str | None) -> Im
     return ImageSplit(name, split, root, classes, samples, imagenet_maps.imagenet_indices(name))
 
 
+IMAGENET_DIR = "imagenet"
+
+
+def imagenet_prepare_hint(split: str, split_dir: Path) -> str:
+    """How to lay out the user's own ImageNet-1k copy (it cannot be downloaded: licence)."""
+    if split == "val":
+        how = ("download ILSVRC2012_img_val.tar from image-net.org (licence: your own account), extract "
+               f"it into {split_dir} and sort the 50,000 images into <wnid>/ folders with the standard "
+               "valprep.sh script (soumith/imagenetloader.torch)")
+    else:
+        how = ("download ILSVRC2012_img_train.tar from image-net.org (licence: your own account) and extract "
+               f"each class tar into {split_dir}/<wnid>/")
+    return f"{how}, so that {split_dir}/n01440764/*.JPEG exists"
+
+
+def _open_imagenet(split: str, data_root: Path) -> ImageSplit:
+    if data_root.name == IMAGENET_DIR and (data_root / split).is_dir():
+        root = data_root / split  # data_root already points at the imagenet folder
+    else:
+        root = data_root / IMAGENET_DIR / split
+    if not root.is_dir():
+        raise HarnessError(
+            f"ImageNet-1k {split} split not found at {root}; it is not downloaded automatically: "
+            + imagenet_prepare_hint(split, root)
+        )
+    classes, samples = scan_image_folder(root)
+    index = imagenet_maps.imagenet_wnid_to_index()
+    unknown = [c for c in classes if c not in index]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise HarnessError(
+            f"{root} has folders that are not ImageNet-1k wnids: {shown}; the layout must be "
+            f"{root}/<wnid>/*.JPEG (" + imagenet_prepare_hint(split, root) + ")"
+        )
+    # Labels are 0..k-1 over the folders present; imagenet_indices maps each to its true
+    # ImageNet-1k index, so a miniature with a few wnids is still scored on the right logits.
+    return ImageSplit("imagenet", split, root, classes, samples, tuple(index[c] for c in classes))
+
+
 def load_class_map(path: Path, classes: list[str]) -> tuple[int, ...]:
     """ImageNet indices, in class order, from a JSON {class_dir: imagenet_index} file."""
     try:
@@ -263,6 +310,7 @@ def open_split(
 ) -> ImageSplit:
     """Open one split ("train" or "val") of dataset `name`; see list_datasets().
 
+    imagenet is the user's own copy under ``<data_root>/imagenet/{val,train}/<wnid>/`` (no download).
     `size` is used by imagenette/imagewoof only and `class_map` by folder only; the other
     datasets ignore them (a sweep passes the same settings to every dataset it runs).
     """
@@ -272,6 +320,8 @@ def open_split(
         raise HarnessError(f"unknown dataset {name!r}; known datasets: {_known_names()}")
     if name in VARIANTS:
         return _open_subset(name, split, data_root, size)
+    if name == "imagenet":
+        return _open_imagenet(split, data_root)
     if name == "folder":
         return _open_folder(split, data_root, class_map)
     root = shapes.ensure_shapes(cache_dir) / split
