@@ -410,3 +410,77 @@ def test_build_calibration_artifacts(dataset: Path, fp32_onnx: Path, tmp_path: P
     with pytest.raises(HarnessError, match="evaluation"):
         build_calibration_artifacts(fp32_onnx, _samples(dataset, "train") + _samples(dataset, "val"), **kwargs)
 
+
+
+# -- calibration parity (issue 8 item 5) ---------------------------------------------------------
+
+
+def _activation_scales(path: Path) -> dict[str, float]:
+    """Scale of each activation QuantizeLinear (input name -> scale) of a Q/DQ model."""
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1}
+
+
+def test_entropy_threshold_searches_and_clips_outliers() -> None:
+    from calib.ort_table import entropy_threshold
+
+    rng = np.random.default_rng(0)
+    values = np.abs(np.concatenate([rng.normal(0, 1, 200_000), [60.0]]))  # one far outlier
+    hist, edges = np.histogram(values, bins=2048, range=(0, values.max()))
+    t = entropy_threshold(hist, edges)
+    assert 2.0 < t < 10.0, t  # clips the outlier, keeps the bulk of the Gaussian
+    # A distribution without outliers keeps (almost) its full range.
+    flat, flat_edges = np.histogram(rng.uniform(0, 1, 200_000), bins=2048, range=(0, 1))
+    assert entropy_threshold(flat, flat_edges) > 0.9
+    # 128 bins searched with 128 quantized bins: a single candidate, the full range (ORT's default = max-abs).
+    small, small_edges = np.histogram(values, bins=128, range=(0, values.max()))
+    assert entropy_threshold(small, small_edges) == pytest.approx(values.max())
+
+
+def test_entropy_differs_from_minmax_for_table_and_qdq(dataset: Path, fp32_onnx: Path, tmp_path: Path) -> None:
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+
+    from calib.ort_qdq import make_reader
+    from calib.ort_table import compute_tensor_ranges, tensor_thresholds
+
+    calib_set = _calib_set(dataset, count=40)
+    batches = [b.numpy() for b in calib_set.batches(eval_transform(), 8)]
+    ranges = {}
+    for method in ("minmax", "entropy", "percentile"):
+        ranges[method] = tensor_thresholds(compute_tensor_ranges(
+            fp32_onnx, lambda: iter(batches), method, num_batches=len(batches), work_dir=tmp_path))
+    assert set(ranges["entropy"]) == set(ranges["minmax"])
+    clipped = [k for k in ranges["minmax"] if ranges["entropy"][k] < 0.98 * ranges["minmax"][k]]
+    assert len(clipped) >= len(ranges["minmax"]) // 3, (ranges["entropy"], ranges["minmax"])
+    assert all(ranges["entropy"][k] <= ranges["minmax"][k] * (1 + 1e-6) for k in ranges["minmax"])
+    assert ranges["percentile"] != ranges["minmax"]
+
+    # The bug being fixed: ONNX Runtime's entropy calibrator with its defaults (128 bins, 128 quantized
+    # bins; one collect_data, so the histogram does not grow) returns exactly the minmax thresholds.
+    held = np.concatenate(batches)
+    calibrator = create_calibrator(fp32_onnx, None, augmented_model_path=str(tmp_path / "aug.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy, extra_options={"symmetric": True})
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):
+        calibrator.collect_data(make_reader(lambda: iter([held]), 1))
+        default = tensor_thresholds(calibrator.compute_data())
+    assert default == pytest.approx(ranges["minmax"], rel=1e-5)
+    assert ranges["entropy"] != pytest.approx(default, rel=1e-3)
+
+    # The TensorRT EP table and the Q/DQ model both carry the clipped thresholds.
+    tables = {m: read_table_entries(_data(fp32_onnx, calib_set, tmp_path / m, method=m).ort_trt_table(
+        tmp_path / m / "engines")) for m in ("minmax", "entropy")}
+    assert tables["entropy"] == pytest.approx(ranges["entropy"], rel=1e-5)
+    assert tables["minmax"] == pytest.approx(ranges["minmax"], rel=1e-5)
+    scales = {m: _activation_scales(_data(fp32_onnx, calib_set, tmp_path / m, method=m).qdq_onnx("tensorrt"))
+              for m in ("minmax", "entropy")}
+    shared = set(scales["minmax"]) & set(scales["entropy"])
+    assert shared
+    smaller = [k for k in shared if scales["entropy"][k] < 0.98 * scales["minmax"][k]]
+    assert len(smaller) >= len(shared) // 3, (scales,)
+    side = json.loads(sidecar_path(_data(fp32_onnx, calib_set, tmp_path / "entropy").qdq_path("tensorrt")
+                                   ).read_text())
+    assert side["provenance"]["calibration"]["num_bins"] == 2048
