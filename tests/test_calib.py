@@ -269,9 +269,17 @@ def test_qdq_model_runs_on_cpu_and_matches_fp32(dataset: Path, fp32_onnx: Path, 
 
 
 def test_trt_table_written(dataset: Path, fp32_onnx: Path, tmp_path: Path) -> None:
+    import os
+
     data = _data(fp32_onnx, _calib_set(dataset), tmp_path)
     engine_cache = tmp_path / "engines"
-    table = data.ort_trt_table(engine_cache)
+    old_umask = os.umask(0o022)
+    try:
+        table = data.ort_trt_table(engine_cache)
+    finally:
+        os.umask(old_umask)
+    for written in (table, engine_cache / "calibration.cache", sidecar_path(table)):
+        assert written.stat().st_mode & 0o777 == 0o644, written  # the umask, not mkstemp's 0600
     assert table == engine_cache / "calibration.flatbuffers"
     assert table.stat().st_size > 0
     assert (engine_cache / "calibration.cache").stat().st_size > 0
