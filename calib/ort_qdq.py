@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path

@@ -67,38 +67,43 @@ def entropy_threshold(hist: np.ndarray, edges: np.ndarray, num_quantized_bins: i
     """
     bins = np.asarray(hist, dtype=np.float64).copy()
     edges = np.asarray(edges, dtype=np.float64)
-    n = bins.size
-    if n <= num_quantized_bins:
+    n, q = bins.size, int(num_quantized_bins)
+    if n <= q:
         return float(edges[-1])
-    if n > 1:
-        bins[0] = bins[1]
+    bins[0] = bins[1]
     total = bins.sum()
     if total <= 0:
         return float(edges[-1])
-    suffix = np.concatenate([np.cumsum(bins[::-1])[::-1], [0.0]])  # suffix[i] = sum(bins[i:])
-    best_i, best_div = n, np.inf
-    for i in range(num_quantized_bins, n + 1):
-        ref = bins[:i].copy()
-        ref[-1] += suffix[i]
-        nonzero = bins[:i] != 0
-        level = (np.arange(i) * num_quantized_bins) // i  # == digitize(range(i), linspace(0, i, q+1)) - 1
-        mass = np.bincount(level[nonzero], weights=bins[:i][nonzero], minlength=num_quantized_bins)
-        count = np.bincount(level[nonzero], minlength=num_quantized_bins)
-        share = np.divide(mass, count, out=np.zeros_like(mass), where=count > 0)
-        cand = np.where(nonzero, share[level], 0.0)
-        p = ref / ref.sum()
-        q_sum = cand.sum()
-        if q_sum <= 0:
-            continue
-        q = cand / q_sum
-        support = p > 0
-        if np.any(q[support] == 0):
-            div = np.inf
-        else:
-            div = float(np.sum(p[support] * np.log(p[support] / q[support])))
-        if div <= best_div:  # "<=": the last of equal minima, as TensorRT
-            best_i, best_div = i, div
-    return float(edges[best_i])
+    # Every candidate at once, from prefix sums (O(candidates x q), no Python loop over candidates).
+    # Level k of candidate i holds bins [ceil(k i / q), ceil((k + 1) i / q)), i.e. level(j) = j q // i.
+    cum = np.concatenate([[0.0], np.cumsum(bins)])  # cum[m] = sum(bins[:m])
+    nz = np.concatenate([[0], np.cumsum(bins != 0)])  # non-empty bins among the first m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        blogb = np.where(bins > 0, bins * np.log(np.where(bins > 0, bins, 1.0)), 0.0)
+    plogp = np.concatenate([[0.0], np.cumsum(blogb)])
+    cand = np.arange(q, n + 1)
+    bounds = -((-np.arange(q + 1)[None, :] * cand[:, None]) // q)  # ceil(k i / q), shape (C, q + 1)
+    mass = cum[bounds[:, 1:]] - cum[bounds[:, :-1]]
+    count = nz[bounds[:, 1:]] - nz[bounds[:, :-1]]
+    kept = cum[cand]  # sum(bins[:i]) = the candidate distribution's mass
+    outliers = total - kept
+    last = bins[cand - 1]
+    ref_last = last + outliers  # P's last bin takes the outliers
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(count > 0, mass / np.maximum(count, 1), 1.0)
+        cross = np.where(count > 0, mass * (np.log(share) - np.log(kept)[:, None]), 0.0).sum(axis=1)
+        share_last = share[:, -1]
+        log_q_last = np.log(share_last) - np.log(kept)
+        cross = cross + np.where(outliers > 0, outliers * log_q_last, 0.0)
+        self_term = (plogp[cand - 1] - np.log(total) * cum[cand - 1]
+                     + np.where(ref_last > 0, ref_last * (np.log(ref_last) - np.log(total)), 0.0))
+        div = (self_term - cross) / total
+    invalid = (kept <= 0) | ((outliers > 0) & (last == 0))  # Q empty, or P's last bin where Q has nothing
+    div = np.where(invalid | ~np.isfinite(div), np.inf, div)
+    if not np.isfinite(div).any():
+        return float(edges[-1])
+    best = div.size - 1 - int(np.argmin(div[::-1]))  # the last of equal minima, as TensorRT
+    return float(edges[cand[best]])
 
 
 def compute_tensor_ranges(

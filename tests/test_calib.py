@@ -447,6 +447,45 @@ def test_entropy_threshold_searches_and_clips_outliers() -> None:
     assert entropy_threshold(small, small_edges) == pytest.approx(values.max())
 
 
+def _reference_entropy_amax(hist, edges, q=128):
+    """Straight port of NVIDIA pytorch-quantization _compute_amax_entropy (stride 1, start 128)."""
+    from collections import Counter
+
+    bins = np.asarray(hist, dtype=np.float64).copy(); bins[0] = bins[1]
+    total = bins.sum(); divs = []
+    for i in range(q, len(bins) + 1):
+        space = np.linspace(0, i, num=q + 1)
+        dig = np.digitize(range(i), space) - 1
+        dig[bins[:i] == 0] = -1
+        dens = np.zeros(q)
+        for idx, d in enumerate(dig):
+            if d != -1: dens[d] += bins[idx]
+        for k, v in Counter(dig).items():
+            if k != -1: dens[k] /= v
+        new = np.zeros(i)
+        for idx, d in enumerate(dig):
+            if d != -1: new[idx] = dens[d]
+        ref = bins[:i].copy(); ref[-1] += bins[i:].sum()
+        p = ref / ref.sum(); qq = new / new.sum() if new.sum() > 0 else new
+        sup = p > 0
+        divs.append(np.inf if np.any(qq[sup] == 0) else float(np.sum(p[sup] * np.log(p[sup] / qq[sup]))))
+    divs = np.array(divs); best = len(divs) - 1 - np.argmin(divs[::-1])
+    return float(edges[best + q])
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_entropy_threshold_equals_tensorrt_reference_algorithm(case: int) -> None:
+    """The vectorised search returns exactly what a literal port of NVIDIA's loop returns."""
+    from calib.ort_table import entropy_threshold
+
+    rng = np.random.default_rng(case)
+    values = np.abs(np.concatenate([rng.normal(0, 1 + case, 20_000), rng.exponential(3, 400 * case), [40.0]]))
+    if case == 3:
+        values = np.maximum(values - 1, 0)  # a ReLU-like spike of exact zeros
+    hist, edges = np.histogram(values, bins=(300, 450, 600, 700)[case])
+    assert entropy_threshold(hist, edges) == _reference_entropy_amax(hist, edges)
+
+
 def test_entropy_differs_from_minmax_for_table_and_qdq(dataset: Path, fp32_onnx: Path, tmp_path: Path) -> None:
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
