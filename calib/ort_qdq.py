@@ -16,11 +16,30 @@ the two consumers of a Q/DQ model want different activations (measured, see
   uint8 Q/DQ) and float biases (TensorRT rejects an int32 DequantizeLinear,
   onnxruntime issue 17738).  This flavour also runs on the CPU EP, slower.
 
-Calibration data is streamed: ORT's histogram calibrators (entropy, percentile)
-keep *every* intermediate tensor of one ``collect_data`` call in memory and fail
-on a last batch of a different size, so the reader is driven one batch per
-``collect_data`` call (``CalibStridedMinMax=1``, which ``quantize_static``
-applies to every calibrator) and the histograms are merged batch by batch.
+Calibration data is streamed: ORT's histogram calibrators keep *every*
+intermediate tensor of one ``collect_data`` call in memory and fail on a last
+batch of a different size, so the reader is driven one batch per
+``collect_data`` call and the histograms are merged batch by batch.
+
+The ranges are computed here (:func:`calib.ort_table.compute_tensor_ranges`,
+the same code and settings as the TensorRT EP table) and handed to
+``quantize_static`` through its ``calibration_cache_path``: ``quantize_static``
+forwards only ``symmetric``, moving-average and ``percentile`` options to the
+calibrator, never ``num_bins`` / ``num_quantized_bins``, so its "entropy" would
+run on ONNX Runtime's default 128-bin histogram with 128 quantized bins, where
+the threshold search has a single candidate: max-abs.
+
+Bit-exactness on x86 without VNNI: ONNX Runtime's U8S8 / S8S8 kernels use
+``VPMADDUBSW``, whose int16 pair sums saturate with 8-bit weights (ORT's
+quantization docs recommend ``reduce_range`` there).  Measured on an AVX2-only
+AMD EPYC: the ``tensorrt`` flavour run by the CPU EP with graph optimisations had
+cosine 0.94 to fp32 while the same model's reference Q/DQ arithmetic (no fusion)
+had 0.997; with 7-bit weights both agreed (0.9998).  So the ``cpu`` flavour uses
+7-bit weights (``reduce_range``) on such CPUs (decided by :func:`cpu_needs_reduce_range`
+and recorded in ``QDQ_TARGETS``, hence in the provenance), and the ``tensorrt``
+flavour keeps full 8-bit weights: TensorRT accumulates in int32 and never
+saturates, so its faithful CPU check is the reference Q/DQ arithmetic
+(``ORT_DISABLE_ALL``), not ORT's fused CPU kernels.
 """
 
 from __future__ import annotations
@@ -28,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from calib.provenance import check_method
+from harness.atomic import atomic_replace
 from harness.errors import HarnessError, missing_library
 from harness.onnx_export import INPUT_NAME
 
@@ -44,10 +63,30 @@ _LOG = logging.getLogger(__name__)
 
 BatchFactory = Callable[[], Iterator[Any]]
 
-#: Q/DQ flavours: activation type, symmetric activations, quantised (int32) bias.
+
+def cpu_needs_reduce_range(cpuinfo: str | None = None) -> bool:
+    """True on an x86 CPU with AVX2 but no VNNI (``avx512_vnni`` / ``avx_vnni``): ORT's int8
+    kernels use ``VPMADDUBSW`` there, which saturates with full 8-bit weights."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+            break
+    return "avx2" in flags and not ({"avx512_vnni", "avx_vnni"} & flags)
+
+
+#: Q/DQ flavours: activation type, symmetric activations, quantised (int32) bias, 7-bit weights.
+#: (``reduce_range`` of the cpu flavour is a fact of this host's CPU, fixed at import.)
 QDQ_TARGETS: dict[str, dict[str, Any]] = {
-    "cpu": {"activation_type": "uint8", "activation_symmetric": False, "quantize_bias": True},
-    "tensorrt": {"activation_type": "int8", "activation_symmetric": True, "quantize_bias": False},
+    "cpu": {"activation_type": "uint8", "activation_symmetric": False, "quantize_bias": True,
+            "reduce_range": cpu_needs_reduce_range()},
+    "tensorrt": {"activation_type": "int8", "activation_symmetric": True, "quantize_bias": False,
+                 "reduce_range": False},
 }
 
 _ORT_HINT = "pip install 'pq-harness[ort-cpu]' (onnxruntime) or 'pq-harness[ort-gpu]' (onnxruntime-gpu)"
@@ -189,14 +228,13 @@ def quantize_options(target: str = "cpu") -> dict[str, Any]:
     return {
         "quant_format": q.QuantFormat.QDQ,
         "per_channel": True,
-        "reduce_range": False,
+        "reduce_range": bool(flavour["reduce_range"]),
         "activation_type": q.QuantType.QInt8 if flavour["activation_type"] == "int8" else q.QuantType.QUInt8,
         "weight_type": q.QuantType.QInt8,
         "extra_options": {
             "ActivationSymmetric": flavour["activation_symmetric"],
             "WeightSymmetric": True,
             "QuantizeBias": flavour["quantize_bias"],
-            "CalibStridedMinMax": 1,  # one collect_data per batch: bounded memory, ragged last batch ok
         },
     }
 
@@ -205,12 +243,15 @@ def build_qdq_model(
     fp32_onnx: Path,
     calib_batches: BatchFactory,
     out_path: Path,
-    method: str = "entropy",
+    method: Any = "entropy",
     *,
     target: str = "cpu",
     num_batches: int | None = None,
     preprocess: bool = True,
     notes: list[str] | None = None,
+    num_bins: int | None = None,
+    num_quantized_bins: int | None = None,
+    percentile: float | None = None,
 ) -> Path:
     """Quantise ``fp32_onnx`` (dynamic batch allowed) into a Q/DQ model at ``out_path``.
 
@@ -219,10 +260,16 @@ def build_qdq_model(
     it they are held in memory once.  ``notes`` collects remarks (e.g. when
     ``quant_pre_process`` could not run).  ``target`` picks the flavour (``cpu`` for
     ONNX Runtime's CPU EP, ``tensorrt`` for TensorRT; see the module docstring).
-    Writes atomically.
+    ``method`` is a name or a :class:`calib.ort_table.CalibrationSettings`; the histogram
+    settings default to 2048 bins (see that class).  Writes atomically.
     """
+    from calib.ort_table import calibration_settings, compute_tensor_ranges
+
     q = import_quantization()
-    method = check_method(method)
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    settings = calibration_settings(method, num_bins=num_bins, num_quantized_bins=num_quantized_bins,
+                                    percentile=percentile)
     options = quantize_options(target)
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     if not fp32_onnx.exists():
@@ -241,17 +288,25 @@ def build_qdq_model(
                 model_in = pre
             elif notes is not None:
                 notes.append(note)
-        reader = make_reader(factory, length)
+        flavour = QDQ_TARGETS[target]
+        ranges = compute_tensor_ranges(model_in, factory, settings, num_batches=length, work_dir=tmp,
+                                       symmetric=bool(flavour["activation_symmetric"]))
+        save_tensors_data(ranges, tmp / "ranges.json")
         tmp_out = tmp / "qdq.onnx"
-        with ort_calibration("quantise", fp32_onnx.name, method, reader, length):
-            q.quantize_static(
-                str(model_in),
-                str(tmp_out),
-                reader,
-                calibrate_method=calibration_method(method),
-                **options,
-            )
-        os.replace(tmp_out, out_path)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                q.quantize_static(
+                    str(model_in),
+                    str(tmp_out),
+                    None,  # the ranges come from ranges.json: quantize_static does not calibrate again
+                    calibrate_method=calibration_method(settings.method),
+                    calibration_cache_path=str(tmp / "ranges.json"),
+                    **options,
+                )
+        except Exception as exc:
+            raise HarnessError(f"ONNX Runtime could not quantise {fp32_onnx.name} ({settings.method}): "
+                               f"{type(exc).__name__}: {exc}") from exc
+        atomic_replace(tmp_out, out_path)
     return out_path
 
 
@@ -268,4 +323,5 @@ def count_qdq_nodes(path: Path) -> dict[str, int]:
 
 
 __all__ = ["QDQ_TARGETS", "as_numpy", "build_qdq_model", "calibration_method", "check_target",
+           "cpu_needs_reduce_range",
            "count_qdq_nodes", "make_reader", "preprocess_for_quantization", "quantize_options"]

@@ -5,14 +5,21 @@ reused only when its sidecar records exactly the provenance wanted now: same
 model, same calibration files, same method and settings, same library versions.
 A different provenance means *stale*: the caller rebuilds, never reuses.  A
 sidecar that cannot be read, or an artifact whose size or sha256 differs from
-what the sidecar recorded (a truncated write, a hand edit), means *corrupt*: that
-raises, because silently rebuilding would hide a broken cache directory.
+what the sidecar recorded (a truncated write, a hand edit), or that its parser
+rejects, means *corrupt*: the artifact and its sidecar are deleted and the caller
+rebuilds it, with a one-line note (``on_rebuild``, else a ``CacheRebuiltWarning``),
+so a damaged cache never fails a cell.
+
+The provenance carries the calibration's identity: method, histogram settings
+(``calibration``: num_bins, num_quantized_bins or percentile, algorithm), image
+count, seed and the image set's hash.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +30,14 @@ from harness.errors import HarnessError
 from harness.fingerprint import dict_hash, file_hash
 
 #: Bump when the layout or meaning of a calibration artifact changes.
-CALIB_FORMAT_VERSION = 1
+#: 2: ONNX Runtime entropy/percentile on a 2048-bin histogram (1 was max-abs labelled "entropy").
+CALIB_FORMAT_VERSION = 2
+
+#: TensorRT's entropy calibrator: a 2048-bin histogram of |x|, searched down to 128 quantized bins.
+DEFAULT_NUM_BINS = 2048
+DEFAULT_NUM_QUANTIZED_BINS = 128
+#: ONNX Runtime's documented percentile default.
+DEFAULT_PERCENTILE = 99.999
 
 METHODS: tuple[str, ...] = ("entropy", "minmax", "percentile")
 
@@ -38,6 +52,56 @@ def check_method(method: str) -> str:
     if name not in METHODS:
         raise HarnessError(f"unknown calibration method '{method}'; choose one of: {', '.join(METHODS)}")
     return name
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """The identity of a calibration method: what decides the thresholds besides the images.
+
+    * ``minmax``: the largest magnitude seen (no histogram).
+    * ``entropy``: TensorRT's ``IInt8EntropyCalibrator2`` algorithm (the GTC 2017 KL-divergence
+      search, as in NVIDIA's pytorch-quantization ``_compute_amax_entropy``): a histogram of
+      ``|x|`` with ``num_bins`` (2048) bins, every candidate threshold from bin
+      ``num_quantized_bins`` (128) to the last, each candidate quantised to
+      ``num_quantized_bins`` levels; the threshold with the least KL divergence wins.
+      ONNX Runtime's own entropy calibrator defaults to 128 bins and 128 quantized bins,
+      where the search has a single candidate, the full range: that is max-abs, never used here.
+    * ``percentile``: ONNX Runtime's percentile calibrator with its documented settings
+      (``num_bins=2048``, ``percentile=99.999``, symmetric: a histogram of ``|x|``).
+    """
+
+    method: str
+    num_bins: int = DEFAULT_NUM_BINS
+    num_quantized_bins: int = DEFAULT_NUM_QUANTIZED_BINS
+    percentile: float = DEFAULT_PERCENTILE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", check_method(self.method))
+        if self.num_bins < 2 * self.num_quantized_bins or self.num_quantized_bins < 2:
+            raise HarnessError(f"calibration histogram: num_bins ({self.num_bins}) must be at least twice "
+                               f"num_quantized_bins ({self.num_quantized_bins}), and that at least 2")
+        if not 50.0 < self.percentile <= 100.0:
+            raise HarnessError(f"calibration percentile must be in (50, 100], got {self.percentile}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the settings the method uses (a minmax table does not depend on num_bins)."""
+        data: dict[str, Any] = {"method": self.method}
+        if self.method == "entropy":
+            data.update(algorithm="tensorrt-entropy-kl", histogram="abs", num_bins=self.num_bins,
+                        num_quantized_bins=self.num_quantized_bins)
+        elif self.method == "percentile":
+            data.update(algorithm="onnxruntime-percentile", histogram="abs", num_bins=self.num_bins,
+                        percentile=self.percentile)
+        else:
+            data.update(algorithm="max-abs")
+        return data
+
+
+def calibration_settings(method: str | CalibrationSettings, **overrides: Any) -> CalibrationSettings:
+    """A :class:`CalibrationSettings` from a method name (defaults) or as given."""
+    if isinstance(method, CalibrationSettings):
+        return method
+    return CalibrationSettings(method, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def library_versions(names: Iterable[str]) -> dict[str, str]:
@@ -66,9 +130,16 @@ class Provenance:
     versions: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = CALIB_FORMAT_VERSION
+    #: The calibration settings (``CalibrationSettings.to_dict()``); empty: the method's defaults.
+    calibration: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", check_method(self.method))
+        calibration = dict(self.calibration) or CalibrationSettings(self.method).to_dict()
+        if calibration.get("method") != self.method:
+            raise HarnessError(f"calibration settings are for '{calibration.get('method')}', "
+                               f"the provenance for '{self.method}'")
+        object.__setattr__(self, "calibration", json.loads(json.dumps(calibration, sort_keys=True)))
         object.__setattr__(self, "versions", dict(sorted(self.versions.items())))
         # Round-trip through JSON so that equality compares what a sidecar would hold.
         object.__setattr__(self, "options", json.loads(json.dumps(dict(self.options), sort_keys=True)))
@@ -84,6 +155,7 @@ class Provenance:
             "versions": dict(self.versions),
             "options": dict(self.options),
             "format_version": self.format_version,
+            "calibration": dict(self.calibration),
         }
 
     @classmethod
@@ -99,6 +171,7 @@ class Provenance:
                 versions={str(k): str(v) for k, v in dict(data["versions"]).items()},
                 options=dict(data.get("options", {})),
                 format_version=int(data["format_version"]),
+                calibration=dict(data.get("calibration", {})),
             )
         except (KeyError, TypeError, ValueError, HarnessError) as exc:
             raise ValueError(f"not a calibration provenance record: {exc}") from exc
@@ -125,6 +198,8 @@ class Provenance:
 
     def replace(self, **changes: Any) -> Provenance:
         data = self.to_dict()
+        if "method" in changes and "calibration" not in changes:
+            data["calibration"] = {}  # another method: its default settings
         data.update(changes)
         return Provenance.from_dict(data)
 
@@ -174,18 +249,48 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     return record
 
 
+class CacheRebuiltWarning(UserWarning):
+    """A damaged calibration artifact was deleted so that it is rebuilt."""
+
+
 def load_if_matching(
     path: Path,
     provenance: Provenance,
     *,
     validate: Callable[[Path], None] | None = None,
+    on_rebuild: Callable[[str], None] | None = None,
 ) -> Path | None:
     """``path`` when it exists with a sidecar that matches ``provenance`` and is intact.
 
     * no sidecar, or no artifact: None (build it);
     * sidecar for a different provenance: None (stale; rebuild, never reuse);
-    * garbled sidecar, size/sha256 mismatch, or ``validate`` failing: HarnessError "... is corrupt ...".
+    * garbled sidecar, size/sha256 mismatch, or ``validate`` failing: the artifact and its
+      sidecar are deleted, the one-line note (``"calibration cache ... is corrupt (...);
+      rebuilding it"``) goes to ``on_rebuild`` (else a :class:`CacheRebuiltWarning`), and
+      None is returned, so the caller rebuilds.
     """
+    path = Path(path)
+    try:
+        found = check_matching(path, provenance, validate=validate)
+    except HarnessError as exc:
+        remove_with_sidecar(path)
+        note = str(exc).replace(
+            "; delete it or run with --rebuild-calib", "; rebuilding it")
+        if on_rebuild is not None:
+            on_rebuild(note)
+        else:
+            warnings.warn(note, CacheRebuiltWarning, stacklevel=2)
+        return None
+    return found
+
+
+def check_matching(
+    path: Path,
+    provenance: Provenance,
+    *,
+    validate: Callable[[Path], None] | None = None,
+) -> Path | None:
+    """Like :func:`load_if_matching` but a corrupt artifact raises HarnessError "... is corrupt ..."."""
     path = Path(path)
     record = read_sidecar(path)
     if record is None:
@@ -233,8 +338,8 @@ class ProvenancedArtifact:
     def sidecar(self) -> Path:
         return sidecar_path(self.path)
 
-    def load_if_matching(self) -> Path | None:
-        return load_if_matching(self.path, self.provenance, validate=self.validate)
+    def load_if_matching(self, on_rebuild: Callable[[str], None] | None = None) -> Path | None:
+        return load_if_matching(self.path, self.provenance, validate=self.validate, on_rebuild=on_rebuild)
 
     def write_with_provenance(self, **extra: Any) -> Path:
         return write_with_provenance(self.path, self.provenance, **extra)
@@ -243,6 +348,8 @@ class ProvenancedArtifact:
         remove_with_sidecar(self.path)
 
 
-__all__ = ["ARTIFACT_KINDS", "CALIB_FORMAT_VERSION", "METHODS", "Provenance", "ProvenancedArtifact",
-           "atomic_write_bytes", "check_method", "corrupt", "library_versions", "load_if_matching",
+__all__ = ["ARTIFACT_KINDS", "CALIB_FORMAT_VERSION", "DEFAULT_NUM_BINS", "DEFAULT_NUM_QUANTIZED_BINS",
+           "DEFAULT_PERCENTILE", "METHODS", "CacheRebuiltWarning", "CalibrationSettings", "Provenance",
+           "ProvenancedArtifact", "atomic_write_bytes", "calibration_settings", "check_matching", "check_method",
+           "corrupt", "library_versions", "load_if_matching",
            "read_sidecar", "remove_with_sidecar", "sidecar_path", "validate_onnx", "write_with_provenance"]

@@ -3,12 +3,15 @@
 Every export is checked against PyTorch on the same input with ONNX Runtime's
 CPU provider; the max absolute difference is stored beside the file and a
 model whose outputs disagree beyond tolerance is rejected.
+
+The cached file heals (:mod:`harness.cache_files`): a truncated, garbled or
+sidecar-less export is exported again with a one-line note (``OnnxExport.rebuilt``,
+and ``on_rebuild`` or a ``CacheRebuiltWarning``), never a protobuf parse error.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 import warnings
@@ -17,12 +20,13 @@ from pathlib import Path
 
 import torch
 
+from harness import cache_files
 from harness.errors import HarnessError, missing_library
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2  # 2: checksum sidecar (harness.cache_files)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class OnnxExport:
     opset: int
     max_abs_diff: float
     content_hash: str
+    #: The one-line note when a damaged cached export was rebuilt; None otherwise.
+    rebuilt: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -47,18 +53,29 @@ def export_onnx(
     name: str,
     opset: int = DEFAULT_OPSET,
     tolerance: float = 1e-3,
+    on_rebuild: cache_files.OnRebuild | None = None,
 ) -> OnnxExport:
-    """Export (or reuse the cached export of) ``module`` and verify it."""
+    """Export (or reuse the cached export of) ``module`` and verify it.
+
+    A cached export is reused only when its checksum sidecar matches; a damaged one is
+    exported again and the note goes to ``on_rebuild`` (else a ``CacheRebuiltWarning``).
+    """
     if opset < 17:
         raise HarnessError(f"ONNX opset {opset} is too old; use opset 17 or newer")
     out_dir = cache_dir / "onnx"
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{_safe(name)}-{content_hash[:16]}-op{opset}-v{EXPORT_FORMAT_VERSION}"
-    path, meta_path = out_dir / f"{stem}.onnx", out_dir / f"{stem}.json"
-    if path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("content_hash") == content_hash:
+    path = out_dir / f"{stem}.onnx"
+    reason = cache_files.damaged(path)
+    if reason is None and path.exists():
+        meta = cache_files.read_meta(path)
+        if meta.get("content_hash") == content_hash and "max_abs_diff" in meta:
             return OnnxExport(path, opset, float(meta["max_abs_diff"]), content_hash)
+        reason = "its sidecar records another model"
+    note = None
+    if reason is not None:
+        note = cache_files.rebuilt_note("ONNX export", path, reason)
+        cache_files.discard(path)
     first = next(module.parameters(), None)
     if first is not None and (first.device.type != "cpu" or first.dtype != torch.float32):
         module = copy.deepcopy(module).cpu().float()  # never move or cast the caller's module
@@ -87,12 +104,13 @@ def export_onnx(
                 f"ONNX export of {name} disagrees with PyTorch (max abs diff {max_diff:.3g}); "
                 "the model uses an operation the exporter translates wrongly"
             )
-        os.replace(tmp, path)
+        cache_files.commit(tmp, path, {"content_hash": content_hash, "opset": opset, "max_abs_diff": max_diff,
+                                       "torch": torch.__version__})
     finally:
         tmp.unlink(missing_ok=True)
-    meta_path.write_text(json.dumps({"content_hash": content_hash, "opset": opset, "max_abs_diff": max_diff,
-                                     "torch": torch.__version__}, indent=2))
-    return OnnxExport(path, opset, max_diff, content_hash)
+    if note is not None:
+        cache_files.report_rebuild(note, on_rebuild)
+    return OnnxExport(path, opset, max_diff, content_hash, rebuilt=note)
 
 
 def _safe(name: str) -> str:

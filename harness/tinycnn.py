@@ -3,13 +3,14 @@
 It gives the offline default a model with real accuracy. Training is seeded
 and single-threaded-deterministic, takes well under a minute on 2 cores, and
 the weights are cached under the harness cache, keyed by this file's recipe
-version and the dataset's manifest.
+version and the dataset's manifest.  The cached weights heal
+(:mod:`harness.cache_files`): a damaged or unverifiable file is retrained with a
+one-line note, never handed to ``torch.load``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from harness.atomic import atomic_write_bytes
+from harness import cache_files
 
 RECIPE_VERSION = 3
 INPUT_SIZE = 64
@@ -63,22 +64,38 @@ def eval_transform() -> Callable:
     ])
 
 
-def load_or_train(cache_dir: Path, train_split, *, epochs: int = 15, seed: int = 0) -> tuple[TinyCNN, dict]:
-    """Cached weights for ``train_split`` (an ImageSplit of shapes/train), trained on first use."""
+def load_or_train(cache_dir: Path, train_split, *, epochs: int = 15, seed: int = 0,
+                  on_rebuild: cache_files.OnRebuild | None = None) -> tuple[TinyCNN, dict]:
+    """Cached weights for ``train_split`` (an ImageSplit of shapes/train), trained on first use.
+
+    Damaged cached weights (truncated, garbled, no sidecar, not loadable) are retrained;
+    the one-line note goes to ``on_rebuild`` (else a ``CacheRebuiltWarning``) and is
+    returned in the metadata as ``rebuilt``.
+    """
     key = f"tinycnn-r{RECIPE_VERSION}-e{epochs}-s{seed}-{train_split.file_list_hash()[:12]}"
     weights_path = cache_dir / "models" / f"{key}.pt"
-    meta_path = weights_path.with_suffix(".json")
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the initial weights are part of the recipe
         model = TinyCNN(num_classes=len(train_split.classes))
-    if weights_path.exists() and meta_path.exists():
-        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-        return model.eval(), json.loads(meta_path.read_text())
+    reason = cache_files.damaged(weights_path)
+    if reason is None and weights_path.exists():
+        try:
+            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+            return model.eval(), cache_files.read_meta(weights_path)
+        except Exception as exc:  # noqa: BLE001 - checksum intact but unusable (e.g. another recipe): retrain
+            reason = f"it does not load as tinycnn weights ({type(exc).__name__})"
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                model = TinyCNN(num_classes=len(train_split.classes))
     meta = train(model, train_split, epochs=epochs, seed=seed)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    atomic_write_bytes(weights_path, buffer.getvalue())
-    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
+    cache_files.write_bytes(weights_path, buffer.getvalue(), meta)
+    if reason is not None:
+        note = cache_files.rebuilt_note("tinycnn weights", weights_path, reason)
+        cache_files.report_rebuild(note, on_rebuild)
+        return model.eval(), {**meta, "rebuilt": note}
     return model.eval(), meta
 
 

@@ -125,3 +125,133 @@ def test_odd_names_give_safe_file_names(tmp_path: Path) -> None:
                          name="models/my net:make")
     assert result.path.parent == tmp_path / "onnx"
     assert "/" not in result.path.name[:-5] and ":" not in result.path.name and " " not in result.path.name
+
+
+# -- caches that heal (issue 9) ------------------------------------------------------------------
+
+
+def test_truncated_export_is_rebuilt_not_a_parse_error(tmp_path: Path) -> None:
+    from harness.cache_files import CacheRebuiltWarning, sidecar_of
+
+    net = _net()
+    first = export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="small")
+    assert first.rebuilt is None and sidecar_of(first.path).exists()
+    good = first.path.read_bytes()
+    first.path.write_bytes(good[: len(good) // 3])  # the fault, reproduced: ORT cannot parse it
+    with pytest.raises(Exception, match="(?i)protobuf|parse|load"):
+        ort.InferenceSession(str(first.path), providers=["CPUExecutionProvider"])
+    notes: list[str] = []
+    again = export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="small",
+                        on_rebuild=notes.append)
+    assert again.path == first.path and again.path.read_bytes() == good
+    assert notes == [again.rebuilt] and "truncated" in notes[0] and str(first.path) in notes[0]
+    ort.InferenceSession(str(again.path), providers=["CPUExecutionProvider"])  # loads again
+
+    # Garbled in place (same size) and a missing sidecar: rebuilt too; without a callback: a warning.
+    again.path.write_bytes(b"\0" * len(good))
+    with pytest.warns(CacheRebuiltWarning, match="sha256"):
+        export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="small")
+    sidecar_of(first.path).unlink()
+    with pytest.warns(CacheRebuiltWarning, match="sidecar"):
+        export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="small")
+    assert first.path.read_bytes() == good
+
+
+def test_cached_export_respects_the_umask(tmp_path: Path) -> None:
+    import os
+
+    from harness.cache_files import sidecar_of
+
+    net = _net()
+    old = os.umask(0o022)
+    try:
+        result = export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="small")
+    finally:
+        os.umask(old)
+    assert result.path.stat().st_mode & 0o777 == 0o644
+    assert sidecar_of(result.path).stat().st_mode & 0o777 == 0o644
+
+
+# -- the disagreement check (issue 9 acceptance) ------------------------------------------------
+
+
+class _ScaleByFirstElement(nn.Module):
+    """Python control flow on a tensor value: the tracer records the branch taken for the example input
+    (logits * 1) and ONNX keeps it for every input, while PyTorch takes the other branch for inputs whose
+    first element is positive (logits * 100)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        if float(x.flatten()[0]) > 0:  # evaluated once at trace time
+            return logits * 100.0
+        return logits
+
+
+class _ExportSubstitutes(torch.autograd.Function):
+    """A custom op whose ONNX symbolic is not what forward computes (like an exporter bug)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        return x * 3.0
+
+    @staticmethod
+    def symbolic(g, x):  # noqa: ANN001, ANN205
+        return g.op("Identity", x)
+
+
+class _CustomOpNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ExportSubstitutes.apply(self.net(x))
+
+
+def test_export_that_disagrees_with_torch_is_rejected(tmp_path: Path) -> None:
+    net = _CustomOpNet().eval()
+    with pytest.raises(HarnessError, match=r"disagrees with PyTorch \(max abs diff (\S+)\)") as info:
+        export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="custom")
+    # max_abs_diff is really computed: it is |3 y - y| = 2 max|y| for this model, not a constant.
+    with torch.inference_mode():
+        expected = 2 * float(net.net(torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(0)))
+                             .abs().max())
+    reported = float(str(info.value).split("max abs diff ")[1].split(")")[0])
+    assert reported == pytest.approx(expected, rel=1e-2)
+    assert not list((tmp_path / "onnx").glob("*.onnx")), "a rejected export must not be cached"
+
+
+def test_tensor_value_branch_is_caught_by_the_check(tmp_path: Path) -> None:
+    # The check's example input (seeded randn) has a negative first element, so the trace records
+    # "return logits"; PyTorch on the same input agrees and the export is accepted, honestly ...
+    torch_example = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(0))
+    assert float(torch_example.flatten()[0]) <= 0
+    net = _ScaleByFirstElement().eval()
+    result = export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="branch")
+    assert result.max_abs_diff < 1e-4
+    # ... and the recorded value is the real difference: for a positive first element the ONNX graph
+    # (traced branch) and PyTorch differ by 99 |logits|.
+    x = torch_example.clone()
+    x.view(-1)[0] = 1.0
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        diff = float(np.abs(session.run(None, {"input": x.numpy()})[0] - net(x).numpy()).max())
+        assert diff == pytest.approx(99 * float(net.net(x).abs().max()), rel=1e-3)
+
+
+def test_max_abs_diff_is_measured_not_assumed(tmp_path: Path) -> None:
+    from harness import onnx_export
+
+    net = _net()
+    result = export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="small")
+    example = torch.randn((2, *SHAPE), generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        direct = float(np.abs(session.run(None, {"input": example.numpy()})[0] - net(example).numpy()).max())
+    assert result.max_abs_diff == pytest.approx(direct, rel=1e-6, abs=1e-9)
+    assert onnx_export._max_abs_diff(net, result.path, example) == pytest.approx(direct, rel=1e-6, abs=1e-9)
+    assert onnx_export._max_abs_diff(_net(seed=1), result.path, example) > 1e-3  # another model: differs

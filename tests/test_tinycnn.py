@@ -37,3 +37,32 @@ def test_training_leaves_the_callers_thread_count_and_rng_alone(tmp_path: Path, 
     tinycnn.load_or_train(tmp_path / "d", train, epochs=1, seed=0)
     assert torch.equal(torch.rand(3), expected)
     assert torch.get_num_threads() == threads
+
+
+def test_damaged_weights_are_retrained_not_unpickled(tmp_path: Path, shared_cache: Path) -> None:
+    """Issue 9: a damaged cached weights file is retrained with a note, never an UnpicklingError."""
+    import pickle
+
+    import pytest
+
+    from harness.cache_files import CacheRebuiltWarning, sidecar_of
+
+    train = open_split("shapes", "train", data_root=tmp_path, cache_dir=shared_cache)
+    model, meta = tinycnn.load_or_train(tmp_path / "w", train, epochs=1, seed=5)
+    assert "rebuilt" not in meta
+    (weights,) = (tmp_path / "w" / "models").glob("*.pt")
+    good = weights.read_bytes()
+    weights.write_bytes(b"\x80\x02garbage" + good[10:200])  # the fault, reproduced
+    with pytest.raises((pickle.UnpicklingError, RuntimeError, EOFError)):
+        torch.load(weights, map_location="cpu", weights_only=True)
+    notes: list[str] = []
+    again, meta_again = tinycnn.load_or_train(tmp_path / "w", train, epochs=1, seed=5, on_rebuild=notes.append)
+    assert model_content_hash(again) == model_content_hash(model)  # deterministic retrain: same weights
+    assert notes == [meta_again["rebuilt"]] and str(weights) in notes[0] and "weights_only" not in notes[0]
+    assert weights.read_bytes() == good
+
+    sidecar_of(weights).write_text("{")  # a garbled sidecar: retrained, reported as a warning
+    with pytest.warns(CacheRebuiltWarning, match="sidecar"):
+        tinycnn.load_or_train(tmp_path / "w", train, epochs=1, seed=5)
+    _, meta_cached = tinycnn.load_or_train(tmp_path / "w", train, epochs=1, seed=5)
+    assert "rebuilt" not in meta_cached and meta_cached["final_loss"] == meta["final_loss"]
