@@ -154,6 +154,37 @@ def _expand(est: float, low: float, high: float, k: float, log: bool) -> tuple[f
     return est - k * (est - low), est + k * (high - est)
 
 
+def _bootstrap_repeat_median_means(reps: list[np.ndarray], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Hierarchical bootstrap of the mean over repeats of each repeat's median."""
+    lengths = np.array([len(r) for r in reps])
+    flat = np.concatenate(reps)
+    n_rep = len(reps)
+    m = max(1, int(round(lengths.mean())))
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    chosen = rng.integers(0, n_rep, size=(resamples, n_rep))
+    within = (rng.random((resamples, n_rep, m)) * lengths[chosen][:, :, None]).astype(np.int64)
+    idx = offsets[chosen][:, :, None] + within
+    return _trimmed_mean(np.median(flat[idx], axis=2))
+
+
+#: Share of repeat medians dropped at each end before averaging (a repeat that
+#: was mostly preempted must not move the average).
+REPEAT_TRIM = 0.2
+
+
+def _trimmed_mean(values: np.ndarray) -> np.ndarray:
+    """Trimmed mean along the last axis (REPEAT_TRIM dropped at each end)."""
+    n = values.shape[-1]
+    k = int(REPEAT_TRIM * n)
+    v = np.sort(values, axis=-1)
+    return v[..., k : n - k].mean(axis=-1)
+
+
+def repeat_median_mean(reps: list[np.ndarray]) -> float:
+    """20 %-trimmed mean of the per-repeat medians."""
+    return float(_trimmed_mean(np.array([np.median(r) for r in reps])))
+
+
 def _check_confidence(confidence: float, resamples: int) -> None:
     if not 0.5 <= confidence < 1.0:
         raise HarnessError(f"confidence must be in [0.5, 1), got {confidence}")
@@ -403,6 +434,8 @@ class Comparison:
     significant: bool
     faster: str | None  # "baseline" | "candidate" | None when not significant
     test: str
+    statistic: str  # what speedup is the ratio of (see compare_latencies)
+    median_ratio: float  # baseline median / candidate median (all samples), for display
     min_effect: float
     mann_whitney_p: float
     mann_whitney_note: str
@@ -426,6 +459,8 @@ class Comparison:
             "significant": self.significant,
             "faster": self.faster,
             "test": self.test,
+            "statistic": self.statistic,
+            "median_ratio": self.median_ratio,
             "min_effect": self.min_effect,
             "mann_whitney_p": self.mann_whitney_p,
             "mann_whitney_note": self.mann_whitney_note,
@@ -433,7 +468,9 @@ class Comparison:
         }
 
 
-COMPARISON_TEST = "hierarchical bootstrap CI of the ratio of medians"
+COMPARISON_TEST = "hierarchical bootstrap CI of the speedup (t-expanded for few repeats) + minimum effect"
+STAT_REPEAT_MEDIAN_MEAN = "20 %-trimmed mean of per-repeat medians"
+STAT_MEDIAN = "median of all samples"
 
 
 def compare_latencies(
@@ -449,9 +486,18 @@ def compare_latencies(
 ) -> Comparison:
     """Speedup of candidate over baseline with a bootstrap CI and a significance decision.
 
-    Each side is bootstrapped independently (hierarchically with >= 3 repeats, see
-    :func:`median_ci`); the speedup CI is the percentile interval of the ratio of the
-    resampled medians. The difference is *significant* when that CI excludes 1 and
+    With >= 3 repeats on both sides the compared statistic is the *20 %-trimmed
+    mean of the per-repeat medians* (robust to preempted iterations inside a repeat
+    and to a repeat that was mostly preempted, averaged over the machine states the
+    repeats saw; pyperf likewise averages per-process values): on a shared machine the states are often discrete (e.g. an SMT
+    sibling busy or idle, 30-45 % apart), and the pooled median then sits between
+    the modes and jumps with the mix, while the mean over repeats moves smoothly.
+    Each side is bootstrapped hierarchically and independently (whole repeats, then
+    samples within); the speedup CI is the percentile interval of the ratio of the
+    resampled statistics, widened for few repeats (see
+    :func:`small_sample_expansion`). With fewer repeats the statistic is the median
+    of all samples, resampled within. ``statistic`` names which; ``median_ratio`` is
+    the plain ratio of the two cells' medians, for display. The difference is *significant* when that CI excludes 1 and
     ``|speedup - 1| >= min_effect`` (default 1 %: smaller differences are below what
     a shared machine can resolve and of no practical use). Drift between repeats
     widens the CI, so two identical configurations are called different at most
@@ -467,16 +513,25 @@ def compare_latencies(
     base = _as_repeats_ms(baseline_repeats_ns, "baseline samples")
     cand = _as_repeats_ms(candidate_repeats_ns, "candidate samples")
     rng = np.random.default_rng([seed, 0x5EED])
-    b_boot = _bootstrap_medians(base, base_ci.method, resamples, rng)
-    c_boot = _bootstrap_medians(cand, cand_ci.method, resamples, rng)
-    if np.any(c_boot <= 0) or cand_ci.median_ms <= 0:
+    hierarchical = base_ci.method == "hierarchical" and cand_ci.method == "hierarchical"
+    if hierarchical:
+        statistic = STAT_REPEAT_MEDIAN_MEAN
+        b_boot = _bootstrap_repeat_median_means(base, resamples, rng)
+        c_boot = _bootstrap_repeat_median_means(cand, resamples, rng)
+        b_est, c_est = repeat_median_mean(base), repeat_median_mean(cand)
+    else:
+        statistic = STAT_MEDIAN
+        b_boot = _bootstrap_medians(base, "within", resamples, rng)
+        c_boot = _bootstrap_medians(cand, "within", resamples, rng)
+        b_est, c_est = base_ci.median_ms, cand_ci.median_ms
+    if np.any(c_boot <= 0) or c_est <= 0:
         raise HarnessError("candidate latencies of 0 ms cannot be compared")
     ratios = b_boot / c_boot
     alpha = 1.0 - confidence
     lo, hi = (float(v) for v in np.quantile(ratios, [alpha / 2.0, 1.0 - alpha / 2.0]))
-    speedup = base_ci.median_ms / cand_ci.median_ms
+    speedup = b_est / c_est
     lo, hi = min(lo, speedup), max(hi, speedup)
-    if base_ci.method == "hierarchical" and cand_ci.method == "hierarchical":
+    if hierarchical:
         n_b, n_c = base_ci.repeats, cand_ci.repeats
         lo, hi = _expand(speedup, lo, hi, small_sample_expansion(min(n_b, n_c), n_b + n_c - 2, confidence), log=True)
     excludes_one = lo > 1.0 or hi < 1.0
@@ -506,6 +561,8 @@ def compare_latencies(
         significant=significant,
         faster=faster,
         test=COMPARISON_TEST,
+        statistic=statistic,
+        median_ratio=base_ci.median_ms / cand_ci.median_ms,
         min_effect=min_effect,
         mann_whitney_p=p,
         mann_whitney_note="Mann-Whitney U over all samples (normal approximation, tie-corrected); "

@@ -276,3 +276,29 @@ def test_pick_fastest_names_a_winner_only_when_significant():
     assert "no significant winner" in tie.reason
     assert tie.to_dict()["comparisons"]["slow"]["significant"] is True
     assert pick_fastest({"only": fast}).winner == "only"
+
+
+def test_discrete_machine_states_do_not_hide_a_ten_percent_change():
+    """Repeats land in one of two machine states 40 % apart (SMT sibling idle/busy), and
+    some iterations are preempted: the pooled median jumps between the modes, the trimmed
+    mean of repeat medians does not, so a 10 % slowdown is still found and a null is not."""
+    rng = np.random.default_rng(16)
+
+    def cell(mu, repeats=200, n=10):
+        out = []
+        for _ in range(repeats):
+            state = 1.4 if rng.random() < 0.5 else 1.0
+            s = mu * state * (1 + rng.normal(0, 0.02, n))
+            s[rng.random(n) < 0.1] *= 20  # preempted iterations
+            out.append(s.astype(np.int64).tolist())
+        return out
+
+    hits = nulls = 0
+    for i in range(8):
+        a, b, c = cell(1e6), cell(1e6), cell(1.1e6)
+        slow = compare_latencies(a, c, seed=i, resamples=300)
+        same = compare_latencies(a, b, seed=i, resamples=300)
+        assert slow.statistic == "20 %-trimmed mean of per-repeat medians"
+        hits += slow.significant and slow.faster == "baseline"
+        nulls += not same.significant
+    assert hits >= 7 and nulls >= 7
