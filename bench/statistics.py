@@ -22,22 +22,33 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named statistics.py: drop its own folder from the import path so that
-# `import statistics` (here, in harness.timing and in libraries) finds the standard library.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ != "__main__":
+    # This file is named statistics.py, so any script run from bench/ (bench/ is then first on
+    # sys.path) that imports `statistics`, directly or through harness.timing, lands here. Hand
+    # it the standard library's module instead, and stop.
+    import importlib.util as _ilu
+    import sysconfig as _sc
 
-import argparse  # noqa: E402
-import statistics as pystats  # noqa: E402
+    _spec = _ilu.spec_from_file_location(__name__, str(Path(_sc.get_paths()["stdlib"]) / "statistics.py"))
+    _mod = _ilu.module_from_spec(_spec)
+    sys.modules[__name__] = _mod
+    _spec.loader.exec_module(_mod)
+    globals().update({k: v for k, v in vars(_mod).items() if not k.startswith("__")})
+else:
+    # Run as a script: drop bench/ from the import path so that `import statistics` (here, in
+    # harness.timing, in libraries) finds the standard library.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import time  # noqa: E402
 
-import torch  # noqa: E402
-
-from harness.stats import COMPARISON_TEST, compare_latencies, median_ci  # noqa: E402
-from harness.timing import PerfCounterTimer, TimingConfig, measure  # noqa: E402
+# (the script's other imports are inside the functions: when this file stands in for the
+# standard library's `statistics`, nothing below may import harness.timing or torch)
 
 
 def make_workload(inner: int, size: int):
+    import torch
+
     a = torch.randn(size, size)
 
     def fn(x: torch.Tensor) -> None:
@@ -55,6 +66,9 @@ def run_trial(
     ``timing.until_stable`` does for one cell, until every config's median CI
     half-width is within ``target_ci_pct`` or ``max_seconds`` have passed (checked every
     ``check_every`` rounds, so that the bootstrap does not cost more than the timing)."""
+    from harness.stats import median_ci
+    from harness.timing import PerfCounterTimer, TimingConfig, measure
+
     config = TimingConfig(warmup=warmup, iterations=iterations, repeats=1)
     timer = PerfCounterTimer()
     names = list(fns)
@@ -75,6 +89,13 @@ def run_trial(
 
 
 def main() -> None:
+    import argparse
+    import statistics as pystats
+
+    import torch
+
+    from harness.stats import COMPARISON_TEST, compare_latencies
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations per repeat")
