@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 
 def test_sane_values_and_our_own_process_is_not_counted():
     with HostLoadSampler(period_s=0.1, busy_cpu_pct=5.0, top=1000) as sampler:
-        end = time.monotonic() + 0.6
+        end = time.monotonic() + 0.4
         while time.monotonic() < end:  # we are busy ourselves; that is the timed work, not load
             pass
     load = sampler.result
@@ -27,7 +27,7 @@ def test_sane_values_and_our_own_process_is_not_counted():
     assert load.loadavg_before is not None and len(load.loadavg_before) == 3
     assert all(v >= 0 for v in load.loadavg_before + load.loadavg_after)
     assert load.usable_cpus is not None and 1 <= load.usable_cpus <= (os.cpu_count() or 1)
-    assert load.window_s >= 0.6 and load.snapshots >= 3
+    assert load.window_s >= 0.4 and load.snapshots >= 3
     assert load.max_other_cpu_pct is not None and load.max_other_cpu_pct >= 0
     assert os.getpid() not in {p.pid for p in load.busy_processes}
     assert load.to_dict()["usable_cpus"] == load.usable_cpus
@@ -38,7 +38,7 @@ def test_a_spinning_child_process_is_flagged():
     try:
         time.sleep(0.1)
         with HostLoadSampler(period_s=0.1, busy_cpu_pct=5.0, top=1000) as sampler:
-            time.sleep(1.0)
+            time.sleep(0.7)
     finally:
         child.kill()
         child.wait()

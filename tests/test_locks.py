@@ -57,8 +57,8 @@ def _wait_for(path: Path, timeout: float = 30.0) -> None:
 
 
 def test_two_processes_never_hold_the_device_at_once(tmp_path: Path):
-    a, out_a = _spawn(tmp_path, "a", windows=4, hold=0.15)
-    b, out_b = _spawn(tmp_path, "b", windows=4, hold=0.15)
+    a, out_a = _spawn(tmp_path, "a", windows=4, hold=0.1)
+    b, out_b = _spawn(tmp_path, "b", windows=4, hold=0.1)
     assert a.wait(60) == 0 and b.wait(60) == 0
     ev_a, ev_b = json.loads(out_a.read_text()), json.loads(out_b.read_text())
     windows = sorted([tuple(w) for w in ev_a["windows"]] + [tuple(w) for w in ev_b["windows"]])
