@@ -1,6 +1,10 @@
 """Timing-engine overhead: the harness's median latency for a fixed CPU workload
 against a bare perf_counter_ns loop around the same callable, in one process.
 
+A third arm wraps each harness measurement in what the harness holds around a
+timing window (harness.locks.DeviceLock + harness.hostload.HostLoadSampler), so
+the cost of the lock and of the background load sampler is measured too.
+
 Goal: ratio <= 1.02.  Usage: python bench/timing_overhead.py [--size 256] [--iterations 200]
 """
 
@@ -9,12 +13,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness.hostload import HostLoadSampler  # noqa: E402
+from harness.locks import DeviceLock  # noqa: E402
 from harness.timing import PerfCounterTimer, TimingConfig, measure  # noqa: E402
 
 
@@ -41,17 +48,23 @@ def main() -> None:
     a = torch.randn(args.size, args.size)
     fn = lambda x: torch.mm(x, x)  # noqa: E731
     config = TimingConfig(warmup=10, iterations=args.iterations, repeats=args.repeats)
-    bare, harness = [], []
-    for _ in range(args.rounds):  # interleave so drift hits both equally
+    bare, harness, guarded = [], [], []
+    lock_dir = Path(tempfile.mkdtemp(prefix="pq-overhead-locks-"))
+    for _ in range(args.rounds):  # interleave so drift hits all arms equally
         bare.append(bare_loop(fn, a, 10, args.iterations, args.repeats))
         result = measure(fn, [a], batch_size=1, config=config, definition="compute", timer=PerfCounterTimer())
         harness.append(result.stats.median_ms)
-    b, h = statistics.median(bare), statistics.median(harness)
+        with DeviceLock("cpu", lock_dir=lock_dir), HostLoadSampler():
+            result = measure(fn, [a], batch_size=1, config=config, definition="compute", timer=PerfCounterTimer())
+        guarded.append(result.stats.median_ms)
+    b, h, g = statistics.median(bare), statistics.median(harness), statistics.median(guarded)
     print(f"workload: {args.size}x{args.size} fp32 matmul, 1 thread, {args.iterations} iterations x "
           f"{args.repeats} repeats x {args.rounds} rounds")
     print(f"bare perf_counter_ns loop median: {b:.4f} ms")
     print(f"harness timing engine median:     {h:.4f} ms")
+    print(f"harness + device lock + host-load sampler median: {g:.4f} ms")
     print(f"ratio harness/bare: {h / b:.4f} (goal <= 1.02)")
+    print(f"ratio (harness + lock + sampler)/bare: {g / b:.4f} (goal <= 1.02)")
 
 
 if __name__ == "__main__":
