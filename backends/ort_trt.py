@@ -154,8 +154,7 @@ def ort_trt_reason(precision: str, facts: MachineFacts) -> str | None:
     if reason is not None:
         return reason
     if facts.libnvinfer is None:
-        ort_v = caps.parse_version(facts.onnxruntime_version or "0.0")[:2]
-        major = 11 if ort_v >= caps.ORT_FIRST_FOR_TRT11 else 10
+        major = caps.ort_libnvinfer_major(facts.onnxruntime_version)
         return (f"TensorRT's libnvinfer.so.{major} cannot be loaded: install TensorRT {major}.x (or put its lib "
                 "directory on LD_LIBRARY_PATH); without it ORT silently falls back to CUDA")
     if FALLBACK_PROVIDER not in (facts.ort_providers or ()):
