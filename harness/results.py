@@ -1,8 +1,9 @@
 """Results that survive a crash: one SQLite row per sweep cell, committed cell by cell.
 
-Cells are :class:`harness.outcome.CellOutcome` values. A cell's key is a stable hash of what identifies it (model, weights, dataset,
-pruning, backend, precision, batch size, calibration). Rows are upserted by
-key, so rerunning never duplicates; ``--resume`` skips cells already ``ok``.
+Cells are :class:`harness.outcome.CellOutcome` values, stored as the same JSON
+as ever. A cell's key is a stable hash of what identifies it (model, weights,
+dataset, pruning, backend, precision, batch size, calibration). Rows are upserted
+by key, so rerunning never duplicates; ``--resume`` skips cells already ``ok``.
 Exports flatten each cell to one row per timing definition: the thesis's
 columns first (same names, sizes in MB of 10^6 bytes), then extended columns.
 """

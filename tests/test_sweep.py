@@ -233,7 +233,7 @@ def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, sha
     assert all("inference exploded" in r.error for r in errors)
 
 
-# --------------------------------------------------------------------------- units: planning and running without a store
+# ----------------------------------------------------------------- units: planning and running without a store
 
 
 def test_plan_units_groups_cells_by_model_dataset_and_pruning_step(tmp_path: Path, shared_cache: Path) -> None:
