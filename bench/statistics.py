@@ -137,7 +137,8 @@ def main() -> None:
         null_speedups.append(same.speedup)
         slow_speedups.append(slower.speedup)
         print(
-            f"trial {trial + 1:2d} ({len(data['A'])} rep{'' if conv else ', budget'}): A {same.baseline.median_ms:.3f} ms [{same.baseline.low_ms:.3f}, "
+            f"trial {trial + 1:2d} ({len(data['A'])} rep{'' if conv else ', budget'}): "
+            f"A {same.baseline.median_ms:.3f} ms [{same.baseline.low_ms:.3f}, "
             f"{same.baseline.high_ms:.3f}]  B/A speedup {same.speedup:.3f} "
             f"[{same.speedup_low:.3f}, {same.speedup_high:.3f}] {'SIG' if same.significant else 'ns '}  "
             f"C/A speedup {slower.speedup:.3f} [{slower.speedup_low:.3f}, {slower.speedup_high:.3f}] "

@@ -17,6 +17,14 @@ variation) and then samples within each chosen repeat (the within-repeat
 variation); with fewer repeats there is nothing to resample at the top level, so
 we fall back to resampling within the samples and say so in the result.
 
+Comparisons (:func:`compare_latencies`, :func:`pick_fastest`) with >= 3 repeats
+compare the 20 %-trimmed mean of the per-repeat medians rather than the pooled
+median: on this project's 2-core machine repeats fall into discrete speed states
+(~40 % apart), the pooled median then jumps between the modes: in
+bench/statistics.py a 10 % slower config was found in 3 of 5 trials with the pooled
+median, and in 20 of 20 with the trimmed mean of repeat medians (a plain mean
+found 0 of 5: one mostly preempted repeat moves it).
+
 None of the anchor tools reports bootstrap intervals (trtexec warns on CV > 2.5 %,
 pyperf on stdev >= 10 % of the mean and uses a t-test, Google Benchmark's
 ``compare.py`` uses a Mann-Whitney U test); the thresholds below follow them.
@@ -489,8 +497,9 @@ def compare_latencies(
     With >= 3 repeats on both sides the compared statistic is the *20 %-trimmed
     mean of the per-repeat medians* (robust to preempted iterations inside a repeat
     and to a repeat that was mostly preempted, averaged over the machine states the
-    repeats saw; pyperf likewise averages per-process values): on a shared machine the states are often discrete (e.g. an SMT
-    sibling busy or idle, 30-45 % apart), and the pooled median then sits between
+    repeats saw; pyperf likewise averages per-process values): on a shared machine
+    the states are often discrete (e.g. an SMT sibling busy or idle, 30-45 % apart,
+    measured on this project's 2-core machine), and the pooled median then sits between
     the modes and jumps with the mix, while the mean over repeats moves smoothly.
     Each side is bootstrapped hierarchically and independently (whole repeats, then
     samples within); the speedup CI is the percentile interval of the ratio of the
