@@ -11,6 +11,7 @@ one-line note, never handed to ``torch.load``.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,19 @@ def load_or_train(cache_dir: Path, train_split, *, epochs: int = 15, seed: int =
         torch.manual_seed(seed)  # the initial weights are part of the recipe
         model = TinyCNN(num_classes=len(train_split.classes))
     reason = cache_files.damaged(weights_path)
+    legacy_meta = weights_path.with_suffix(".json")  # written before checksum sidecars existed
+    if reason is not None and not cache_files.sidecar_of(weights_path).exists() and legacy_meta.exists():
+        try:
+            model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+            meta = json.loads(legacy_meta.read_text())
+        except Exception:  # noqa: BLE001 - damaged legacy file: retrain below
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                model = TinyCNN(num_classes=len(train_split.classes))
+        else:
+            cache_files.seal(weights_path, meta)  # adopt it: verified from now on
+            legacy_meta.unlink(missing_ok=True)
+            return model.eval(), meta
     if reason is None and weights_path.exists():
         try:
             state = torch.load(weights_path, map_location="cpu", weights_only=True)

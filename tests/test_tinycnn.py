@@ -66,3 +66,20 @@ def test_damaged_weights_are_retrained_not_unpickled(tmp_path: Path, shared_cach
         tinycnn.load_or_train(tmp_path / "w", train, epochs=1, seed=5)
     _, meta_cached = tinycnn.load_or_train(tmp_path / "w", train, epochs=1, seed=5)
     assert "rebuilt" not in meta_cached and meta_cached["final_loss"] == meta["final_loss"]
+
+
+def test_legacy_weights_without_sidecar_are_adopted_not_retrained(tmp_path: Path, shared_cache: Path) -> None:
+    import json
+
+    from harness.cache_files import sidecar_of, verify
+
+    train = open_split("shapes", "train", data_root=tmp_path, cache_dir=shared_cache)
+    model, meta = tinycnn.load_or_train(tmp_path / "l", train, epochs=1, seed=6)
+    (weights,) = (tmp_path / "l" / "models").glob("*.pt")
+    sidecar_of(weights).unlink()  # the layout of earlier versions: <key>.pt + <key>.json
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    mtime = weights.stat().st_mtime_ns
+    adopted, meta_adopted = tinycnn.load_or_train(tmp_path / "l", train, epochs=1, seed=6)
+    assert weights.stat().st_mtime_ns == mtime and meta_adopted == meta  # not retrained
+    assert model_content_hash(adopted) == model_content_hash(model)
+    assert verify(weights) is None and not weights.with_suffix(".json").exists()
