@@ -7,14 +7,13 @@ The availability rules are pure functions of :class:`harness.machine.MachineFact
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
 
+from backends.base import BackendOptions
 from harness.atomic import atomic_write_bytes
 from harness.errors import BackendUnavailable, HarnessError
 from harness.fingerprint import file_hash
@@ -56,42 +55,11 @@ def trt_dtype_to_torch(dtype: Any) -> torch.dtype:
 # ------------------------------------------------------------------------------------------ options
 
 
-class GpuBackendOptions(BaseModel):
-    """Typed backend options: unknown keys are refused, values are checked and frozen.
-
-    Same configuration as ``backends.base.BackendOptions`` of the contract (extra="forbid",
-    frozen=True); once that class is on main this one should subclass it.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def parse_backend_options(backend: str, model: type[BaseModel], raw: Mapping[str, Any] | BaseModel | None) -> Any:
-    """``raw`` as ``model``; a one-line HarnessError naming the option and the allowed ones otherwise."""
-    if isinstance(raw, model):
-        return raw
-    if isinstance(raw, BaseModel):
-        raw = raw.model_dump()
-    data = dict(raw or {})
-    allowed = ", ".join(model.model_fields)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        option = ".".join(str(p) for p in err.get("loc", ())) or "?"
-        if err.get("type") == "extra_forbidden":
-            raise HarnessError(f"backend_options.{backend}: unknown option '{option}'; allowed: {allowed}") from None
-        raise HarnessError(f"backend_options.{backend}.{option}: {err.get('msg')} (got {err.get('input')!r})") from None
+class GpuBackendOptions(BackendOptions):
+    """Options shared by the GPU backends' typed option models (unknown keys refused, frozen)."""
 
 
 # ------------------------------------------------------------------------------------- availability
-
-
-def precision_reason(backend: Any, precision: str) -> str | None:
-    if precision not in backend.precisions:
-        supported = ", ".join(backend.precisions)
-        return f"backend '{backend.name}' cannot run precision '{precision}'; it supports: {supported}"
-    return None
 
 
 def ort_gpu_reason(facts: MachineFacts, provider: str) -> str | None:
@@ -246,5 +214,5 @@ __all__ = [
     "CUDA_EVENT_TIMER", "FP16_CONVERTER_HINT", "GPU_TIMING_ID", "GpuBackendOptions",
     "GpuIdentity", "ORT_GPU_HINT", "TRT_DTYPE_TO_TORCH", "TrtVersion", "admit",
     "atomic_write_bytes", "detect_tensorrt_version", "fp16_onnx", "fp16_onnx_path", "gpu_identity",
-    "ort_gpu_reason", "parse_backend_options", "precision_reason", "timing_facts", "trt_dtype_to_torch",
+    "ort_gpu_reason", "timing_facts", "trt_dtype_to_torch",
 ]

@@ -17,7 +17,6 @@ Every session records the same ``timing_definition`` / ``compute_timer`` facts a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -33,8 +32,6 @@ from backends.gpu_common import (
     admit,
     fp16_onnx,
     ort_gpu_reason,
-    parse_backend_options,
-    precision_reason,
     timing_facts,
 )
 from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort
@@ -199,20 +196,13 @@ class OrtCudaBackend(Backend):
     Options: ClassVar[type[OrtCudaOptions]] = OrtCudaOptions
     options: OrtCudaOptions
 
-    def __init__(self, options: Mapping[str, Any] | OrtCudaOptions | None = None) -> None:
-        self.options = self.parse_options(options)
-
-    @classmethod
-    def parse_options(cls, raw: Mapping[str, Any] | OrtCudaOptions | None) -> OrtCudaOptions:
-        return parse_backend_options(cls.name, cls.Options, raw)
-
     @classmethod
     def unavailable_reason(cls, precision: str, facts: MachineFacts | None = None) -> str | None:
         if facts is None:
             from harness.machine import probe_machine
 
             facts = probe_machine()
-        return precision_reason(cls, precision) or ort_cuda_reason(precision, facts)
+        return super().unavailable_reason(precision, facts) or ort_cuda_reason(precision, facts)
 
     def _model(self, artifact: ModelArtifact, precision: str, phases: PhaseTimes) -> Path:
         if precision == "int8":
@@ -250,7 +240,7 @@ class OrtCudaBackend(Backend):
             gpu_session = OrtGpuSession(session, info, device_id=o.device_id, stream=stream,
                                         run_options=compute_run_options(ort), num_outputs=artifact.num_outputs)
             gpu_session.warm(tuple(batch_sizes), artifact.input_shape)
-        info.prep_phases = dict(phases.seconds)  # type: ignore[attr-defined]  # SessionInfo field per the contract
+        info.prep_phases = dict(phases.seconds)
         return gpu_session
 
 

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,8 +36,6 @@ from backends.gpu_common import (
     detect_tensorrt_version,
     gpu_identity,
     ort_gpu_reason,
-    parse_backend_options,
-    precision_reason,
 )
 from backends.ort_common import INPUT_NAME, create_session, import_ort
 from backends.ort_cuda import OrtGpuSession, compute_run_options, ort_bool, ort_cuda_provider_options, user_stream
@@ -195,20 +192,13 @@ class OrtTensorrtBackend(Backend):
     Options: ClassVar[type[OrtTrtOptions]] = OrtTrtOptions
     options: OrtTrtOptions
 
-    def __init__(self, options: Mapping[str, Any] | OrtTrtOptions | None = None) -> None:
-        self.options = self.parse_options(options)
-
-    @classmethod
-    def parse_options(cls, raw: Mapping[str, Any] | OrtTrtOptions | None) -> OrtTrtOptions:
-        return parse_backend_options(cls.name, cls.Options, raw)
-
     @classmethod
     def unavailable_reason(cls, precision: str, facts: MachineFacts | None = None) -> str | None:
         if facts is None:
             from harness.machine import probe_machine
 
             facts = probe_machine()
-        return precision_reason(cls, precision) or ort_trt_reason(precision, facts)
+        return super().unavailable_reason(precision, facts) or ort_trt_reason(precision, facts)
 
     def _trt_version(self, ort_version: str) -> tuple[str, str]:
         if self.options.trt_version:
@@ -327,7 +317,7 @@ class OrtTensorrtBackend(Backend):
                 info.details["int8_fallback"] = True
                 info.details.setdefault("warnings", []).append(
                     "an int8 EP engine has no INT8 layer: TensorRT chose FP16/FP32 throughout")
-        info.prep_phases = dict(phases.seconds)  # type: ignore[attr-defined]  # SessionInfo field per the contract
+        info.prep_phases = dict(phases.seconds)
         return gpu_session
 
 

@@ -13,7 +13,6 @@ This module holds the backend: options, the availability rule, and ``activate`` 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -25,8 +24,6 @@ from backends.gpu_common import (
     GpuBackendOptions,
     admit,
     gpu_identity,
-    parse_backend_options,
-    precision_reason,
 )
 from backends.trt_api import import_tensorrt, make_capturing_logger
 from backends.trt_loader import BuilderSettings, EnginePaths, inspect_engine, load_or_build
@@ -86,20 +83,13 @@ class TrtNativeBackend(Backend):
     Options: ClassVar[type[TrtNativeOptions]] = TrtNativeOptions
     options: TrtNativeOptions
 
-    def __init__(self, options: Mapping[str, Any] | TrtNativeOptions | None = None) -> None:
-        self.options = self.parse_options(options)
-
-    @classmethod
-    def parse_options(cls, raw: Mapping[str, Any] | TrtNativeOptions | None) -> TrtNativeOptions:
-        return parse_backend_options(cls.name, cls.Options, raw)
-
     @classmethod
     def unavailable_reason(cls, precision: str, facts: MachineFacts | None = None) -> str | None:
         if facts is None:
             from harness.machine import probe_machine
 
             facts = probe_machine()
-        return precision_reason(cls, precision) or trt_native_reason(precision, facts)
+        return super().unavailable_reason(precision, facts) or trt_native_reason(precision, facts)
 
     def _settings(self) -> BuilderSettings:
         o = self.options
@@ -155,7 +145,7 @@ class TrtNativeBackend(Backend):
                 trt=trt, runtime=loaded.runtime, engine=loaded.engine, info=info, input_shape=artifact.input_shape,
                 profiles=plan.all_profiles, batch_sizes=tuple(batch_sizes), cuda_graph=o.cuda_graph, layers=summary,
             )
-        info.prep_phases = dict(phases.seconds)  # type: ignore[attr-defined]  # SessionInfo field per the contract
+        info.prep_phases = dict(phases.seconds)
         return session
 
 

@@ -55,17 +55,20 @@ def torch_cuda_section(iterations: int, report: dict[str, Any]) -> None:
     from backends.base import ModelArtifact
     from backends.torch_eager import TorchBackend
     from harness.fingerprint import model_content_hash
-    from harness.gpu.nvml import DeviceMonitor, nvml_available
-    from harness.timing import CudaEventTimer, PerfCounterTimer, TimingConfig, measure
+    from harness.gpu.nvml_monitor import DeviceMonitor
+    from harness.gpu.nvml_query import nvml_unavailable_reason
+    from harness.machine import probe_machine
+    from harness.timing import CudaEventTimer, PerfCounterTimer, TimingSettings, measure
 
     module = torchvision.models.resnet18(weights=None).eval()
     artifact = ModelArtifact(name="resnet18", module=module, input_shape=(3, 224, 224), num_outputs=1000,
                              content_hash=model_content_hash(module), onnx=lambda: Path("unused"))
-    config = TimingConfig(warmup=10, iterations=iterations, repeats=3)
+    config = TimingSettings(warmup=10, iterations=iterations, repeats=3)
     rows = []
-    nvml_reason = nvml_available()
+    nvml_reason = nvml_unavailable_reason()
+    facts = probe_machine()
     for precision in ("fp32", "fp16", "bf16"):
-        reason = TorchBackend.unavailable_reason(precision)
+        reason = TorchBackend.unavailable_reason(precision, facts)
         if reason:
             rows.append({"precision": precision, "skipped": reason})
             continue
@@ -74,7 +77,7 @@ def torch_cuda_section(iterations: int, report: dict[str, Any]) -> None:
             host = torch.randn(bs, 3, 224, 224)
             staged = session.stage(host)
             timer = CudaEventTimer(session.cuda_stream)
-            monitor = DeviceMonitor(torch.cuda.current_device()) if nvml_reason is None else None
+            monitor = DeviceMonitor.for_torch_device(torch.cuda.current_device()) if nvml_reason is None else None
             if monitor:
                 monitor.__enter__()
             harness_res = measure(session.run, [staged], batch_size=bs, config=config, definition="compute",
@@ -175,11 +178,12 @@ def main() -> None:
             "timing": {"warmup": 10, "iterations": 50, "repeats": 3}}, args.out, report)),
     ]
     from backends import backend_class
+    from harness.machine import probe_machine
 
     gpu_pairs = {}
     for name, precisions in (("trt-native", ["fp16", "int8"]), ("ort-trt", ["fp16", "int8"])):
-        ok = [p for p in precisions if backend_class(name).unavailable_reason(p) is None]
-        skipped = {p: backend_class(name).unavailable_reason(p) for p in precisions if p not in ok}
+        ok = [p for p in precisions if backend_class(name).unavailable_reason(p, probe_machine()) is None]
+        skipped = {p: backend_class(name).unavailable_reason(p, probe_machine()) for p in precisions if p not in ok}
         if skipped:
             report.setdefault("skipped", {})[name] = skipped
         if ok:

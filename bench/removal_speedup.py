@@ -25,10 +25,10 @@ from backends.torch_eager import TorchBackend  # noqa: E402
 from harness.compression import PruneSpec, apply_pruning  # noqa: E402
 from harness.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
-from harness.timing import TimingConfig, measure, timer_for  # noqa: E402
+from harness.timing import TimingSettings, measure, timer_for  # noqa: E402
 
 
-def time_session(session, batch: int, config: TimingConfig) -> float:
+def time_session(session, batch: int, config: TimingSettings) -> float:
     staged = session.stage(torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
     timer = timer_for(session.device, "compute", session.cuda_stream)
     return measure(session.run, [staged], batch_size=batch, config=config, definition="compute",
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--amounts", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    config = TimingConfig(warmup=5, iterations=args.iterations, repeats=3)
+    config = TimingSettings(warmup=5, iterations=args.iterations, repeats=3)
     base = torchvision.models.resnet18(weights=None).eval()
     example = torch.zeros(1, 3, 224, 224)
     cache = Path(tempfile.mkdtemp(prefix="pq-removal-"))

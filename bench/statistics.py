@@ -67,9 +67,9 @@ def run_trial(
     half-width is within ``target_ci_pct`` or ``max_seconds`` have passed (checked every
     ``check_every`` rounds, so that the bootstrap does not cost more than the timing)."""
     from harness.stats import median_ci
-    from harness.timing import PerfCounterTimer, TimingConfig, measure
+    from harness.timing import PerfCounterTimer, TimingSettings, measure
 
-    config = TimingConfig(warmup=warmup, iterations=iterations, repeats=1)
+    config = TimingSettings(warmup=warmup, iterations=iterations, repeats=1)
     timer = PerfCounterTimer()
     names = list(fns)
     out: dict[str, list[list[int]]] = {n: [] for n in names}

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.hostload import HostLoadSampler  # noqa: E402
 from harness.locks import DeviceLock  # noqa: E402
-from harness.timing import PerfCounterTimer, TimingConfig, measure  # noqa: E402
+from harness.timing import PerfCounterTimer, TimingSettings, measure  # noqa: E402
 
 
 def bare_loop(fn, x, warmup: int, iterations: int, repeats: int) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
     torch.set_num_threads(1)
     a = torch.randn(args.size, args.size)
     fn = lambda x: torch.mm(x, x)  # noqa: E731
-    config = TimingConfig(warmup=10, iterations=args.iterations, repeats=args.repeats)
+    config = TimingSettings(warmup=10, iterations=args.iterations, repeats=args.repeats)
     bare, harness, guarded = [], [], []
     lock_dir = Path(tempfile.mkdtemp(prefix="pq-overhead-locks-"))
     for _ in range(args.rounds):  # interleave so drift hits all arms equally

@@ -26,6 +26,7 @@ from calib.ort_table import TABLE_FILE_NAME, read_table_entries, write_trt_calib
 from calib.provenance import (
     CALIB_FORMAT_VERSION,
     Provenance,
+    calibration_settings,
     check_method,
     library_versions,
     load_if_matching,
@@ -111,6 +112,7 @@ class CalibrationData:
             "model_hash": self.model_hash,
             "calib_file_list_hash": cs.file_list_hash,
             "method": self.method,
+            "calibration": calibration_settings(self.method).to_dict(),  # bins etc.: never max-abs called entropy
             "count": cs.count,
             "seed": cs.seed,
             "preprocess": self.preprocess_id,
@@ -180,7 +182,7 @@ class CalibrationData:
         path = self.qdq_path(target)
         provenance = self.qdq_provenance(target)
         self._forget_if_rebuilding(path)
-        found = load_if_matching(path, provenance, validate=validate_onnx)
+        found = load_if_matching(path, provenance, validate=validate_onnx, on_rebuild=self.notes.append)
         if found is None:
             start = time.perf_counter()
             notes: list[str] = []
@@ -207,7 +209,7 @@ class CalibrationData:
         path = cache_dir / TABLE_FILE_NAME
         provenance = self.table_provenance()
         self._forget_if_rebuilding(path)
-        found = load_if_matching(path, provenance, validate=_validate_table)
+        found = load_if_matching(path, provenance, validate=_validate_table, on_rebuild=self.notes.append)
         if found is None:
             start = time.perf_counter()
             write_trt_calibration_table(self.onnx_path(), self._ort_batches, cache_dir, self.method,

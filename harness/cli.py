@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -182,8 +183,10 @@ def demo(
     def go() -> None:
         from harness.configs import demo_config
 
+        # In the containers HARNESS_OUT_DIR names the results volume; the demo writes below it.
+        default_out = Path(os.environ["HARNESS_OUT_DIR"]) / "demo" if os.environ.get("HARNESS_OUT_DIR") else None
         with demo_config() as path:
-            _run_sweep(path, {"out_dir": out}, resume)
+            _run_sweep(path, {"out_dir": out or default_out}, resume)
 
     _guard(go)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -24,7 +25,10 @@ def library_versions() -> dict[str, str]:
 
 
 def harness_commit() -> str | None:
-    """The git commit the harness runs from (with '+dirty' for local changes), if known."""
+    """The git commit the harness runs from (with '+dirty' for local changes), if known.
+
+    Without a git checkout (the containers exclude .git), the commit passed in at build time
+    (``HARNESS_COMMIT``)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -32,7 +36,7 @@ def harness_commit() -> str | None:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get("HARNESS_COMMIT") or None
     return commit + ("+dirty" if dirty else "")
 
 

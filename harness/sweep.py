@@ -432,13 +432,12 @@ class _NoMonitor:
 def _device_monitor(device: str, enabled: bool) -> Any:
     if device != "cuda" or not enabled:
         return _NoMonitor()
-    # ``nvml_available()`` returns the reason NVML cannot be used, None when it can: read it as such.
-    from harness.gpu.nvml import DeviceMonitor, nvml_device_for_torch
-    from harness.gpu.nvml import nvml_available as nvml_unavailable_reason
+    from harness.gpu.nvml_monitor import DeviceMonitor
+    from harness.gpu.nvml_query import nvml_unavailable_reason
 
     if nvml_unavailable_reason() is not None:
         return _NoMonitor()
-    return DeviceMonitor(nvml_device_for_torch(torch.cuda.current_device()))
+    return DeviceMonitor.for_torch_device(torch.cuda.current_device())
 
 
 def _rgb(path: Path) -> Any:

@@ -44,9 +44,6 @@ class TimingSettings(BaseModel):
         return {"warmup": self.warmup, "iterations": self.iterations, "repeats": self.repeats}
 
 
-#: Former name of :class:`TimingSettings`, kept so callers on other branches keep importing it.
-TimingConfig = TimingSettings
-
 
 @dataclass(frozen=True)
 class LatencyStats:

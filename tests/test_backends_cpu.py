@@ -25,7 +25,7 @@ from backends.torch_eager import TorchBackend
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
 from harness.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
-from harness.timing import TimingConfig, measure, timer_for
+from harness.timing import TimingSettings, measure, timer_for
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPE = (3, 24, 24)
@@ -131,7 +131,7 @@ def test_artifact_bytes(sessions: dict[str, Session], artifact: ModelArtifact) -
 
 
 def test_same_timing_definition_across_backends(sessions: dict[str, Session]) -> None:
-    cfg = TimingConfig(warmup=1, iterations=3, repeats=2)
+    cfg = TimingSettings(warmup=1, iterations=3, repeats=2)
     hosts = [_batch(2, seed=s) for s in (1, 2)]
     timers: dict[str, dict[str, str]] = {}
     for name, session in sessions.items():

@@ -300,7 +300,7 @@ def test_trt_table_written(dataset: Path, fp32_onnx: Path, tmp_path: Path) -> No
 def test_provenance_reuse_and_staleness(dataset: Path, fp32_onnx: Path, tmp_path: Path) -> None:
     phases = PhaseTimes()
     first = _data(fp32_onnx, _calib_set(dataset, seed=0), tmp_path, phases=phases)
-    qdq = first.qdq_onnx()
+    qdq = first.qdq_onnx("cpu")
     table = first.ort_trt_table(tmp_path / "engines")
     assert first.builds == {"qdq-cpu": 1, "ort-trt-table": 1} and phases.seconds["calibrate"] > 0
     mtime = qdq.stat().st_mtime_ns
@@ -308,7 +308,7 @@ def test_provenance_reuse_and_staleness(dataset: Path, fp32_onnx: Path, tmp_path
     # Same everything: reused, nothing built, no calibrate time.
     reuse_phases = PhaseTimes()
     same = _data(fp32_onnx, _calib_set(dataset, seed=0), tmp_path, phases=reuse_phases)
-    assert same.qdq_onnx() == qdq and same.ort_trt_table(tmp_path / "engines") == table
+    assert same.qdq_onnx("cpu") == qdq and same.ort_trt_table(tmp_path / "engines") == table
     assert same.builds == {} and "calibrate" not in reuse_phases.seconds
     assert qdq.stat().st_mtime_ns == mtime
     assert same.provenance_hash == first.provenance_hash
@@ -316,14 +316,14 @@ def test_provenance_reuse_and_staleness(dataset: Path, fp32_onnx: Path, tmp_path
     # Another file list (seed): same artifact names, stale sidecars -> rebuilt in place.
     other_files = _data(fp32_onnx, _calib_set(dataset, seed=1), tmp_path)
     assert other_files.provenance_hash != first.provenance_hash
-    assert other_files.qdq_onnx() == qdq and other_files.ort_trt_table(tmp_path / "engines") == table
+    assert other_files.qdq_onnx("cpu") == qdq and other_files.ort_trt_table(tmp_path / "engines") == table
     assert other_files.builds == {"qdq-cpu": 1, "ort-trt-table": 1}
     side = json.loads(sidecar_path(qdq).read_text())
     assert side["provenance"]["calib_file_list_hash"] == _calib_set(dataset, seed=1).file_list_hash
 
     # Another method: rebuilt (its own Q/DQ file; the table is stale and rebuilt).
     minmax = _data(fp32_onnx, _calib_set(dataset, seed=1), tmp_path, method="minmax")
-    assert minmax.qdq_onnx() != qdq and minmax.ort_trt_table(tmp_path / "engines") == table
+    assert minmax.qdq_onnx("cpu") != qdq and minmax.ort_trt_table(tmp_path / "engines") == table
     assert minmax.builds == {"qdq-cpu": 1, "ort-trt-table": 1}
     assert json.loads(sidecar_path(table).read_text())["provenance"]["method"] == "minmax"
 
@@ -336,7 +336,7 @@ def test_provenance_reuse_and_staleness(dataset: Path, fp32_onnx: Path, tmp_path
 def test_corrupt_cache_is_rebuilt(dataset: Path, fp32_onnx: Path, tmp_path: Path) -> None:
     """Issue 9: a damaged Q/DQ model, sidecar or EP table is rebuilt with a one-line note, never refused."""
     data = _data(fp32_onnx, _calib_set(dataset), tmp_path, method="minmax")
-    qdq = data.qdq_onnx()
+    qdq = data.qdq_onnx("cpu")
     good = qdq.read_bytes()
 
     def reload(**kwargs) -> tuple[CalibrationData, list[str]]:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import calib.trt_calibrator as trt_calibrator
-from calib.provenance import Provenance, sidecar_path
+from calib.provenance import CacheRebuiltWarning, Provenance, sidecar_path
 from calib.trt_calibrator import (
     TRT_API_USED,
     CalibratorCore,
@@ -120,16 +120,18 @@ def test_cache_round_trip_and_stale_provenance(tmp_path: Path) -> None:
         CalibratorCore(_batches(1), BATCH, SHAPE, CountingFactory(), cache)
 
 
-def test_corrupt_cache_raises_before_the_build(tmp_path: Path) -> None:
+def test_corrupt_cache_is_dropped_and_rebuilt(tmp_path: Path) -> None:
     cache = tmp_path / "trt.cache"
     CalibratorCore([], BATCH, SHAPE, CountingFactory(), cache, provenance=_prov()).write_calibration_cache(b"abc" * 9)
     cache.write_bytes(b"abc" * 8)  # truncated
-    with pytest.raises(HarnessError, match="corrupt"):
-        CalibratorCore([], BATCH, SHAPE, CountingFactory(), cache, provenance=_prov())
-    cache.write_bytes(b"abc" * 9)
+    with pytest.warns(CacheRebuiltWarning, match="corrupt"):
+        core = CalibratorCore([], BATCH, SHAPE, CountingFactory(), cache, provenance=_prov())
+    assert core.read_calibration_cache() is None and not cache.exists()
+    CalibratorCore([], BATCH, SHAPE, CountingFactory(), cache, provenance=_prov()).write_calibration_cache(b"abc" * 9)
     sidecar_path(cache).write_text("{not json")
-    with pytest.raises(HarnessError, match="corrupt"):
-        CalibratorCore([], BATCH, SHAPE, CountingFactory(), cache, provenance=_prov())
+    with pytest.warns(CacheRebuiltWarning, match="corrupt"):
+        core = CalibratorCore([], BATCH, SHAPE, CountingFactory(), cache, provenance=_prov())
+    assert core.read_calibration_cache() is None and not cache.exists()
 
 
 def _fake_trt() -> types.SimpleNamespace:
