@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.outcome import CellIdentity, CellOutcome, CellResult
+from harness.outcome import CellIdentity, CellOutcome, CellResult, cell_key  # noqa: F401 - re-exported
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
