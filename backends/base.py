@@ -204,10 +204,10 @@ def _options_error(backend: str, options_type: type[BackendOptions], exc: Valida
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            parts.append(f"unknown option '{where}'; allowed: {allowed}")
+            parts.append(f"backend_options.{backend}: unknown option '{where}'; allowed: {allowed}")
         else:
-            parts.append(f"option '{where}': {err['msg']}")
-    return HarnessError(f"backend_options.{backend}: " + "; ".join(parts))
+            parts.append(f"backend_options.{backend}.{where}: {err['msg']} (got {err.get('input')!r})")
+    return HarnessError("; ".join(parts))
 
 
 class Backend(abc.ABC):
