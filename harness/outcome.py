@@ -78,6 +78,11 @@ class CellIdentity:
                 f"b{self.batch_size}")
 
 
+#: Result keys added in wave 2: written only when measured, so a result without them has exactly the
+#: keys stored since the first release (and old rows round-trip unchanged).
+OPTIONAL_RESULT_KEYS = frozenset({"layer_profile", "predictions", "calibration", "node"})
+
+
 @dataclass(frozen=True)
 class CellResult:
     """The measurements of a finished cell (the ``result`` JSON of the database)."""
@@ -108,7 +113,8 @@ class CellResult:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name != "extra" and not (f.name in OPTIONAL_RESULT_KEYS and getattr(self, f.name) is None)}
         return {**self.extra, **out}
 
     @classmethod
