@@ -254,11 +254,38 @@ def layer_profile(session: Session, data: EvalData, batch_size: int, *, notice: 
     native = getattr(session, "layer_profile", None)  # trt-native's IProfiler pass (GPU only)
     if backend not in ("ort-cpu", "ort-cuda") and native is None:
         return None
-    batch = data.timing_inputs(batch_size, 1)[0]
     with DeviceLock(lock_device_id(session.device), lock_dir=lock_dir, on_wait=notice):
         if backend in ("ort-cpu", "ort-cuda"):
-            return _ort_layer_profile(session, batch)
-        return native(batch)
+            return _ort_layer_profile(session, data.timing_inputs(batch_size, 1)[0])
+        return trt_layer_profile(native(batch_size), batch_size)  # its own context, zeros of the shape
+
+
+def trt_layer_profile(rows: Sequence[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """TensorRT IProfiler rows (``{name, ms, precision, type, reformat}`` from
+    ``TrtNativeSession.layer_profile``) in the stored ``layer_profile`` layout."""
+    total = sum(float(r["ms"]) for r in rows) or 0.0
+
+    def share(ms: float) -> float:
+        return ms / total if total > 0 else 0.0
+
+    ordered = sorted(rows, key=lambda r: float(r["ms"]), reverse=True)
+    layers = [{"name": r["name"], "op_type": r.get("type") or "unknown", "ms": float(r["ms"]),
+               "share": share(float(r["ms"])), "precision": r.get("precision"), "reformat": bool(r.get("reformat"))}
+              for r in ordered[:PROFILE_TOP_LAYERS]]
+    merged: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        op = r.get("type") or "unknown"
+        row = merged.setdefault(op, {"op_type": op, "ms": 0.0, "share": 0.0, "count": 0})
+        row["ms"] += float(r["ms"])
+        row["count"] += 1
+    for row in merged.values():
+        row["share"] = share(row["ms"])
+    precisions: dict[str, int] = {}
+    for r in rows:
+        precisions[str(r.get("precision"))] = precisions.get(str(r.get("precision")), 0) + 1
+    return {"source": "tensorrt-iprofiler", "batch_size": batch_size, "layers": layers,
+            "by_op_type": sorted(merged.values(), key=lambda r: r["ms"], reverse=True), "layer_count": len(rows),
+            "precision_counts": precisions, "reformat_layers": sum(1 for r in rows if r.get("reformat"))}
 
 
 # ---------------------------------------------------------------------------------- the cell result
@@ -308,4 +335,4 @@ def build_cell_result(*, session: Session, timings: list[dict[str, Any]], device
 
 
 __all__ = ["PREDICTIONS_ENCODING", "Window", "build_cell_result", "calibration_provenance", "encode_predictions",
-           "layer_profile", "lock_device_id", "node_facts", "session_accuracy", "time_session"]
+           "layer_profile", "lock_device_id", "trt_layer_profile", "node_facts", "session_accuracy", "time_session"]

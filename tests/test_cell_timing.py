@@ -188,3 +188,19 @@ def test_decode_predictions_round_trip_and_refuses_other_encodings() -> None:
         decode_predictions({**encoded, "encoding": "npy"})
     with pytest.raises(HarnessError):
         decode_predictions({**encoded, "count": 4})
+
+
+def test_tensorrt_profiler_rows_become_the_stored_layer_profile() -> None:
+    from harness.cell_timing import trt_layer_profile
+
+    rows = [{"name": "conv1", "ms": 0.3, "precision": "INT8", "type": "Convolution", "reformat": False},
+            {"name": "reformat_in", "ms": 0.1, "precision": "FP32", "type": "Reformat", "reformat": True},
+            {"name": "conv2", "ms": 0.6, "precision": "FP16", "type": "Convolution", "reformat": False}]
+    profile = trt_layer_profile(rows, 8)
+    assert profile["source"] == "tensorrt-iprofiler" and profile["batch_size"] == 8
+    assert [layer["name"] for layer in profile["layers"]] == ["conv2", "conv1", "reformat_in"]
+    assert profile["layers"][0]["precision"] == "FP16" and profile["layers"][0]["share"] == pytest.approx(0.6)
+    (conv, reformat) = profile["by_op_type"]
+    assert conv == {"op_type": "Convolution", "ms": pytest.approx(0.9), "share": pytest.approx(0.9), "count": 2}
+    assert reformat["count"] == 1 and profile["reformat_layers"] == 1
+    assert profile["precision_counts"] == {"INT8": 1, "FP32": 1, "FP16": 1}
