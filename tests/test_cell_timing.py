@@ -204,3 +204,13 @@ def test_tensorrt_profiler_rows_become_the_stored_layer_profile() -> None:
     assert conv == {"op_type": "Convolution", "ms": pytest.approx(0.9), "share": pytest.approx(0.9), "count": 2}
     assert reformat["count"] == 1 and profile["reformat_layers"] == 1
     assert profile["precision_counts"] == {"INT8": 1, "FP32": 1, "FP16": 1}
+
+
+def test_until_stable_settings_are_validated(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="target_ci_pct"):
+        load_config(None, {"timing": {"until_stable": {"target_ci_pct": 0, "max_seconds": 5}}})
+    with pytest.raises(Exception, match="budget|max_seconds"):
+        load_config(None, {"timing": {"until_stable": {"target_ci_pct": 1, "max_seconds": 5, "budget": 1}}})
+    config = load_config(None, {"timing": {"until_stable": {"target_ci_pct": 2.5}}})
+    assert config.timing.until_stable.target_ci_pct == 2.5 and config.timing.until_stable.max_seconds == 30.0
+    assert load_config(None, {}).timing.until_stable is None and load_config(None, {}).profile_layers is True
