@@ -77,8 +77,8 @@ class OrtCpuBackend(Backend):
         session = create_session(path, [(PROVIDER, {})], intra_op_threads=self.options.threads)
         info = SessionInfo(
             backend=self.name, precision=precision, device="cpu", artifact_bytes=path.stat().st_size,
-            details={"providers": session.get_providers(), "onnx": path.name,
-                     "onnxruntime": import_ort().__version__},
+            details={"providers": session.get_providers(), "onnx": path.name, "onnx_path": str(path),
+                     "intra_op_threads": self.options.threads, "onnxruntime": import_ort().__version__},
             prep_phases=dict(phases.seconds),
         )
         return OrtCpuSession(session, info)

@@ -107,9 +107,11 @@ def evaluate(
     *,
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
+    on_logits: Callable[[torch.Tensor], None] | None = None,
 ) -> AccuracyResult:
     """Run ``infer`` over every batch; a short last batch is zero-padded to ``batch_size``
-    (so engines with fixed profiles never rebuild) and only its real rows are scored."""
+    (so engines with fixed profiles never rebuild) and only its real rows are scored.
+    ``on_logits`` receives each batch's logits of the real rows, in order (e.g. to keep predictions)."""
     counter = AccuracyCounter(mapping)
     for images, labels in batches:
         n = len(images)
@@ -119,6 +121,8 @@ def evaluate(
         else:
             logits = infer(images)
         counter.update(logits, labels)
+        if on_logits is not None:
+            on_logits(logits)
         if on_batch is not None:
             on_batch(n)
     return counter.result()

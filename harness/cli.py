@@ -48,6 +48,9 @@ class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps
     def stage(self, text: str) -> None:
         self.progress.update(self.task, description=text)
 
+    def notice(self, text: str) -> None:  # e.g. waiting for another harness process's timing window
+        self.progress.console.print(text, markup=False, highlight=False)
+
     def cell_done(self, outcome: Any) -> None:  # a harness.outcome.CellOutcome
         self.progress.advance(self.task)
         if outcome.status == "error":
@@ -83,29 +86,55 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
 
 
 def _print_table(store: Any) -> None:
-    """One line per cell: median batch latency under both timing definitions, side by side."""
+    """One line per cell: median batch latency under both timing definitions, side by side, each with
+    its 95 % CI half-width; "!" marks an unstable measurement (the reasons are listed below the table)."""
+    from rich.text import Text
+
     from harness.results import flat_rows
 
-    table = Table(title="results: median batch latency (compute = input already on the device; "
-                        "e2e = host in, host out)")
+    table = Table(title="results: median batch latency ±95 % CI half-width (compute = input already on the "
+                        "device; e2e = host in, host out); ! = unstable")
     for col, justify in (("model", "left"), ("pruning", "left"), ("backend", "left"), ("batch", "right"),
                          ("top-1", "right"), ("compute ms", "right"), ("e2e ms", "right"), ("p99 ms", "right"),
                          ("img/s", "right"), ("MB", "right"), ("status", "left")):
         table.add_column(col, justify=justify, overflow="fold")
+    notes: list[str] = []
     for record in store.records():
         rows = {row.get("timing_definition"): row for row in flat_rows(record)}
         first = next(iter(rows.values()))
         compute, e2e = rows.get("compute", {}), rows.get("e2e", {})
         main = compute or e2e
         pruning = "-" if first["Pruner"] == "-" else f"{first['Pruner']} {first['Amount']:g}"
+        cells = []
+        for definition, row in (("compute", compute), ("e2e", e2e)):
+            text = _latency(row)
+            if row.get("stable") is False:
+                notes.append(f"{record.identity.label} {definition}: {row.get('instability') or 'unstable'}")
+                text += f" !{len(notes)}"
+            cells.append(Text(text))
+        status = Text("ok") if first["status"] == "ok" else Text((first["error"] or "")[:80], style="red")
         table.add_row(
-            first["Model"], pruning, f"{first['backend']} {first['precision']}", str(first["Batch Size"]),
-            _fmt(first["Accuracy"], ".3f"), _fmt(compute.get("Inference Time (ms)"), ".3f"),
-            _fmt(e2e.get("Inference Time (ms)"), ".3f"), _fmt(main.get("latency_p99_ms"), ".3f"),
-            _fmt(main.get("throughput_ips"), ".0f"), _fmt(first["Compressed Size"], ".2f"),
-            "ok" if first["status"] == "ok" else f"[red]{(first['error'] or '')[:80]}[/]",
+            Text(first["Model"]), Text(pruning), Text(f"{first['backend']} {first['precision']}"),
+            str(first["Batch Size"]), _fmt(first["Accuracy"], ".3f"), *cells,
+            _fmt(main.get("latency_p99_ms"), ".3f"), _fmt(main.get("throughput_ips"), ".0f"),
+            _fmt(first["Compressed Size"], ".2f"), status,
         )
     console.print(table)
+    if notes:
+        console.print(f"{len(notes)} unstable measurement(s) (! marks; compare them with care):", highlight=False)
+        for i, note in enumerate(notes, 1):
+            console.print(Text(f"  !{i} {note}"), highlight=False)
+
+
+def _latency(row: dict[str, Any]) -> str:
+    """"12.345 ±0.400" (median and CI half-width), or just the median for results stored without a CI."""
+    median = row.get("Inference Time (ms)")
+    low, high = row.get("latency_median_ci_low_ms"), row.get("latency_median_ci_high_ms")
+    if median is None:
+        return "-"
+    if low is None or high is None:
+        return format(median, ".3f")
+    return f"{median:.3f} ±{(high - low) / 2:.3f}"
 
 
 def _fmt(value: Any, spec: str) -> str:

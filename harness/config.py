@@ -99,6 +99,8 @@ class SweepConfig(_Strict):
     # A mapping in YAML; each backend's typed Options checks it (unknown or bad options are errors).
     backend_options: dict[BackendName, dict[str, Any]] = Field(default_factory=dict)
     device_checks: bool = True
+    # A separate per-layer profiling pass per cell after its timing (ONNX Runtime profiler, TensorRT IProfiler).
+    profile_layers: bool = True
     data_root: Path = Path("data")
     cache_dir: Path = Path(".harness-cache")
     out_dir: Path = Path("results")

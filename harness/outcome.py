@@ -8,9 +8,13 @@ know are kept in ``extra`` so nothing is lost on a round trip.
 
 from __future__ import annotations
 
+import base64
 import traceback as tb_module
+import zlib
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
+
+import numpy as np
 
 from harness.errors import HarnessError
 from harness.fingerprint import dict_hash
@@ -74,6 +78,11 @@ class CellIdentity:
                 f"b{self.batch_size}")
 
 
+#: Result keys added in wave 2: written only when measured, so a result without them has exactly the
+#: keys stored since the first release (and old rows round-trip unchanged).
+OPTIONAL_RESULT_KEYS = frozenset({"layer_profile", "predictions", "calibration", "node"})
+
+
 @dataclass(frozen=True)
 class CellResult:
     """The measurements of a finished cell (the ``result`` JSON of the database)."""
@@ -95,10 +104,17 @@ class CellResult:
     harness_commit: str | None = None
     timing_config: dict[str, Any] | None = None
     artifact_notes: dict[str, Any] = field(default_factory=dict)
+    # Per-layer view from a separate profiling pass: source, batch_size, layers, by_op_type (or None).
+    layer_profile: dict[str, Any] | None = None
+    # Top-1 predicted output index per evaluation image, in split order (see decode_predictions).
+    predictions: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None  # int8 cells: the calibration source's provenance
+    node: dict[str, Any] | None = None  # hostname, gpu_name, gpu_uuid, executor
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name != "extra" and not (f.name in OPTIONAL_RESULT_KEYS and getattr(self, f.name) is None)}
         return {**self.extra, **out}
 
     @classmethod
@@ -114,6 +130,17 @@ class CellResult:
     def median_ms(self) -> dict[str, float]:
         """Median batch latency per timing definition."""
         return {t["definition"]: t["stats"]["median_ms"] for t in self.timings}
+
+
+def decode_predictions(d: dict[str, Any]) -> np.ndarray:
+    """The int32 array of a result's ``predictions`` ({"encoding": "int32-zlib-base64", "count", "data"})."""
+    encoding = d.get("encoding")
+    if encoding != "int32-zlib-base64":
+        raise HarnessError(f"predictions encoded as {encoding!r}; this version reads int32-zlib-base64")
+    array = np.frombuffer(zlib.decompress(base64.b64decode(d["data"])), dtype="<i4").astype(np.int32)
+    if array.size != d.get("count"):
+        raise HarnessError(f"predictions hold {array.size} values, their count says {d.get('count')}")
+    return array
 
 
 @dataclass(frozen=True)

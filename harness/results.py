@@ -149,8 +149,28 @@ def flat_rows(record: CellOutcome) -> list[dict[str, Any]]:
             latency_p95_ms=stats["p95_ms"], latency_p99_ms=stats["p99_ms"], latency_stdev_ms=stats["stdev_ms"],
             latency_cv=stats["cv"], throughput_ips=stats["throughput_ips"], timed_iterations=stats["samples"],
             energy_mj_per_image=timing.get("energy_mj_per_image"),
+            **_uncertainty_columns(timing),
         ))
     return rows
+
+
+def _uncertainty_columns(timing: dict[str, Any]) -> dict[str, Any]:
+    """CI of the median and of throughput, the stability verdict and until-stable convergence
+    (empty cells for databases written before they were measured)."""
+    ci = timing.get("ci") or {}
+    verdict = timing.get("stability") or {}
+    until = timing.get("until_stable") or {}
+    stable = verdict.get("stable")
+    return {
+        "latency_median_ci_low_ms": ci.get("low_ms"),
+        "latency_median_ci_high_ms": ci.get("high_ms"),
+        "throughput_ci_low_ips": ci.get("throughput_low_ips"),
+        "throughput_ci_high_ips": ci.get("throughput_high_ips"),
+        "stable": stable,
+        "instability": "; ".join(verdict.get("reasons") or []) or None,
+        "ci_method": ci.get("method"),
+        "until_stable_converged": until.get("converged"),
+    }
 
 
 def export_csv(store: ResultStore, path: Path) -> int:

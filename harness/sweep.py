@@ -22,17 +22,17 @@ import torch
 
 import backends
 from backends.base import ModelArtifact, PhaseTimes, Session, UnavailableCalibration
-from harness.accuracy import LabelMapping, evaluate
+from harness.accuracy import LabelMapping
+from harness.cell_timing import build_cell_result, calibration_provenance, layer_profile, session_accuracy, time_session
 from harness.compression.spec import PruneSpec
 from harness.config import SweepConfig, prune_specs
-from harness.environment import device_name, harness_commit, library_versions
+from harness.environment import harness_commit, library_versions
 from harness.errors import HarnessError
 from harness.evaldata import EvalData, load_eval_data
 from harness.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
 from harness.outcome import CellIdentity, CellOutcome, CellResult
 from harness.sizes import state_dict_bytes
-from harness.timing import TimingSettings, measure, timer_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.machine import MachineFacts
@@ -48,6 +48,10 @@ class SweepObserver:
 
     def stage(self, text: str) -> None:
         """What the sweep is doing now."""
+
+    def notice(self, text: str) -> None:
+        """Something the user should see at once (e.g. waiting for another process's timing window)."""
+        self.stage(text)
 
     def evaluated(self, done: int, total: int) -> None:
         """Evaluation images scored so far in the current session."""
@@ -330,7 +334,7 @@ def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs,
                                    f"batch {cell.batch_size}: timing")
             try:
                 result = _cell_result(context, session, inputs, cell.batch_size, accuracy, prune_report, prep,
-                                      artifact.notes)
+                                      artifact)
             except Exception as exc:  # noqa: BLE001
                 yield CellOutcome.failed(identity, exc)
                 continue
@@ -346,98 +350,45 @@ def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, 
     return {p: step.get(p, 0.0) + session.get(p, 0.0) for p in names}
 
 
-def _accuracy(context: UnitContext, session: Session, batch_size: int, inputs: _Inputs) -> dict[str, Any] | None:
-    """Top-1 over the whole evaluation split, once per session, at the session's largest batch."""
+def _notice(observer: Any) -> Callable[[str], None]:
+    """Where lock-wait messages go: the observer's ``notice`` (printed by the CLI), else its ``stage``."""
+    return getattr(observer, "notice", None) or observer.stage
+
+
+def _accuracy(context: UnitContext, session: Session, batch_size: int,
+              inputs: _Inputs) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Top-1 over the whole evaluation split, once per session, at the session's largest batch,
+    and the top-1 prediction of every image (for agreement between cells)."""
     if not context.config.accuracy or inputs.mapping.kind == "none":
-        return None
+        return None, None
     context.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
-    seen = [0]
-
-    def on_batch(n: int) -> None:
-        seen[0] += n
-        context.observer.evaluated(seen[0], len(inputs.data))
-
-    result = evaluate(session.infer, inputs.data.eval_batches(batch_size), inputs.mapping, batch_size=batch_size,
-                      on_batch=on_batch).to_dict()
-    return {**result, "batch_size": batch_size}
+    return session_accuracy(session, inputs.data, inputs.mapping, batch_size, context.observer.evaluated)
 
 
 def _cell_result(context: UnitContext, session: Session, inputs: _Inputs, batch_size: int,
-                 accuracy: dict[str, Any] | None, prune_report: dict[str, Any] | None, prep: dict[str, float],
-                 notes: dict[str, Any]) -> CellResult:
+                 accuracy: tuple[dict[str, Any] | None, dict[str, Any] | None], prune_report: dict[str, Any] | None,
+                 prep: dict[str, float], artifact: ModelArtifact) -> CellResult:
+    """Time the cell (locked windows), then profile its layers in a separate pass."""
     config = context.config
-    timings, device_report = time_session(session, inputs.data, batch_size, config.timing, config.device_checks)
-    info = session.info
-    return CellResult(
-        accuracy=accuracy,
-        accuracy_note=inputs.mapping.reason or None,
-        timings=timings,
-        original_size_bytes=inputs.loaded.notes["state_dict_bytes"],
-        compressed_size_bytes=info.artifact_bytes,
-        pruning=prune_report,
-        prep_phases_s=prep,
-        prep_time_s=sum(v for k, v in prep.items() if k != "load"),
-        session={"backend": info.backend, "precision": info.precision, "device": info.device,
-                 "details": info.details},
-        device=info.device,
-        device_name=device_name(info.device),
-        device_report=device_report.get("report"),
-        device_warnings=device_report.get("warnings", []),
-        versions=context.versions,
-        harness_commit=context.commit,
-        timing_config=config.timing.model_dump(),
-        artifact_notes=dict(notes),
+    notice = _notice(context.observer)
+    timings, device_report = time_session(session, inputs.data, batch_size, config.timing, config.device_checks,
+                                          notice=notice)
+    profile = None
+    notes = dict(artifact.notes)
+    if config.profile_layers:
+        context.observer.stage(f"{session.info.backend} {session.info.precision} batch {batch_size}: "
+                               "per-layer profile")
+        try:
+            profile = layer_profile(session, inputs.data, batch_size, notice=notice)
+        except Exception as exc:  # noqa: BLE001 - the timing stands; the missing profile says why
+            notes["layer_profile_error"] = f"{type(exc).__name__}: {exc}"
+    return build_cell_result(
+        session=session, timings=timings, device_report=device_report, accuracy=accuracy[0],
+        accuracy_note=inputs.mapping.reason or None, original_size_bytes=inputs.loaded.notes["state_dict_bytes"],
+        prune_report=prune_report, prep=prep, notes=notes, versions=context.versions, commit=context.commit,
+        timing_config=config.timing.model_dump(), predictions=accuracy[1], layer_profile=profile,
+        calibration=calibration_provenance(artifact.calibration) if session.info.precision == "int8" else None,
     )
-
-
-def time_session(session: Session, data: EvalData, batch_size: int, settings: TimingSettings,
-                 device_checks: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Each timing definition of ``settings`` on real batches; NVML device checks on CUDA."""
-    host_batches = data.timing_inputs(batch_size, settings.batches)
-    out: list[dict[str, Any]] = []
-    device_report: dict[str, Any] = {"warnings": []}
-    for definition in settings.definitions:
-        if definition == "compute":
-            inputs = [session.stage(x) for x in host_batches]
-            fn = session.run
-        else:
-            inputs, fn = host_batches, session.infer
-        timer = timer_for(session.device, definition, session.cuda_stream)
-        with _device_monitor(session.device, device_checks) as monitor:
-            result = measure(fn, inputs, batch_size=batch_size, config=settings, definition=definition, timer=timer)
-        entry = result.to_dict()
-        if monitor.result is not None:
-            report = monitor.result.to_dict()
-            device_report.setdefault("report", {})[definition] = report
-            device_report["warnings"].extend(report.get("warnings", []))
-            images = batch_size * settings.iterations * settings.repeats
-            energy = report.get("energy_mj")
-            # The window includes warm-up iterations, so divide by every image that ran.
-            if energy is not None:
-                entry["energy_mj_per_image"] = energy / (images + batch_size * settings.warmup * settings.repeats)
-        out.append(entry)
-    return out, device_report
-
-
-class _NoMonitor:
-    result = None
-
-    def __enter__(self) -> _NoMonitor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _device_monitor(device: str, enabled: bool) -> Any:
-    if device != "cuda" or not enabled:
-        return _NoMonitor()
-    from harness.gpu.nvml_monitor import DeviceMonitor
-    from harness.gpu.nvml_query import nvml_unavailable_reason
-
-    if nvml_unavailable_reason() is not None:
-        return _NoMonitor()
-    return DeviceMonitor.for_torch_device(torch.cuda.current_device())
 
 
 def _rgb(path: Path) -> Any:

@@ -28,6 +28,16 @@ TIMING_DEFINITIONS: tuple[str, ...] = ("compute", "e2e")
 TimingDefinition = Literal["compute", "e2e"]
 
 
+class UntilStableSettings(BaseModel):
+    """``timing.until_stable``: add repeats until the median's 95 % CI half-width is within
+    ``target_ci_pct`` % of the median, or ``max_seconds`` of timing have passed (per definition)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_ci_pct: float = Field(default=1.0, gt=0)
+    max_seconds: float = Field(default=30.0, gt=0)
+
+
 class TimingSettings(BaseModel):
     """How a cell is timed (``timing:`` in the sweep config); bad values raise a ValueError."""
 
@@ -38,6 +48,8 @@ class TimingSettings(BaseModel):
     repeats: int = Field(default=3, ge=1)
     definitions: list[TimingDefinition] = Field(default_factory=lambda: ["compute", "e2e"])
     batches: int = Field(default=4, ge=1, description="distinct full batches of real images cycled while timing")
+    #: Opt-in: repeats (at least ``repeats``) are added until the CI is tight enough or the budget is spent.
+    until_stable: UntilStableSettings | None = None
 
     def loop_dict(self) -> dict[str, int]:
         """The loop counts stored with every timing result (``config`` of ``TimingResult.to_dict``)."""
