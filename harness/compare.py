@@ -5,7 +5,9 @@ identity, e.g. ``backend=ort-trt`` against ``backend=trt-native``, or ``precisio
 ``precision=int8``). Every baseline cell is paired with the candidate cell(s) identical in every
 identity field the selectors do not name (model, weights, dataset, dataset size, pruning, precision,
 batch size, calibration, ...). The INT8 calibration settings are compared only when both cells have
-them (an fp32 cell has none, so ``precision=fp32`` vs ``precision=int8`` pairs across it).
+them (an fp32 cell has none, so ``precision=fp32`` vs ``precision=int8`` pairs across it), and naming
+``pruner`` also frees ``amount`` and ``prune_options`` (``pruner=none`` vs ``pruner=l1-global`` pairs
+the unpruned cell with every amount).
 
 For each pair: both medians with bootstrap CIs, the speedup with its CI and whether it is significant
 (:func:`harness.stats.compare_latencies`: a hierarchical bootstrap over the raw samples of each
@@ -401,8 +403,11 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
         notes.append(f"measured on different hosts ({nb['hostname']} vs {nc['hostname']})")
     zero_fill = [s.outcome.identity.pruner for s in (b, c) if s.outcome.identity.pruner in ZERO_FILL_METHODS]
     if zero_fill and named & {"pruner", "amount"}:
-        notes.append(f"{zero_fill[0]} is zero-fill pruning: tensor shapes stay dense, so the same dense kernels run "
-                     "and it is not expected to be faster")
+        note = (f"{zero_fill[0]} is zero-fill pruning: tensor shapes stay dense, so the same dense kernels run "
+                "and it is not expected to be faster")
+        if comparison is not None and comparison.significant:
+            note += "; a significant difference here points at drift between the two measurements, not the pruning"
+        notes.append(note)
     agree, why = agreement(_extra(b.result, "predictions"), _extra(c.result, "predictions"))
     if why:
         notes.append(f"agreement: {why}")
@@ -414,6 +419,15 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
     return ComparisonRow(status="refused" if refused else "paired", identity=shared, baseline=bs, candidate=cs,
                          definition=b.definition, comparison=comparison, agreement=agree, notes=notes,
                          refused=refused, not_int8_layers=not_int8)
+
+
+def _named(baseline: Selector, candidate: Selector) -> set[str]:
+    """The fields that may differ within a pair: those the selectors name; naming ``pruner`` also frees
+    ``amount`` and ``prune_options`` (they belong to the method: unpruned has amount 0)."""
+    named = baseline.fields | candidate.fields
+    if "pruner" in named:
+        named |= {"amount", "prune_options"}
+    return named
 
 
 def _describe(records: Iterable[CellOutcome], key: str) -> str:
@@ -437,7 +451,7 @@ def compare_records(
             key = sel.terms[0][0]
             raise HarnessError(f"{name} selector '{sel.text}' matches no cell ({key} values stored: "
                                f"{_describe(records, key)})")
-    named = baseline.fields | candidate.fields
+    named = _named(baseline, candidate)
     base_cells = [r for r in records if baseline.matches(r.identity.to_dict())]
     cand_cells = [r for r in records if candidate.matches(r.identity.to_dict())]
     rows: list[ComparisonRow] = []
@@ -528,11 +542,19 @@ def _side_label(row: dict[str, Any], which: str, named: set[str]) -> str:
     if not side:
         return "-"
     ident = side.get("identity") or {}
-    return ",".join(str(_lookup(ident, k)) for k in sorted(named) if k in ident) or side.get("label", "-")
+    parts: list[str] = []
+    for k in sorted(named - {"amount", "prune_options"} if "pruner" in named else named):
+        if k == "pruner":
+            parts.append(f"{ident.get('pruner')}@{_f(ident.get('amount'), 'g')}")
+        elif k in ident:
+            parts.append(str(_lookup(ident, k)))
+    return ",".join(parts) or side.get("label", "-")
 
 
 def _cell_text(ident: dict[str, Any], named: set[str]) -> str:
-    parts = [str(ident.get("model", "")), f"{ident.get('pruner', '')}@{_f(ident.get('amount'), 'g')}"]
+    parts = [str(ident.get("model", ""))]
+    if "pruner" in ident:
+        parts.append(f"{ident['pruner']}@{_f(ident.get('amount'), 'g')}")
     parts += [str(ident[k]) for k in ("backend", "precision") if k in ident and k not in named]
     if "batch_size" in ident and "batch_size" not in named:
         parts.append(f"b{ident['batch_size']}")
@@ -542,7 +564,7 @@ def _cell_text(ident: dict[str, Any], named: set[str]) -> str:
 def table_rows(result: CompareResult, full: bool = False) -> tuple[list[str], list[list[str]]]:
     """Header and text rows of the summary table: the compact set for the terminal, ``full`` adds
     throughput, build+calibration time and TensorRT layer counts (Markdown)."""
-    named = result.baseline.fields | result.candidate.fields
+    named = _named(result.baseline, result.candidate)
     header = ["cell", "baseline vs candidate", "status", "baseline ms [95% CI]", "candidate ms [95% CI]",
               "speedup [95% CI]", "significant", "top-1 % b / c", "agreement", "MB b / c", "stable b / c"]
     if full:

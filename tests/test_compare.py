@@ -90,6 +90,9 @@ def _check_pair(row: dict[str, Any], predictions_stored: bool) -> None:
 
 def test_compare_backends_pairs_same_precision(sweep_out: Path) -> None:
     rows = _compare_json(sweep_out, "backend=torch", "backend=ort-cpu")
+    e2e = _compare_json(sweep_out, "backend=torch", "backend=ort-cpu", "--definition", "e2e")
+    assert {r["definition"] for r in e2e} == {"e2e"}
+    assert [r["median_ms"] for r in e2e] != [r["median_ms"] for r in rows]
     by_status: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_status.setdefault(row["status"], []).append(row)
@@ -136,6 +139,7 @@ def test_compare_table_prints_cis_and_test(sweep_out: Path) -> None:
     (("--baseline", "backend=torch", "--candidate", "precision=fp8"), "matches no cell"),
     (("--baseline", "colour=red", "--candidate", "backend=torch"), "unknown key 'colour'"),
     (("--baseline", "backend", "--candidate", "backend=torch"), "is not KEY=VALUE"),
+    (("--baseline", "backend=torch", "--candidate", "backend=ort-cpu", "--definition", "wall"), "unknown timing"),
 ])
 def test_bad_selectors_exit_2_with_one_line(sweep_out: Path, args: tuple[str, ...], needle: str) -> None:
     proc = _cli("compare", "--out", str(sweep_out), *args)
@@ -252,3 +256,42 @@ def test_identical_configs_are_not_significant_and_calibration_must_match() -> N
     assert pair.comparison is not None and pair.comparison.significant is False
     lo, hi = pair.comparison.speedup_ci
     assert lo <= 1.0 <= hi
+
+
+def test_ort_profiles_stored_stability_zero_fill_and_failed_cells() -> None:
+    ort_profile = {"source": "onnxruntime-profiler", "batch_size": 8,
+                   "layers": [{"name": "/conv1/Conv", "op_type": "Conv", "ms": 0.4, "share": 0.8,
+                               "provider": "CPUExecutionProvider"}],
+                   "by_op_type": [{"op_type": "Conv", "ms": 0.4, "share": 0.8, "count": 2},
+                                  {"op_type": "Gemm", "ms": 0.1, "share": 0.2, "count": 1}]}
+    base = _cell(_ident(backend="ort-cpu", precision="fp32"), 1.0, 1, timer="perf_counter_ns",
+                 layer_profile=ort_profile)
+    pruned = _cell(_ident(backend="ort-cpu", precision="fp32", pruner="l1-global", amount=0.5), 1.0, 2,
+                   timer="perf_counter_ns")
+    pruned.result.timings[0]["stability"] = {"stable": False, "reasons": ["host busy: 3 other processes"]}
+    broken = CellOutcome(_ident(backend="ort-cpu", precision="fp32", pruner="l1-global", amount=0.9), "error",
+                         error="export failed")
+    res = compare_records([base, pruned, broken], parse_selector("pruner=none"), parse_selector("pruner=l1-global"))
+    rows = {r.status: r for r in res.rows}
+    assert set(rows) == {"paired", "failed"}
+    pair = rows["paired"].to_dict()
+    assert pair["baseline"]["top_op_types"][0]["op_type"] == "Conv"
+    assert pair["baseline"]["top_layers"][0]["provider"] == "CPUExecutionProvider"
+    assert pair["candidate"]["stability"] == {"stable": False, "reasons": ["host busy: 3 other processes"],
+                                             "source": "stored"}
+    assert any("zero-fill" in n for n in pair["notes"])
+    assert rows["failed"].notes == ["candidate cell failed: export failed"]
+    md = to_markdown(res)
+    assert "baseline top op types (onnxruntime-profiler): Conv 0.400 ms (80.00 %)" in md
+    assert "candidate unstable: host busy" in md
+
+
+def test_selector_parsing() -> None:
+    sel = parse_selector("backend=ort-trt, calibration.method=entropy ,amount=0.5")
+    assert sel.fields == {"backend", "calibration", "amount"}
+    assert sel.matches(_ident(backend="ort-trt", precision="int8", amount=0.5).to_dict())
+    assert not sel.matches(_ident(backend="ort-trt", precision="fp16", amount=0.5).to_dict())  # no calibration
+    assert parse_selector("dataset_size=none").matches(_ident().to_dict())
+    for bad in ("", "backend", "=x", "gpu=h200"):
+        with pytest.raises(HarnessError):
+            parse_selector(bad)
