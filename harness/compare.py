@@ -354,6 +354,9 @@ def _timing_mismatch(b: Side, c: Side) -> str | None:
     if tb is None or tc is None:
         missing = "baseline" if tb is None else "candidate"
         return f"the {missing} cell has no '{b.definition}' timing"
+    if not b.samples or not c.samples:
+        missing = "baseline" if not b.samples else "candidate"
+        return f"the {missing} cell stores no raw samples (samples_ns), so no CI or significance can be computed"
     if tb.get("timer") != tc.get("timer"):
         return f"timers differ ({tb.get('timer')} vs {tc.get('timer')}): the latencies measure different things"
     gb, gc = _details(b.result).get("gpu_timing"), _details(c.result).get("gpu_timing")

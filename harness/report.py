@@ -44,6 +44,7 @@ class Point:
     stable: bool | None = None
     instability: str = ""
     key: str = ""
+    timer: str | None = None
 
     @property
     def label(self) -> str:
@@ -109,7 +110,7 @@ def collect_points(store: ResultStore, definition: str = "compute") -> tuple[lis
                 size_mb=row["Compressed Size"], macs_before=row["macs_before"], macs_after=row["macs_after"],
                 samples_ns=timing.get("samples_ns") or None, latency_ci_ms=ci,
                 accuracy_samples=(result.accuracy or {}).get("samples"), stable=stable, instability=why,
-                key=record.key,
+                key=record.key, timer=timing.get("timer"),
             ))
     return points, failures
 
@@ -355,9 +356,13 @@ def _best_table(pts: list[Point], batch: int, max_drop: float = 0.01) -> list[st
         size = "-" if best.size_mb is None else f"{best.size_mb:.2f}"
         lines.append(f"| {backend} | {verdict} | {_acc_pct(best)} | {_ci_ms(best)} | {best.throughput:.0f} | "
                      f"{size} | {_stable_mark(best)} |")
-    if everyone:
-        verdict, _ = fastest_verdict(everyone)
-        lines += ["", f"Over all backends (batch {batch}): {verdict}."]
+    timers = sorted({str(p.timer) for p in everyone})
+    for timer in timers:
+        # latencies from different timers measure different things: never ranked against each other
+        group = [p for p in everyone if str(p.timer) == timer]
+        verdict, _ = fastest_verdict(group)
+        scope = "all backends" if len(timers) == 1 else f"backends timed with {timer}"
+        lines += ["", f"Over {scope} (batch {batch}): {verdict}."]
     return [*lines, ""]
 
 

@@ -295,3 +295,13 @@ def test_selector_parsing() -> None:
     for bad in ("", "backend", "=x", "gpu=h200"):
         with pytest.raises(HarnessError):
             parse_selector(bad)
+
+
+def test_cells_without_raw_samples_are_refused_not_crashed() -> None:
+    a = _cell(_ident(backend="ort-trt"), 1.0, 1)
+    b = _cell(_ident(), 1.0, 2)
+    del b.result.timings[0]["samples_ns"]
+    res = compare_records([a, b], parse_selector("backend=ort-trt"), parse_selector("backend=trt-native"))
+    (row,) = res.rows
+    assert row.status == "refused" and "no raw samples" in (row.refused or "")
+    assert row.to_dict()["median_ms"][1] == 1.0  # the stored median is still shown

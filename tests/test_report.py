@@ -91,3 +91,16 @@ def test_report_comparison_section_uses_harness_compare(tmp_path: Path) -> None:
     assert "### INT8 vs FP32 (precision=fp32 vs precision=int8)" in md
     assert "| fp32 vs int8 | paired |" in md and "yes (candidate faster)" in md
     assert "EP vs native" not in md and "INT8 vs FP16" not in md  # no such data
+
+
+def test_report_never_ranks_latencies_from_different_timers(tmp_path: Path) -> None:
+    gpu = _synthetic_cell("m", "trt-native", "fp16", "none", 0.0, 1.0, seed=7)
+    gpu.result.timings[0]["timer"] = "cuda_event"
+    with ResultStore(tmp_path / "results.db") as store:
+        store.put(_synthetic_cell("m", "ort-cpu", "fp32", "none", 0.0, 4.0, seed=8))
+        store.put(gpu)
+        write_report(store, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Over backends timed with cuda_event (batch 8): only configuration: trt-native fp16 (unpruned)" in md
+    assert "Over backends timed with perf_counter_ns (batch 8): only configuration: ort-cpu fp32 (unpruned)" in md
+    assert "fastest:" not in md
