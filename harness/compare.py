@@ -600,6 +600,25 @@ def table_rows(result: CompareResult, full: bool = False) -> tuple[list[str], li
     return header, rows
 
 
+def _calib_text(calib: Any) -> str:
+    """The calibration identity in a few words (method, bins, images, image-set hash), or '-'."""
+    if not isinstance(calib, dict):
+        return "-"
+    settings = next((calib[k] for k in ("calibration", "settings") if isinstance(calib.get(k), dict)), {})
+    parts = [str(calib.get("method", "?"))]
+    bins = calib.get("num_bins", settings.get("num_bins"))
+    if bins is not None:
+        parts.append(f"{bins} bins")
+    count = calib.get("count")
+    if count is not None:
+        parts.append(f"{count} images")
+    for key in ("calib_file_list_hash", "image_set_hash", "images_hash"):
+        if calib.get(key):
+            parts.append(f"set {str(calib[key])[:12]}")
+            break
+    return " ".join(parts)
+
+
 def detail_lines(result: CompareResult) -> list[str]:
     """Per-pair details: verdict, notes, layers not in INT8, top layers and op types by time."""
     lines: list[str] = []
@@ -618,6 +637,8 @@ def detail_lines(result: CompareResult) -> list[str]:
             f"{_ci_text(c.get('throughput_ips'), c.get('throughput_ci_ips'), '.0f')} img/s; "
             f"build {_f(b.get('build_s'), '.2f')} vs {_f(c.get('build_s'), '.2f')} s; "
             f"calibration {_f(b.get('calibrate_s'), '.2f')} vs {_f(c.get('calibrate_s'), '.2f')} s")
+        if b.get("calibration") or c.get("calibration"):
+            lines.append(f"  calibration: {_calib_text(b.get('calibration'))} vs {_calib_text(c.get('calibration'))}")
         if b.get("precision_counts") or c.get("precision_counts"):
             lines.append(f"  TensorRT layers (reformat = reformat layers): {_counts_text(b)} vs {_counts_text(c)}")
         for note in row.notes:

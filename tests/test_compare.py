@@ -305,3 +305,13 @@ def test_cells_without_raw_samples_are_refused_not_crashed() -> None:
     (row,) = res.rows
     assert row.status == "refused" and "no raw samples" in (row.refused or "")
     assert row.to_dict()["median_ms"][1] == 1.0  # the stored median is still shown
+
+
+def test_calibration_provenance_is_shown_per_side() -> None:
+    prov = {"method": "entropy", "calibration": {"num_bins": 2048, "num_quantized_bins": 128}, "count": 512,
+            "seed": 0, "calib_file_list_hash": "abcdef0123456789ffff"}
+    fp16 = _cell(_ident(), 2.0, 1)
+    int8 = _cell(_ident(precision="int8"), 1.0, 2, calibration=prov)
+    res = compare_records([fp16, int8], parse_selector("precision=fp16"), parse_selector("precision=int8"))
+    assert res.rows[0].to_dict()["candidate"]["calibration"] == prov
+    assert "calibration: - vs entropy 2048 bins 512 images set abcdef012345" in to_markdown(res)
