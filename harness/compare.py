@@ -35,7 +35,7 @@ import numpy as np
 from harness import stats
 from harness.compression.spec import ZERO_FILL_METHODS
 from harness.errors import HarnessError
-from harness.outcome import CellIdentity, CellOutcome, CellResult
+from harness.outcome import CellOutcome, CellResult
 
 Definition = Literal["compute", "e2e"]
 RowStatus = Literal["paired", "refused", "unpaired-baseline", "unpaired-candidate", "failed"]
@@ -690,6 +690,21 @@ def rich_table(result: CompareResult) -> Any:
     return table
 
 
-__all__ = ["CompareResult", "ComparisonRow", "SELECTOR_KEYS", "Selector", "agreement", "compare_records",
-           "compare_store", "decode_predictions", "detail_lines", "encode_predictions", "not_int8_layers",
-           "parse_selector", "precision_counts", "rich_table", "table_rows", "to_markdown"]
+__all__ = [
+    "SELECTOR_KEYS",
+    "CompareResult",
+    "ComparisonRow",
+    "Selector",
+    "agreement",
+    "compare_records",
+    "compare_store",
+    "decode_predictions",
+    "detail_lines",
+    "encode_predictions",
+    "not_int8_layers",
+    "parse_selector",
+    "precision_counts",
+    "rich_table",
+    "table_rows",
+    "to_markdown",
+]

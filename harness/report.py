@@ -286,8 +286,8 @@ def _pareto_table(pts: list[Point], batch: int) -> list[str]:
     front = pareto_front(pts)
     if not front:
         return []
-    lines = [f"Pareto front over accuracy, latency and size (batch {batch}; no other cell is at least as good on "
-             "all three and better on one; latency with its 95 % CI):", "",
+    lines = [(f"Pareto front over accuracy, latency and size (batch {batch}; no other cell is at least as good on "
+              "all three and better on one; latency with its 95 % CI):"), "",
              "| configuration | top-1 % | ms [95% CI] | MB | measurement |", "|---|---|---|---|---|"]
     lines += [f"| {p.label} | {_acc_pct(p)} | {_ci_ms(p)} | {'-' if p.size_mb is None else f'{p.size_mb:.2f}'} | "
               f"{_stable_mark(p)} |" for p in front]
@@ -338,9 +338,9 @@ def _best_table(pts: list[Point], batch: int, max_drop: float = 0.01) -> list[st
     def qualifies(p: Point) -> bool:
         return reference is None or (p.accuracy is not None and p.accuracy >= reference - max_drop)
 
-    lines = [f"Fastest configuration per backend within {max_drop * 100:g} point(s) of the best unpruned accuracy "
-             f"(batch {batch}). A configuration is named only when it is significantly faster than the runner-up "
-             f"({stats.COMPARISON_TEST}); otherwise the tied set is listed.", "",
+    lines = [(f"Fastest configuration per backend within {max_drop * 100:g} point(s) of the best unpruned accuracy "
+              f"(batch {batch}). A configuration is named only when it is significantly faster than the runner-up "
+              f"({stats.COMPARISON_TEST}); otherwise the tied set is listed."), "",
              "| backend | verdict | top-1 % | ms [95% CI] | img/s | MB | measurement |",
              "|---|---|---|---|---|---|---|"]
     everyone: list[Point] = []
@@ -390,8 +390,9 @@ def comparison_section(records: Sequence[CellOutcome], definition: str = "comput
         body = to_markdown(result).splitlines()[1:]  # drop its own title
         lines += [f"### {title} ({baseline} vs {candidate})", *body]
     if lines:
-        lines = ["## Comparisons", "", "Speedup = baseline / candidate (> 1: the candidate is faster); "
-                 "significant = its 95 % CI excludes 1 and the effect is at least 1 %.", "", *lines]
+        lines = ["## Comparisons", "", ("Speedup = baseline / candidate (> 1: the candidate is faster); "
+                                        "significant = its 95 % CI excludes 1 and the effect is at least 1 %."),
+                 "", *lines]
     return lines
 
 

@@ -48,7 +48,7 @@ def sweep_out(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> P
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
 
 
 def _compare_json(out: Path, baseline: str, candidate: str, *extra: str) -> list[dict[str, Any]]:
@@ -153,8 +153,9 @@ def test_bad_selectors_exit_2_with_one_line(sweep_out: Path, args: tuple[str, ..
 
 
 def _ident(**kw: Any) -> CellIdentity:
-    base = dict(model="m", weights="pretrained", dataset="shapes", dataset_size=None, pruner="none", amount=0.0,
-                prune_options={}, backend="trt-native", precision="fp16", batch_size=8)
+    base: dict[str, Any] = {"model": "m", "weights": "pretrained", "dataset": "shapes", "dataset_size": None,
+                            "pruner": "none", "amount": 0.0, "prune_options": {}, "backend": "trt-native",
+                            "precision": "fp16", "batch_size": 8}
     base.update(kw)
     if base["precision"] == "int8" and "calibration" not in kw:
         base["calibration"] = {"method": "entropy", "count": 64, "seed": 0}
