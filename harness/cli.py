@@ -416,6 +416,49 @@ def hw(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of
     _guard(go)
 
 
+@app.command()
+def compare(
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db."),
+    baseline: str = typer.Option(..., "--baseline", help="KEY=VALUE[,KEY=VALUE] selecting the baseline cells."),
+    candidate: str = typer.Option(..., "--candidate", help="KEY=VALUE[,KEY=VALUE] selecting the candidates."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as a JSON list."),
+    md: Path = typer.Option(None, "--md", help="Also write the comparison as Markdown to this file."),
+    definition: str = typer.Option("compute", "--definition", help="compute | e2e"),
+    allow_mixed_gpus: bool = typer.Option(False, "--allow-mixed-gpus",
+                                          help="Compare latencies measured on different GPU models."),
+) -> None:
+    """Pair every baseline cell with the candidate identical in every field the selectors do not name:
+    medians with 95 % CIs, speedup with its CI and significance, accuracy and top-1 agreement, sizes,
+    build/calibration time, TensorRT layer precisions, top layers and op types.
+
+    Examples: `harness compare --out results/demo --baseline backend=torch --candidate backend=ort-cpu`,
+    `harness compare --baseline precision=fp16 --candidate precision=int8 --md int8.md`
+    """
+    from harness.compare import compare_store, detail_lines, rich_table, to_markdown
+    from harness.results import ResultStore
+
+    def go() -> None:
+        db = out / "results.db"
+        if not db.exists():
+            raise HarnessError(f"no results database at {db}; run a sweep first or pass --out")
+        with ResultStore(db) as store:
+            result = compare_store(store, baseline, candidate, definition=definition,
+                                   allow_mixed_gpus=allow_mixed_gpus)
+        if md is not None:
+            md.parent.mkdir(parents=True, exist_ok=True)
+            md.write_text(to_markdown(result))
+        if as_json:
+            sys.stdout.write(json.dumps(result.to_list(), indent=2, default=str) + "\n")
+            return
+        console.print(rich_table(result))
+        for line in detail_lines(result):
+            console.print(line, markup=False, highlight=False)
+        if md is not None:
+            console.print(f"wrote {md}", markup=False, highlight=False)
+
+    _guard(go)
+
+
 def main() -> None:
     app()
 

@@ -2,17 +2,24 @@
 
 Answers the project's question per model and dataset: which pruning and quantization, on which
 backend, gives the best speed, size and accuracy, and why (theoretical against measured speedup,
-device warnings, what failed).
+device warnings, what failed). A configuration is called *fastest* only when it is significantly
+faster than the runner-up (:func:`harness.stats.pick_fastest` over the raw samples); otherwise the
+report names the tie and the tied set. The Pareto front (accuracy, latency, size) carries the
+latency CIs and the accuracy's Wilson interval as error bars, and a comparison section puts EP vs
+native (ort-trt vs trt-native) and INT8 vs FP16 (and INT8 vs FP32) side by side with
+:mod:`harness.compare` when the data has them.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import stats
 from harness.outcome import CellOutcome
 from harness.results import ResultStore, flat_rows
 
@@ -31,6 +38,49 @@ class Point:
     size_mb: float | None
     macs_before: float | None
     macs_after: float | None
+    samples_ns: list[list[int]] | None = None  # raw samples per repeat of this timing definition
+    latency_ci_ms: tuple[float, float] | None = None
+    accuracy_samples: int | None = None
+    stable: bool | None = None
+    instability: str = ""
+    key: str = ""
+    timer: str | None = None
+
+    @property
+    def label(self) -> str:
+        pruning = "unpruned" if self.pruner == "none" else f"{self.pruner} {self.amount:g}"
+        return f"{self.backend} ({pruning})"
+
+    @property
+    def accuracy_ci(self) -> tuple[float, float] | None:
+        """95 % Wilson interval of the top-1 accuracy over the evaluated images."""
+        if self.accuracy is None or not self.accuracy_samples:
+            return None
+        return wilson_interval(self.accuracy, self.accuracy_samples)
+
+
+def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``p`` over ``n`` trials."""
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _uncertainty(timing: dict[str, Any], batch: int, device: str | None,
+                 warnings: Sequence[str]) -> tuple[tuple[float, float] | None, bool | None, str]:
+    """The latency CI and stability of one timing entry: stored (wave-2 keys) or computed from samples."""
+    samples = timing.get("samples_ns")
+    stored_ci, stored_st = timing.get("ci"), timing.get("stability")
+    ci = (stored_ci["low_ms"], stored_ci["high_ms"]) if isinstance(stored_ci, dict) and "low_ms" in stored_ci else None
+    if isinstance(stored_st, dict) and "stable" in stored_st:
+        return ci, bool(stored_st["stable"]), "; ".join(stored_st.get("reasons") or [])
+    if not samples:
+        return ci, None, ""
+    median = stats.median_ci(samples, batch_size=batch)
+    verdict = stats.assess_stability(samples, "cuda" if device == "cuda" else "cpu", ci=median,
+                                     device_warnings=warnings)
+    return ci or (median.low_ms, median.high_ms), verdict.stable, verdict.instability
 
 
 def collect_points(store: ResultStore, definition: str = "compute") -> tuple[list[Point], list[CellOutcome]]:
@@ -45,14 +95,22 @@ def collect_points(store: ResultStore, definition: str = "compute") -> tuple[lis
         pruner = record.identity.pruner
         if pruner == "removal":
             pruner = f"removal-{options.get('importance', '?')}"
+        result = record.result
+        assert result is not None
+        timings = {t["definition"]: t for t in result.timings}
         for row in flat_rows(record):
             if row.get("timing_definition") != definition:
                 continue
+            timing = timings[definition]
+            ci, stable, why = _uncertainty(timing, int(row["Batch Size"]), result.device, result.device_warnings)
             points.append(Point(
                 model=row["Model"], dataset=row["Dataset"], pruner=pruner, amount=float(row["Amount"]),
                 backend=f"{row['backend']} {row['precision']}", batch=int(row["Batch Size"]),
-                accuracy=row["Accuracy"], latency_ms=row["Inference Time (ms)"], throughput=row["throughput_ips"],
+                accuracy=result.top1, latency_ms=row["Inference Time (ms)"], throughput=row["throughput_ips"],
                 size_mb=row["Compressed Size"], macs_before=row["macs_before"], macs_after=row["macs_after"],
+                samples_ns=timing.get("samples_ns") or None, latency_ci_ms=ci,
+                accuracy_samples=(result.accuracy or {}).get("samples"), stable=stable, instability=why,
+                key=record.key, timer=timing.get("timer"),
             ))
     return points, failures
 
@@ -101,6 +159,8 @@ def write_report(store: ResultStore, out_dir: Path, definition: str = "compute")
                       f"{r['measured']:.2f} |" for r in speed]
             lines.append("")
         lines += _best_table(at_batch, batch)
+        lines += _pareto_table(at_batch, batch)
+    lines += comparison_section(list(store.records()), definition)
     if failures:
         lines += ["## Failed cells", ""]
         lines += [f"- {f.identity.label}: {f.error}" for f in failures]
@@ -144,18 +204,94 @@ def _latency_vs_batch(ax: Any, pts: list[Point]) -> None:
         ax.legend(fontsize=7)
 
 
+def pareto_front(pts: Sequence[Point]) -> list[Point]:
+    """Points no other point beats on all of accuracy (higher), latency and size (lower), strictly on one.
+    Points without accuracy are left out; a missing size counts as unknown (never dominates on size)."""
+    cands = [p for p in pts if p.accuracy is not None]
+
+    def no_worse(a: Point, b: Point) -> bool:
+        size_ok = a.size_mb is not None and (b.size_mb is None or a.size_mb <= b.size_mb)
+        return bool(a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms and (size_ok or b.size_mb is None))
+
+    def better(a: Point, b: Point) -> bool:
+        return bool(a.accuracy > b.accuracy or a.latency_ms < b.latency_ms
+                    or (a.size_mb is not None and b.size_mb is not None and a.size_mb < b.size_mb))
+
+    front = [p for p in cands if not any(q is not p and no_worse(q, p) and better(q, p) for q in cands)]
+    return sorted(front, key=lambda p: p.latency_ms)
+
+
 def _pareto(ax: Any, pts: list[Point], batch: int) -> None:
+    """Accuracy against latency, every cell with its latency CI and accuracy Wilson interval as error
+    bars, marker area by size; the accuracy/latency/size Pareto front ringed and joined."""
     by_backend: dict[str, list[Point]] = defaultdict(list)
     for p in pts:
         if p.accuracy is not None:
             by_backend[p.backend].append(p)
+    sizes = [p.size_mb for p in pts if p.size_mb]
+    biggest = max(sizes) if sizes else 1.0
     for backend, group in sorted(by_backend.items()):
-        ax.scatter([p.latency_ms for p in group], [p.accuracy for p in group], label=backend, s=18)
-    ax.set_xlabel(f"median batch latency, ms (batch {batch})")
-    ax.set_ylabel("top-1 accuracy")
-    ax.set_title("accuracy against latency (every pruning cell)")
+        xs = [p.latency_ms for p in group]
+        ys = [p.accuracy for p in group]
+        xerr = [[max(0.0, p.latency_ms - (p.latency_ci_ms or (p.latency_ms, p.latency_ms))[0]) for p in group],
+                [max(0.0, (p.latency_ci_ms or (p.latency_ms, p.latency_ms))[1] - p.latency_ms) for p in group]]
+        yerr = [[max(0.0, p.accuracy - (p.accuracy_ci or (p.accuracy, p.accuracy))[0]) for p in group],
+                [max(0.0, (p.accuracy_ci or (p.accuracy, p.accuracy))[1] - p.accuracy) for p in group]]
+        dots = ax.scatter(xs, ys, s=[20 + 180 * (p.size_mb or 0) / biggest for p in group], label=backend,
+                          alpha=0.8)
+        ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="none", elinewidth=0.8, alpha=0.6,
+                    ecolor=dots.get_facecolor()[0])
+    front = pareto_front(pts)
+    if front:
+        ax.plot([p.latency_ms for p in front], [p.accuracy for p in front], color="black", linewidth=0.8,
+                linestyle="--", label="Pareto front (accuracy, latency, size)")
+        ax.scatter([p.latency_ms for p in front], [p.accuracy for p in front], s=90, facecolors="none",
+                   edgecolors="black")
+    shown = [p for p in pts if p.accuracy is not None]
+    if shown:
+        # log scale; a CI wider than 10x its median (a very noisy cell) runs off the edge instead of
+        # squashing every other point into one pixel
+        lows, highs = [p.latency_ms for p in shown], [p.latency_ms for p in shown]
+        for p in shown:
+            if p.latency_ci_ms and p.latency_ci_ms[0] >= p.latency_ms / 10:
+                lows.append(p.latency_ci_ms[0])
+            if p.latency_ci_ms and p.latency_ci_ms[1] <= p.latency_ms * 10:
+                highs.append(p.latency_ci_ms[1])
+        ax.set_xscale("log")
+        ax.set_xlim(min(lows) / 1.2, max(highs) * 1.2)
+    ax.set_xlabel(f"median batch latency, ms, 95 % CI (batch {batch}; log scale)")
+    ax.set_ylabel("top-1 accuracy (95 % Wilson interval)")
+    ax.set_title("accuracy against latency; marker area = size")
     if by_backend:
         ax.legend(fontsize=7)
+
+
+def _ci_ms(p: Point) -> str:
+    if p.latency_ci_ms is None:
+        return f"{p.latency_ms:.3f}"
+    return f"{p.latency_ms:.3f} [{p.latency_ci_ms[0]:.3f}, {p.latency_ci_ms[1]:.3f}]"
+
+
+def _acc_pct(p: Point) -> str:
+    return "-" if p.accuracy is None else f"{100 * p.accuracy:.2f}"
+
+
+def _stable_mark(p: Point) -> str:
+    if p.stable is None:
+        return "?"
+    return "stable" if p.stable else f"UNSTABLE ({p.instability})"
+
+
+def _pareto_table(pts: list[Point], batch: int) -> list[str]:
+    front = pareto_front(pts)
+    if not front:
+        return []
+    lines = [(f"Pareto front over accuracy, latency and size (batch {batch}; no other cell is at least as good on "
+              "all three and better on one; latency with its 95 % CI):"), "",
+             "| configuration | top-1 % | ms [95% CI] | MB | measurement |", "|---|---|---|---|---|"]
+    lines += [f"| {p.label} | {_acc_pct(p)} | {_ci_ms(p)} | {'-' if p.size_mb is None else f'{p.size_mb:.2f}'} | "
+              f"{_stable_mark(p)} |" for p in front]
+    return [*lines, ""]
 
 
 def _speedup_rows(pts: list[Point]) -> list[dict[str, Any]]:
@@ -168,24 +304,96 @@ def _speedup_rows(pts: list[Point]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["pruner"], r["backend"], r["amount"]))
 
 
+def _unique_labels(pts: Sequence[Point]) -> dict[str, Point]:
+    out: dict[str, Point] = {}
+    for p in pts:
+        label = p.label if p.label not in out else f"{p.label} ({p.key[:8]})"
+        out[label] = p
+    return out
+
+
+def fastest_verdict(pts: Sequence[Point]) -> tuple[str, stats.FastestPick | None]:
+    """One line: ``fastest: X`` only when X is significantly faster than the runner-up
+    (stats.pick_fastest over the raw samples), else ``tie: X, Y, ...`` with the tied set."""
+    labelled = _unique_labels([p for p in pts if p.samples_ns])
+    if not labelled:
+        best = min(pts, key=lambda p: p.latency_ms)
+        return f"lowest median: {best.label} (no raw samples stored, so no significance test)", None
+    pick = stats.pick_fastest({label: p.samples_ns for label, p in labelled.items()})  # type: ignore[misc]
+    if pick.winner is not None:
+        if len(labelled) == 1:
+            return f"only configuration: {pick.winner}", pick
+        c = pick.comparisons[pick.ranking[1]]
+        return (f"fastest: {pick.winner} (speedup {c.speedup:.3f} over the runner-up {pick.ranking[1]}, "
+                f"95 % CI {c.speedup_low:.3f}-{c.speedup_high:.3f})"), pick
+    return f"tie: {', '.join(pick.tied)} (no significant difference; the lowest median is {pick.ranking[0]})", pick
+
+
 def _best_table(pts: list[Point], batch: int, max_drop: float = 0.01) -> list[str]:
-    """Per backend: the fastest cell whose accuracy is within ``max_drop`` of its unpruned base."""
+    """Per backend, among the cells within ``max_drop`` of the best unpruned accuracy: the fastest when it
+    is significantly faster than the runner-up, else the tie; then the same over all backends."""
     base = {p.backend: p for p in pts if p.pruner == "none"}
-    lines = [f"Fastest configuration per backend within {max_drop * 100:g} point(s) of the unpruned fp32 accuracy "
-             f"(batch {batch}):", "", "| backend | pruning | top-1 | ms | img/s | MB |", "|---|---|---|---|---|---|"]
     reference = max((p.accuracy for p in base.values() if p.accuracy is not None), default=None)
+
+    def qualifies(p: Point) -> bool:
+        return reference is None or (p.accuracy is not None and p.accuracy >= reference - max_drop)
+
+    lines = [(f"Fastest configuration per backend within {max_drop * 100:g} point(s) of the best unpruned accuracy "
+              f"(batch {batch}). A configuration is named only when it is significantly faster than the runner-up "
+              f"({stats.COMPARISON_TEST}); otherwise the tied set is listed."), "",
+             "| backend | verdict | top-1 % | ms [95% CI] | img/s | MB | measurement |",
+             "|---|---|---|---|---|---|---|"]
+    everyone: list[Point] = []
     for backend in sorted({p.backend for p in pts}):
-        ok = [p for p in pts if p.backend == backend and
-              (reference is None or (p.accuracy is not None and p.accuracy >= reference - max_drop))]
+        ok = [p for p in pts if p.backend == backend and qualifies(p)]
         if not ok:
-            lines.append(f"| {backend} | none qualifies | | | | |")
+            lines.append(f"| {backend} | none qualifies | | | | | |")
             continue
-        best = min(ok, key=lambda p: p.latency_ms)
-        pruning = "-" if best.pruner == "none" else f"{best.pruner} {best.amount:g}"
-        acc = "-" if best.accuracy is None else f"{best.accuracy:.3f}"
+        everyone += ok
+        verdict, pick = fastest_verdict(ok)
+        labelled = _unique_labels([p for p in ok if p.samples_ns])
+        best = labelled[pick.ranking[0]] if pick is not None else min(ok, key=lambda p: p.latency_ms)
         size = "-" if best.size_mb is None else f"{best.size_mb:.2f}"
-        lines.append(f"| {backend} | {pruning} | {acc} | {best.latency_ms:.3f} | {best.throughput:.0f} | {size} |")
+        lines.append(f"| {backend} | {verdict} | {_acc_pct(best)} | {_ci_ms(best)} | {best.throughput:.0f} | "
+                     f"{size} | {_stable_mark(best)} |")
+    timers = sorted({str(p.timer) for p in everyone})
+    for timer in timers:
+        # latencies from different timers measure different things: never ranked against each other
+        group = [p for p in everyone if str(p.timer) == timer]
+        verdict, _ = fastest_verdict(group)
+        scope = "all backends" if len(timers) == 1 else f"backends timed with {timer}"
+        lines += ["", f"Over {scope} (batch {batch}): {verdict}."]
     return [*lines, ""]
+
+
+#: The comparisons the report makes when the data has them: (title, baseline, candidate).
+STANDARD_COMPARISONS: tuple[tuple[str, str, str], ...] = (
+    ("EP vs native: ONNX Runtime's TensorRT EP against native TensorRT", "backend=ort-trt", "backend=trt-native"),
+    ("INT8 vs FP16", "precision=fp16", "precision=int8"),
+    ("INT8 vs FP32", "precision=fp32", "precision=int8"),
+)
+
+
+def comparison_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:
+    """``## Comparisons``: each standard comparison that has at least one pair, via harness.compare."""
+    from harness.compare import compare_records, parse_selector, to_markdown
+
+    ok = [r for r in records if r.status == "ok" and r.result is not None]
+    lines: list[str] = []
+    for title, baseline, candidate in STANDARD_COMPARISONS:
+        b, c = parse_selector(baseline), parse_selector(candidate)
+        if not any(b.matches(r.identity.to_dict()) for r in ok) or not any(c.matches(r.identity.to_dict()) for r in ok):
+            continue
+        result = compare_records(ok, b, c, definition=definition)
+        if not any(r.status in ("paired", "refused") for r in result.rows):
+            continue
+        body = to_markdown(result).splitlines()[1:]  # drop its own title
+        lines += [f"### {title} ({baseline} vs {candidate})", *body]
+    if lines:
+        lines = ["## Comparisons", "", ("Speedup = baseline / candidate (> 1: the candidate is faster); "
+                                        "significant = its 95 % CI excludes 1 and the effect is at least 1 %."),
+                 "", *lines]
+    return lines
 
 
 def _safe(name: str) -> str:

@@ -5,7 +5,9 @@ as ever. A cell's key is a stable hash of what identifies it (model, weights,
 dataset, pruning, backend, precision, batch size, calibration). Rows are upserted
 by key, so rerunning never duplicates; ``--resume`` skips cells already ``ok``.
 Exports flatten each cell to one row per timing definition: the thesis's
-columns first (same names, sizes in MB of 10^6 bytes), then extended columns.
+columns first (same names and units: ``Accuracy`` in percent with two decimals,
+``Quantizer`` the precision or ``-`` for fp32, sizes in MB of 10^6 bytes), then
+extended columns (``backend``, ``accuracy_top1_fraction``, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +90,20 @@ def _mb(n: Any) -> float | None:
     return None if n is None else round(float(n) / 1e6, 6)
 
 
+def _percent(fraction: Any) -> float | None:
+    """A fraction as a percentage with two decimals, rounded half up on its decimal digits (0.70125 ->
+    70.13, as the thesis's Table 1 writes 76.51), not on the binary float (which would give 70.12)."""
+    if fraction is None:
+        return None
+    return float((Decimal(repr(float(fraction))) * 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
 def flat_rows(record: CellOutcome) -> list[dict[str, Any]]:
     """One export row per timing definition (one row with the error for a failed cell)."""
     ident, res = record.identity, record.result or CellResult()
     precision, backend = ident.precision, ident.backend
-    quantizer = "-" if precision == "fp32" and backend == "torch" else f"{backend} {precision}"
+    # As the thesis wrote it: the precision, "-" when unquantized (the backend has its own column).
+    quantizer = "-" if precision == "fp32" else precision
     phases = res.prep_phases_s
     acc = res.accuracy or {}
     prune = res.pruning or {}
@@ -102,7 +114,7 @@ def flat_rows(record: CellOutcome) -> list[dict[str, Any]]:
         "Quantizer": quantizer,
         "Dataset": ident.dataset,
         "Amount": ident.amount,
-        "Accuracy": acc.get("top1"),
+        "Accuracy": _percent(acc.get("top1")),
         "Inference Time (ms)": None,
         "Original Size": _mb(res.original_size_bytes),
         "Compressed Size": _mb(res.compressed_size_bytes),
@@ -112,6 +124,7 @@ def flat_rows(record: CellOutcome) -> list[dict[str, Any]]:
         "backend": backend,
         "precision": precision,
         "weights": ident.weights,
+        "accuracy_top1_fraction": acc.get("top1"),
         "accuracy_top1_1000": acc.get("top1_1000"),
         "eval_samples": acc.get("samples"),
         "achieved_sparsity": prune.get("achieved_sparsity"),

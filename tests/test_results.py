@@ -201,10 +201,12 @@ def test_export_csv_columns_sizes_and_rows(tmp_path: Path) -> None:
         assert float(row["Compressed Size"]) == pytest.approx(1.234567)
         assert row["Model"] == "resnet18"
         assert row["Pruner"] == "l1"
-        assert row["Quantizer"] == "-"  # torch fp32 is the unquantized baseline
+        assert row["Quantizer"] == "-"  # fp32 is unquantized: "-" as in the thesis
+        assert row["backend"] == "torch"
         assert row["Dataset"] == "imagenette"
         assert float(row["Amount"]) == 0.5
-        assert float(row["Accuracy"]) == pytest.approx(0.87)
+        assert row["Accuracy"] == "87.0"  # percent, as the thesis's Table 1
+        assert float(row["accuracy_top1_fraction"]) == pytest.approx(0.87)
         assert int(row["Batch Size"]) == 8
         assert float(row["Prep Time (s)"]) == pytest.approx(1.25)
         assert float(row["prep_load_s"]) == pytest.approx(0.5)
@@ -216,8 +218,30 @@ def test_export_csv_columns_sizes_and_rows(tmp_path: Path) -> None:
     assert err_row["timing_definition"] == ""
     assert err_row["Inference Time (ms)"] == ""
     assert err_row["Pruner"] == "-"
-    assert err_row["Quantizer"] == "ort-cpu int8"
+    assert err_row["Quantizer"] == "int8" and err_row["backend"] == "ort-cpu"
+    assert err_row["Accuracy"] == ""
     assert err_row["cell_key"] == cell_key(err_ident)
+
+
+@pytest.mark.parametrize("backend, precision, top1, quantizer, accuracy", [
+    ("torch", "fp32", 0.76514, "-", 76.51),
+    ("ort-cpu", "fp32", 0.7649, "-", 76.49),
+    ("trt-native", "fp16", 0.765, "fp16", 76.5),
+    ("ort-trt", "int8", 0.70125, "int8", 70.13),
+    ("torch", "bf16", 1.0, "bf16", 100.0),
+])
+def test_thesis_columns_accuracy_percent_and_quantizer_precision(
+        backend: str, precision: str, top1: float, quantizer: str, accuracy: float) -> None:
+    from harness.results import flat_rows
+
+    ident = _identity(backend=backend, precision=precision)
+    if precision == "int8":
+        ident["calibration"] = {"method": "entropy", "count": 512, "seed": 0}
+    res = _result(accuracy={"samples": 10000, "top1": top1})
+    for row in flat_rows(_ok(ident, res)):
+        assert row["Quantizer"] == quantizer and row["backend"] == backend and row["precision"] == precision
+        assert row["Accuracy"] == pytest.approx(accuracy, abs=1e-9)
+        assert row["accuracy_top1_fraction"] == top1
 
 
 def test_export_csv_of_only_failures_keeps_thesis_header(tmp_path: Path) -> None:
