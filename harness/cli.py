@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from backends import BACKEND_NAMES
 from harness.errors import HarnessError
@@ -25,13 +26,15 @@ results_app = typer.Typer(no_args_is_help=True, help="Inspect and export stored 
 app.add_typer(data_app, name="data")
 app.add_typer(results_app, name="results")
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# markup=False: user text (paths, model names, library messages, hints such as
+# `pip install 'pq-harness[ort-cpu]'`) prints literally; styling goes through Text.
+console = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, markup=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -51,8 +54,8 @@ class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps
     def cell_done(self, outcome: Any) -> None:  # a harness.outcome.CellOutcome
         self.progress.advance(self.task)
         if outcome.status == "error":
-            self.progress.console.print(f"[red]failed[/] {outcome.identity.label}: {outcome.error}",
-                                        highlight=False)
+            self.progress.console.print(
+                Text.assemble(("failed ", "red"), f"{outcome.identity.label}: {outcome.error}"), highlight=False)
 
 
 def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool) -> None:
@@ -67,8 +70,8 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
     out = Path(config.out_dir)
     cells = plan_cells(config)
     with ResultStore(out / "results.db") as store:
-        progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console, transient=False)
+        progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
         with progress:
             task = progress.add_task("starting", total=len(cells))
             counts = run_sweep(config, store, _ProgressObserver(progress, task), resume=resume, facts=facts)
@@ -103,13 +106,26 @@ def _print_table(store: Any) -> None:
             _fmt(first["Accuracy"], ".3f"), _fmt(compute.get("Inference Time (ms)"), ".3f"),
             _fmt(e2e.get("Inference Time (ms)"), ".3f"), _fmt(main.get("latency_p99_ms"), ".3f"),
             _fmt(main.get("throughput_ips"), ".0f"), _fmt(first["Compressed Size"], ".2f"),
-            "ok" if first["status"] == "ok" else f"[red]{(first['error'] or '')[:80]}[/]",
+            "ok" if first["status"] == "ok" else Text((first["error"] or "")[:80], style="red"),
         )
     console.print(table)
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _choice(flag: str, values: list[str] | str | None, allowed: tuple[str, ...]) -> None:
+    """A flag's bad value names the flag and the allowed values (not the config path it maps to)."""
+    for value in [values] if isinstance(values, str) else values or []:
+        if value not in allowed:
+            raise HarnessError(f"{flag}: '{value}' is not one of {', '.join(allowed)}")
+
+
+def _positive(flag: str, values: list[int] | int | None, minimum: int = 1) -> None:
+    for value in [values] if isinstance(values, int) else values or []:
+        if value < minimum:
+            raise HarnessError(f"{flag}: {value} must be >= {minimum}")
 
 
 def _guard(fn: Callable[[], None]) -> None:
@@ -156,8 +172,18 @@ def run(
     timing = {k: v for k, v in (("warmup", warmup), ("iterations", iterations), ("repeats", repeats)) if v is not None}
 
     def go() -> None:
+        from backends.base import PRECISIONS
         from harness.config import load_config
+        from harness.models import WEIGHT_CHOICES
 
+        _choice("--backend", backend, BACKEND_NAMES)
+        _choice("--precision", precision, PRECISIONS)
+        _choice("--weights", weights, WEIGHT_CHOICES)
+        _positive("--batch-size", batch_size)
+        _positive("--iterations", iterations)
+        _positive("--repeats", repeats)
+        _positive("--warmup", warmup, minimum=0)
+        _positive("--max-eval-samples", max_eval_samples)
         base = load_config(config, None) if config else None
         if backend:
             overrides["backends"] = {backend: precision or ["fp32"]}
@@ -234,7 +260,7 @@ def data_fetch(
     from harness.data.fetch import fetch_dataset
 
     def go() -> None:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
             task = progress.add_task(f"downloading {name} ({size})", total=None)
 
