@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,8 @@ class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps
     def __init__(self, progress: Progress, task: Any) -> None:
         self.progress, self.task = progress, task
         self.eval_task: Any = None
+        self.started = False  # a unit began (work that a fault interrupts)
+        self.committed = 0  # cells committed to the store by this run
 
     def evaluated(self, done: int, total: int) -> None:
         if self.eval_task is None:
@@ -49,40 +52,98 @@ class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps
         self.progress.update(self.eval_task, completed=done, total=total, visible=done < total)
 
     def stage(self, text: str) -> None:
+        self.started = True
         self.progress.update(self.task, description=text)
 
     def cell_done(self, outcome: Any) -> None:  # a harness.outcome.CellOutcome
+        self.committed += 1
         self.progress.advance(self.task)
         if outcome.status == "error":
             self.progress.console.print(
                 Text.assemble(("failed ", "red"), f"{outcome.identity.label}: {outcome.error}"), highlight=False)
 
 
+ERROR_LOG = "harness-error.log"
+
+
 def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool) -> None:
     from harness.config import load_config
     from harness.machine import probe_machine
-    from harness.results import ResultStore, export_csv, export_json
+    from harness.results import ResultStore, ResultStoreError, export_csv, export_json
     from harness.sweep import plan_cells, preflight, run_sweep
 
     config = load_config(config_path, overrides)
     facts = probe_machine()
     preflight(config, facts)
     out = Path(config.out_dir)
+    db = out / "results.db"
     cells = plan_cells(config)
-    with ResultStore(out / "results.db") as store:
-        progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
-        with progress:
-            task = progress.add_task("starting", total=len(cells))
-            counts = run_sweep(config, store, _ProgressObserver(progress, task), resume=resume, facts=facts)
-            progress.update(task, completed=len(cells), description="done")
-        n_csv = export_csv(store, out / "results.csv")
-        export_json(store, out / "results.json")
-        _print_table(store)
+    observer: _ProgressObserver | None = None
+    try:
+        with ResultStore(db) as store:
+            progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+            with progress:
+                task = progress.add_task("starting", total=len(cells))
+                observer = _ProgressObserver(progress, task)
+                counts = run_sweep(config, store, observer, resume=resume, facts=facts)
+                progress.update(task, completed=len(cells), description="done")
+            n_csv = export_csv(store, out / "results.csv")
+            export_json(store, out / "results.json")
+            _print_table(store)
+    except ResultStoreError as exc:
+        raise _environment_fault(exc, out, db, None, len(cells)) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise _environment_fault(exc, out, db, observer, len(cells)) from exc
     console.print(f"cells: {counts['ok']} ok, {counts['error']} failed, {counts['skipped']} skipped (resume); "
-                  f"{n_csv} rows in {out / 'results.csv'}, database {out / 'results.db'}")
+                  f"{n_csv} rows in {out / 'results.csv'}, database {out / 'results.db'}", highlight=False)
     if counts["error"]:
         raise typer.Exit(1)
+
+
+def _write_error_log(exc: BaseException, out: Path | None) -> Path | None:
+    """The full traceback in ``<out>/harness-error.log`` (else the temp directory); None when neither takes it."""
+    import tempfile
+    import time
+    import traceback
+
+    text = (f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} pid {os.getpid()}: "
+            f"{' '.join(sys.argv)}\n{''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))}")
+    candidates = ([out / ERROR_LOG] if out is not None else []) + \
+        [Path(tempfile.gettempdir()) / f"harness-error-{os.getpid()}.log"]
+    for path in candidates:
+        try:
+            with path.open("a") as fh:
+                fh.write(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _environment_fault(exc: BaseException, out: Path, db: Path, observer: _ProgressObserver | None,
+                       total: int) -> HarnessError:
+    """One line for a fault of the machine (disk full, read-only or invalid path, unusable database):
+    what happened, how many cells are safe, how to go on; exit 2 before any cell ran, 1 after."""
+    from harness.errors import EnvironmentFault, describe_os_error
+    from harness.results import count_safe_cells
+
+    log = _write_error_log(exc, out)
+    where = f"full traceback in {log}" if log else "no traceback log could be written"
+    safe = count_safe_cells(db)
+    if not db.is_file():
+        safe_text = "nothing was stored"
+    elif safe is None:
+        safe_text = f"the database {db} cannot be read"
+    else:
+        safe_text = f"{safe} finished cell(s) are safe in {db}"
+    what = str(exc) if isinstance(exc, HarnessError) else describe_os_error(exc)
+    if observer is None or observer.committed == 0 and not observer.started:
+        return EnvironmentFault(f"{what}; no cell ran; {safe_text}; fix it or choose another --out, then rerun "
+                                f"({where})", exit_code=2)
+    return EnvironmentFault(
+        f"the sweep stopped after {observer.committed} of {total} cell(s): {what}; {safe_text}; fix it "
+        f"(e.g. free disk space), then rerun with --resume to go on ({where})", exit_code=1)
 
 
 def _print_table(store: Any) -> None:
@@ -132,7 +193,12 @@ def _guard(fn: Callable[[], None]) -> None:
     try:
         fn()
     except HarnessError as exc:
-        _fail(str(exc))
+        _fail(str(exc), code=getattr(exc, "exit_code", 2))
+    except (OSError, sqlite3.Error) as exc:  # a fault of the machine outside a sweep: one line, traceback logged
+        from harness.errors import describe_os_error
+
+        log = _write_error_log(exc, None)
+        _fail(f"{describe_os_error(exc)} ({f'full traceback in {log}' if log else 'no traceback log written'})")
     except KeyboardInterrupt:
         _fail("interrupted; every finished cell is saved: rerun with --resume to go on", code=130)
 
