@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,77 @@ def test_read_only_database_is_one_line_and_keeps_its_cells(tmp_path: Path) -> N
         else:
             out.chmod(0o755)
     assert sqlite3.connect(out / "results.db").execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 1
+
+
+def _fill(directory: Path) -> None:
+    """Write a filler file until the filesystem says it is full."""
+    with (directory / "filler").open("wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+
+
+_INJECT_ENOSPC = """
+import sqlite3
+import harness.results as _results
+_put, _calls = _results.ResultStore.put, [0]
+def _full_after_one(self, outcome):
+    _calls[0] += 1
+    if _calls[0] > 1:
+        raise sqlite3.OperationalError("database or disk is full")
+    return _put(self, outcome)
+_results.ResultStore.put = _full_after_one
+"""
+
+
+def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Path) -> None:
+    """The results disk fills after the first cell: one line (exit 1) naming the safe cells and --resume;
+    the committed cell survives and --resume finishes the rest. A real tiny tmpfs where this process may
+    mount one; else ENOSPC injected at the store's write."""
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = _tiny_sweep(tmp_path, out, batch_sizes="[1, 2, 3, 4]", iterations=300)
+    db = out / "results.db"
+    mounted = _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(out))
+    try:
+        if mounted:
+            proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--config", str(cfg)], cwd=REPO,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            while proc.poll() is None:
+                if db.exists():
+                    reader = sqlite3.connect(db)
+                    try:
+                        done = reader.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        done = 0
+                    finally:
+                        reader.close()
+                    if done >= 1:
+                        _fill(out)
+                        break
+                time.sleep(0.05)
+            stdout, stderr = proc.communicate(timeout=600)
+            result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        else:
+            site = tmp_path / "inject"
+            site.mkdir()
+            (site / "sitecustomize.py").write_text(_INJECT_ENOSPC)
+            result = harness("run", "--config", str(cfg),
+                             env={"PYTHONPATH": os.pathsep.join([str(site), str(REPO)])})
+        message = assert_environment_fault(result, 1, "database or disk is full", "--resume",
+                                           f"1 finished cell(s) are safe in {db}")
+        assert "the sweep stopped after 1 of 4 cell(s)" in message, message
+        assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells WHERE status = 'ok'").fetchone()[0] == 1
+        (out / "filler").unlink(missing_ok=True)
+        resumed = harness("run", "--config", str(cfg), "--resume")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert "1 skipped" in " ".join(resumed.stdout.split())
+        rows = sqlite3.connect(db).execute(
+            "SELECT COUNT(*), COUNT(DISTINCT key), SUM(status = 'ok') FROM cells").fetchone()
+        assert rows == (4, 4, 4)
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(out)], capture_output=True)
