@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,8 +67,12 @@ class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps
 ERROR_LOG = "harness-error.log"
 
 
-def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool) -> None:
+def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool, wait: bool = False) -> None:
+    """One sweep into one output directory: the directory's lock is held throughout, so a second
+    sweep into it is refused (or, with ``wait``, queued and then skips what the first finished)."""
     from harness.config import load_config
+    from harness.errors import describe_os_error
+    from harness.locks import OutDirLock
     from harness.machine import probe_machine
     from harness.results import ResultStore, ResultStoreError, export_csv, export_json
     from harness.sweep import plan_cells, preflight, run_sweep
@@ -80,7 +85,21 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
     cells = plan_cells(config)
     observer: _ProgressObserver | None = None
     try:
-        with ResultStore(db) as store:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultStoreError(f"cannot create the output directory {out} ({describe_os_error(exc)})") from exc
+        lock = OutDirLock(out, wait=wait, on_wait=lambda message: err_console.print(
+            f"{message} (its finished cells will be skipped)", highlight=False))
+        try:
+            lock.acquire()
+        except HarnessError as exc:
+            if lock.waited_for_pid is None or wait:
+                raise
+            raise HarnessError(f"{exc}; or rerun with --wait to queue behind it") from None
+        # --wait implies --resume: the cells the other sweep finished are never measured again.
+        resume = resume or wait
+        with _releasing(lock), ResultStore(db) as store:
             progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
             with progress:
@@ -99,6 +118,14 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
                   f"{n_csv} rows in {out / 'results.csv'}, database {out / 'results.db'}", highlight=False)
     if counts["error"]:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _releasing(lock: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _write_error_log(exc: BaseException, out: Path | None) -> Path | None:
@@ -220,6 +247,8 @@ def run(
     repeats: int = typer.Option(None, "--repeats", help="Repeats."),
     max_eval_samples: int = typer.Option(None, "--max-eval-samples", help="Evaluate on the first N val images."),
     resume: bool = typer.Option(False, "--resume", help="Skip cells already finished in --out's database."),
+    wait: bool = typer.Option(False, "--wait", help="If another sweep is writing to --out, wait for it, then "
+                                                   "skip the cells it finished (implies --resume)."),
 ) -> None:
     """Run a benchmark sweep; flags override the config file.
 
@@ -258,7 +287,7 @@ def run(
             overrides["backends"] = {name: list(precision) for name in names}
         if timing:
             overrides["timing"] = {**(base.timing.model_dump() if base else {}), **timing}
-        _run_sweep(config, overrides, resume)
+        _run_sweep(config, overrides, resume, wait)
 
     _guard(go)
 
@@ -267,6 +296,7 @@ def run(
 def demo(
     out: Path = typer.Option(None, "--out", "-o", help="Output directory (default results/demo)."),
     resume: bool = typer.Option(False, "--resume", help="Skip cells already finished."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another sweep writing to --out (implies --resume)."),
 ) -> None:
     """The embedded offline default: tinycnn on `shapes`, on CPU (same as `harness run --config configs/demo.yaml`).
 
@@ -278,7 +308,7 @@ def demo(
         # In the containers HARNESS_OUT_DIR names the results volume; the demo writes below it.
         default_out = Path(os.environ["HARNESS_OUT_DIR"]) / "demo" if os.environ.get("HARNESS_OUT_DIR") else None
         with demo_config() as path:
-            _run_sweep(path, {"out_dir": out or default_out}, resume)
+            _run_sweep(path, {"out_dir": out or default_out}, resume, wait)
 
     _guard(go)
 
