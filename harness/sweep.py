@@ -120,13 +120,15 @@ def preflight(config: SweepConfig, facts: MachineFacts | None = None) -> None:
     pairs this machine cannot run (the machine is probed once)."""
     from harness.data.registry import open_split
     from harness.machine import probe_machine
-    from harness.models import check_model_name
+    from harness.models import check_custom_model, check_model_name, is_custom
 
     facts = facts if facts is not None else probe_machine()
     for name, precision in config.pairs():
         backends.validate_request(name, precision, facts)
     for model in config.models:
         check_model_name(model, weights=config.weights)
+        if is_custom(model):  # imports, builds and runs it once: a broken factory fails here, not per cell
+            check_custom_model(model)
     for dataset in config.datasets:
         open_split(dataset, "val", data_root=Path(config.data_root), cache_dir=Path(config.cache_dir),
                    size=config.dataset_size, class_map=config.class_map)

@@ -255,3 +255,73 @@ def test_two_sweeps_into_one_out_never_measure_a_cell_twice(tmp_path: Path) -> N
     assert second.returncode == 0, out2 + err2
     assert "0 ok, 0 failed, 3 skipped" in " ".join(out2.split()), out2
     assert sqlite3.connect(db).execute("SELECT key, finished_at FROM cells ORDER BY key").fetchall() == measured
+
+
+# ---------------------------------------------------------------------------------- custom model preflight
+
+_CUSTOM = """
+import torch
+from torch import nn
+
+def good():
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 5)).eval()
+
+good.input_size = 32
+
+def not_a_module():
+    return {"weights": 1}
+
+def wrong_shape():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 20 * 20, 5))
+    return net
+
+NOT_CALLABLE = 3
+"""
+
+
+def _preflight(tmp_path: Path, model: str) -> None:
+    from harness.config import load_config
+    from harness.sweep import preflight
+
+    config = load_config(None, {"models": [model], "weights": "random", "datasets": ["shapes"],
+                                "data_root": tmp_path / "data", "cache_dir": tmp_path / "cache",
+                                "out_dir": tmp_path / "out"})
+    preflight(config)
+
+
+@pytest.mark.parametrize("factory, source, reason", [
+    ("good", "def good(:\n    pass\n", "has a syntax error at line 1"),
+    ("missing", _CUSTOM, "'missing' is not defined in"),
+    ("NOT_CALLABLE", _CUSTOM, "'NOT_CALLABLE' in"),
+    ("not_a_module", _CUSTOM, "returned dict, not a torch.nn.Module"),
+    ("wrong_shape", _CUSTOM, "a forward pass on the example input (1, 3, 224, 224) failed"),
+])
+def test_custom_model_preflight_names_the_file_and_the_reason(tmp_path: Path, factory: str, source: str,
+                                                             reason: str) -> None:
+    from harness.errors import HarnessError
+
+    src = tmp_path / "nets.py"
+    src.write_text(source)
+    with pytest.raises(HarnessError) as info:
+        _preflight(tmp_path, f"{src}:{factory}")
+    assert str(src) in str(info.value) and reason in str(info.value), info.value
+
+
+def test_custom_model_preflight_accepts_a_working_factory(tmp_path: Path) -> None:
+    src = tmp_path / "nets.py"
+    src.write_text(_CUSTOM.replace("good.input_size = 32", ""))
+    (tmp_path / "nets.py").write_text(_CUSTOM.replace("def good():\n    return nn.Sequential(nn.Flatten(), "
+                                                      "nn.Linear(3 * 32 * 32, 5)).eval()",
+                                                      "def good():\n    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), "
+                                                      "nn.Flatten(), nn.Linear(3, 5))\n    return net.eval()"))
+    _preflight(tmp_path, f"{src}:good")
+
+
+def test_broken_custom_model_fails_before_any_cell_runs(tmp_path: Path) -> None:
+    src = tmp_path / "broken.py"
+    src.write_text("import torch\n\ndef build():\n    return torch.nn.Linear(4, 2\n")
+    out = tmp_path / "out"
+    proc = harness("run", "--model", f"{src}:build", "--weights", "random", "--dataset", "shapes",
+                   "--data-root", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
+    assert_one_line_error(proc, f"custom model {src}:build", "syntax error at line 4")
+    assert not (out / "results.db").exists(), "no cell may run before the preflight"
