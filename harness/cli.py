@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -216,9 +217,33 @@ def _positive(flag: str, values: list[int] | int | None, minimum: int = 1) -> No
             raise HarnessError(f"{flag}: {value} must be >= {minimum}")
 
 
+@contextlib.contextmanager
+def _rebuild_notes() -> Iterator[list[str]]:
+    """Cache-rebuild warnings (harness.cache_files / calib.provenance ``CacheRebuiltWarning``) become one
+    literal ``note:`` line each on stderr instead of Python's warning text; other warnings pass through."""
+    caught: list[str] = []
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            from calib.provenance import CacheRebuiltWarning as CalibRebuilt
+            from harness.cache_files import CacheRebuiltWarning
+
+            if issubclass(category, (CacheRebuiltWarning, CalibRebuilt)):
+                caught.append(str(message))
+                err_console.print(Text.assemble(("note: ", "yellow"), str(message)), highlight=False,
+                                  soft_wrap=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield caught
+
+
 def _guard(fn: Callable[[], None]) -> None:
     try:
-        fn()
+        with _rebuild_notes():
+            fn()
     except HarnessError as exc:
         _fail(str(exc), code=getattr(exc, "exit_code", 2))
     except (OSError, sqlite3.Error) as exc:  # a fault of the machine outside a sweep: one line, traceback logged

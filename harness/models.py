@@ -148,12 +148,16 @@ def check_model_name(name: str, weights: str | None = None) -> None:
     )
 
 
-def load_model(name: str, *, weights: str, cache_dir: Path, data_root: Path) -> LoadedModel:
-    """Load a model by name (see :func:`list_models`) or ``file.py:factory`` / ``module:factory``."""
+def load_model(name: str, *, weights: str, cache_dir: Path, data_root: Path,
+               on_rebuild: Callable[[str], None] | None = None) -> LoadedModel:
+    """Load a model by name (see :func:`list_models`) or ``file.py:factory`` / ``module:factory``.
+
+    ``on_rebuild`` receives the one-line note when a damaged cached artifact (tinycnn's trained
+    weights) was rebuilt; without it a ``CacheRebuiltWarning`` is issued."""
     if weights not in WEIGHT_CHOICES:
         raise HarnessError(f"unknown weights '{weights}'; choose one of: {', '.join(WEIGHT_CHOICES)}")
     if name == "tinycnn":
-        return _load_tinycnn(cache_dir, data_root, weights)
+        return _load_tinycnn(cache_dir, data_root, weights, on_rebuild)
     check_model_name(name)
     if is_custom(name):
         return _load_custom(name)
@@ -206,7 +210,8 @@ def _require_cached_weights(name: str, enum: torchvision.models.WeightsEnum) -> 
         ) from None
 
 
-def _load_tinycnn(cache_dir: Path, data_root: Path, weights: str) -> LoadedModel:
+def _load_tinycnn(cache_dir: Path, data_root: Path, weights: str,
+                  on_rebuild: Callable[[str], None] | None = None) -> LoadedModel:
     from harness import tinycnn
     from harness.data.registry import open_split
 
@@ -215,7 +220,7 @@ def _load_tinycnn(cache_dir: Path, data_root: Path, weights: str) -> LoadedModel
         classes = None
     else:
         train = open_split("shapes", "train", data_root=data_root, cache_dir=cache_dir)
-        module, meta = tinycnn.load_or_train(cache_dir, train)
+        module, meta = tinycnn.load_or_train(cache_dir, train, on_rebuild=on_rebuild)
         classes = list(train.classes)
     return LoadedModel(
         name="tinycnn", module=module, transform=tinycnn.eval_transform(),

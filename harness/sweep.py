@@ -199,9 +199,12 @@ class UnitContext:
         from harness.models import load_model
 
         phases = PhaseTimes()
+        rebuilt: list[str] = []  # damaged cached weights retrained: the time is in "load"
         with phases.timed("load"):
             loaded = load_model(model, weights=self.config.weights, cache_dir=self.cache_dir,
-                                data_root=self.data_root)
+                                data_root=self.data_root, on_rebuild=rebuilt.append)
+            if rebuilt:
+                loaded.notes["cache_rebuilt"] = rebuilt
             data = load_eval_data(loaded, self.open_split(dataset, "val"), self.config.max_eval_samples)
             loaded.notes["state_dict_bytes"] = state_dict_bytes(loaded.module)  # serialised once, not per cell
         mapping = LabelMapping.for_model(loaded.label_space, loaded.num_outputs, data.num_classes,
@@ -281,8 +284,11 @@ def _artifact(context: UnitContext, loaded: LoadedModel, module: torch.nn.Module
     def onnx() -> Path:
         if "onnx_export" not in notes:
             with phases.timed("export"):
-                notes["onnx_export"] = export_onnx(module, loaded.input_shape, content_hash=content,
-                                                   cache_dir=context.cache_dir, name=loaded.name).to_dict()
+                notes["onnx_export"] = export_onnx(
+                    module, loaded.input_shape, content_hash=content, cache_dir=context.cache_dir, name=loaded.name,
+                    on_rebuild=notes.setdefault("cache_rebuilt", []).append).to_dict()  # time counted in "export"
+            if not notes["cache_rebuilt"]:
+                del notes["cache_rebuilt"]
         return Path(notes["onnx_export"]["path"])
 
     # A 2:4 pattern is handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
@@ -332,13 +338,29 @@ def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs,
                                    f"batch {cell.batch_size}: timing")
             try:
                 result = _cell_result(context, session, inputs, cell.batch_size, accuracy, prune_report, prep,
-                                      artifact.notes)
+                                      cell_notes(artifact, inputs.loaded, precision))
             except Exception as exc:  # noqa: BLE001
                 yield CellOutcome.failed(identity, exc)
                 continue
             yield CellOutcome.ok(identity, result)
     finally:
         session.close()
+
+
+def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> dict[str, Any]:
+    """The artifact notes of a cell, with ``cache_rebuilt``: every damaged cache file its preparation
+    rebuilt (tinycnn weights, the ONNX export, and for int8 the calibration artifacts), one line each;
+    the rebuild time is in the cell's prep phases (load, export, calibrate)."""
+    notes = dict(artifact.notes)
+    rebuilt = [*loaded.notes.get("cache_rebuilt", []), *artifact.notes.get("cache_rebuilt", [])]
+    from calib import CalibrationData
+
+    if precision == "int8" and isinstance(artifact.calibration, CalibrationData):
+        # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it".
+        rebuilt += [n for n in artifact.calibration.notes if n.endswith("rebuilding it")]
+    if rebuilt:
+        notes["cache_rebuilt"] = list(dict.fromkeys(rebuilt))
+    return notes
 
 
 def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:
