@@ -356,8 +356,13 @@ def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> 
     from calib import CalibrationData
 
     if precision == "int8" and isinstance(artifact.calibration, CalibrationData):
+        calibration = artifact.calibration
         # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it".
-        rebuilt += [n for n in artifact.calibration.notes if n.endswith("rebuilding it")]
+        rebuilt += [n for n in calibration.notes if n.endswith("rebuilding it")]
+        # Which images calibrated it (paths relative to the dataset root; their hash is in the provenance).
+        notes["calibration"] = {"provenance": calibration.provenance, "provenance_hash": calibration.provenance_hash,
+                                "root": str(calibration.calibration_set.root),
+                                "files": calibration.calibration_set.relative_paths()}
     if rebuilt:
         notes["cache_rebuilt"] = list(dict.fromkeys(rebuilt))
     return notes

@@ -325,3 +325,123 @@ def test_broken_custom_model_fails_before_any_cell_runs(tmp_path: Path) -> None:
                    "--data-root", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
     assert_one_line_error(proc, f"custom model {src}:build", "syntax error at line 4")
     assert not (out / "results.db").exists(), "no cell may run before the preflight"
+
+
+# ---------------------------------------------------------------------------------- caches through real sweeps
+
+_RECORD_CONNECT = """
+import os, socket
+def _refuse(self, *args, **kwargs):
+    with open(os.environ["PQ_CONNECT_LOG"], "a") as fh:
+        fh.write(repr(args) + "\\n")
+    raise OSError("network blocked by the test")
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+"""
+
+
+def _cells(out: Path) -> list[dict]:
+    import json
+
+    return json.loads((out / "results.json").read_text())
+
+
+def _int8_sweep(tmp_path: Path, cache: Path, out: Path, name: str) -> Path:
+    return write_config(tmp_path / name, f"""
+models: [tinycnn]
+datasets: [shapes]
+batch_sizes: [1]
+backends: {{ort-cpu: [fp32, int8]}}
+timing: {{warmup: 1, iterations: 5, repeats: 1}}
+calibration: {{method: minmax, count: 24, seed: 3}}
+max_eval_samples: 32
+data_root: {tmp_path / 'data'}
+cache_dir: {cache}
+out_dir: {out}
+""")
+
+
+@pytest.fixture(scope="module")
+def cached_runs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict:
+    """An int8 sweep on a cache without calibration artifacts, then the same sweep again with every
+    socket connect refused and recorded (a cached run must need no network)."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("cached-runs")
+    cache = tmp / "cache"
+    shutil.copytree(shared_cache, cache, ignore=shutil.ignore_patterns("calib", "*.lock"))
+    first = harness("run", "--config", str(_int8_sweep(tmp, cache, tmp / "first", "a.yaml")))
+    assert first.returncode == 0, first.stdout + first.stderr
+    site = tmp / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_RECORD_CONNECT)
+    log = tmp / "connects.log"
+    second = harness("run", "--config", str(_int8_sweep(tmp, cache, tmp / "second", "b.yaml")),
+                     env={"PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "PQ_CONNECT_LOG": str(log)})
+    return {"tmp": tmp, "cache": cache, "first": _cells(tmp / "first"), "second": second,
+            "connects": log.read_text() if log.exists() else ""}
+
+
+def test_a_cached_run_opens_no_network_connection(cached_runs: dict) -> None:
+    second = cached_runs["second"]
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert cached_runs["connects"] == "", "a cached run tried to connect: " + cached_runs["connects"]
+    assert all(c["status"] == "ok" for c in _cells(cached_runs["tmp"] / "second"))
+
+
+def test_prep_time_counts_calibration_built_in_activate_and_zero_when_reused(cached_runs: dict) -> None:
+    first = {c["identity"]["precision"]: c["result"] for c in cached_runs["first"]}
+    second = {c["identity"]["precision"]: c["result"] for c in _cells(cached_runs["tmp"] / "second")}
+    built = first["int8"]["prep_phases_s"]["calibrate"]
+    assert built > 0, first["int8"]["prep_phases_s"]
+    assert first["int8"]["prep_time_s"] >= built + first["int8"]["prep_phases_s"]["export"]
+    assert first["fp32"]["prep_phases_s"]["calibrate"] == 0  # fp32 sessions never calibrate
+    assert second["int8"]["prep_phases_s"]["calibrate"] == 0, "the cached Q/DQ model was reused"
+    assert second["int8"]["prep_time_s"] < built
+
+
+def test_every_calibration_image_is_from_the_train_split(cached_runs: dict) -> None:
+    from calib.calibset import file_list_hash
+    from harness.data.registry import open_split
+
+    cache = cached_runs["cache"]
+    train = open_split("shapes", "train", data_root=cached_runs["tmp"] / "data", cache_dir=cache)
+    val = open_split("shapes", "val", data_root=cached_runs["tmp"] / "data", cache_dir=cache)
+    int8 = [c for c in cached_runs["first"] if c["identity"]["precision"] == "int8"]
+    assert int8
+    for cell in int8:
+        record = cell["result"]["artifact_notes"]["calibration"]
+        root = Path(record["root"])
+        files = [root / f for f in record["files"]]
+        assert len(files) == record["provenance"]["count"] == 24
+        assert file_list_hash(files, root) == record["provenance"]["calib_file_list_hash"]
+        train_files = {Path(p).resolve() for p, _ in train.samples}
+        val_files = {Path(p).resolve() for p, _ in val.samples}
+        assert all(f.resolve() in train_files for f in files)
+        assert not {f.resolve() for f in files} & val_files
+
+
+def test_damaged_caches_are_rebuilt_and_every_cell_is_ok(cached_runs: dict) -> None:
+    """Truncated ONNX export, garbled tinycnn weights, truncated Q/DQ model: rebuilt, noted, all cells ok."""
+    tmp, cache = cached_runs["tmp"], cached_runs["cache"]
+    damaged = []
+    for pattern, how in (("onnx/*.onnx", "truncate"), ("models/*.pt", "garble"), ("calib/qdq-*-cpu.onnx", "truncate")):
+        found = sorted(cache.glob(pattern))
+        assert found, pattern
+        for path in found:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"\x80\x02garbage" + data[10:])
+            damaged.append(path)
+    proc = harness("run", "--config", str(_int8_sweep(tmp, cache, tmp / "healed", "c.yaml")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "Traceback" not in text and "weights_only" not in text and "Unpickling" not in text
+    cells = _cells(tmp / "healed")
+    assert len(cells) == 2 and all(c["status"] == "ok" for c in cells), cells
+    for cell in cells:
+        notes = " ".join(cell["result"]["artifact_notes"].get("cache_rebuilt", []))
+        expected = [p for p in damaged if cell["identity"]["precision"] == "int8" or "qdq-" not in p.name]
+        for path in expected:
+            assert str(path) in notes, (path, notes)
+    int8 = next(c for c in cells if c["identity"]["precision"] == "int8")
+    assert int8["result"]["prep_phases_s"]["calibrate"] > 0  # the rebuild is counted
