@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from backends import BACKEND_NAMES
 from harness.errors import HarnessError
@@ -25,13 +29,15 @@ results_app = typer.Typer(no_args_is_help=True, help="Inspect and export stored 
 app.add_typer(data_app, name="data")
 app.add_typer(results_app, name="results")
 
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# markup=False: user text (paths, model names, library messages, hints such as
+# `pip install 'pq-harness[ort-cpu]'`) prints literally; styling goes through Text.
+console = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200, markup=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -39,6 +45,8 @@ class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps
     def __init__(self, progress: Progress, task: Any) -> None:
         self.progress, self.task = progress, task
         self.eval_task: Any = None
+        self.started = False  # a unit began (work that a fault interrupts)
+        self.committed = 0  # cells committed to the store by this run
 
     def evaluated(self, done: int, total: int) -> None:
         if self.eval_task is None:
@@ -46,43 +54,127 @@ class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps
         self.progress.update(self.eval_task, completed=done, total=total, visible=done < total)
 
     def stage(self, text: str) -> None:
+        self.started = True
         self.progress.update(self.task, description=text)
 
     def notice(self, text: str) -> None:  # e.g. waiting for another harness process's timing window
         self.progress.console.print(text, markup=False, highlight=False)
 
     def cell_done(self, outcome: Any) -> None:  # a harness.outcome.CellOutcome
+        self.committed += 1
         self.progress.advance(self.task)
         if outcome.status == "error":
-            self.progress.console.print(f"[red]failed[/] {outcome.identity.label}: {outcome.error}",
-                                        highlight=False)
+            self.progress.console.print(
+                Text.assemble(("failed ", "red"), f"{outcome.identity.label}: {outcome.error}"), highlight=False)
 
 
-def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool) -> None:
+ERROR_LOG = "harness-error.log"
+
+
+def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool, wait: bool = False) -> None:
+    """One sweep into one output directory: the directory's lock is held throughout, so a second
+    sweep into it is refused (or, with ``wait``, queued and then skips what the first finished)."""
     from harness.config import load_config
+    from harness.errors import describe_os_error
+    from harness.locks import OutDirLock
     from harness.machine import probe_machine
-    from harness.results import ResultStore, export_csv, export_json
+    from harness.results import ResultStore, ResultStoreError, export_csv, export_json
     from harness.sweep import plan_cells, preflight, run_sweep
 
     config = load_config(config_path, overrides)
     facts = probe_machine()
     preflight(config, facts)
     out = Path(config.out_dir)
+    db = out / "results.db"
     cells = plan_cells(config)
-    with ResultStore(out / "results.db") as store:
-        progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console, transient=False)
-        with progress:
-            task = progress.add_task("starting", total=len(cells))
-            counts = run_sweep(config, store, _ProgressObserver(progress, task), resume=resume, facts=facts)
-            progress.update(task, completed=len(cells), description="done")
-        n_csv = export_csv(store, out / "results.csv")
-        export_json(store, out / "results.json")
-        _print_table(store)
+    observer: _ProgressObserver | None = None
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultStoreError(f"cannot create the output directory {out} ({describe_os_error(exc)})") from exc
+        lock = OutDirLock(out, wait=wait, on_wait=lambda message: err_console.print(
+            f"{message} (its finished cells will be skipped)", highlight=False))
+        try:
+            lock.acquire()
+        except HarnessError as exc:
+            if lock.waited_for_pid is None or wait:
+                raise
+            raise HarnessError(f"{exc}; or rerun with --wait to queue behind it") from None
+        # --wait implies --resume: the cells the other sweep finished are never measured again.
+        resume = resume or wait
+        with _releasing(lock), ResultStore(db) as store:
+            progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+            with progress:
+                task = progress.add_task("starting", total=len(cells))
+                observer = _ProgressObserver(progress, task)
+                counts = run_sweep(config, store, observer, resume=resume, facts=facts)
+                progress.update(task, completed=len(cells), description="done")
+            n_csv = export_csv(store, out / "results.csv")
+            export_json(store, out / "results.json")
+            _print_table(store)
+    except ResultStoreError as exc:
+        raise _environment_fault(exc, out, db, None, len(cells)) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise _environment_fault(exc, out, db, observer, len(cells)) from exc
     console.print(f"cells: {counts['ok']} ok, {counts['error']} failed, {counts['skipped']} skipped (resume); "
-                  f"{n_csv} rows in {out / 'results.csv'}, database {out / 'results.db'}")
+                  f"{n_csv} rows in {out / 'results.csv'}, database {out / 'results.db'}", highlight=False)
     if counts["error"]:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _releasing(lock: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _write_error_log(exc: BaseException, out: Path | None) -> Path | None:
+    """The full traceback in ``<out>/harness-error.log`` (else the temp directory); None when neither takes it."""
+    import tempfile
+    import time
+    import traceback
+
+    text = (f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} pid {os.getpid()}: "
+            f"{' '.join(sys.argv)}\n{''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))}")
+    candidates = ([out / ERROR_LOG] if out is not None else []) + \
+        [Path(tempfile.gettempdir()) / f"harness-error-{os.getpid()}.log"]
+    for path in candidates:
+        try:
+            with path.open("a") as fh:
+                fh.write(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _environment_fault(exc: BaseException, out: Path, db: Path, observer: _ProgressObserver | None,
+                       total: int) -> HarnessError:
+    """One line for a fault of the machine (disk full, read-only or invalid path, unusable database):
+    what happened, how many cells are safe, how to go on; exit 2 before any cell ran, 1 after."""
+    from harness.errors import EnvironmentFault, describe_os_error
+    from harness.results import count_safe_cells
+
+    log = _write_error_log(exc, out)
+    where = f"full traceback in {log}" if log else "no traceback log could be written"
+    safe = count_safe_cells(db)
+    if not db.is_file():
+        safe_text = "nothing was stored"
+    elif safe is None:
+        safe_text = f"the database {db} cannot be read"
+    else:
+        safe_text = f"{safe} finished cell(s) are safe in {db}"
+    what = str(exc) if isinstance(exc, HarnessError) else describe_os_error(exc)
+    if observer is None or observer.committed == 0 and not observer.started:
+        return EnvironmentFault(f"{what}; no cell ran; {safe_text}; fix it or choose another --out, then rerun "
+                                f"({where})", exit_code=2)
+    return EnvironmentFault(
+        f"the sweep stopped after {observer.committed} of {total} cell(s): {what}; {safe_text}; fix it "
+        f"(e.g. free disk space), then rerun with --resume to go on ({where})", exit_code=1)
 
 
 def _print_table(store: Any) -> None:
@@ -141,11 +233,53 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _choice(flag: str, values: list[str] | str | None, allowed: tuple[str, ...]) -> None:
+    """A flag's bad value names the flag and the allowed values (not the config path it maps to)."""
+    for value in [values] if isinstance(values, str) else values or []:
+        if value not in allowed:
+            raise HarnessError(f"{flag}: '{value}' is not one of {', '.join(allowed)}")
+
+
+def _positive(flag: str, values: list[int] | int | None, minimum: int = 1) -> None:
+    for value in [values] if isinstance(values, int) else values or []:
+        if value < minimum:
+            raise HarnessError(f"{flag}: {value} must be >= {minimum}")
+
+
+@contextlib.contextmanager
+def _rebuild_notes() -> Iterator[list[str]]:
+    """Cache-rebuild warnings (harness.cache_files / calib.provenance ``CacheRebuiltWarning``) become one
+    literal ``note:`` line each on stderr instead of Python's warning text; other warnings pass through."""
+    caught: list[str] = []
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            from calib.provenance import CacheRebuiltWarning as CalibRebuilt
+            from harness.cache_files import CacheRebuiltWarning
+
+            if issubclass(category, (CacheRebuiltWarning, CalibRebuilt)):
+                caught.append(str(message))
+                err_console.print(Text.assemble(("note: ", "yellow"), str(message)), highlight=False,
+                                  soft_wrap=True)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield caught
+
+
 def _guard(fn: Callable[[], None]) -> None:
     try:
-        fn()
+        with _rebuild_notes():
+            fn()
     except HarnessError as exc:
-        _fail(str(exc))
+        _fail(str(exc), code=getattr(exc, "exit_code", 2))
+    except (OSError, sqlite3.Error) as exc:  # a fault of the machine outside a sweep: one line, traceback logged
+        from harness.errors import describe_os_error
+
+        log = _write_error_log(exc, None)
+        _fail(f"{describe_os_error(exc)} ({f'full traceback in {log}' if log else 'no traceback log written'})")
     except KeyboardInterrupt:
         _fail("interrupted; every finished cell is saved: rerun with --resume to go on", code=130)
 
@@ -167,6 +301,8 @@ def run(
     repeats: int = typer.Option(None, "--repeats", help="Repeats."),
     max_eval_samples: int = typer.Option(None, "--max-eval-samples", help="Evaluate on the first N val images."),
     resume: bool = typer.Option(False, "--resume", help="Skip cells already finished in --out's database."),
+    wait: bool = typer.Option(False, "--wait", help="If another sweep is writing to --out, wait for it, then "
+                                                   "skip the cells it finished (implies --resume)."),
 ) -> None:
     """Run a benchmark sweep; flags override the config file.
 
@@ -185,8 +321,18 @@ def run(
     timing = {k: v for k, v in (("warmup", warmup), ("iterations", iterations), ("repeats", repeats)) if v is not None}
 
     def go() -> None:
+        from backends.base import PRECISIONS
         from harness.config import load_config
+        from harness.models import WEIGHT_CHOICES
 
+        _choice("--backend", backend, BACKEND_NAMES)
+        _choice("--precision", precision, PRECISIONS)
+        _choice("--weights", weights, WEIGHT_CHOICES)
+        _positive("--batch-size", batch_size)
+        _positive("--iterations", iterations)
+        _positive("--repeats", repeats)
+        _positive("--warmup", warmup, minimum=0)
+        _positive("--max-eval-samples", max_eval_samples)
         base = load_config(config, None) if config else None
         if backend:
             overrides["backends"] = {backend: precision or ["fp32"]}
@@ -195,7 +341,7 @@ def run(
             overrides["backends"] = {name: list(precision) for name in names}
         if timing:
             overrides["timing"] = {**(base.timing.model_dump() if base else {}), **timing}
-        _run_sweep(config, overrides, resume)
+        _run_sweep(config, overrides, resume, wait)
 
     _guard(go)
 
@@ -204,6 +350,7 @@ def run(
 def demo(
     out: Path = typer.Option(None, "--out", "-o", help="Output directory (default results/demo)."),
     resume: bool = typer.Option(False, "--resume", help="Skip cells already finished."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another sweep writing to --out (implies --resume)."),
 ) -> None:
     """The embedded offline default: tinycnn on `shapes`, on CPU (same as `harness run --config configs/demo.yaml`).
 
@@ -215,7 +362,7 @@ def demo(
         # In the containers HARNESS_OUT_DIR names the results volume; the demo writes below it.
         default_out = Path(os.environ["HARNESS_OUT_DIR"]) / "demo" if os.environ.get("HARNESS_OUT_DIR") else None
         with demo_config() as path:
-            _run_sweep(path, {"out_dir": out or default_out}, resume)
+            _run_sweep(path, {"out_dir": out or default_out}, resume, wait)
 
     _guard(go)
 
@@ -263,7 +410,7 @@ def data_fetch(
     from harness.data.fetch import fetch_dataset
 
     def go() -> None:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
             task = progress.add_task(f"downloading {name} ({size})", total=None)
 

@@ -26,3 +26,24 @@ def missing_library(module: str, purpose: str, install_hint: str) -> BackendUnav
     return BackendUnavailable(
         f"{purpose} needs the Python module '{module}', which is not installed; {install_hint}"
     )
+
+
+class EnvironmentFault(HarnessError):
+    """The machine refused an operation (disk full, read-only or invalid path, unreadable database).
+
+    The message is one line that says what happened, how many cells are safe and how to go on;
+    ``exit_code`` is 2 when the fault came before any cell ran, 1 after.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """A few words for an OSError or SQLite error: "No space left on device", "database or disk is full"."""
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc) or type(exc).__name__
+        where = exc.filename
+        return f"{text}: {where}" if where else text
+    return str(exc) or type(exc).__name__

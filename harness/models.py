@@ -148,12 +148,16 @@ def check_model_name(name: str, weights: str | None = None) -> None:
     )
 
 
-def load_model(name: str, *, weights: str, cache_dir: Path, data_root: Path) -> LoadedModel:
-    """Load a model by name (see :func:`list_models`) or ``file.py:factory`` / ``module:factory``."""
+def load_model(name: str, *, weights: str, cache_dir: Path, data_root: Path,
+               on_rebuild: Callable[[str], None] | None = None) -> LoadedModel:
+    """Load a model by name (see :func:`list_models`) or ``file.py:factory`` / ``module:factory``.
+
+    ``on_rebuild`` receives the one-line note when a damaged cached artifact (tinycnn's trained
+    weights) was rebuilt; without it a ``CacheRebuiltWarning`` is issued."""
     if weights not in WEIGHT_CHOICES:
         raise HarnessError(f"unknown weights '{weights}'; choose one of: {', '.join(WEIGHT_CHOICES)}")
     if name == "tinycnn":
-        return _load_tinycnn(cache_dir, data_root, weights)
+        return _load_tinycnn(cache_dir, data_root, weights, on_rebuild)
     check_model_name(name)
     if is_custom(name):
         return _load_custom(name)
@@ -206,7 +210,8 @@ def _require_cached_weights(name: str, enum: torchvision.models.WeightsEnum) -> 
         ) from None
 
 
-def _load_tinycnn(cache_dir: Path, data_root: Path, weights: str) -> LoadedModel:
+def _load_tinycnn(cache_dir: Path, data_root: Path, weights: str,
+                  on_rebuild: Callable[[str], None] | None = None) -> LoadedModel:
     from harness import tinycnn
     from harness.data.registry import open_split
 
@@ -215,7 +220,7 @@ def _load_tinycnn(cache_dir: Path, data_root: Path, weights: str) -> LoadedModel
         classes = None
     else:
         train = open_split("shapes", "train", data_root=data_root, cache_dir=cache_dir)
-        module, meta = tinycnn.load_or_train(cache_dir, train)
+        module, meta = tinycnn.load_or_train(cache_dir, train, on_rebuild=on_rebuild)
         classes = list(train.classes)
     return LoadedModel(
         name="tinycnn", module=module, transform=tinycnn.eval_transform(),
@@ -224,10 +229,18 @@ def _load_tinycnn(cache_dir: Path, data_root: Path, weights: str) -> LoadedModel
     )
 
 
+def check_custom_model(spec: str) -> None:
+    """Preflight of a custom ``file.py:factory`` / ``module:factory``: the file imports, the factory
+    exists and returns an ``nn.Module``, and one forward pass on the example input works; else a
+    :class:`HarnessError` naming the file and the reason (before any cell runs)."""
+    _load_custom(spec)
+
+
 def _load_custom(spec: str) -> LoadedModel:
     target, _, factory_name = spec.rpartition(":")
     if not target or not factory_name:
         raise HarnessError(f"custom model '{spec}' must look like path/to/file.py:factory or module:factory")
+    where = f"custom model {spec}"
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
@@ -235,28 +248,51 @@ def _load_custom(spec: str) -> LoadedModel:
         module_name = f"pq_custom_{abs(hash(path.resolve()))}"
         spec_obj = importlib.util.spec_from_file_location(module_name, path)
         if spec_obj is None or spec_obj.loader is None:
-            raise HarnessError(f"cannot import {path} as a Python module")
+            raise HarnessError(f"{where}: cannot import {path} as a Python module")
         mod = importlib.util.module_from_spec(spec_obj)
         sys.modules[module_name] = mod
         try:
             spec_obj.loader.exec_module(mod)
+        except SyntaxError as exc:
+            sys.modules.pop(module_name, None)
+            raise HarnessError(f"{where}: {path} has a syntax error at line {exc.lineno}: {exc.msg}") from None
         except Exception as exc:
-            raise HarnessError(f"importing {path} failed: {type(exc).__name__}: {exc}") from None
+            sys.modules.pop(module_name, None)
+            raise HarnessError(f"{where}: importing {path} failed: {type(exc).__name__}: {exc}") from None
     else:
         try:
             mod = importlib.import_module(target)
-        except ImportError as exc:
-            raise HarnessError(f"cannot import module '{target}' for custom model: {exc}") from None
-    factory = getattr(mod, factory_name, None)
+        except SyntaxError as exc:
+            raise HarnessError(f"{where}: {exc.filename} has a syntax error at line {exc.lineno}: "
+                               f"{exc.msg}") from None
+        except Exception as exc:
+            raise HarnessError(f"{where}: cannot import module '{target}': {type(exc).__name__}: {exc}") from None
+    if not hasattr(mod, factory_name):
+        raise HarnessError(f"{where}: '{factory_name}' is not defined in {target} (not a callable factory)")
+    factory = getattr(mod, factory_name)
     if not callable(factory):
-        raise HarnessError(f"'{factory_name}' in {target} is not a callable factory")
-    module = factory()
+        raise HarnessError(f"{where}: '{factory_name}' in {target} is a {type(factory).__name__}, not a callable "
+                           "factory")
+    try:
+        module = factory()
+    except Exception as exc:
+        raise HarnessError(f"{where}: calling {factory_name}() in {target} failed: {type(exc).__name__}: "
+                           f"{exc}") from None
     if not isinstance(module, nn.Module):
-        raise HarnessError(f"{spec} returned {type(module).__name__}, not a torch.nn.Module")
+        raise HarnessError(f"{where}: {factory_name}() in {target} returned {type(module).__name__}, "
+                           "not a torch.nn.Module")
     size = int(getattr(module, "input_size", 224))
     module.eval()
-    with torch.inference_mode():
-        num_outputs = int(module(torch.zeros(1, 3, size, size)).shape[-1])
+    try:
+        with torch.inference_mode():
+            output = module(torch.zeros(1, 3, size, size))
+        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+            raise TypeError(f"it must return logits of shape (batch, classes), got "
+                            f"{tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}")
+        num_outputs = int(output.shape[-1])
+    except Exception as exc:
+        raise HarnessError(f"{where}: a forward pass on the example input (1, 3, {size}, {size}) failed: "
+                           f"{type(exc).__name__}: {exc}") from None
     transform = transforms.Compose([
         transforms.Resize(size if size != 224 else 256, antialias=True),
         transforms.CenterCrop(size),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError, describe_os_error
 from harness.outcome import CellIdentity, CellOutcome, CellResult, cell_key  # noqa: F401 - re-exported
 
 SCHEMA = """
@@ -35,22 +37,58 @@ CREATE TABLE IF NOT EXISTS cells (
 )
 """
 
+#: ``PRAGMA user_version`` of databases this version writes; a newer one is refused, never altered.
+#: 0 is a database from before versioning (same layout as 1) and is upgraded in place.
+SCHEMA_VERSION = 1
+
 THESIS_COLUMNS = (
     "Model", "Pruner", "Quantizer", "Dataset", "Amount", "Accuracy", "Inference Time (ms)",
     "Original Size", "Compressed Size", "Batch Size", "Prep Time (s)",
 )
 
 
+class ResultStoreError(HarnessError):
+    """The results database cannot be opened or used (path, permissions, schema, damage)."""
+
+
 class ResultStore:
-    """The sweep's SQLite database (WAL journal; one transaction per cell)."""
+    """The sweep's SQLite database (WAL journal; one transaction per cell).
+
+    Opening raises :class:`ResultStoreError` with one line for every environment fault
+    (an output path under a file, a read-only or damaged database, one from a newer schema).
+    """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultStoreError(f"cannot create the output directory {path.parent} "
+                                   f"({describe_os_error(exc)})") from exc
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ResultStoreError(f"cannot open the results database {path} ({exc})") from exc
+        try:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise ResultStoreError(
+                    f"the results database {path} was written by a newer PQ Harness (schema {version}; this "
+                    f"version reads up to {SCHEMA_VERSION}); upgrade pq-harness or choose another --out")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(SCHEMA)
+            if version < SCHEMA_VERSION:
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            self._db.close()
+            if _read_only(path):
+                raise ResultStoreError(f"the results database {path} is read-only ({exc}); make it and its "
+                                       "directory writable, or choose another --out") from exc
+            raise ResultStoreError(f"cannot use the results database {path} ({exc})") from exc
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -60,6 +98,12 @@ class ResultStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def count(self, status: str | None = "ok") -> int:
+        """Cells stored (with ``status``; all cells when None)."""
+        if status is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM cells").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM cells WHERE status = ?", (status,)).fetchone()[0])
 
     def finished_ok(self, key: str) -> bool:
         row = self._db.execute("SELECT 1 FROM cells WHERE key = ? AND status = 'ok'", (key,)).fetchone()
@@ -84,6 +128,30 @@ class ResultStore:
             yield CellOutcome(identity=CellIdentity.from_dict(json.loads(identity)), status=status,
                               result=CellResult.from_dict(json.loads(result)) if result else None,
                               error=error, traceback=tb, finished_at=finished, key=key)
+
+
+def _read_only(path: Path) -> bool:
+    """The database file or its directory cannot be written (permissions or a read-only filesystem)."""
+    return not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK))
+
+
+def count_safe_cells(path: Path) -> int | None:
+    """Finished (``ok``) cells in the database at ``path``, read without writing; None when unreadable."""
+    if not Path(path).is_file():
+        return 0
+    uri = Path(path).resolve().as_uri()
+    # immutable=1 reads a database on a read-only filesystem (no WAL index to create); tried second
+    # because it would miss cells still in a WAL file that another writer holds open.
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(uri + query, uri=True)
+            try:
+                return int(db.execute("SELECT COUNT(*) FROM cells WHERE status = 'ok'").fetchone()[0])
+            finally:
+                db.close()
+        except sqlite3.Error:
+            continue
+    return None
 
 
 def _mb(n: Any) -> float | None:

@@ -124,13 +124,15 @@ def preflight(config: SweepConfig, facts: MachineFacts | None = None) -> None:
     pairs this machine cannot run (the machine is probed once)."""
     from harness.data.registry import open_split
     from harness.machine import probe_machine
-    from harness.models import check_model_name
+    from harness.models import check_custom_model, check_model_name, is_custom
 
     facts = facts if facts is not None else probe_machine()
     for name, precision in config.pairs():
         backends.validate_request(name, precision, facts)
     for model in config.models:
         check_model_name(model, weights=config.weights)
+        if is_custom(model):  # imports, builds and runs it once: a broken factory fails here, not per cell
+            check_custom_model(model)
     for dataset in config.datasets:
         open_split(dataset, "val", data_root=Path(config.data_root), cache_dir=Path(config.cache_dir),
                    size=config.dataset_size, class_map=config.class_map)
@@ -201,9 +203,12 @@ class UnitContext:
         from harness.models import load_model
 
         phases = PhaseTimes()
+        rebuilt: list[str] = []  # damaged cached weights retrained: the time is in "load"
         with phases.timed("load"):
             loaded = load_model(model, weights=self.config.weights, cache_dir=self.cache_dir,
-                                data_root=self.data_root)
+                                data_root=self.data_root, on_rebuild=rebuilt.append)
+            if rebuilt:
+                loaded.notes["cache_rebuilt"] = rebuilt
             data = load_eval_data(loaded, self.open_split(dataset, "val"), self.config.max_eval_samples)
             loaded.notes["state_dict_bytes"] = state_dict_bytes(loaded.module)  # serialised once, not per cell
         mapping = LabelMapping.for_model(loaded.label_space, loaded.num_outputs, data.num_classes,
@@ -283,8 +288,11 @@ def _artifact(context: UnitContext, loaded: LoadedModel, module: torch.nn.Module
     def onnx() -> Path:
         if "onnx_export" not in notes:
             with phases.timed("export"):
-                notes["onnx_export"] = export_onnx(module, loaded.input_shape, content_hash=content,
-                                                   cache_dir=context.cache_dir, name=loaded.name).to_dict()
+                notes["onnx_export"] = export_onnx(
+                    module, loaded.input_shape, content_hash=content, cache_dir=context.cache_dir, name=loaded.name,
+                    on_rebuild=notes.setdefault("cache_rebuilt", []).append).to_dict()  # time counted in "export"
+            if not notes["cache_rebuilt"]:
+                del notes["cache_rebuilt"]
         return Path(notes["onnx_export"]["path"])
 
     # A 2:4 pattern is handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
@@ -343,6 +351,27 @@ def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs,
         session.close()
 
 
+def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> dict[str, Any]:
+    """The artifact notes of a cell, with ``cache_rebuilt``: every damaged cache file its preparation
+    rebuilt (tinycnn weights, the ONNX export, and for int8 the calibration artifacts), one line each;
+    the rebuild time is in the cell's prep phases (load, export, calibrate)."""
+    notes = dict(artifact.notes)
+    rebuilt = [*loaded.notes.get("cache_rebuilt", []), *artifact.notes.get("cache_rebuilt", [])]
+    from calib import CalibrationData
+
+    if precision == "int8" and isinstance(artifact.calibration, CalibrationData):
+        calibration = artifact.calibration
+        # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it".
+        rebuilt += [n for n in calibration.notes if n.endswith("rebuilding it")]
+        # Which images calibrated it (paths relative to the dataset root; their hash is in the provenance).
+        notes["calibration"] = {"provenance": calibration.provenance, "provenance_hash": calibration.provenance_hash,
+                                "root": str(calibration.calibration_set.root),
+                                "files": calibration.calibration_set.relative_paths()}
+    if rebuilt:
+        notes["cache_rebuilt"] = list(dict.fromkeys(rebuilt))
+    return notes
+
+
 def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:
     """Prep time of one session: the step's shared load/prune/export phases plus what this
     session's activation spent itself (its calibration and build; zero when a cache was reused)."""
@@ -374,7 +403,7 @@ def _cell_result(context: UnitContext, session: Session, inputs: _Inputs, batch_
     timings, device_report = time_session(session, inputs.data, batch_size, config.timing, config.device_checks,
                                           notice=notice)
     profile = None
-    notes = dict(artifact.notes)
+    notes = cell_notes(artifact, inputs.loaded, session.info.precision)
     if config.profile_layers:
         context.observer.stage(f"{session.info.backend} {session.info.precision} batch {batch_size}: "
                                "per-layer profile")
