@@ -95,6 +95,7 @@ class CellResult:
     harness_commit: str | None = None
     timing_config: dict[str, Any] | None = None
     artifact_notes: dict[str, Any] = field(default_factory=dict)
+    node: dict[str, Any] | None = None  # hostname, gpu_name, gpu_uuid, executor (+ executor details)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

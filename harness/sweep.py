@@ -4,9 +4,10 @@
   with the cells (backend x precision x batch size) that share its pruned model.
 * :func:`run_unit` runs one unit and yields a typed :class:`~harness.outcome.CellOutcome` per cell;
   it never touches the store, so another executor (e.g. a distributed one) can run units anywhere.
-* :func:`run_sweep` is the local executor: units in order, each outcome committed to the store as
-  soon as it arrives, so a crash loses at most the running cell, ``--resume`` skips cells already
-  ``ok``, and a failing cell never loses another (it is recorded with its traceback).
+* :func:`run_sweep` hands the units to an executor (:mod:`harness.executors`: local, the default, or
+  ray); either way each outcome is committed to the store by this process as soon as it arrives, so a
+  crash loses at most the running cells, ``--resume`` skips cells already ``ok``, and a failing cell
+  never loses another (it is recorded with its traceback).
 
 The sweep knows backends only through ``backends``; it never touches TensorRT or ONNX Runtime.
 """
@@ -45,6 +46,9 @@ PREP_PHASES: tuple[str, ...] = ("load", "prune", "export", "calibrate", "build")
 
 class SweepObserver:
     """Progress callbacks, silent by default (the CLI renders them; tests may record them)."""
+
+    def planned(self, cells: int, skipped: int) -> None:
+        """The sweep has ``cells`` cells, ``skipped`` of them finished before (--resume)."""
 
     def stage(self, text: str) -> None:
         """What the sweep is doing now."""
@@ -447,27 +451,20 @@ def _rgb(path: Path) -> Any:
         return img.convert("RGB")
 
 
-# ---------------------------------------------------------------------------------- local executor
+# ---------------------------------------------------------------------------------- executors
 
 
 def run_sweep(config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None, *,
               resume: bool, facts: MachineFacts | None = None) -> dict[str, int]:
-    """Run every unit here, in order, committing each cell's outcome as soon as it arrives."""
-    observer = observer or SweepObserver()
-    planned = len(plan_cells(config))
-    units = plan_units(config, skip=(lambda c: store.finished_ok(c.identity(config).key)) if resume else None)
-    counts = {"ok": 0, "error": 0, "skipped": planned - sum(len(u.cells) for u in units)}
-    context = UnitContext(config, observer, facts=facts)
-    for unit in units:
-        for outcome in run_unit(unit, context):
-            store.put(outcome)
-            counts[outcome.status] += 1
-            observer.cell_done(outcome)
-    return counts
+    """Run every unit with the executor the config names (``executor.kind``: local by default, or
+    ray), committing each cell's outcome here as soon as it arrives; returns ok/error/skipped counts."""
+    from harness.executors import run_units
+
+    return run_units(config, store, observer or SweepObserver(), resume=resume, facts=facts)
 
 
 class SweepRunner:
-    """The local executor behind ``harness run`` (kept as the entry point the CLI and tests use)."""
+    """The entry point the CLI and tests use (the executor comes from the config)."""
 
     def __init__(self, config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None) -> None:
         self.config, self.store, self.observer = config, store, observer
