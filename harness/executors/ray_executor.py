@@ -22,6 +22,7 @@ Ray is optional: it is imported only here, and a missing Ray is a one-line error
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def run_unit_task(config: SweepConfig, unit: Unit, node_cache: bool, hook: UnitH
         config = config.model_copy(update={"cache_dir": NODE_CACHE.expanduser()})
     context = ray.get_runtime_context()
     ray_facts = {"ray_node_id": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-                 "unit_started_at": time.time()}
+                 "worker_pid": os.getpid(), "unit_started_at": time.time()}
     for outcome in run_unit(unit, UnitContext(config)):
         device = outcome.result.device if outcome.result is not None else None
         yield with_node(outcome, node_info("ray", device, **ray_facts, cell_finished_at=time.time()))
