@@ -28,7 +28,6 @@ from harness.compression.spec import PruneSpec
 from harness.config import SweepConfig, prune_specs
 from harness.environment import device_name, harness_commit, library_versions
 from harness.errors import HarnessError
-from harness.evaldata import EvalData, load_eval_data
 from harness.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
 from harness.outcome import CellIdentity, CellOutcome, CellResult
@@ -37,6 +36,7 @@ from harness.timing import TimingSettings, measure, timer_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.machine import MachineFacts
+    from harness.data.stream import StreamingEvalData
     from harness.models import LoadedModel
     from harness.results import ResultStore
 
@@ -144,7 +144,7 @@ class _Inputs:
     """A model and its evaluation data, loaded once per model x dataset."""
 
     loaded: LoadedModel
-    data: EvalData
+    data: StreamingEvalData
     mapping: LabelMapping
     load_seconds: float
 
@@ -198,13 +198,17 @@ class UnitContext:
         return self._inputs
 
     def _load(self, model: str, dataset: str) -> _Inputs:
+        from harness.data.stream import StreamingEvalData
         from harness.models import load_model
 
+        config = self.config
         phases = PhaseTimes()
         with phases.timed("load"):
-            loaded = load_model(model, weights=self.config.weights, cache_dir=self.cache_dir,
-                                data_root=self.data_root)
-            data = load_eval_data(loaded, self.open_split(dataset, "val"), self.config.max_eval_samples)
+            loaded = load_model(model, weights=config.weights, cache_dir=self.cache_dir, data_root=self.data_root)
+            # Streamed in batches (bounded memory, whatever the split's size); decoded once per pass.
+            data = StreamingEvalData.for_model(loaded, self.open_split(dataset, "val"),
+                                               max_samples=config.max_eval_samples, num_workers=config.eval_workers,
+                                               cache_dir=self.cache_dir if config.eval_cache else None)
             loaded.notes["state_dict_bytes"] = state_dict_bytes(loaded.module)  # serialised once, not per cell
         mapping = LabelMapping.for_model(loaded.label_space, loaded.num_outputs, data.num_classes,
                                          data.imagenet_indices)
@@ -363,7 +367,24 @@ def _accuracy(context: UnitContext, session: Session, batch_size: int, inputs: _
 
     result = evaluate(session.infer, inputs.data.eval_batches(batch_size), inputs.mapping, batch_size=batch_size,
                       on_batch=on_batch).to_dict()
-    return {**result, "batch_size": batch_size}
+    # How the split was read (workers, uint8 pipeline, evaluation cache built or hit).
+    out = {**result, "batch_size": batch_size, "eval_data": dict(inputs.data.notes)}
+    published = published_check(context.config, inputs, result)
+    if published is not None:
+        out["published"] = published
+    return out
+
+
+def published_check(config: SweepConfig, inputs: _Inputs, accuracy: dict[str, Any]) -> dict[str, Any] | None:
+    """On ImageNet-1k val with an ImageNet model, the accuracy torchvision publishes for the weights
+    beside the measured 1000-way top-1/top-5 (flagged above 0.3 points); None elsewhere."""
+    from harness.models import published_accuracy_check
+
+    if inputs.data.split.name != "imagenet" or inputs.loaded.label_space != "imagenet":
+        return None
+    # The dataset maps every class to its ImageNet index, so the 1000-way figures are the published kind.
+    return published_accuracy_check(inputs.loaded.name, config.weights, accuracy["top1_1000"],
+                                    accuracy.get("top5_1000"), samples=accuracy["samples"])
 
 
 def _cell_result(context: UnitContext, session: Session, inputs: _Inputs, batch_size: int,
@@ -394,7 +415,7 @@ def _cell_result(context: UnitContext, session: Session, inputs: _Inputs, batch_
     )
 
 
-def time_session(session: Session, data: EvalData, batch_size: int, settings: TimingSettings,
+def time_session(session: Session, data: StreamingEvalData, batch_size: int, settings: TimingSettings,
                  device_checks: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each timing definition of ``settings`` on real batches; NVML device checks on CUDA."""
     host_batches = data.timing_inputs(batch_size, settings.batches)
