@@ -43,7 +43,7 @@ from harness.timing import TimingResult, TimingSettings, measure, timer_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Session
-    from harness.evaldata import EvalData
+    from harness.data.stream import StreamingEvalData as EvalData
 
 Notice = Callable[[str], None]
 

@@ -42,27 +42,38 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps `--help` free of torch)
+    """Renders the sweep: the current stage, and cells done/failed/left with a time estimate
+    (harness.progress), the same for the local and the Ray executor."""
+
     def __init__(self, progress: Progress, task: Any) -> None:
+        from harness.progress import SweepProgress
+
         self.progress, self.task = progress, task
         self.eval_task: Any = None
         self.started = False  # a unit began (work that a fault interrupts)
         self.committed = 0  # cells committed to the store by this run
+        self.counts = SweepProgress()
+
+    def planned(self, cells: int, skipped: int) -> None:
+        self.counts.start(cells, skipped)
+        self.progress.update(self.task, total=cells, completed=skipped, counts=self.counts.line())
 
     def evaluated(self, done: int, total: int) -> None:
         if self.eval_task is None:
-            self.eval_task = self.progress.add_task("evaluating (val images)", total=total)
+            self.eval_task = self.progress.add_task("evaluating (val images)", total=total, counts="")
         self.progress.update(self.eval_task, completed=done, total=total, visible=done < total)
 
     def stage(self, text: str) -> None:
         self.started = True
-        self.progress.update(self.task, description=text)
+        self.progress.update(self.task, description=text, counts=self.counts.line())
 
     def notice(self, text: str) -> None:  # e.g. waiting for another harness process's timing window
         self.progress.console.print(text, markup=False, highlight=False)
 
     def cell_done(self, outcome: Any) -> None:  # a harness.outcome.CellOutcome
         self.committed += 1
-        self.progress.advance(self.task)
+        self.counts.cell_finished(outcome.status == "ok")
+        self.progress.update(self.task, advance=1, counts=self.counts.line())
         if outcome.status == "error":
             self.progress.console.print(
                 Text.assemble(("failed ", "red"), f"{outcome.identity.label}: {outcome.error}"), highlight=False)
@@ -82,6 +93,10 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
     from harness.sweep import plan_cells, preflight, run_sweep
 
     config = load_config(config_path, overrides)
+    if config.executor.kind == "ray":
+        from harness.executors.ray_executor import import_ray
+
+        import_ray()  # a missing Ray is a one-line error naming the extra, before any work
     facts = probe_machine()
     preflight(config, facts)
     out = Path(config.out_dir)
@@ -105,9 +120,10 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
         resume = resume or wait
         with _releasing(lock), ResultStore(db) as store:
             progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False)
+                                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[counts]}", markup=False),
+                                console=console, transient=False)
             with progress:
-                task = progress.add_task("starting", total=len(cells))
+                task = progress.add_task("starting", total=len(cells), counts="")
                 observer = _ProgressObserver(progress, task)
                 counts = run_sweep(config, store, observer, resume=resume, facts=facts)
                 progress.update(task, completed=len(cells), description="done")
@@ -303,6 +319,9 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Skip cells already finished in --out's database."),
     wait: bool = typer.Option(False, "--wait", help="If another sweep is writing to --out, wait for it, then "
                                                    "skip the cells it finished (implies --resume)."),
+    executor: str = typer.Option(None, "--executor", help="local (default) | ray: run units on a Ray cluster."),
+    address: str = typer.Option(None, "--address", help="Ray cluster: auto | HOST:PORT (default: a local Ray)."),
+    eval_workers: int = typer.Option(None, "--eval-workers", help="Processes decoding the evaluation split."),
 ) -> None:
     """Run a benchmark sweep; flags override the config file.
 
@@ -312,11 +331,12 @@ def run(
     * `harness run --model resnet18 --dataset imagenette --backend ort-cpu --precision fp32 --batch-size 1 --batch-size 32`
     * `harness run --config configs/thesis.yaml --out results/thesis --resume`
     * `harness run --model my_models.py:build --weights random --backend torch`
+    * `harness run --config configs/thesis.yaml --executor ray --address head:6379`
     """
     overrides: dict[str, Any] = {
         "models": model or None, "datasets": dataset or None, "batch_sizes": batch_size or None,
         "weights": weights, "data_root": data_root, "cache_dir": cache_dir, "out_dir": out,
-        "max_eval_samples": max_eval_samples,
+        "max_eval_samples": max_eval_samples, "eval_workers": eval_workers,
     }
     timing = {k: v for k, v in (("warmup", warmup), ("iterations", iterations), ("repeats", repeats)) if v is not None}
 
@@ -341,6 +361,13 @@ def run(
             overrides["backends"] = {name: list(precision) for name in names}
         if timing:
             overrides["timing"] = {**(base.timing.model_dump() if base else {}), **timing}
+        if executor is not None or address is not None:
+            chosen = {**(base.executor.model_dump(exclude_unset=True) if base else {})}
+            if executor is not None:
+                chosen["kind"] = executor
+            if address is not None:
+                chosen["address"] = address
+            overrides["executor"] = chosen
         _run_sweep(config, overrides, resume, wait)
 
     _guard(go)

@@ -82,6 +82,25 @@ class CalibrationSettings(_Strict):
     seed: int = 0
 
 
+class ExecutorSettings(_Strict):
+    """Where units run: ``local`` (this process, the default) or ``ray`` (a Ray cluster; the optional
+    ``ray`` extra). ``address``: ``auto`` (the cluster this machine belongs to), ``HOST:PORT`` of the
+    head, or none (start a private local cluster). A unit whose worker died is run again for its
+    remaining cells at most ``max_retries`` times; CPU units ask for ``cpus_per_unit`` cores, GPU units
+    (any cell on a CUDA backend) for one whole GPU."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    max_retries: int = Field(default=2, ge=0)
+    cpus_per_unit: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> ExecutorSettings:
+        if self.address is not None and self.kind != "ray":
+            raise ValueError("address: only the ray executor connects to an address")
+        return self
+
+
 class SweepConfig(_Strict):
     models: list[str] = Field(default_factory=lambda: ["tinycnn"], min_length=1)
     weights: Literal["pretrained", "random"] = "pretrained"
@@ -96,6 +115,9 @@ class SweepConfig(_Strict):
     int8_mode: Literal["auto", "implicit", "explicit"] = "auto"
     accuracy: bool = True
     max_eval_samples: int | None = Field(default=None, ge=1)
+    eval_workers: int = Field(default=0, ge=0)  # DataLoader processes decoding the evaluation split
+    eval_cache: bool = False  # keep the decoded split as uint8 under cache_dir (reused by same-transform models)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     # A mapping in YAML; each backend's typed Options checks it (unknown or bad options are errors).
     backend_options: dict[BackendName, dict[str, Any]] = Field(default_factory=dict)
     device_checks: bool = True

@@ -109,7 +109,7 @@ class CellResult:
     # Top-1 predicted output index per evaluation image, in split order (see decode_predictions).
     predictions: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None  # int8 cells: the calibration source's provenance
-    node: dict[str, Any] | None = None  # hostname, gpu_name, gpu_uuid, executor
+    node: dict[str, Any] | None = None  # hostname, gpu_name, gpu_uuid, executor (+ executor details)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

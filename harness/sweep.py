@@ -4,9 +4,10 @@
   with the cells (backend x precision x batch size) that share its pruned model.
 * :func:`run_unit` runs one unit and yields a typed :class:`~harness.outcome.CellOutcome` per cell;
   it never touches the store, so another executor (e.g. a distributed one) can run units anywhere.
-* :func:`run_sweep` is the local executor: units in order, each outcome committed to the store as
-  soon as it arrives, so a crash loses at most the running cell, ``--resume`` skips cells already
-  ``ok``, and a failing cell never loses another (it is recorded with its traceback).
+* :func:`run_sweep` hands the units to an executor (:mod:`harness.executors`: local, the default, or
+  ray); either way each outcome is committed to the store by this process as soon as it arrives, so a
+  crash loses at most the running cells, ``--resume`` skips cells already ``ok``, and a failing cell
+  never loses another (it is recorded with its traceback).
 
 The sweep knows backends only through ``backends``; it never touches TensorRT or ONNX Runtime.
 """
@@ -28,7 +29,6 @@ from harness.compression.spec import PruneSpec
 from harness.config import SweepConfig, prune_specs
 from harness.environment import harness_commit, library_versions
 from harness.errors import HarnessError
-from harness.evaldata import EvalData, load_eval_data
 from harness.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
 from harness.outcome import CellIdentity, CellOutcome, CellResult
@@ -36,6 +36,7 @@ from harness.sizes import state_dict_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.machine import MachineFacts
+    from harness.data.stream import StreamingEvalData
     from harness.models import LoadedModel
     from harness.results import ResultStore
 
@@ -45,6 +46,9 @@ PREP_PHASES: tuple[str, ...] = ("load", "prune", "export", "calibrate", "build")
 
 class SweepObserver:
     """Progress callbacks, silent by default (the CLI renders them; tests may record them)."""
+
+    def planned(self, cells: int, skipped: int) -> None:
+        """The sweep has ``cells`` cells, ``skipped`` of them finished before (--resume)."""
 
     def stage(self, text: str) -> None:
         """What the sweep is doing now."""
@@ -146,7 +150,7 @@ class _Inputs:
     """A model and its evaluation data, loaded once per model x dataset."""
 
     loaded: LoadedModel
-    data: EvalData
+    data: StreamingEvalData
     mapping: LabelMapping
     load_seconds: float
 
@@ -200,16 +204,21 @@ class UnitContext:
         return self._inputs
 
     def _load(self, model: str, dataset: str) -> _Inputs:
+        from harness.data.stream import StreamingEvalData
         from harness.models import load_model
 
+        config = self.config
         phases = PhaseTimes()
         rebuilt: list[str] = []  # damaged cached weights retrained: the time is in "load"
         with phases.timed("load"):
-            loaded = load_model(model, weights=self.config.weights, cache_dir=self.cache_dir,
+            loaded = load_model(model, weights=config.weights, cache_dir=self.cache_dir,
                                 data_root=self.data_root, on_rebuild=rebuilt.append)
             if rebuilt:
                 loaded.notes["cache_rebuilt"] = rebuilt
-            data = load_eval_data(loaded, self.open_split(dataset, "val"), self.config.max_eval_samples)
+            # Streamed in batches (bounded memory, whatever the split's size); decoded once per pass.
+            data = StreamingEvalData.for_model(loaded, self.open_split(dataset, "val"),
+                                               max_samples=config.max_eval_samples, num_workers=config.eval_workers,
+                                               cache_dir=self.cache_dir if config.eval_cache else None)
             loaded.notes["state_dict_bytes"] = state_dict_bytes(loaded.module)  # serialised once, not per cell
         mapping = LabelMapping.for_model(loaded.label_space, loaded.num_outputs, data.num_classes,
                                          data.imagenet_indices)
@@ -391,7 +400,26 @@ def _accuracy(context: UnitContext, session: Session, batch_size: int,
     if not context.config.accuracy or inputs.mapping.kind == "none":
         return None, None
     context.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
-    return session_accuracy(session, inputs.data, inputs.mapping, batch_size, context.observer.evaluated)
+    accuracy, predictions = session_accuracy(session, inputs.data, inputs.mapping, batch_size,
+                                             context.observer.evaluated)
+    # How the split was read (workers, uint8 pipeline, evaluation cache built or hit).
+    accuracy["eval_data"] = dict(inputs.data.notes)
+    published = published_check(context.config, inputs, accuracy)
+    if published is not None:
+        accuracy["published"] = published
+    return accuracy, predictions
+
+
+def published_check(config: SweepConfig, inputs: _Inputs, accuracy: dict[str, Any]) -> dict[str, Any] | None:
+    """On ImageNet-1k val with an ImageNet model, the accuracy torchvision publishes for the weights
+    beside the measured 1000-way top-1/top-5 (flagged above 0.3 points); None elsewhere."""
+    from harness.models import published_accuracy_check
+
+    if inputs.data.split.name != "imagenet" or inputs.loaded.label_space != "imagenet":
+        return None
+    # The dataset maps every class to its ImageNet index, so the 1000-way figures are the published kind.
+    return published_accuracy_check(inputs.loaded.name, config.weights, accuracy["top1_1000"],
+                                    accuracy.get("top5_1000"), samples=accuracy["samples"])
 
 
 def _cell_result(context: UnitContext, session: Session, inputs: _Inputs, batch_size: int,
@@ -427,27 +455,20 @@ def _rgb(path: Path) -> Any:
         return img.convert("RGB")
 
 
-# ---------------------------------------------------------------------------------- local executor
+# ---------------------------------------------------------------------------------- executors
 
 
 def run_sweep(config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None, *,
               resume: bool, facts: MachineFacts | None = None) -> dict[str, int]:
-    """Run every unit here, in order, committing each cell's outcome as soon as it arrives."""
-    observer = observer or SweepObserver()
-    planned = len(plan_cells(config))
-    units = plan_units(config, skip=(lambda c: store.finished_ok(c.identity(config).key)) if resume else None)
-    counts = {"ok": 0, "error": 0, "skipped": planned - sum(len(u.cells) for u in units)}
-    context = UnitContext(config, observer, facts=facts)
-    for unit in units:
-        for outcome in run_unit(unit, context):
-            store.put(outcome)
-            counts[outcome.status] += 1
-            observer.cell_done(outcome)
-    return counts
+    """Run every unit with the executor the config names (``executor.kind``: local by default, or
+    ray), committing each cell's outcome here as soon as it arrives; returns ok/error/skipped counts."""
+    from harness.executors import run_units
+
+    return run_units(config, store, observer or SweepObserver(), resume=resume, facts=facts)
 
 
 class SweepRunner:
-    """The local executor behind ``harness run`` (kept as the entry point the CLI and tests use)."""
+    """The entry point the CLI and tests use (the executor comes from the config)."""
 
     def __init__(self, config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None) -> None:
         self.config, self.store, self.observer = config, store, observer

@@ -119,14 +119,14 @@ def test_csv_export_has_thesis_columns(tmp_path: Path, shared_cache: Path) -> No
 def test_only_full_batches_are_timed(tmp_path: Path, shared_cache: Path, batch: int) -> None:
     """500 val images at batch 7 leave a partial batch; timing must still see only full batches."""
     from harness.data.registry import open_split
+    from harness.data.stream import StreamingEvalData
     from harness.models import load_model
-    from harness.evaldata import load_eval_data
 
     config = _config(tmp_path, shared_cache)
     loaded = load_model("tinycnn", weights="pretrained", cache_dir=shared_cache, data_root=config.data_root)
     split = open_split("shapes", "val", data_root=config.data_root, cache_dir=shared_cache)
-    data = load_eval_data(loaded, split, None)
-    assert len(data.images) % batch != 0
+    data = StreamingEvalData.for_model(loaded, split)
+    assert len(data) % batch != 0
     inputs = data.timing_inputs(batch, 200)
     assert all(x.shape[0] == batch for x in inputs)
 
@@ -282,3 +282,27 @@ def test_old_database_resumes_with_the_same_cell_keys(tmp_path: Path, shared_cac
     assert cells[1].identity(config).key == cell_key(old)
     none = cells[0].identity(config).to_dict()
     assert none["pruner"] == "none" and none["prune_options"] == {} and "calibration" not in none
+
+
+def test_sweep_streams_evaluation_data_and_records_how(tmp_path: Path, shared_cache: Path) -> None:
+    """Accuracy over a streamed split (decoded by a worker process, kept as a uint8 cache that the
+    second session reads) is the same as decoding in process, and the result says how it was read."""
+    config = _config(tmp_path, shared_cache, batch_sizes=[8], backends={"torch": ["fp32"], "ort-cpu": ["fp32"]},
+                     max_eval_samples=40, eval_workers=1, eval_cache=True,
+                     timing={"warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]})
+    plain = _config(tmp_path, shared_cache, batch_sizes=[8], backends={"torch": ["fp32"]}, max_eval_samples=40,
+                    out_dir=tmp_path / "plain", timing={"warmup": 0, "iterations": 2, "repeats": 1,
+                                                        "definitions": ["e2e"]})
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        SweepRunner(config, store).run(resume=False)
+        records = {r.identity.backend: r.result for r in store.records()}
+    with ResultStore(tmp_path / "plain" / "results.db") as store:
+        SweepRunner(plain, store).run(resume=False)
+        (baseline,) = [r.result for r in store.records()]
+    assert records["torch"].accuracy["samples"] == 40
+    assert records["torch"].accuracy["top1"] == baseline.accuracy["top1"]
+    first, second = records["torch"].accuracy["eval_data"], records["ort-cpu"].accuracy["eval_data"]
+    assert first["eval_workers"] == 1 and first["eval_cache"].startswith("built: ")
+    assert second["eval_cache"].startswith("hit: ")
+    assert baseline.accuracy["eval_data"]["eval_workers"] == 0 and "eval_cache" not in baseline.accuracy["eval_data"]
+    assert "published" not in records["torch"].accuracy  # shapes is not ImageNet-1k
