@@ -21,10 +21,8 @@ holds the device lock too, so it never disturbs another process's window.
 
 from __future__ import annotations
 
-import base64
 import socket
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ from harness.accuracy import evaluate
 from harness.environment import device_name
 from harness.hostload import HostLoadSampler
 from harness.locks import DeviceLock
-from harness.outcome import CellResult
+from harness.outcome import PREDICTIONS_ENCODING, CellResult, encode_predictions  # noqa: F401 - re-exported
 from harness.timing import TimingResult, TimingSettings, measure, timer_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,7 +47,6 @@ Notice = Callable[[str], None]
 
 #: How many layers of a profile are stored per cell (largest first); by_op_type is always complete.
 PROFILE_TOP_LAYERS = 50
-PREDICTIONS_ENCODING = "int32-zlib-base64"
 
 
 # ---------------------------------------------------------------------------------- devices
@@ -183,13 +180,6 @@ def _device_monitor(device: str, enabled: bool) -> Any:
 
 
 # ---------------------------------------------------------------------------------- accuracy + predictions
-
-
-def encode_predictions(indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
-    """Top-1 output indices as stored (``predictions`` of a cell result)."""
-    array = np.asarray(indices, dtype="<i4")
-    data = base64.b64encode(zlib.compress(array.tobytes(), 6)).decode("ascii")
-    return {"encoding": PREDICTIONS_ENCODING, "count": int(array.size), "data": data}
 
 
 def session_accuracy(session: Session, data: EvalData, mapping: Any, batch_size: int,

@@ -223,7 +223,7 @@ def _print_table(store: Any) -> None:
         status = Text("ok") if first["status"] == "ok" else Text((first["error"] or "")[:80], style="red")
         table.add_row(
             Text(first["Model"]), Text(pruning), Text(f"{first['backend']} {first['precision']}"),
-            str(first["Batch Size"]), _fmt(first["Accuracy"], ".3f"), *cells,
+            str(first["Batch Size"]), _fmt(first["Accuracy"], ".2f"), *cells,
             _fmt(main.get("latency_p99_ms"), ".3f"), _fmt(main.get("throughput_ips"), ".0f"),
             _fmt(first["Compressed Size"], ".2f"), status,
         )

@@ -24,8 +24,6 @@ used when present; older databases still compare (CIs and stability are computed
 
 from __future__ import annotations
 
-import base64
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,7 +33,12 @@ import numpy as np
 from harness import stats
 from harness.compression.spec import ZERO_FILL_METHODS
 from harness.errors import HarnessError
-from harness.outcome import CellOutcome, CellResult
+from harness.outcome import (
+    CellOutcome,
+    CellResult,
+    encode_predictions,  # noqa: F401 - re-exported for callers of compare
+)
+from harness.outcome import decode_predictions as outcome_decode_predictions
 
 Definition = Literal["compute", "e2e"]
 RowStatus = Literal["paired", "refused", "unpaired-baseline", "unpaired-candidate", "failed"]
@@ -46,7 +49,6 @@ SELECTOR_KEYS: tuple[str, ...] = (
     "prune_options", "calibration",
 )
 TOP_N = 5
-PREDICTION_ENCODING = "int32-zlib-base64"
 
 
 # --------------------------------------------------------------------------- selectors
@@ -124,24 +126,8 @@ def _same_except(a: dict[str, Any], b: dict[str, Any], named: set[str]) -> bool:
 
 
 def decode_predictions(payload: dict[str, Any] | None) -> np.ndarray | None:
-    """The top-1 indices of a stored ``predictions`` value (``int32-zlib-base64``), or None."""
-    if not payload:
-        return None
-    if payload.get("encoding") != PREDICTION_ENCODING:
-        raise HarnessError(f"predictions encoding {payload.get('encoding')!r} is not {PREDICTION_ENCODING}")
-    raw = zlib.decompress(base64.b64decode(payload["data"]))
-    values = np.frombuffer(raw, dtype="<i4")
-    count = payload.get("count")
-    if count is not None and int(count) != len(values):
-        raise HarnessError(f"predictions say count {count} but hold {len(values)} values")
-    return values
-
-
-def encode_predictions(indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
-    """The stored form of top-1 indices (inverse of :func:`decode_predictions`)."""
-    arr = np.asarray(indices, dtype="<i4")
-    return {"encoding": PREDICTION_ENCODING, "count": int(arr.size),
-            "data": base64.b64encode(zlib.compress(arr.tobytes())).decode("ascii")}
+    """The top-1 indices of a stored ``predictions`` value, or None when the cell stored none."""
+    return outcome_decode_predictions(payload) if payload else None
 
 
 def agreement(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[float | None, str | None]:

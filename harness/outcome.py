@@ -132,10 +132,20 @@ class CellResult:
         return {t["definition"]: t["stats"]["median_ms"] for t in self.timings}
 
 
+PREDICTIONS_ENCODING = "int32-zlib-base64"
+
+
+def encode_predictions(indices: Any) -> dict[str, Any]:
+    """Top-1 output indices as stored (a cell result's ``predictions``); inverse of :func:`decode_predictions`."""
+    array = np.asarray(indices, dtype="<i4")
+    data = base64.b64encode(zlib.compress(array.tobytes(), 6)).decode("ascii")
+    return {"encoding": PREDICTIONS_ENCODING, "count": int(array.size), "data": data}
+
+
 def decode_predictions(d: dict[str, Any]) -> np.ndarray:
     """The int32 array of a result's ``predictions`` ({"encoding": "int32-zlib-base64", "count", "data"})."""
     encoding = d.get("encoding")
-    if encoding != "int32-zlib-base64":
+    if encoding != PREDICTIONS_ENCODING:
         raise HarnessError(f"predictions encoded as {encoding!r}; this version reads int32-zlib-base64")
     array = np.frombuffer(zlib.decompress(base64.b64decode(d["data"])), dtype="<i4").astype(np.int32)
     if array.size != d.get("count"):

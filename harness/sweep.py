@@ -35,8 +35,8 @@ from harness.outcome import CellIdentity, CellOutcome, CellResult
 from harness.sizes import state_dict_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.machine import MachineFacts
     from harness.data.stream import StreamingEvalData
+    from harness.machine import MachineFacts
     from harness.models import LoadedModel
     from harness.results import ResultStore
 

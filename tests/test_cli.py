@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from tests.conftest import REPO, write_config
 
 
@@ -74,7 +73,7 @@ def test_missing_dataset_gives_fetch_hint(tmp_path: Path) -> None:
 
 def test_help_has_examples() -> None:
     commands = (["run"], ["demo"], ["models"], ["datasets"], ["data", "fetch"], ["data", "list"], ["results", "show"],
-                ["results", "export"], ["calib"], ["report"], ["hw"])
+                ["results", "export"], ["calib"], ["report"], ["compare"], ["hw"])
     for cmd in commands:
         proc = harness(*cmd, "--help")
         assert proc.returncode == 0

@@ -18,8 +18,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.models import ResNet18_Weights
 
-from harness.data import fetch, imagenet_maps, registry, shapes
-from harness.data import fetch_dataset, list_datasets, open_split
+from harness.data import fetch, fetch_dataset, imagenet_maps, list_datasets, open_split, registry, shapes
 from harness.errors import HarnessError
 
 CATEGORIES = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]

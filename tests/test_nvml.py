@@ -16,7 +16,6 @@ from harness.errors import BackendUnavailable
 from harness.gpu import nvml_monitor as gm
 from harness.gpu import nvml_query as gq
 
-
 # ---------------------------------------------------------------------------------- a fake pynvml
 
 

@@ -522,9 +522,10 @@ class FakeEpSession:
 
 @pytest.fixture()
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> list[FakeEpSession]:
+    from types import SimpleNamespace
+
     import backends.ort_cuda as ort_cuda_mod
     import backends.ort_trt as ort_trt_mod
-    from types import SimpleNamespace
 
     sessions: list[FakeEpSession] = []
 

@@ -25,7 +25,7 @@ def test_console_script_is_installed_and_answers() -> None:
         pytest.skip("the project is not installed (pip install -e .)")
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
-    for command in ("run", "demo", "models", "datasets", "data", "results", "calib", "report", "hw"):
+    for command in ("run", "demo", "models", "datasets", "data", "results", "calib", "report", "compare", "hw"):
         assert command in proc.stdout
 
 

@@ -9,8 +9,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from harness.errors import missing_library
 from harness.compression.spec import TARGET_KINDS
+from harness.errors import missing_library
 
 
 @dataclass(frozen=True)
