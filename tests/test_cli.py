@@ -156,11 +156,19 @@ def test_ctrl_c_mid_sweep_is_a_clean_message(tmp_path: Path, shared_cache: Path)
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = out / "results.db"
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells").fetchone()[0] >= 1:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells").fetchone()[0] >= 1:
+                    break
+            except sqlite3.OperationalError:  # the file exists before its table does
+                pass
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave a sweep running (it would hold the timing lock)
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
