@@ -437,8 +437,8 @@ def data_fetch(
     from harness.data.fetch import fetch_dataset
 
     def go() -> None:
-        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task(f"downloading {name} ({size})", total=None)
 
             def report(done: int, total: int | None) -> None:

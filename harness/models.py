@@ -256,7 +256,7 @@ def _load_custom(spec: str) -> LoadedModel:
         except SyntaxError as exc:
             sys.modules.pop(module_name, None)
             raise HarnessError(f"{where}: {path} has a syntax error at line {exc.lineno}: {exc.msg}") from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
             sys.modules.pop(module_name, None)
             raise HarnessError(f"{where}: importing {path} failed: {type(exc).__name__}: {exc}") from None
     else:
@@ -265,7 +265,7 @@ def _load_custom(spec: str) -> LoadedModel:
         except SyntaxError as exc:
             raise HarnessError(f"{where}: {exc.filename} has a syntax error at line {exc.lineno}: "
                                f"{exc.msg}") from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
             raise HarnessError(f"{where}: cannot import module '{target}': {type(exc).__name__}: {exc}") from None
     if not hasattr(mod, factory_name):
         raise HarnessError(f"{where}: '{factory_name}' is not defined in {target} (not a callable factory)")
@@ -275,7 +275,7 @@ def _load_custom(spec: str) -> LoadedModel:
                            "factory")
     try:
         module = factory()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - user code may raise anything
         raise HarnessError(f"{where}: calling {factory_name}() in {target} failed: {type(exc).__name__}: "
                            f"{exc}") from None
     if not isinstance(module, nn.Module):
@@ -290,7 +290,7 @@ def _load_custom(spec: str) -> LoadedModel:
             raise TypeError(f"it must return logits of shape (batch, classes), got "
                             f"{tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__}")
         num_outputs = int(output.shape[-1])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - user code may raise anything
         raise HarnessError(f"{where}: a forward pass on the example input (1, 3, {size}, {size}) failed: "
                            f"{type(exc).__name__}: {exc}") from None
     transform = transforms.Compose([

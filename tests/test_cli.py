@@ -81,13 +81,17 @@ def test_help_has_examples() -> None:
 
 
 def test_sigkill_mid_sweep_then_resume_finishes_each_cell_once(tmp_path: Path, shared_cache: Path) -> None:
+    """kill -9 as soon as the first cell is committed, then --resume: every cell exactly once, all ok.
+
+    Kept cheap: the session's shared trained cache, 4 cells, few iterations and evaluation images."""
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "sweep.yaml", f"""
 models: [tinycnn]
 datasets: [shapes]
-batch_sizes: [1, 2, 3, 4, 5, 6]
+batch_sizes: [1, 2]
 backends: {{torch: [fp32], ort-cpu: [fp32]}}
-timing: {{warmup: 2, iterations: 150, repeats: 2}}
+timing: {{warmup: 1, iterations: 20, repeats: 1}}
+max_eval_samples: 64
 data_root: {tmp_path / 'data'}
 cache_dir: {shared_cache}
 out_dir: {out}
@@ -95,27 +99,29 @@ out_dir: {out}
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--config", str(cfg)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = out / "results.db"
-    deadline = time.time() + 300
     done = 0
-    while time.time() < deadline and proc.poll() is None:
+    while proc.poll() is None:
         if db.exists():
+            reader = sqlite3.connect(db)
             try:
-                done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+                done = reader.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
             except sqlite3.OperationalError:
                 done = 0
-            if done >= 2:
+            finally:
+                reader.close()
+            if done >= 1:
                 break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, "sweep finished before it could be killed; make it longer"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells").fetchone()[0]
-    assert 2 <= killed_at < 12
+    assert 1 <= killed_at < 4
     resumed = harness("run", "--config", str(cfg), "--resume")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"{killed_at} skipped" in " ".join(resumed.stdout.split())
     rows = sqlite3.connect(db).execute("SELECT COUNT(*), COUNT(DISTINCT key), SUM(status = 'ok') FROM cells").fetchone()
-    assert rows == (12, 12, 12)
+    assert rows == (4, 4, 4)
 
 
 def test_calib_command_builds_artifacts_with_provenance(tmp_path: Path, shared_cache: Path) -> None:

@@ -116,7 +116,7 @@ def test_database_from_a_newer_schema_is_refused_untouched(tmp_path: Path) -> No
 
 
 def _mount(*args: str) -> bool:
-    return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True).returncode == 0
+    return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True, check=False).returncode == 0
 
 
 def test_read_only_database_is_one_line_and_keeps_its_cells(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_read_only_database_is_one_line_and_keeps_its_cells(tmp_path: Path) -> N
     assert first.returncode == 0, first.stdout + first.stderr
     if os.geteuid() == 0:  # root writes through permission bits: a read-only bind mount instead
         if not (_mount("--bind", str(out), str(out)) and _mount("-o", "remount,bind,ro", str(out))):
-            subprocess.run(["umount", str(out)], capture_output=True)
+            subprocess.run(["umount", str(out)], capture_output=True, check=False)
             pytest.skip("cannot make a read-only mount here")
     else:
         (out / "results.db").chmod(0o444)
@@ -139,7 +139,7 @@ def test_read_only_database_is_one_line_and_keeps_its_cells(tmp_path: Path) -> N
         assert any(word in message.lower() for word in ("readonly", "read-only", "unable to open")), message
     finally:
         if os.geteuid() == 0:
-            subprocess.run(["umount", str(out)], capture_output=True)
+            subprocess.run(["umount", str(out)], capture_output=True, check=False)
         else:
             out.chmod(0o755)
     assert sqlite3.connect(out / "results.db").execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 1
@@ -216,7 +216,7 @@ def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Pat
         assert rows == (4, 4, 4)
     finally:
         if mounted:
-            subprocess.run(["umount", "-l", str(out)], capture_output=True)
+            subprocess.run(["umount", "-l", str(out)], capture_output=True, check=False)
 
 
 # ---------------------------------------------------------------------------------- one writer per --out
