@@ -306,3 +306,36 @@ def test_sweep_streams_evaluation_data_and_records_how(tmp_path: Path, shared_ca
     assert second["eval_cache"].startswith("hit: ")
     assert baseline.accuracy["eval_data"]["eval_workers"] == 0 and "eval_cache" not in baseline.accuracy["eval_data"]
     assert "published" not in records["torch"].accuracy  # shapes is not ImageNet-1k
+
+
+def test_imagenet_accuracy_is_checked_against_the_published_one(tmp_path: Path, shared_cache: Path) -> None:
+    """On ImageNet-1k val with an ImageNet model the accuracy carries torchvision's published figure
+    (applicable only over the full 50,000 images, flagged above 0.3 points); elsewhere nothing."""
+    import torch
+    from PIL import Image
+
+    from harness.accuracy import LabelMapping
+    from harness.data.registry import open_split
+    from harness.data.stream import StreamingEvalData
+    from harness.models import LoadedModel, load_model
+    from harness.sweep import _Inputs, published_check
+
+    for k, wnid in enumerate(("n01440764", "n15075141")):  # a miniature ImageNet-1k val: tench, toilet tissue
+        (tmp_path / "imagenet" / "val" / wnid).mkdir(parents=True)
+        Image.new("RGB", (20, 16), (90 * k, 10, 90)).save(tmp_path / "imagenet" / "val" / wnid / "a.JPEG")
+    split = open_split("imagenet", "val", data_root=tmp_path, cache_dir=shared_cache)
+    model = LoadedModel(name="resnet18", module=torch.nn.Identity(), transform=lambda img: torch.zeros(3, 4, 4),
+                        input_shape=(3, 4, 4), num_outputs=1000, label_space="imagenet", weights="pretrained")
+    data = StreamingEvalData.for_model(model, split)
+    inputs = _Inputs(model, data, LabelMapping.for_model("imagenet", 1000, data.num_classes, data.imagenet_indices),
+                     0.0)
+    config = _config(tmp_path, shared_cache)
+    measured = {"samples": 50_000, "top1": 0.99, "top1_1000": 0.6971, "top5": None, "top5_1000": 0.8907}
+    check = published_check(config, inputs, measured)
+    assert check["applicable"] and check["published_top1"] == 69.758 and check["flag"] is False
+    assert published_check(config, inputs, {**measured, "top1_1000": 0.69})["flag"] is True  # 0.758 points off
+    assert published_check(config, inputs, {**measured, "samples": 2})["applicable"] is False
+    tiny = load_model("tinycnn", weights="pretrained", cache_dir=shared_cache, data_root=tmp_path / "data")
+    shapes = StreamingEvalData.for_model(tiny, open_split("shapes", "val", data_root=tmp_path / "data",
+                                                          cache_dir=shared_cache))
+    assert published_check(config, _Inputs(tiny, shapes, LabelMapping("direct"), 0.0), measured) is None
