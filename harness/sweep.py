@@ -131,8 +131,10 @@ def preflight(config: SweepConfig, facts: MachineFacts | None = None) -> None:
     from harness.models import check_custom_model, check_model_name, is_custom
 
     facts = facts if facts is not None else probe_machine()
-    for name, precision in config.pairs():
-        backends.validate_request(name, precision, facts)
+    # On a Ray cluster the workers, not the driver's machine, run the sessions: each checks its own.
+    if config.executor.kind == "local":
+        for name, precision in config.pairs():
+            backends.validate_request(name, precision, facts)
     for model in config.models:
         check_model_name(model, weights=config.weights)
         if is_custom(model):  # imports, builds and runs it once: a broken factory fails here, not per cell

@@ -209,7 +209,7 @@ def test_trt11_image_has_no_onnxruntime_gpu() -> None:
     assert "ORT_GPU_VERSION" not in text
     assert _labels(text)["pq.ort_gpu_version"] == "none"
     assert any(re.search(r"check_image\.py final .*--ort none", i) for i in instructions)
-    assert any('pip install -e "/opt/pq-harness[ort-cpu]"' in i for i in instructions)
+    assert any('pip install -e "/opt/pq-harness[ort-cpu,ray]"' in i for i in instructions)
     assert "no PyPI onnxruntime-gpu links TensorRT 11" in text
     # ... and the rule agrees: every PyPI onnxruntime-gpu is refused next to TensorRT 11
     for ort in ("1.22.0", "1.27.0", "1.30.0"):
@@ -286,12 +286,14 @@ def _pyproject() -> dict:
 @pytest.mark.parametrize(("variant", "extra"), [("v100", "ort-gpu"), ("a100", "ort-gpu"), ("trt11", "ort-cpu")])
 def test_project_installed_with_its_extra(variant: str, extra: str) -> None:
     text = _dockerfile(variant)
-    m = re.search(r'pip install -e "/opt/pq-harness\[([\w-]+)\]"', text)
+    m = re.search(r'pip install -e "/opt/pq-harness\[([\w,-]+)\]"', text)
     assert m, "the project is not installed"
-    assert m.group(1) == extra
+    installed = m.group(1).split(",")
+    assert installed == [extra, "ray"]  # ray: the compose `ray` profile runs the same image
     project = _pyproject()
     extras = project.get("optional-dependencies", {})
-    assert extra in extras, f"pyproject.toml has no [{extra}] extra (has {sorted(extras)})"
+    for name in installed:
+        assert name in extras, f"pyproject.toml has no [{name}] extra (has {sorted(extras)})"
     # a hard dependency on the CPU-only onnxruntime would sit beside onnxruntime-gpu
     assert not any(re.match(r"onnxruntime(?![\w-])", d) for d in project.get("dependencies", []))
     assert "harness" in project.get("scripts", {})
