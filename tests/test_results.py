@@ -285,7 +285,7 @@ def test_export_json_round_trip(tmp_path: Path) -> None:
 STORED_RESULT_KEYS = {
     "accuracy", "accuracy_note", "timings", "original_size_bytes", "compressed_size_bytes", "pruning",
     "prep_phases_s", "prep_time_s", "session", "device", "device_name", "device_report", "device_warnings",
-    "versions", "harness_commit", "timing_config", "artifact_notes", "node",
+    "versions", "harness_commit", "timing_config", "artifact_notes",
 }
 
 
