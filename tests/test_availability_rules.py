@@ -11,6 +11,7 @@ import pytest
 
 from harness import hw
 from harness.machine import MachineFacts
+from tests.facts import gpu_facts
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -22,20 +23,6 @@ def _table(facts: MachineFacts) -> dict[tuple[str, str], hw.Availability]:
     return table
 
 
-def _gpu_facts(**kw: object) -> MachineFacts:
-    base: dict[str, object] = dict(
-        torch_version="2.5.0a0",
-        torch_cuda_available=True,
-        onnxruntime_version="1.20.1",
-        ort_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-        tensorrt_version="10.4.0",
-        libnvinfer="libnvinfer.so.10",
-        gpu_visible=True,
-        gpu_cc=(8, 0),
-        gpu_name="NVIDIA A100-SXM4-40GB",
-    )
-    base.update(kw)
-    return MachineFacts(**base)  # type: ignore[arg-type]
 
 
 def test_cpu_only_machine_rules() -> None:
@@ -58,7 +45,7 @@ def test_cpu_only_machine_rules() -> None:
 
 
 def test_a100_with_trt10() -> None:
-    t = _table(_gpu_facts(onnxruntime_version="1.22.0", tensorrt_version="10.9.0.34"))
+    t = _table(gpu_facts(onnxruntime_version="1.22.0", tensorrt_version="10.9.0.34"))
     assert t["torch", "fp16"].ok and t["torch", "bf16"].ok
     assert not t["torch", "int8"].ok
     assert t["ort-cuda", "fp32"].ok and t["ort-cuda", "fp16"].ok and t["ort-cuda", "int8"].ok
@@ -71,7 +58,7 @@ def test_a100_with_trt10() -> None:
 
 
 def test_v100_with_trt_10_4() -> None:
-    t = _table(_gpu_facts(gpu_cc=(7, 0), gpu_name="Tesla V100-SXM2-32GB"))
+    t = _table(gpu_facts(gpu_cc=(7, 0), gpu_name="Tesla V100-SXM2-32GB"))
     assert t["torch", "fp16"].ok
     # no emulated bf16: torch bf16 needs compute capability >= 8.0 (the contract's consistency rule)
     assert not t["torch", "bf16"].ok and "8.0" in (t["torch", "bf16"].reason or "")
@@ -81,7 +68,7 @@ def test_v100_with_trt_10_4() -> None:
 
 
 def test_v100_with_newer_trt_is_refused() -> None:
-    t = _table(_gpu_facts(gpu_cc=(7, 0), tensorrt_version="10.15.1.29", onnxruntime_version="1.22.0"))
+    t = _table(gpu_facts(gpu_cc=(7, 0), tensorrt_version="10.15.1.29", onnxruntime_version="1.22.0"))
     for p in PRECISIONS:
         assert not t["trt-native", p].ok
     assert "sm_70" in (t["trt-native", "fp32"].reason or "")
@@ -89,21 +76,21 @@ def test_v100_with_newer_trt_is_refused() -> None:
 
 
 def test_ort_trt_needs_libnvinfer() -> None:
-    t = _table(_gpu_facts(libnvinfer=None, tensorrt_version=None, tensorrt_error="tensorrt is not installed"))
+    t = _table(gpu_facts(libnvinfer=None, tensorrt_version=None, tensorrt_error="tensorrt is not installed"))
     assert not t["ort-trt", "fp16"].ok and "libnvinfer.so.10" in (t["ort-trt", "fp16"].reason or "")
     assert t["ort-cuda", "fp16"].ok
 
 
 def test_ort_trt_with_tensorrt_11_is_refused() -> None:
     """No PyPI onnxruntime-gpu links TensorRT 11 (issue 9): with TRT 11 the TensorRT EP cannot load."""
-    t = _table(_gpu_facts(onnxruntime_version="1.27.0", tensorrt_version="11.4.0.106", libnvinfer=None, gpu_cc=(9, 0)))
+    t = _table(gpu_facts(onnxruntime_version="1.27.0", tensorrt_version="11.4.0.106", libnvinfer=None, gpu_cc=(9, 0)))
     assert not t["ort-trt", "fp32"].ok
     assert t["trt-native", "int8"].ok
 
 
 def test_tensorrt_without_torch_cuda() -> None:
     t = _table(
-        _gpu_facts(
+        gpu_facts(
             torch_cuda_available=False,
             torch_cuda_note="torch.cuda.is_available() is False (this torch 2.14.1 is a CPU-only build)",
         )
@@ -122,5 +109,5 @@ def test_missing_libraries() -> None:
 
 @pytest.mark.parametrize("precision", ["int3", "fp64"])
 def test_unknown_precision_gets_a_reason(precision: str) -> None:
-    rows = hw.availability_matrix(_gpu_facts(), precisions=(precision,))
+    rows = hw.availability_matrix(gpu_facts(), precisions=(precision,))
     assert all(not a.ok for a in rows)

@@ -15,6 +15,7 @@ from rich.console import Console
 from harness import hw
 from harness.hw import collect as hw_collect
 from harness.machine import MachineFacts, probe_machine
+from tests.facts import gpu_facts
 from tests.test_nvml import FakeNvml
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -157,32 +158,18 @@ def test_mig_and_v100_warnings(facts: MachineFacts) -> None:
 # ---------------------------------------------------------------------------------- warnings from the facts
 
 
-def _gpu_facts(**kw: object) -> MachineFacts:
-    base: dict[str, object] = dict(
-        torch_version="2.5.0a0",
-        torch_cuda_available=True,
-        onnxruntime_version="1.20.1",
-        ort_providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
-        tensorrt_version="10.4.0",
-        libnvinfer="libnvinfer.so.10",
-        gpu_visible=True,
-        gpu_cc=(8, 0),
-        gpu_name="NVIDIA A100-SXM4-40GB",
-    )
-    base.update(kw)
-    return MachineFacts(**base)  # type: ignore[arg-type]
 
 
 def test_pairing_warnings() -> None:
-    assert hw_collect._library_warnings(_gpu_facts()) == []
-    minor = hw_collect._library_warnings(_gpu_facts(tensorrt_version="10.8.0.43"))
+    assert hw_collect._library_warnings(gpu_facts()) == []
+    minor = hw_collect._library_warnings(gpu_facts(tensorrt_version="10.8.0.43"))
     assert len(minor) == 1 and "built against TensorRT 10.4" in minor[0]
 
 
 def test_trt11_without_ort_gpu_says_why() -> None:
-    facts = _gpu_facts(
+    facts = gpu_facts(
         onnxruntime_version="1.22.0", ort_providers=("CPUExecutionProvider",), tensorrt_version="11.4.0.106"
     )
     (note,) = hw_collect._library_warnings(facts)
     assert "no PyPI onnxruntime-gpu links TensorRT 11" in note and "ort-cuda and ort-trt" in note
-    assert hw_collect._library_warnings(_gpu_facts(ort_providers=("CPUExecutionProvider",))) == []
+    assert hw_collect._library_warnings(gpu_facts(ort_providers=("CPUExecutionProvider",))) == []
