@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO, write_config
+from tests.helpers import committed_cells
 
 
 def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
@@ -101,16 +102,9 @@ out_dir: {out}
     db = out / "results.db"
     done = 0
     while proc.poll() is None:
-        if db.exists():
-            reader = sqlite3.connect(db)
-            try:
-                done = reader.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
-            except sqlite3.OperationalError:
-                done = 0
-            finally:
-                reader.close()
-            if done >= 1:
-                break
+        done = committed_cells(db)
+        if done >= 1:
+            break
         time.sleep(0.02)
     assert proc.poll() is None, "sweep finished before it could be killed; make it longer"
     os.kill(proc.pid, signal.SIGKILL)
@@ -164,11 +158,8 @@ def test_ctrl_c_mid_sweep_is_a_clean_message(tmp_path: Path, shared_cache: Path)
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
-            try:
-                if db.exists() and sqlite3.connect(db).execute("SELECT COUNT(*) FROM cells").fetchone()[0] >= 1:
-                    break
-            except sqlite3.OperationalError:  # the file exists before its table does
-                pass
+            if committed_cells(db) >= 1:
+                break
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from tests.conftest import REPO, write_config
 ray = pytest.importorskip("ray")
 
 from harness.executors.ray_executor import UnitResources, run_ray  # noqa: E402
+from tests.helpers import committed_cells
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +168,6 @@ def test_worker_dying_beyond_the_retries_fails_its_remaining_cells(ray_cluster, 
     assert records[4].status == "error" and "died 1 times (executor.max_retries=0)" in records[4].error
 
 
-def _count(db: Path) -> int:
-    try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
-    except sqlite3.OperationalError:  # not created yet
-        return 0
-
-
 def test_resume_after_killing_the_driver_finishes_the_rest(ray_cluster, tmp_path: Path,
                                                            shared_cache: Path) -> None:
     cfg = write_config(tmp_path / "sweep.yaml", f"""
@@ -197,7 +189,7 @@ out_dir: {tmp_path / 'out'}
     db = tmp_path / "out" / "results.db"
     driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        while _count(db) == 0 and driver.poll() is None:
+        while committed_cells(db) == 0 and driver.poll() is None:
             time.sleep(0.2)
         assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
         driver.send_signal(signal.SIGKILL)
@@ -205,7 +197,7 @@ out_dir: {tmp_path / 'out'}
     finally:
         if driver.poll() is None:
             driver.kill()
-    first = _count(db)
+    first = committed_cells(db)
     assert 1 <= first < 6
     done = subprocess.run([*cmd, "--resume"], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

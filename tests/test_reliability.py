@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, write_config
+from tests.helpers import committed_cells
 from tests.test_cli import assert_one_line_error, harness
 
 
@@ -183,17 +184,9 @@ def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Pat
             proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--config", str(cfg)], cwd=REPO,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             while proc.poll() is None:
-                if db.exists():
-                    reader = sqlite3.connect(db)
-                    try:
-                        done = reader.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        done = 0
-                    finally:
-                        reader.close()
-                    if done >= 1:
-                        _fill(out)
-                        break
+                if committed_cells(db) >= 1:
+                    _fill(out)
+                    break
                 time.sleep(0.05)
             stdout, stderr = proc.communicate(timeout=600)
             result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
