@@ -18,3 +18,22 @@ def committed_cells(db: Path) -> int:
             conn.close()
     except sqlite3.OperationalError:  # the file exists before its table does
         return 0
+
+
+#: A custom model (``build``) whose load-time probe (batch 1) passes and whose later inference raises:
+#: its cells are recorded failed while the rest of the sweep goes on.
+BROKEN_AT_INFERENCE = (
+    "import torch\n"
+    "class Broken(torch.nn.Module):\n"
+    "    input_size = 32\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.armed = False\n"
+    "    def forward(self, x):\n"
+    "        if self.armed:\n"
+    "            raise RuntimeError('inference exploded')\n"
+    "        self.armed = not self.training and x.shape[0] > 1\n"
+    "        return torch.zeros(x.shape[0], 10)\n"
+    "def build():\n"
+    "    return Broken()\n"
+)

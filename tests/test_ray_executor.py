@@ -22,7 +22,7 @@ from tests.conftest import REPO, write_config
 ray = pytest.importorskip("ray")
 
 from harness.executors.ray_executor import UnitResources, run_ray  # noqa: E402
-from tests.helpers import committed_cells
+from tests.helpers import BROKEN_AT_INFERENCE, committed_cells
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +68,7 @@ def _fake_gpu(unit) -> UnitResources:
 def _broken_model(tmp_path: Path) -> str:
     """A model whose inference fails after the load-time probe: its cells are recorded failed."""
     path = tmp_path / "broken.py"
-    path.write_text(
-        "import torch\n"
-        "class Broken(torch.nn.Module):\n"
-        "    input_size = 32\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.armed = False\n"
-        "    def forward(self, x):\n"
-        "        if self.armed:\n"
-        "            raise RuntimeError('inference exploded')\n"
-        "        self.armed = not self.training and x.shape[0] > 1\n"
-        "        return torch.zeros(x.shape[0], 10)\n"
-        "def build():\n"
-        "    return Broken()\n")
+    path.write_text(BROKEN_AT_INFERENCE)
     return f"{path}:build"
 
 

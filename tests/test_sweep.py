@@ -12,6 +12,7 @@ import pytest
 from harness.config import load_config
 from harness.results import THESIS_COLUMNS, ResultStore
 from harness.sweep import SweepObserver, SweepRunner, plan_cells
+from tests.helpers import BROKEN_AT_INFERENCE
 
 
 def _config(tmp_path: Path, cache: Path, **extra: object):
@@ -208,21 +209,7 @@ def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache:
 
 def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, shared_cache: Path) -> None:
     broken = tmp_path / "broken.py"
-    broken.write_text(
-        "import torch\n"
-        "class Broken(torch.nn.Module):\n"
-        "    input_size = 32\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.armed = False\n"
-        "    def forward(self, x):\n"
-        "        if self.armed:\n"
-        "            raise RuntimeError('inference exploded')\n"
-        "        self.armed = not self.training and x.shape[0] > 1\n"  # load-time probe (batch 1) passes
-        "        return torch.zeros(x.shape[0], 10)\n"
-        "def build():\n"
-        "    return Broken()\n"
-    )
+    broken.write_text(BROKEN_AT_INFERENCE)
     config = _config(tmp_path, shared_cache, models=[f"{broken}:build", "tinycnn"], batch_sizes=[2, 4],
                      backends={"torch": ["fp32"]}, timing={"warmup": 1, "iterations": 2, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
