@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import re
 import shutil
@@ -251,7 +252,8 @@ def test_lock_pins_every_project_dependency(variant: str, extra: str) -> None:
     base_owned = {"torch", "torchvision", "tensorrt"}
     assert not base_owned & set(lock), "the base image owns torch/torchvision/tensorrt"
     assert lock["numpy"] == "<2"  # NGC's torch is built against NumPy 1
-    needed = [*project["dependencies"], *project["optional-dependencies"][extra]]
+    # every image installs the ray extra too (the compose `ray` profile runs the same image)
+    needed = [*project["dependencies"], *project["optional-dependencies"][extra], *project["optional-dependencies"]["ray"]]
     for dep in needed:
         name, spec = _requirement(dep)
         if name in base_owned or name == "onnxruntime-gpu":  # onnxruntime-gpu: ARG ORT_GPU_VERSION
@@ -266,6 +268,56 @@ def test_lock_pins_every_project_dependency(variant: str, extra: str) -> None:
             assert parse_version(pinned[2:]) >= parse_version(low.group(1)), f"{name}{pinned} breaks {dep}"
     for name, spec in lock.items():
         assert spec.startswith("==") or re.fullmatch(r"<\d+", spec), f"{name}{spec}"
+
+
+LOCK_PYTHON = {"v100": "3.10", "a100": "3.12", "trt11": "3.12"}
+
+
+@pytest.mark.parametrize("variant", GPU_VARIANTS)
+def test_lock_pins_ray_and_its_dependencies(variant: str) -> None:
+    """Ray and everything `ray[default]` pulls in are pinned: checked against the requirements of each
+    locked package that is installed here at the locked version (ray among them where it matches),
+    evaluated for the image's Python, so the lock's closure is the real metadata's, not a list by hand."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    lock = _lock(variant)
+    assert parse_version(lock["ray"][2:]) >= (2, 52), "Ray's token authentication needs Ray 2.52 or newer"
+    python = LOCK_PYTHON[variant]
+    env = {**default_environment(), "python_version": python, "python_full_version": f"{python}.0",
+           "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"}
+    base_owned = {"torch", "torchvision", "tensorrt", "numpy", "onnxruntime-gpu"}
+    checked, unpinned = [], []
+    todo = [("ray", "default")]
+    seen = set()
+    while todo:
+        name, extra = todo.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if "==" + dist.version != lock.get(name):
+            continue  # another version here: its requirements may differ from the locked one's
+        checked.append(name)
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({**env, "extra": extra}):
+                continue
+            dep = re.sub(r"[-_.]+", "-", req.name).lower()
+            if dep in base_owned:
+                continue
+            if dep not in lock:
+                unpinned.append(f"{name} -> {text}")
+                continue
+            todo.extend((dep, e) for e in (req.extras or {""}))
+            todo.append((dep, ""))
+    if "ray" not in checked:
+        pytest.skip(f"ray {lock['ray']} of constraints-{variant}.txt is not installed here to read its requirements")
+    assert not unpinned, f"constraints-{variant}.txt misses: {unpinned}"
+    assert len(checked) >= 5  # the closure was walked (those at the locked version), not just ray itself
 
 
 def test_locks_of_one_python_agree() -> None:
