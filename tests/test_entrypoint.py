@@ -78,6 +78,7 @@ def test_a_volume_the_uid_cannot_write_stops_with_one_line_and_the_fix(tmp_path:
     assert bad.stderr.count("\n") == 1, bad.stderr
     assert f"{root_owned} is not writable by uid 65534 (owner 0:0)" in bad.stderr
     assert "sudo chown -R 65534:65534" in bad.stderr and "HARNESS_UID=$(id -u)" in bad.stderr
+    shutil.rmtree(base)
 
 
 def test_entrypoint_is_executable_and_the_images_ship_it() -> None:
