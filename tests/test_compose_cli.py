@@ -190,7 +190,7 @@ def _gpu_block(variant: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["a100", "v100"])
+@pytest.mark.parametrize("variant", ["a100", "v100", "trt11"])
 def test_readme_container_commands_as_written(repo: Path, tmp_path: Path, daemon: StandInDaemon, variant: str) -> None:
     """A V100 user following the README gets the v100 image for the build *and* every run."""
     records = run_readme_block(repo, _gpu_block(variant), tmp_path / "log", daemon)
