@@ -5,7 +5,9 @@
     check_image.py constraints OUT --lock docker/constraints-a100.txt
                                                     # pin the base image's torch/torchvision/tensorrt/numpy,
                                                     # then the project's lock (names NGC's own constraint
-                                                    # file pins are left to it: added to, never replacing)
+                                                    # file pins are left to it: added to, never replacing;
+                                                    # a locked package the base image already ships is
+                                                    # pinned to the base image's version, never replaced)
     check_image.py final --constraints OUT --trt-min 10.0 --trt-max 10.4 --ort 1.20.*
                                                     # after installing: nothing pinned was replaced,
                                                     # one onnxruntime flavour, the CUDA/TensorRT provider
@@ -45,6 +47,8 @@ PROVIDERS_SHARED = "libonnxruntime_providers_shared.so"
 DRIVER_LIBS = frozenset({"libcuda.so.1", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"})
 BASE_HEADER = "# base image"
 LOCK_HEADER = "# project lock"
+#: Marks a lock pin replaced by the version the base image ships (the lock's version follows).
+BASE_MARK = "# base image; lock:"
 NVINFER_VERSION_HEADERS = (
     "/usr/include/x86_64-linux-gnu/NvInferVersion.h",
     "/usr/include/aarch64-linux-gnu/NvInferVersion.h",
@@ -140,8 +144,11 @@ def merge_constraints(
     base: list[str], lock_lines: list[str], foreign: set[str], installed: dict[str, str | None] | None = None
 ) -> tuple[list[str], list[str]]:
     """(lines, notes): base pins, then every lock line whose name neither the base pins nor another
-    constraint file (``foreign``) constrains, so the two never disagree. A lock pin of something the
-    base image already has records that version (``# base: X``): ``final`` accepts either."""
+    constraint file (``foreign``) constrains, so the two never disagree. ``installed`` maps the lock's
+    names to the version the base image already has (None: not installed). A lock pin of something
+    the base image ships is pinned to the *base image's* version (``name==<base>  # base image; lock:
+    <lock version>``): pip keeps NGC's build (protobuf, pillow, onnx, ...) instead of replacing it with
+    the lock's PyPI one."""
     installed = installed or {}
     taken = {requirement_name(line) for line in base} | foreign
     lines = [BASE_HEADER, *base, LOCK_HEADER]
@@ -155,7 +162,12 @@ def merge_constraints(
             notes.append(f"{line}: left to the base image's constraints")
             continue
         present = installed.get(name)
-        lines.append(line if present is None or "==" not in line else f"{line}  # base: {present}")
+        if present is None or "==" not in line:
+            lines.append(line)
+            continue
+        locked = line.partition("==")[2].strip()
+        requirement = line.partition("==")[0].strip()
+        lines.append(f"{requirement}=={present}" + ("" if present == locked else f"  {BASE_MARK} {locked}"))
     return lines, notes
 
 
@@ -198,9 +210,8 @@ def check_pins(lines: list[str], have: dict[str, str | None]) -> list[str]:
         installed = have.get(name)
         if "==" in line:
             want = line.partition("==")[2].strip()
-            base = re.search(r"#\s*base:\s*(\S+)", raw)
-            if section == LOCK_HEADER and (installed is None or (base is not None and installed == base.group(1))):
-                continue  # not needed by anything installed, or left as the base image had it
+            if section == LOCK_HEADER and installed is None:
+                continue  # not needed by anything installed
             if installed != want:
                 problems.append(f"{name} changed from {want} to {installed}: a dependency reinstalled it")
         elif m := re.fullmatch(r"[A-Za-z0-9._-]+\s*<\s*(\d+)", line):

