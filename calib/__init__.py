@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.base import PhaseTimes
 from calib.calibset import (
     DEFAULT_CALIB_COUNT,
     CalibrationSet,
@@ -37,6 +36,7 @@ from calib.provenance import (
 )
 from calib.source import DEFAULT_ORT_BATCH_SIZE, CalibrationData, transform_fingerprint
 from calib.trt_calibrator import TRT_API_USED, CalibratorCore, make_entropy_calibrator
+from harness.phases import PhaseTimes
 
 
 @dataclass(frozen=True)

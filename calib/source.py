@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from backends.base import PhaseTimes
 from calib.calibset import CalibrationSet, Transform
 from calib.ort_qdq import QDQ_TARGETS, build_qdq_model, check_target
 from calib.ort_table import TABLE_FILE_NAME, read_table_entries, write_trt_calibration_table
@@ -36,6 +35,7 @@ from calib.provenance import (
 )
 from calib.trt_calibrator import BufferFactory, CalibratorCore, calibration_cache_provenance, cuda_buffer_factory
 from harness.fingerprint import dict_hash, file_hash
+from harness.phases import PhaseTimes
 
 #: ORT calibration batch: peak memory grows with it, not with the image count (ResNet-18 at 224 px,
 #: entropy: +0.6 GB at 16, +1.1 GB at 32, measured for 128 and 256 images alike).
