@@ -13,7 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from calib.ort_base import BatchFactory, calibration_method, count_or_materialize, make_reader, ort_calibration
+from calib.ort_base import (
+    BatchFactory,
+    calibration_method,
+    count_or_materialize,
+    import_quantization,
+    make_reader,
+    missing_ort_api,
+    ort_calibration,
+)
 from calib.provenance import DEFAULT_NUM_QUANTIZED_BINS, CalibrationSettings, calibration_settings
 from harness.errors import HarnessError
 
@@ -87,7 +95,11 @@ def compute_tensor_ranges(
     to the observed minimum and maximum (a ReLU output keeps ``(0, t)``, for uint8).
     The histogram settings are those of :class:`CalibrationSettings` (2048 bins).
     """
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, create_calibrator
+    import_quantization()
+    try:
+        from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData, create_calibrator
+    except ImportError as exc:
+        raise missing_ort_api("calibrator this package uses", f"{type(exc).__name__}: {exc}") from None
 
     settings = calibration_settings(method, num_bins=num_bins, num_quantized_bins=num_quantized_bins,
                                     percentile=percentile)

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from calib.ort_base import BatchFactory, import_quantization
+from calib.ort_base import BatchFactory, import_quantization, missing_ort_api
 from calib.ort_ranges import compute_tensor_ranges, entropy_threshold, tensor_thresholds
 from calib.provenance import (
     DEFAULT_NUM_BINS,
@@ -89,7 +89,11 @@ def write_trt_calibration_table(
 
 def read_table_entries(table: Path) -> dict[str, float]:
     """``{tensor: range}`` from a ``calibration.flatbuffers`` table (for checks and reports)."""
-    from onnxruntime.quantization.CalTableFlatBuffers.TrtTable import TrtTable
+    import_quantization()
+    try:
+        from onnxruntime.quantization.CalTableFlatBuffers.TrtTable import TrtTable
+    except ImportError as exc:
+        raise missing_ort_api("TensorRT calibration table reader", f"{type(exc).__name__}: {exc}") from None
 
     data = Path(table).read_bytes()
     parsed = TrtTable.GetRootAsTrtTable(data, 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -184,6 +185,24 @@ def test_missing_quantizer_api_is_one_clear_error(monkeypatch: pytest.MonkeyPatc
     message = str(info.value)
     assert f"onnxruntime {ort.__version__} has no way to quantise with precomputed ranges" in message
     assert "QDQQuantizer" in message and "onnxruntime>=1.20" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("module", ["onnxruntime.quantization.calibrate",
+                                    "onnxruntime.quantization.CalTableFlatBuffers.TrtTable"])
+def test_missing_calibration_module_is_one_clear_error(module: str, monkeypatch: pytest.MonkeyPatch,
+                                                       fp32_onnx: Path, batches: list[np.ndarray],
+                                                       tmp_path: Path) -> None:
+    from calib.ort_table import read_table_entries, write_trt_calibration_table
+
+    table = write_trt_calibration_table(fp32_onnx, lambda: iter(batches), tmp_path, "minmax",
+                                        num_batches=len(batches))
+    monkeypatch.setitem(sys.modules, module, None)  # importing it now raises ImportError
+    with pytest.raises(HarnessError, match=rf"onnxruntime {re.escape(ort.__version__)} has no .*onnxruntime>=1\.20"):
+        if module.endswith("TrtTable"):
+            read_table_entries(table)
+        else:
+            compute_tensor_ranges(fp32_onnx, lambda: iter(batches), "minmax", num_batches=len(batches),
+                                  work_dir=tmp_path)
 
 
 @pytest.mark.slow
