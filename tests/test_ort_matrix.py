@@ -38,7 +38,6 @@ SELECTION: tuple[str, ...] = (
     "tests/test_onnx_export.py",
     "tests/test_ort_profile.py",
     "tests/test_backends_cpu.py",
-    "tests/test_cli.py::test_calib_command_builds_artifacts_with_provenance",
 )
 
 @dataclass(frozen=True)
