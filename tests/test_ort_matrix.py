@@ -211,7 +211,7 @@ def test_unreachable_index_skips_outside_ci_only(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pin", _matrix(), ids=lambda p: f"onnxruntime-{p.spec}")
-def test_ort_paths_under_pinned_onnxruntime(pin: OrtPin, shared_cache: Path) -> None:
+def test_ort_paths_under_pinned_onnxruntime(pin: OrtPin, shared_cache: Path, tmp_path: Path) -> None:
     try:
         wheel = installed_wheel(pin)
     except WheelUnavailable as exc:
@@ -221,7 +221,11 @@ def test_ort_paths_under_pinned_onnxruntime(pin: OrtPin, shared_cache: Path) -> 
         pytest.fail(f"pip could not install {pin.requirement} (pinned in docker/{pin.source}):\n{exc.output[-3000:]}")
     version = wheel_version(wheel)
     assert pin.matches(version), (pin, version)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(wheel), str(REPO)]), "PQ_TEST_CACHE": str(shared_cache)}
+    # A copy of the session's cache (shapes set, tinycnn weights): reused, while what this onnxruntime builds
+    # (calibration artifacts of its own provenance) never replaces what the rest of the session relies on.
+    cache = tmp_path / "harness-cache"
+    shutil.copytree(shared_cache, cache, symlinks=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(wheel), str(REPO)]), "PQ_TEST_CACHE": str(cache)}
 
     probe = subprocess.run([sys.executable, "-c", "import onnxruntime, onnxruntime.quantization as q; "
                             "print(onnxruntime.__version__); print(onnxruntime.__file__)"],
