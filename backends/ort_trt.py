@@ -128,7 +128,8 @@ def ort_trt_provider_options(
         options["trt_int8_calibration_table_name"] = str(calibration_table_name)
         options["trt_int8_use_native_calibration_table"] = ort_bool(native_calibration_table)
     if stream_handle is not None:
-        options["has_user_compute_stream"] = ort_bool(True)
+        # The binding's own key list has no ``has_user_compute_stream`` (it would raise "Invalid TensorRT
+        # EP option" and the session would fall back): ``user_compute_stream`` alone sets it.
         options["user_compute_stream"] = str(int(stream_handle))
     return options
 
