@@ -246,6 +246,12 @@ class Backend(abc.ABC):
         return None
 
     @classmethod
+    def uses_cuda(cls, precision: str, options: Mapping[str, Any] | BackendOptions | None = None) -> bool | None:
+        """Whether a session for ``precision`` with ``options`` computes on a CUDA device: True, False, or
+        None when the backend decides at activation from what it sees (torch's "cuda when there is a GPU")."""
+        return cls.device == "cuda"
+
+    @classmethod
     def check_precision(cls, precision: str) -> None:
         if precision not in cls.precisions:
             raise UnsupportedCombination(

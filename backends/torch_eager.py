@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -85,6 +86,13 @@ class TorchBackend(Backend):
             return (f"bf16 needs compute capability >= {BF16_MIN_CC[0]}.{BF16_MIN_CC[1]}; "
                     f"{facts.gpu_name or 'GPU 0'} has {cc[0]}.{cc[1]}")
         return None
+
+    @classmethod
+    def uses_cuda(cls, precision: str, options: Mapping[str, Any] | BackendOptions | None = None) -> bool | None:
+        device = cls.parse_options(options).device  # type: ignore[attr-defined]
+        if device is not None:
+            return device == "cuda"
+        return True if precision != "fp32" else None  # fp16/bf16 run on CUDA only; fp32 follows the GPU
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
