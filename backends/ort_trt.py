@@ -18,7 +18,11 @@
   so EP and native engines use identical scales. ``details["calibration_table"]`` says which.
   Explicit INT8 uses the Q/DQ model and never a table. TensorRT 11 has Q/DQ only.
 * When ``tensorrt`` is importable, the engines the EP wrote are read back with TensorRT's engine
-  inspector (``details["ep_engines"]``): the same precision counts as trt-native.
+  inspector (``details["ep_engines"]``). No provider option of the pinned onnxruntime-gpu wheels
+  asks for ``ProfilingVerbosity.DETAILED`` (``trt_detailed_build_log`` logs the build,
+  ``trt_dump_ep_context_model`` wraps the same engine), so the EP's engines are expected to carry
+  layer names only: each summary says so (``detailed``, ``precision_counts_comparable``) and
+  compare uses precision counts of detailed engines only.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ if TYPE_CHECKING:
     from harness.machine import MachineFacts
 
 # trt-api: Runtime.deserialize_cuda_engine, ICudaEngine.create_engine_inspector
-# trt-api: EngineInspector.get_engine_information
+# trt-api: EngineInspector.get_engine_information, ICudaEngine.num_io_tensors, ICudaEngine.get_tensor_name
+# trt-api: ICudaEngine.get_tensor_mode, TensorIOMode.INPUT
 
 PROVIDER = "TensorrtExecutionProvider"
 FALLBACK_PROVIDER = "CUDAExecutionProvider"
@@ -313,7 +318,9 @@ class OrtTensorrtBackend(Backend):
                 f"{len(engines)} TensorRT engines: ONNX Runtime split the graph; nodes between them ran on the CUDA EP"
             )
         if o.inspect:
-            info.details["ep_engines"] = inspect_ep_engines(engines, precision)
+            info.details["ep_engines"] = inspect_ep_engines(
+                engines, precision, (plan.profile[1], *artifact.input_shape), stream.cuda_stream)
+            stream.synchronize()
             if any(e.get("int8_fallback") for e in info.details["ep_engines"] if isinstance(e, dict)):
                 info.details["int8_fallback"] = True
                 info.details.setdefault("warnings", []).append(
@@ -353,15 +360,24 @@ def native_calibration_cache(artifact: ModelArtifact, trt_version: str, cache_di
     return None
 
 
-def inspect_ep_engines(engines: list[Path], precision: str) -> list[dict[str, Any]] | str:
-    """TensorRT's inspector over the engines the EP wrote (needs ``tensorrt`` in this process)."""
+def inspect_ep_engines(engines: list[Path], precision: str, opt_shape: tuple[int, ...], stream_handle: int,
+                       trt: Any = None) -> list[dict[str, Any]] | str:
+    """TensorRT's inspector over the engines the EP wrote (needs ``tensorrt`` in this process), each read
+    with an execution context at the EP's opt shape (``opt_shape``, the full input shape).
+
+    The EP builds without ``ProfilingVerbosity.DETAILED`` (none of its provider options sets it), so
+    its engines carry layer names only: the summaries say ``schema: "names-only"`` and their precision
+    counts are all "other"; they cannot be compared with trt-native's (``precision_counts_comparable``).
+    """
     from backends.trt_api import import_tensorrt, make_capturing_logger
     from backends.trt_inspect import engine_summary
+    from backends.trt_loader import engine_information
 
-    try:
-        trt = import_tensorrt()
-    except BackendUnavailable:
-        return "tensorrt is not importable here: EP engines not inspected"
+    if trt is None:
+        try:
+            trt = import_tensorrt()
+        except BackendUnavailable:
+            return "tensorrt is not importable here: EP engines not inspected"
     runtime = trt.Runtime(make_capturing_logger(trt))
     out: list[dict[str, Any]] = []
     for path in engines:
@@ -369,8 +385,19 @@ def inspect_ep_engines(engines: list[Path], precision: str) -> list[dict[str, An
         if engine is None:
             out.append({"engine": path.name, "error": "TensorRT could not deserialize it (plugins or version)"})
             continue
-        text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
-        out.append({"engine": path.name, **engine_summary(text, precision)})
+        # a partition's input may not be the model's input: then its shapes stay unresolved (-1)
+        input_name = next((engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
+                           if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT), INPUT_NAME)
+        try:
+            (text,) = engine_information(trt, engine, [opt_shape], input_name, stream_handle)
+        except HarnessError as exc:  # another partition's input shape: read it without a context
+            text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+            summary: dict[str, Any] = {"inspector_context": f"none ({exc})"}
+        else:
+            summary = {"inspector_context": f"profile 0 at {list(opt_shape)}"}
+        summary.update(engine_summary(text, precision))
+        summary["precision_counts_comparable"] = bool(summary.get("detailed"))
+        out.append({"engine": path.name, **summary})
     return out
 
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar
@@ -99,7 +100,7 @@ class TrtNativeSession(Session):
         profiles: tuple[Profile, ...],
         batch_sizes: tuple[int, ...],
         cuda_graph: bool,
-        layers: Any = None,  # backends.trt_inspect.InspectorSummary, for the profiling pass
+        layers: Any = None,  # InspectorSummary, or {profile index: InspectorSummary}, for the profiling pass
         device: torch.device | None = None,  # default: the current CUDA device
         stream: Any = None,  # default: a new torch.cuda.Stream on ``device``
     ) -> None:
@@ -300,7 +301,10 @@ class TrtNativeSession(Session):
                 self._execute(ctx, x)
                 self._stream.synchronize()
         del ctx
-        return join_layer_times(profiler.times, self._layers)
+        layers = self._layers
+        if isinstance(layers, Mapping):  # one summary per optimization profile: the names of profile N differ
+            layers = layers.get(self._profile_of(batch))
+        return join_layer_times(profiler.times, layers)
 
     def close(self) -> None:
         self._stream.synchronize()
