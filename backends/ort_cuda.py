@@ -234,7 +234,8 @@ class OrtCudaBackend(Backend):
             session = create_session(path, [(PROVIDER, options)])
             info = SessionInfo(
                 backend=self.name, precision=precision, device="cuda", artifact_bytes=path.stat().st_size,
-                details={"providers": session.get_providers(), "onnx": path.name, "onnxruntime": ort.__version__,
+                details={"providers": session.get_providers(), "onnx": path.name, "onnx_path": str(path),
+                         "onnxruntime": ort.__version__,
                          "provider_options": options},
             )
             gpu_session = OrtGpuSession(session, info, device_id=o.device_id, stream=stream,

@@ -568,5 +568,16 @@ def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: P
         o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for o in fake.run_options)
     assert session.info.details["gpu_timing"] == timing_facts()["gpu_timing"]
     assert "build" in session.info.prep_phases  # type: ignore[attr-defined]
+    if name == "ort-cuda":  # the layer-profile pass opens this ONNX again
+        assert session.info.details["onnx_path"] == str(model)
     if name == "ort-trt":
         assert session.info.details["engines"] == ["TensorrtExecutionProvider_0.engine"]
+
+
+def test_ort_node_times_say_what_they_measure() -> None:
+    from harness.cell_timing import ort_node_timer
+
+    timer, note = ort_node_timer(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert timer == "host-launch" and "CUPTI" in note and "not by GPU time" in note
+    assert ort_node_timer(["CPUExecutionProvider"])[0] == "host"
+    assert ort_node_timer(["TensorrtExecutionProvider"])[0] == "unknown"
