@@ -591,6 +591,27 @@ def hw(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of
 
 
 @app.command()
+def selftest(as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON.")) -> None:
+    """Prove the GPU paths work here: torch CUDA, NVML, TensorRT (build, run, compare with torch),
+    ONNX Runtime's CUDA and TensorRT EPs (active, compared with torch). One line per check; exits
+    non-zero at the first failure (the rest are listed as not run).
+
+    Examples: `harness selftest`, `harness selftest --json`
+    """
+    from harness.selftest import default_checks, run_checks
+
+    results = run_checks(default_checks())
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    else:
+        for r in results:
+            style = {"ok": "green", "FAIL": "bold red"}.get(r.status, "dim")
+            console.print(Text.assemble((f"{r.status:<8}", style), f"{r.name:<30} ", r.detail), soft_wrap=True)
+    if any(r.status == "FAIL" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def compare(
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db."),
     baseline: str = typer.Option(..., "--baseline", help="KEY=VALUE[,KEY=VALUE] selecting the baseline cells."),
