@@ -219,7 +219,11 @@ class OrtTensorrtBackend(Backend):
 
     def _calibration_table(self, artifact: ModelArtifact, model: Path, trt_version: str, engine_dir: Path,
                            cache_dir: Path, phases: PhaseTimes) -> tuple[str, bool, dict[str, Any]]:
-        """(table name inside ``engine_dir``, native?, what was used) for an implicit INT8 build."""
+        """(table name inside ``engine_dir``, native?, what was used) for an implicit INT8 build.
+
+        Both tables are keyed on the un-optimized ONNX's tensor names. The session optimizes the graph
+        first, but the TensorRT EP's nodes get only the basic, provider-independent passes, which remove
+        tensors and never name new ones, so every tensor the EP sees still has its entry."""
         calibration = artifact.calibration
         assert calibration is not None
         if self.options.native_calibration_table:
