@@ -58,6 +58,7 @@ def ort_cuda_provider_options(
     arena_extend_strategy: str = "kSameAsRequested",
     gpu_mem_limit: int | None = None,
     do_copy_in_default_stream: bool = True,
+    use_tf32: bool | None = None,
 ) -> dict[str, str]:
     """CUDAExecutionProvider options, every value a string as ONNX Runtime parses them."""
     if cudnn_conv_algo_search not in CONV_ALGO_SEARCH:
@@ -72,6 +73,8 @@ def ort_cuda_provider_options(
     }
     if gpu_mem_limit is not None:
         options["gpu_mem_limit"] = str(int(gpu_mem_limit))
+    if use_tf32 is not None:  # the CUDA EP computes FP32 convolutions/matmuls as TF32 on Ampere+ by default
+        options["use_tf32"] = ort_bool(use_tf32)
     if stream_handle is not None:
         options["has_user_compute_stream"] = ort_bool(True)
         options["user_compute_stream"] = str(int(stream_handle))
@@ -228,7 +231,7 @@ class OrtCudaBackend(Backend):
         options = ort_cuda_provider_options(
             device_id=o.device_id, stream_handle=stream.cuda_stream,
             cudnn_conv_algo_search=o.cudnn_conv_algo_search, arena_extend_strategy=o.arena_extend_strategy,
-            gpu_mem_limit=o.gpu_mem_limit,
+            gpu_mem_limit=o.gpu_mem_limit, use_tf32=False if precision == "fp32" else None,
         )
         with phases.timed("build"):
             session = create_session(path, [(PROVIDER, options)])

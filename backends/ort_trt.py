@@ -288,7 +288,8 @@ class OrtTensorrtBackend(Backend):
             opt_level=o.opt_level, detailed_build_log=o.detailed_build_log, device_id=o.device_id,
             stream_handle=stream.cuda_stream,
         )
-        cuda_options = ort_cuda_provider_options(device_id=o.device_id, stream_handle=stream.cuda_stream)
+        cuda_options = ort_cuda_provider_options(device_id=o.device_id, stream_handle=stream.cuda_stream,
+                                                 use_tf32=False if precision == "fp32" else None)
         cached_before = {p.name for p in engine_files(engine_dir)}
 
         with phases.timed("build"):
@@ -317,6 +318,10 @@ class OrtTensorrtBackend(Backend):
             "ort_trt_pairing": caps.check_ort_trt_pair(ort_version, trt_version).reason,
             "provider_options": trt_options,
         })
+        if precision == "fp32" and tuple(gpu.compute_capability) >= (8, 0):
+            # no TensorRT EP option of the pinned wheels clears TensorRT's default TF32 flag
+            info.details["fp32_math"] = ("tf32 in the TensorRT engines (the TensorRT EP has no TF32 switch); "
+                                         "ieee in the CUDA EP fallback (use_tf32=0)")
         if len(engines) > 1:
             info.details["partitioned"] = (
                 f"{len(engines)} TensorRT engines: ONNX Runtime split the graph; nodes between them ran on the CUDA EP"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -31,9 +31,26 @@ class TorchOptions(BackendOptions):
     compile_mode: str = "max-autotune"
 
 
+def strict_fp32() -> Callable[[], None]:
+    """Switch torch's TF32 paths off (cuDNN convolutions default to TF32 on Ampere and newer; matmuls may be
+    set so); returns the function that restores the flags as they were."""
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    def restore() -> None:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+    return restore
+
+
 class TorchSession(Session):
     def __init__(self, module: torch.nn.Module, precision: str, device: str, info: SessionInfo,
                  channels_last: bool) -> None:
+        self._restore_math: Callable[[], None] | None = None
+        if device == "cuda" and precision == "fp32":  # fp32 means IEEE FP32, not TF32, for this session
+            self._restore_math = strict_fp32()
+            info.details["fp32_math"] = "ieee (torch cudnn.allow_tf32 and cuda.matmul.allow_tf32 off)"
         self._module = module
         self._dtype = _DTYPES[precision]
         self._device = torch.device(device)
@@ -60,6 +77,11 @@ class TorchSession(Session):
             x = host.to(self._device, dtype=self._dtype, memory_format=self._memory_format,
                         non_blocking=host.is_pinned())
             return self._module(x).float().cpu()
+
+    def close(self) -> None:
+        if self._restore_math is not None:
+            self._restore_math()
+            self._restore_math = None
 
 
 class TorchBackend(Backend):

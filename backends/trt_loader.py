@@ -32,7 +32,7 @@ from harness.onnx_export import INPUT_NAME
 # trt-api: Builder.build_serialized_network, INetworkDefinition.num_inputs, INetworkDefinition.get_input
 # trt-api: OnnxParser.parse_from_file, OnnxParser.num_errors, OnnxParser.get_error, ParserError.desc
 # trt-api: ParserError.node_name, IBuilderConfig.set_memory_pool_limit, IBuilderConfig.builder_optimization_level
-# trt-api: IBuilderConfig.set_flag, IBuilderConfig.profiling_verbosity, IOptimizationProfile.set_shape
+# trt-api: IBuilderConfig.set_flag, IBuilderConfig.clear_flag, BuilderFlag.TF32, IBuilderConfig.profiling_verbosity, IOptimizationProfile.set_shape
 # trt-api: IBuilderConfig.add_optimization_profile, IBuilderConfig.set_calibration_profile
 # trt-api: IBuilderConfig.int8_calibrator, IBuilderConfig.create_timing_cache, IBuilderConfig.set_timing_cache
 # trt-api: ITimingCache.serialize, Runtime.deserialize_cuda_engine, ICudaEngine.create_engine_inspector
@@ -128,6 +128,10 @@ def build_serialized_engine(
     config.builder_optimization_level = int(settings.opt_level)
     for name in plan.flags:
         config.set_flag(_builder_flag(trt, name, plan.trt_version))
+    if plan.precision == "fp32":
+        # TensorRT builds FP32 convolutions and matmuls as TF32 on Ampere and newer unless told not to:
+        # an fp32 cell must compute in FP32 (IEEE single precision).
+        config.clear_flag(_builder_flag(trt, "TF32", plan.trt_version))
     config.profiling_verbosity = (
         trt.ProfilingVerbosity.DETAILED if settings.detailed else trt.ProfilingVerbosity.LAYER_NAMES_ONLY
     )

@@ -570,6 +570,10 @@ def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: P
     assert "build" in session.info.prep_phases  # type: ignore[attr-defined]
     if name == "ort-cuda":  # the layer-profile pass opens this ONNX again
         assert session.info.details["onnx_path"] == str(model)
+    cuda_options = dict(fake.providers)["CUDAExecutionProvider"]
+    assert cuda_options["use_tf32"] == "False"  # fp32 cells compute in IEEE FP32, not TF32
+    if name == "ort-trt":  # the TensorRT EP cannot be told: said so on Ampere+
+        assert "tf32 in the TensorRT engines" in session.info.details["fp32_math"]
     if name == "ort-trt":
         assert session.info.details["engines"] == ["TensorrtExecutionProvider_0.engine"]
 
@@ -581,3 +585,9 @@ def test_ort_node_times_say_what_they_measure() -> None:
     assert timer == "host-launch" and "CUPTI" in note and "not by GPU time" in note
     assert ort_node_timer(["CPUExecutionProvider"])[0] == "host"
     assert ort_node_timer(["TensorrtExecutionProvider"])[0] == "unknown"
+
+
+def test_use_tf32_is_only_set_when_asked() -> None:
+    assert "use_tf32" not in ort_cuda_provider_options()
+    assert ort_cuda_provider_options(use_tf32=False)["use_tf32"] == "False"
+    assert ort_cuda_provider_options(use_tf32=True)["use_tf32"] == "True"

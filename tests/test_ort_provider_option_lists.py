@@ -58,8 +58,8 @@ def trt_ep_keys(tmp: Path) -> set[str]:
 
 def cuda_ep_keys() -> set[str]:
     keys: set[str] = set()
-    for stream, limit in itertools.product((None, 1234), (None, 1 << 30)):
-        keys |= set(ort_cuda_provider_options(device_id=1, stream_handle=stream, gpu_mem_limit=limit))
+    for stream, limit, tf32 in itertools.product((None, 1234), (None, 1 << 30), (None, False, True)):
+        keys |= set(ort_cuda_provider_options(device_id=1, stream_handle=stream, gpu_mem_limit=limit, use_tf32=tf32))
     return keys
 
 

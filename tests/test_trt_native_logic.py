@@ -406,6 +406,9 @@ class FakeConfig(Strict):
     def set_flag(self, flag: str) -> None:
         self._fake.record("IBuilderConfig.set_flag", flag)
 
+    def clear_flag(self, flag: str) -> None:
+        self._fake.record("IBuilderConfig.clear_flag", flag)
+
     def add_optimization_profile(self, profile: Any) -> int:
         self._fake.record("IBuilderConfig.add_optimization_profile", profile)
         added = len(self._fake.called("IBuilderConfig.add_optimization_profile"))
@@ -456,6 +459,8 @@ def test_every_valid_plan_builds_against_its_trt_version(plan: BuildPlan) -> Non
     out, _ = _build(fake, plan, calibrator=object() if plan.use_calibrator else None)
     assert out.engine == b"ENGINE-" + plan.trt_version.encode()
     assert fake.called("IBuilderConfig.set_flag") == [(f"BuilderFlag.{f}",) for f in plan.flags]
+    # fp32 means IEEE FP32: TensorRT's default TF32 is switched off, and only for fp32
+    assert fake.called("IBuilderConfig.clear_flag") == ([("BuilderFlag.TF32",)] if plan.precision == "fp32" else [])
     assert fake.used <= _api_prefixes(), f"used but not declared in TRT_API_USED: {fake.used - _api_prefixes()}"
     if plan.strongly_typed:
         assert not fake.used & TRT10_ONLY_API
