@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from calib.trt_calibrator import CalibratorCore
     from harness.machine import MachineFacts
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+#: "fp32" is IEEE single precision everywhere; "tf32" is FP32 tensors with TF32 tensor-core math (sm_80+).
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8")
 
 
 class PhaseTimes:

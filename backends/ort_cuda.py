@@ -183,7 +183,11 @@ class OrtCudaOptions(GpuBackendOptions):
 
 def ort_cuda_reason(precision: str, facts: MachineFacts) -> str | None:
     """Why ort-cuda cannot run ``precision`` here (None: it can), from the facts only."""
-    return ort_gpu_reason(facts, PROVIDER)
+    reason = ort_gpu_reason(facts, PROVIDER)
+    if reason is None and precision == "tf32" and facts.gpu_cc is not None and tuple(facts.gpu_cc) < (8, 0):
+        cc = facts.gpu_cc
+        return (f"tf32 needs compute capability >= 8.0 (Ampere); {facts.gpu_name or 'GPU 0'} has {cc[0]}.{cc[1]}")
+    return reason
 
 
 class OrtCudaBackend(Backend):
@@ -191,9 +195,9 @@ class OrtCudaBackend(Backend):
 
     name: ClassVar[str] = "ort-cuda"
     device: ClassVar[str] = "cuda"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "int8")
     description: ClassVar[str] = (
-        "ONNX Runtime, CUDA execution provider (fp32; fp16 via an FP16 ONNX; int8 via Q/DQ, "
+        "ONNX Runtime, CUDA execution provider (fp32, tf32 = fp32 with use_tf32; fp16 via an FP16 ONNX; int8 via Q/DQ, "
         "where Q/DQ ops run as separate kernels)"
     )
     Options: ClassVar[type[OrtCudaOptions]] = OrtCudaOptions
@@ -231,7 +235,7 @@ class OrtCudaBackend(Backend):
         options = ort_cuda_provider_options(
             device_id=o.device_id, stream_handle=stream.cuda_stream,
             cudnn_conv_algo_search=o.cudnn_conv_algo_search, arena_extend_strategy=o.arena_extend_strategy,
-            gpu_mem_limit=o.gpu_mem_limit, use_tf32=False if precision == "fp32" else None,
+            gpu_mem_limit=o.gpu_mem_limit, use_tf32={"fp32": False, "tf32": True}.get(precision),
         )
         with phases.timed("build"):
             session = create_session(path, [(PROVIDER, options)])

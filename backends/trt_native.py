@@ -80,7 +80,7 @@ class TrtNativeBackend(Backend):
 
     name: ClassVar[str] = "trt-native"
     device: ClassVar[str] = "cuda"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16", "int8")
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "bf16", "int8")
     description: ClassVar[str] = "TensorRT Python API (10.x; 11.x strongly typed), engines cached per TRT/GPU"
     Options: ClassVar[type[TrtNativeOptions]] = TrtNativeOptions
     options: TrtNativeOptions

@@ -82,6 +82,7 @@ def expected_plan(major: int, precision: str, mode: str, typed: bool) -> Expecte
     if major == 10:
         return {
             "fp32": ((), "fp32", False),
+            "tf32": (("TF32",), "fp32", False),
             "fp16": (("FP16",), "fp32", False),
             "bf16": (("BF16",), "fp32", False),
             "int8": {
@@ -92,6 +93,7 @@ def expected_plan(major: int, precision: str, mode: str, typed: bool) -> Expecte
         }[precision]
     return {
         "fp32": ((), "fp32", False),
+        "tf32": (("TF32",), "fp32", False),  # a builder flag TensorRT 11 keeps
         "fp16": ((), "fp16", False) if typed else UnsupportedCombination,
         "bf16": ((), "bf16", False) if typed else UnsupportedCombination,
         "int8": {
@@ -136,7 +138,9 @@ def test_no_plan_silently_builds_fp32(version: str, precision: str, mode: str, t
         return
     reduced = {"FP16", "BF16", "INT8"} & set(plan.flags)
     if precision == "fp32":
-        assert not reduced and plan.onnx_source == "fp32"
+        assert not reduced and plan.onnx_source == "fp32" and "TF32" not in plan.flags
+    elif precision == "tf32":  # FP32 tensors, TF32 math: the TF32 flag, nothing reduced
+        assert not reduced and plan.onnx_source == "fp32" and "TF32" in plan.flags
     else:  # the reduced precision comes from a flag (TRT 10) or from the ONNX model itself (TRT 11)
         assert reduced or plan.onnx_source in ("fp16", "bf16", "qdq")
     if plan.strongly_typed:
@@ -658,7 +662,7 @@ def test_activate_refuses_before_doing_any_work(tmp_path: Path) -> None:
 
 def test_backend_declaration() -> None:
     assert TrtNativeBackend.name == "trt-native" and TrtNativeBackend.device == "cuda"
-    assert TrtNativeBackend.precisions == ("fp32", "fp16", "bf16", "int8")
+    assert TrtNativeBackend.precisions == ("fp32", "tf32", "fp16", "bf16", "int8")
     assert backends.backend_class("trt-native") is TrtNativeBackend
 
 
