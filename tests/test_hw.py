@@ -18,7 +18,7 @@ from harness.machine import MachineFacts, probe_machine
 from tests.facts import gpu_facts
 from tests.test_nvml import FakeNvml
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 
 
 class FakeRule:
