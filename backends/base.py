@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from calib.trt_calibrator import CalibratorCore
     from harness.machine import MachineFacts
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
+#: "fp32" is IEEE single precision everywhere; "tf32" is FP32 tensors with TF32 tensor-core math (sm_80+).
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8")
 
 
 class CalibrationSource(Protocol):
@@ -216,6 +217,12 @@ class Backend(abc.ABC):
         if precision not in cls.precisions:
             return f"backend '{cls.name}' cannot run precision '{precision}'; it supports: {', '.join(cls.precisions)}"
         return None
+
+    @classmethod
+    def uses_cuda(cls, precision: str, options: Mapping[str, Any] | BackendOptions | None = None) -> bool | None:
+        """Whether a session for ``precision`` with ``options`` computes on a CUDA device: True, False, or
+        None when the backend decides at activation from what it sees (torch's "cuda when there is a GPU")."""
+        return cls.device == "cuda"
 
     @classmethod
     def check_precision(cls, precision: str) -> None:

@@ -58,6 +58,7 @@ def ort_cuda_provider_options(
     arena_extend_strategy: str = "kSameAsRequested",
     gpu_mem_limit: int | None = None,
     do_copy_in_default_stream: bool = True,
+    use_tf32: bool | None = None,
 ) -> dict[str, str]:
     """CUDAExecutionProvider options, every value a string as ONNX Runtime parses them."""
     if cudnn_conv_algo_search not in CONV_ALGO_SEARCH:
@@ -72,6 +73,8 @@ def ort_cuda_provider_options(
     }
     if gpu_mem_limit is not None:
         options["gpu_mem_limit"] = str(int(gpu_mem_limit))
+    if use_tf32 is not None:  # the CUDA EP computes FP32 convolutions/matmuls as TF32 on Ampere+ by default
+        options["use_tf32"] = ort_bool(use_tf32)
     if stream_handle is not None:
         options["has_user_compute_stream"] = ort_bool(True)
         options["user_compute_stream"] = str(int(stream_handle))
@@ -180,7 +183,11 @@ class OrtCudaOptions(GpuBackendOptions):
 
 def ort_cuda_reason(precision: str, facts: MachineFacts) -> str | None:
     """Why ort-cuda cannot run ``precision`` here (None: it can), from the facts only."""
-    return ort_gpu_reason(facts, PROVIDER)
+    reason = ort_gpu_reason(facts, PROVIDER)
+    if reason is None and precision == "tf32" and facts.gpu_cc is not None and tuple(facts.gpu_cc) < (8, 0):
+        cc = facts.gpu_cc
+        return (f"tf32 needs compute capability >= 8.0 (Ampere); {facts.gpu_name or 'GPU 0'} has {cc[0]}.{cc[1]}")
+    return reason
 
 
 class OrtCudaBackend(Backend):
@@ -188,9 +195,9 @@ class OrtCudaBackend(Backend):
 
     name: ClassVar[str] = "ort-cuda"
     device: ClassVar[str] = "cuda"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "int8")
     description: ClassVar[str] = (
-        "ONNX Runtime, CUDA execution provider (fp32; fp16 via an FP16 ONNX; int8 via Q/DQ, "
+        "ONNX Runtime, CUDA execution provider (fp32, tf32 = fp32 with use_tf32; fp16 via an FP16 ONNX; int8 via Q/DQ, "
         "where Q/DQ ops run as separate kernels)"
     )
     Options: ClassVar[type[OrtCudaOptions]] = OrtCudaOptions
@@ -228,13 +235,14 @@ class OrtCudaBackend(Backend):
         options = ort_cuda_provider_options(
             device_id=o.device_id, stream_handle=stream.cuda_stream,
             cudnn_conv_algo_search=o.cudnn_conv_algo_search, arena_extend_strategy=o.arena_extend_strategy,
-            gpu_mem_limit=o.gpu_mem_limit,
+            gpu_mem_limit=o.gpu_mem_limit, use_tf32={"fp32": False, "tf32": True}.get(precision),
         )
         with phases.timed("build"):
             session = create_session(path, [(PROVIDER, options)])
             info = SessionInfo(
                 backend=self.name, precision=precision, device="cuda", artifact_bytes=path.stat().st_size,
-                details={"providers": session.get_providers(), "onnx": path.name, "onnxruntime": ort.__version__,
+                details={"providers": session.get_providers(), "onnx": path.name, "onnx_path": str(path),
+                         "onnxruntime": ort.__version__,
                          "provider_options": options},
             )
             gpu_session = OrtGpuSession(session, info, device_id=o.device_id, stream=stream,

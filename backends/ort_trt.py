@@ -18,7 +18,11 @@
   so EP and native engines use identical scales. ``details["calibration_table"]`` says which.
   Explicit INT8 uses the Q/DQ model and never a table. TensorRT 11 has Q/DQ only.
 * When ``tensorrt`` is importable, the engines the EP wrote are read back with TensorRT's engine
-  inspector (``details["ep_engines"]``): the same precision counts as trt-native.
+  inspector (``details["ep_engines"]``). No provider option of the pinned onnxruntime-gpu wheels
+  asks for ``ProfilingVerbosity.DETAILED`` (``trt_detailed_build_log`` logs the build,
+  ``trt_dump_ep_context_model`` wraps the same engine), so the EP's engines are expected to carry
+  layer names only: each summary says so (``detailed``, ``precision_counts_comparable``) and
+  compare uses precision counts of detailed engines only.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ if TYPE_CHECKING:
     from harness.machine import MachineFacts
 
 # trt-api: Runtime.deserialize_cuda_engine, ICudaEngine.create_engine_inspector
-# trt-api: EngineInspector.get_engine_information
+# trt-api: EngineInspector.get_engine_information, ICudaEngine.num_io_tensors, ICudaEngine.get_tensor_name
+# trt-api: ICudaEngine.get_tensor_mode, TensorIOMode.INPUT
 
 PROVIDER = "TensorrtExecutionProvider"
 FALLBACK_PROVIDER = "CUDAExecutionProvider"
@@ -128,7 +133,8 @@ def ort_trt_provider_options(
         options["trt_int8_calibration_table_name"] = str(calibration_table_name)
         options["trt_int8_use_native_calibration_table"] = ort_bool(native_calibration_table)
     if stream_handle is not None:
-        options["has_user_compute_stream"] = ort_bool(True)
+        # The binding's own key list has no ``has_user_compute_stream`` (it would raise "Invalid TensorRT
+        # EP option" and the session would fall back): ``user_compute_stream`` alone sets it.
         options["user_compute_stream"] = str(int(stream_handle))
     return options
 
@@ -213,7 +219,11 @@ class OrtTensorrtBackend(Backend):
 
     def _calibration_table(self, artifact: ModelArtifact, model: Path, trt_version: str, engine_dir: Path,
                            cache_dir: Path, phases: PhaseTimes) -> tuple[str, bool, dict[str, Any]]:
-        """(table name inside ``engine_dir``, native?, what was used) for an implicit INT8 build."""
+        """(table name inside ``engine_dir``, native?, what was used) for an implicit INT8 build.
+
+        Both tables are keyed on the un-optimized ONNX's tensor names. The session optimizes the graph
+        first, but the TensorRT EP's nodes get only the basic, provider-independent passes, which remove
+        tensors and never name new ones, so every tensor the EP sees still has its entry."""
         calibration = artifact.calibration
         assert calibration is not None
         if self.options.native_calibration_table:
@@ -278,7 +288,8 @@ class OrtTensorrtBackend(Backend):
             opt_level=o.opt_level, detailed_build_log=o.detailed_build_log, device_id=o.device_id,
             stream_handle=stream.cuda_stream,
         )
-        cuda_options = ort_cuda_provider_options(device_id=o.device_id, stream_handle=stream.cuda_stream)
+        cuda_options = ort_cuda_provider_options(device_id=o.device_id, stream_handle=stream.cuda_stream,
+                                                 use_tf32=False if precision == "fp32" else None)
         cached_before = {p.name for p in engine_files(engine_dir)}
 
         with phases.timed("build"):
@@ -307,12 +318,18 @@ class OrtTensorrtBackend(Backend):
             "ort_trt_pairing": caps.check_ort_trt_pair(ort_version, trt_version).reason,
             "provider_options": trt_options,
         })
+        if precision == "fp32" and tuple(gpu.compute_capability) >= (8, 0):
+            # no TensorRT EP option of the pinned wheels clears TensorRT's default TF32 flag
+            info.details["fp32_math"] = ("tf32 in the TensorRT engines (the TensorRT EP has no TF32 switch); "
+                                         "ieee in the CUDA EP fallback (use_tf32=0)")
         if len(engines) > 1:
             info.details["partitioned"] = (
                 f"{len(engines)} TensorRT engines: ONNX Runtime split the graph; nodes between them ran on the CUDA EP"
             )
         if o.inspect:
-            info.details["ep_engines"] = inspect_ep_engines(engines, precision)
+            info.details["ep_engines"] = inspect_ep_engines(
+                engines, precision, (plan.profile[1], *artifact.input_shape), stream.cuda_stream)
+            stream.synchronize()
             if any(e.get("int8_fallback") for e in info.details["ep_engines"] if isinstance(e, dict)):
                 info.details["int8_fallback"] = True
                 info.details.setdefault("warnings", []).append(
@@ -352,15 +369,24 @@ def native_calibration_cache(artifact: ModelArtifact, trt_version: str, cache_di
     return None
 
 
-def inspect_ep_engines(engines: list[Path], precision: str) -> list[dict[str, Any]] | str:
-    """TensorRT's inspector over the engines the EP wrote (needs ``tensorrt`` in this process)."""
+def inspect_ep_engines(engines: list[Path], precision: str, opt_shape: tuple[int, ...], stream_handle: int,
+                       trt: Any = None) -> list[dict[str, Any]] | str:
+    """TensorRT's inspector over the engines the EP wrote (needs ``tensorrt`` in this process), each read
+    with an execution context at the EP's opt shape (``opt_shape``, the full input shape).
+
+    The EP builds without ``ProfilingVerbosity.DETAILED`` (none of its provider options sets it), so
+    its engines carry layer names only: the summaries say ``schema: "names-only"`` and their precision
+    counts are all "other"; they cannot be compared with trt-native's (``precision_counts_comparable``).
+    """
     from backends.trt_api import import_tensorrt, make_capturing_logger
     from backends.trt_inspect import engine_summary
+    from backends.trt_loader import engine_information
 
-    try:
-        trt = import_tensorrt()
-    except BackendUnavailable:
-        return "tensorrt is not importable here: EP engines not inspected"
+    if trt is None:
+        try:
+            trt = import_tensorrt()
+        except BackendUnavailable:
+            return "tensorrt is not importable here: EP engines not inspected"
     runtime = trt.Runtime(make_capturing_logger(trt))
     out: list[dict[str, Any]] = []
     for path in engines:
@@ -368,8 +394,19 @@ def inspect_ep_engines(engines: list[Path], precision: str) -> list[dict[str, An
         if engine is None:
             out.append({"engine": path.name, "error": "TensorRT could not deserialize it (plugins or version)"})
             continue
-        text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
-        out.append({"engine": path.name, **engine_summary(text, precision)})
+        # a partition's input may not be the model's input: then its shapes stay unresolved (-1)
+        input_name = next((engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
+                           if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT), INPUT_NAME)
+        try:
+            (text,) = engine_information(trt, engine, [opt_shape], input_name, stream_handle)
+        except HarnessError as exc:  # another partition's input shape: read it without a context
+            text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+            summary: dict[str, Any] = {"inspector_context": f"none ({exc})"}
+        else:
+            summary = {"inspector_context": f"profile 0 at {list(opt_shape)}"}
+        summary.update(engine_summary(text, precision))
+        summary["precision_counts_comparable"] = bool(summary.get("detailed"))
+        out.append({"engine": path.name, **summary})
     return out
 
 

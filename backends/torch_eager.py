@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -15,7 +16,7 @@ from harness.sizes import state_dict_bytes
 if TYPE_CHECKING:  # pragma: no cover
     from harness.machine import MachineFacts
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 #: bf16 runs natively (no emulation) from Ampere on.
 BF16_MIN_CC: tuple[int, int] = (8, 0)
@@ -30,9 +31,29 @@ class TorchOptions(BackendOptions):
     compile_mode: str = "max-autotune"
 
 
+def strict_fp32(allow_tf32: bool = False) -> Callable[[], None]:
+    """Switch torch's TF32 paths off (cuDNN convolutions default to TF32 on Ampere and newer; matmuls may be
+    set so), or on with ``allow_tf32``; returns the function that restores the flags as they were."""
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+
+    def restore() -> None:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+    return restore
+
+
 class TorchSession(Session):
     def __init__(self, module: torch.nn.Module, precision: str, device: str, info: SessionInfo,
                  channels_last: bool) -> None:
+        self._restore_math: Callable[[], None] | None = None
+        if device == "cuda" and precision == "fp32":  # fp32 means IEEE FP32, not TF32, for this session
+            self._restore_math = strict_fp32()
+            info.details["fp32_math"] = "ieee (torch cudnn.allow_tf32 and cuda.matmul.allow_tf32 off)"
+        elif precision == "tf32":
+            self._restore_math = strict_fp32(allow_tf32=True)
+            info.details["fp32_math"] = "tf32 (torch cudnn.allow_tf32 and cuda.matmul.allow_tf32 on)"
         self._module = module
         self._dtype = _DTYPES[precision]
         self._device = torch.device(device)
@@ -60,12 +81,17 @@ class TorchSession(Session):
                         non_blocking=host.is_pinned())
             return self._module(x).float().cpu()
 
+    def close(self) -> None:
+        if self._restore_math is not None:
+            self._restore_math()
+            self._restore_math = None
+
 
 class TorchBackend(Backend):
     name: ClassVar[str] = "torch"
     device: ClassVar[str] = "cpu|cuda"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16")
-    description: ClassVar[str] = "PyTorch eager (fp32 on CPU; fp32/fp16/bf16 on CUDA)"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "bf16")
+    description: ClassVar[str] = "PyTorch eager (fp32 on CPU; fp32/tf32/fp16/bf16 on CUDA)"
     Options: ClassVar[type[BackendOptions]] = TorchOptions
     options: TorchOptions
 
@@ -81,10 +107,17 @@ class TorchBackend(Backend):
         if not facts.torch_cuda_available:
             return f"{precision} on torch needs a CUDA GPU ({facts.no_gpu_reason}); use fp32 on CPU"
         cc = facts.gpu_cc
-        if precision == "bf16" and cc is not None and tuple(cc) < BF16_MIN_CC:
-            return (f"bf16 needs compute capability >= {BF16_MIN_CC[0]}.{BF16_MIN_CC[1]}; "
+        if precision in ("bf16", "tf32") and cc is not None and tuple(cc) < BF16_MIN_CC:
+            return (f"{precision} needs compute capability >= {BF16_MIN_CC[0]}.{BF16_MIN_CC[1]} (Ampere); "
                     f"{facts.gpu_name or 'GPU 0'} has {cc[0]}.{cc[1]}")
         return None
+
+    @classmethod
+    def uses_cuda(cls, precision: str, options: Mapping[str, Any] | BackendOptions | None = None) -> bool | None:
+        device = cls.parse_options(options).device  # type: ignore[attr-defined]
+        if device is not None:
+            return device == "cuda"
+        return True if precision != "fp32" else None  # fp16/bf16 run on CUDA only; fp32 follows the GPU
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:

@@ -9,6 +9,11 @@ Two documented shapes are read:
   ``IOMode``, ``DataType``, ...) and ``"Format/Datatype"`` was split into ``"Format"`` and
   ``"DataType"`` (NVIDIA, "Migrating IEngineInspector Usage from TensorRT 10.x to 11.x").
 
+An engine with several optimization profiles has one layer graph per profile, listed one after the
+other; every name of profile N > 0 ends in `` [profile N]`` (profile 0's have no suffix), as NVIDIA's
+trex parser and Polygraphy read them. :func:`summarize` keeps ONE profile's layers (``profile``,
+default 0): counting them all would multiply every count by the number of profiles.
+
 With ``ProfilingVerbosity.LAYER_NAMES_ONLY`` the layers are plain strings; they are counted, their
 precision is ``"unknown"``, and reformats are recognised by name.
 
@@ -46,6 +51,19 @@ _DTYPE_WORDS: dict[str, str] = {
     "e8m0": "e8m0", "ke8m0": "e8m0",
 }
 _DTYPE_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_PROFILE_SUFFIX = re.compile(r"\[profile +(\d+)\]")
+
+
+def profile_of_name(name: str) -> int:
+    """The optimization profile a layer or binding name belongs to (``... [profile 2]`` -> 2; none -> 0)."""
+    found = _PROFILE_SUFFIX.search(name)
+    return int(found.group(1)) if found else 0
+
+
+def _entry_name(entry: Any) -> str:
+    if isinstance(entry, Mapping):
+        return str(entry.get("Name", ""))
+    return str(entry)
 
 
 def normalize_datatype(text: str | None) -> str:
@@ -117,8 +135,12 @@ class LayerSummary:
 
 
 def is_reformat_layer(name: str, layer_type: str | None) -> bool:
-    """LayerType ``Reformat``, or a name containing ``reformat`` (``Reformatting CopyNode for ...``)."""
-    return (layer_type or "").strip().lower() == "reformat" or "reformat" in name.lower()
+    """LayerType ``Reformat``; by name (``Reformatting CopyNode for ...``) only when the type is unknown
+    (names-only engines). A "Reformatting CopyNode" of LayerType ``NoOp`` was elided by TensorRT: it
+    runs no kernel (the profiler reports 0 ms for it) and is not a reformat."""
+    if layer_type is not None and str(layer_type).strip():
+        return str(layer_type).strip().lower() == "reformat"
+    return "reformat" in name.lower()
 
 
 @dataclass(frozen=True)
@@ -137,6 +159,8 @@ class InspectorSummary:
     layers: tuple[LayerSummary, ...]
     io_tensors: tuple[IoTensor, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    profile: int = 0  # the optimization profile whose layers these are
+    profile_count: int = 1  # profiles found in the inspector output
 
     @property
     def total_layers(self) -> int:
@@ -169,6 +193,8 @@ class InspectorSummary:
             "reformat_layers": list(self.reformat_layers),
             "io_tensors": [t.to_dict() for t in self.io_tensors],
             "detailed": self.detailed,
+            "profile": self.profile,
+            "profile_count": self.profile_count,
         }
         if self.notes:
             out["notes"] = list(self.notes)
@@ -218,8 +244,9 @@ def _layers_use_split_fields(layers: Sequence[Any]) -> bool:
     return False
 
 
-def summarize(info: str | bytes | Mapping[str, Any] | Sequence[Any]) -> InspectorSummary:
-    """Summarise engine-inspector output (a JSON string or the parsed object), either TRT schema."""
+def summarize(info: str | bytes | Mapping[str, Any] | Sequence[Any], profile: int = 0) -> InspectorSummary:
+    """Summarise engine-inspector output (a JSON string or the parsed object), either TRT schema, for the
+    layers of optimization profile ``profile`` only."""
     data: Any = info
     if isinstance(info, (str, bytes)):
         try:
@@ -240,6 +267,12 @@ def summarize(info: str | bytes | Mapping[str, Any] | Sequence[Any]) -> Inspecto
     if not isinstance(raw_layers, Sequence) or isinstance(raw_layers, (str, bytes)):
         raise HarnessError("engine inspector output: 'Layers' is not a list")
 
+    found_profiles = {profile_of_name(_entry_name(e)) for e in raw_layers}
+    if raw_layers and profile not in found_profiles:
+        raise HarnessError(f"engine inspector output has no layers of optimization profile {profile} "
+                           f"(it has profiles {sorted(found_profiles)})")
+    raw_layers = [e for e in raw_layers if profile_of_name(_entry_name(e)) == profile]
+
     layers: list[LayerSummary] = []
     any_detailed = False
     for i, entry in enumerate(raw_layers):
@@ -251,6 +284,8 @@ def summarize(info: str | bytes | Mapping[str, Any] | Sequence[Any]) -> Inspecto
     notes: list[str] = []
     if "I/O Tensors" in data:
         for t in data.get("I/O Tensors") or []:
+            if profile_of_name(_entry_name(t)) != profile:
+                continue
             if isinstance(t, Mapping):
                 io.append(IoTensor(name=str(t.get("Name", "")), mode=t.get("IOMode"),
                                    precision=normalize_datatype(str(t.get("DataType", "")))))
@@ -258,7 +293,7 @@ def summarize(info: str | bytes | Mapping[str, Any] | Sequence[Any]) -> Inspecto
                 io.append(IoTensor(name=str(t)))
         schema = "trt11"
     elif "Bindings" in data:
-        io = [IoTensor(name=str(b)) for b in data.get("Bindings") or []]
+        io = [IoTensor(name=str(b)) for b in data.get("Bindings") or [] if profile_of_name(str(b)) == profile]
         schema = "trt11" if _layers_use_split_fields(raw_layers) else "trt10"
     else:
         schema = "trt11" if _layers_use_split_fields(raw_layers) else ("trt10" if any_detailed else "unknown")
@@ -266,7 +301,8 @@ def summarize(info: str | bytes | Mapping[str, Any] | Sequence[Any]) -> Inspecto
     if layers and not any_detailed:
         schema = "names-only"
         notes.append("layer names only: build with ProfilingVerbosity.DETAILED for per-layer precision")
-    return InspectorSummary(schema=schema, layers=tuple(layers), io_tensors=tuple(io), notes=tuple(notes))
+    return InspectorSummary(schema=schema, layers=tuple(layers), io_tensors=tuple(io), notes=tuple(notes),
+                            profile=profile, profile_count=max(len(found_profiles), 1))
 
 
 def summarize_file(path: Path) -> InspectorSummary:
@@ -330,9 +366,10 @@ def join_layer_times(times: Mapping[str, Sequence[float]], summary: InspectorSum
     return rows
 
 
-def engine_summary(text: str, precision: str) -> dict[str, Any]:
-    """What sessions record about one engine: the summary, precision counts and the int8 flag."""
-    summary = summarize(text)
+def engine_summary(text: str, precision: str, profile: int = 0) -> dict[str, Any]:
+    """What sessions record about one engine (one optimization profile's layers): the summary, precision
+    counts and the int8 flag."""
+    summary = summarize(text, profile)
     out = summary.to_dict()
     out["precision_counts"] = precision_counts(summary)
     warning = int8_fallback(summary, precision)
@@ -344,4 +381,5 @@ def engine_summary(text: str, precision: str) -> dict[str, Any]:
 
 __all__ = ["InspectorSummary", "IoTensor", "LayerSummary", "UNKNOWN", "compute_precision", "engine_summary",
            "int8_fallback", "is_reformat_layer", "join_layer_times", "normalize_datatype", "precision_counts",
+           "profile_of_name",
            "summarize", "summarize_file", "tensor_datatype"]

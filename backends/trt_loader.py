@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,11 +32,13 @@ from harness.onnx_export import INPUT_NAME
 # trt-api: Builder.build_serialized_network, INetworkDefinition.num_inputs, INetworkDefinition.get_input
 # trt-api: OnnxParser.parse_from_file, OnnxParser.num_errors, OnnxParser.get_error, ParserError.desc
 # trt-api: ParserError.node_name, IBuilderConfig.set_memory_pool_limit, IBuilderConfig.builder_optimization_level
-# trt-api: IBuilderConfig.set_flag, IBuilderConfig.profiling_verbosity, IOptimizationProfile.set_shape
+# trt-api: IBuilderConfig.set_flag, IBuilderConfig.clear_flag, BuilderFlag.TF32, IBuilderConfig.profiling_verbosity, IOptimizationProfile.set_shape
 # trt-api: IBuilderConfig.add_optimization_profile, IBuilderConfig.set_calibration_profile
 # trt-api: IBuilderConfig.int8_calibrator, IBuilderConfig.create_timing_cache, IBuilderConfig.set_timing_cache
 # trt-api: ITimingCache.serialize, Runtime.deserialize_cuda_engine, ICudaEngine.create_engine_inspector
-# trt-api: EngineInspector.get_engine_information
+# trt-api: EngineInspector.get_engine_information, EngineInspector.execution_context
+# trt-api: ICudaEngine.create_execution_context, IExecutionContext.set_optimization_profile_async
+# trt-api: IExecutionContext.set_input_shape
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,10 @@ def build_serialized_engine(
     config.builder_optimization_level = int(settings.opt_level)
     for name in plan.flags:
         config.set_flag(_builder_flag(trt, name, plan.trt_version))
+    if plan.precision == "fp32":
+        # TensorRT builds FP32 convolutions and matmuls as TF32 on Ampere and newer unless told not to:
+        # an fp32 cell must compute in FP32 (IEEE single precision).
+        config.clear_flag(_builder_flag(trt, "TF32", plan.trt_version))
     config.profiling_verbosity = (
         trt.ProfilingVerbosity.DETAILED if settings.detailed else trt.ProfilingVerbosity.LAYER_NAMES_ONLY
     )
@@ -283,16 +290,52 @@ def load_or_build(
     return LoadedEngine(out.engine, runtime, engine, details)
 
 
-def inspect_engine(trt: ModuleType, engine: Any, path: Path) -> str:
-    """The engine inspector's JSON for ``engine``, cached (verified) at ``path``."""
+#: The layout of the cached inspector file: one JSON text per optimization profile.
+INSPECTOR_CACHE_FORMAT = "per-profile-with-context-v1"
+
+
+def engine_information(trt: ModuleType, engine: Any, opt_shapes: Sequence[tuple[int, ...]], input_name: str,
+                       stream_handle: int) -> list[str]:
+    """The engine inspector's JSON once per optimization profile, each read with an execution context on
+    that profile at its opt input shape (``opt_shapes[i]`` for profile ``i``).
+
+    Without a context the inspector shows shape-dependent values as -1 and no format information
+    (NvInferRuntime.h, ``IEngineInspector::setExecutionContext``): every layer's precision would read
+    "unknown". Polygraphy attaches a context the same way. The caller synchronizes ``stream_handle``.
+    """
+    texts: list[str] = []
+    for index, shape in enumerate(opt_shapes):
+        context = engine.create_execution_context()
+        if context is None:
+            raise HarnessError("TensorRT could not create an execution context for the engine inspector")
+        if index:
+            checked(context.set_optimization_profile_async(index, stream_handle), "set_optimization_profile_async",
+                    f"profile {index}")
+        checked(context.set_input_shape(input_name, tuple(shape)), "set_input_shape", f"{input_name} {tuple(shape)}")
+        inspector = engine.create_engine_inspector()
+        inspector.execution_context = context
+        texts.append(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        del inspector, context  # the inspector refers to the context: drop it first
+    return texts
+
+
+def inspect_engine(trt: ModuleType, engine: Any, path: Path, opt_shapes: Sequence[tuple[int, ...]],
+                   input_name: str, stream_handle: int) -> list[str]:
+    """:func:`engine_information` for ``engine``, cached (verified) at ``path``; a cache in an older layout
+    (read without a context) is read again."""
     cached = read_verified(path)
     if cached.data is not None:
-        return cached.data.decode()
-    inspector = engine.create_engine_inspector()
-    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-    write_verified(path, text.encode())
-    return text
+        try:
+            stored = json.loads(cached.data)
+        except ValueError:
+            stored = None
+        if (isinstance(stored, dict) and stored.get("format") == INSPECTOR_CACHE_FORMAT
+                and len(stored.get("profiles") or []) == len(opt_shapes)):
+            return [str(t) for t in stored["profiles"]]
+    texts = engine_information(trt, engine, opt_shapes, input_name, stream_handle)
+    write_verified(path, json.dumps({"format": INSPECTOR_CACHE_FORMAT, "profiles": texts}).encode())
+    return texts
 
 
 __all__ = ["BuildOutput", "BuilderSettings", "EnginePaths", "LoadedEngine", "build_serialized_engine",
-           "calibrator_core", "inspect_engine", "load_or_build"]
+           "calibrator_core", "engine_information", "inspect_engine", "load_or_build"]

@@ -33,10 +33,12 @@ from backends.trt_plan import (
     DEFAULT_WORKSPACE_MIB,
     onnx_for_plan,
     plan_build,
+    profile_index,
 )
 from backends.trt_runner import TrtNativeSession
 from harness.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.fingerprint import file_hash
+from harness.onnx_export import INPUT_NAME
 
 if TYPE_CHECKING:
     from harness.machine import MachineFacts
@@ -78,7 +80,7 @@ class TrtNativeBackend(Backend):
 
     name: ClassVar[str] = "trt-native"
     device: ClassVar[str] = "cuda"
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16", "int8")
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "bf16", "int8")
     description: ClassVar[str] = "TensorRT Python API (10.x; 11.x strongly typed), engines cached per TRT/GPU"
     Options: ClassVar[type[TrtNativeOptions]] = TrtNativeOptions
     options: TrtNativeOptions
@@ -131,11 +133,20 @@ class TrtNativeBackend(Backend):
             }
             summary = None
             if settings.detailed:
-                from backends.trt_inspect import engine_summary, summarize
+                from backends.trt_inspect import engine_summary, precision_counts, summarize
 
-                text = inspect_engine(trt, loaded.engine, paths.layers)
-                summary = summarize(text)
-                details["layers"] = {**engine_summary(text, precision), "json": str(paths.layers)}
+                stream = torch.cuda.current_stream()
+                texts = inspect_engine(trt, loaded.engine, paths.layers,
+                                       [(opt, *artifact.input_shape) for _, opt, _ in plan.all_profiles], INPUT_NAME,
+                                       stream.cuda_stream)
+                stream.synchronize()
+                summary = {i: summarize(text, profile=i) for i, text in enumerate(texts)}
+                # profile 0's layers (each profile has its own copy of the graph: never count them all)
+                details["layers"] = {**engine_summary(texts[0], precision), "json": str(paths.layers)}
+                if len(texts) > 1:
+                    details["layers_by_batch"] = {
+                        str(b): {"profile": i, "precision_counts": precision_counts(summary[i])}
+                        for b in sorted(set(batch_sizes)) for i in [profile_index(plan.all_profiles, b)]}
                 if details["layers"].get("int8_fallback"):
                     details["int8_fallback"] = True
                     details.setdefault("warnings", []).append(details["layers"]["int8_fallback_warning"])

@@ -172,6 +172,9 @@ def plan_build(
     use_calibrator = False
     if precision == "fp32":
         source = "fp32"
+    elif precision == "tf32":
+        flags.append("TF32")  # TensorRT's default, made explicit: fp32 builds clear it
+        source = "fp32"
     elif precision in ("fp16", "bf16"):
         if strong:
             if not typed_onnx:
@@ -202,7 +205,7 @@ def plan_build(
                 notes.append("strongly typed Q/DQ network: layers outside Q/DQ pairs run in the ONNX model's type")
     if sparse:
         flags.append("SPARSE_WEIGHTS")
-        if precision == "fp32":
+        if precision in ("fp32", "tf32"):
             notes.append("2:4 sparse tactics need reduced precision (fp16/bf16/int8); fp32 builds stay dense")
     return BuildPlan(
         precision=precision, trt_version=trt_version, strongly_typed=strong, flags=tuple(flags), onnx_source=source,

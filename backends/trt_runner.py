@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar
@@ -99,7 +100,7 @@ class TrtNativeSession(Session):
         profiles: tuple[Profile, ...],
         batch_sizes: tuple[int, ...],
         cuda_graph: bool,
-        layers: Any = None,  # backends.trt_inspect.InspectorSummary, for the profiling pass
+        layers: Any = None,  # InspectorSummary, or {profile index: InspectorSummary}, for the profiling pass
         device: torch.device | None = None,  # default: the current CUDA device
         stream: Any = None,  # default: a new torch.cuda.Stream on ``device``
     ) -> None:
@@ -141,6 +142,16 @@ class TrtNativeSession(Session):
                     self._capture(self._timed[b], b, x)
         self._stream.synchronize()
         self.info.details["execution_contexts"] = len({id(c) for c in self._timed.values()})
+        if self.graph_batches:
+            # A captured graph reads the one input buffer bound at capture: stage() copies each batch into
+            # it, so the staged batches alias and every timed replay computes the last one staged. The
+            # work per replay is the same; a copy into the buffer inside the window would time a copy.
+            self.info.details["cuda_graph_inputs"] = {
+                "batches": list(self.graph_batches),
+                "staged_batches": 1,
+                "note": "cuda graph replays one bound input buffer: the timed replays run the last staged batch, "
+                        "not distinct batches cycled",
+            }
 
     # -- contexts
 
@@ -300,7 +311,10 @@ class TrtNativeSession(Session):
                 self._execute(ctx, x)
                 self._stream.synchronize()
         del ctx
-        return join_layer_times(profiler.times, self._layers)
+        layers = self._layers
+        if isinstance(layers, Mapping):  # one summary per optimization profile: the names of profile N differ
+            layers = layers.get(self._profile_of(batch))
+        return join_layer_times(profiler.times, layers)
 
     def close(self) -> None:
         self._stream.synchronize()

@@ -27,20 +27,8 @@ with DeviceMonitor.for_torch_device(0, reason_interval_s=None) as mon:
     torch.ones(1, device="cuda").sum().item()
 print("index", mon.result.index, "mig", mon.result.mig_uuid, "energy_source", mon.result.energy_source, "warnings", mon.result.warnings)
 PY
-echo "== gpu smoke"; timeout 240 python3 bench/gpu_smoke.py --out "$OUT" --iterations 100 > "$OUT/smoke.log" 2>&1; echo "rc=$?"
-python3 - "$OUT/gpu_smoke.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-for row in r.get("torch_cuda", []):
-    print({k: row.get(k) for k in ("precision", "batch", "compute_median_ms", "bare_event_median_ms", "ratio", "e2e_median_ms", "energy_mj_per_image", "energy_source", "nvml_warnings", "skipped")})
-for name in ("sweep_torch_gpu", "sweep_trt"):
-    s = r.get(name)
-    if not s: continue
-    if "error" in s: print(name, s["error"][-1500:]); continue
-    print(name, s["counts"], s["seconds"], "s")
-    for row in s["rows"]:
-        print("  ", row["backend"], row["precision"], row["Batch Size"], row["timing_definition"], row["timer"], row["Accuracy"], round(row["Inference Time (ms)"] or 0, 4), row["energy_mj_per_image"], row["device_warnings"], row["error"])
-print("skipped:", r.get("skipped"))
-PY
+echo "== gpu smoke (selftest, then every backend x precision on tinycnn and resnet18)"
+timeout 330 python3 bench/gpu_smoke.py --out "$OUT" --iterations 100 > "$OUT/smoke.log" 2>&1; echo "rc=$?"
+tail -60 "$OUT/smoke.log"
 echo "== removal speedup (cuda fp16)"; timeout 100 python3 bench/removal_speedup.py --device cuda --batch 64 --iterations 50 --json "$OUT/removal_cuda.json" 2>&1 | tail -7
 echo "== gpu tests"; timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_trt_native_logic.py tests/test_nvml.py tests/test_hw.py tests/test_availability_rules.py tests/test_capabilities.py tests/test_timing.py tests/test_backends_cpu.py 2>&1 | tail -6

@@ -1,17 +1,25 @@
-"""GPU smoke test: run on any NVIDIA machine; prints a compact summary (and JSON).
+"""GPU smoke test: the one script a GPU session runs. Prints a pass/fail table, writes JSON to --out ($OUT).
 
-1. `harness hw` (the capability report, as JSON summary).
-2. The torch CUDA path: the harness's CUDA-event timing against a bare CUDA-event loop around the
+Default run (under 5 minutes on one GPU):
+
+0. `harness selftest` (torch CUDA, NVML, TensorRT build/run/compare, ORT CUDA and TensorRT EPs); the run
+   goes on after a failure so the matrix shows what works.
+1. The matrix: every backend x precision this machine can run (each backend's ``unavailable_reason``
+   on ``probe_machine()`` facts; the others are listed as skipped with the reason) on tinycnn and
+   resnet18 (random weights, no download) on the synthetic shapes dataset, batch 1 and 8, few
+   iterations, through real sweeps; one pass/fail row per cell.
+2. `harness hw` (the capability report, as JSON summary).
+3. The torch CUDA path: the harness's CUDA-event timing against a bare CUDA-event loop around the
    same callable (ratio), fp32/fp16/bf16, resnet18 (random weights) at batch 1 and 32, with the
-   e2e (host-to-host) definition beside it.
-3. NVML device checks and energy per image around each timed window.
-4. A real harness sweep on the GPU (tinycnn on shapes, torch fp32/fp16/bf16, results database).
-5. Where TensorRT / onnxruntime-gpu exist: trt-native fp16/int8 and ort-trt fp16/int8 on resnet18
-   at batch 1 and 32 through the same sweep; otherwise the reason they were skipped.
-6. The GPU test files (real TensorRT calibrator, INT8 layers, CUDA-graph capture fallback, per-batch
-   profiles, the runtime against a real CUDA copy engine) through pytest; they skip without TensorRT.
+   e2e (host-to-host) definition beside it; NVML energy per image around each timed window.
 
-Usage: python bench/gpu_smoke.py [--out DIR] [--quick]
+``--with-tests`` adds the GPU test files (real TensorRT calibrator, INT8 layers, CUDA-graph capture
+fallback, per-batch profiles) through pytest; they skip without TensorRT.
+
+``--plan-only`` probes the machine and prints the plan (what would run, what is skipped and why)
+without touching a GPU; it works on any machine.
+
+Usage: python bench/gpu_smoke.py [--out DIR] [--plan-only] [--with-tests] [--iterations N]
 """
 
 from __future__ import annotations
@@ -145,14 +153,109 @@ def pytest_section(out: Path, report: dict[str, Any]) -> None:
                            "skipped": [ln for ln in lines if ln.startswith("SKIPPED")], "junit": str(xml)}
 
 
-def main() -> None:
+MATRIX_MODELS = ("tinycnn", "resnet18")
+MATRIX_BATCHES = (1, 8)
+MATRIX_TIMING = {"warmup": 5, "iterations": 20, "repeats": 2}
+
+
+def plan_matrix(facts: Any) -> dict[str, Any]:
+    """``{"run": {backend: [precisions]}, "skipped": {"backend precision": reason}}`` from machine facts."""
+    from backends import BACKEND_NAMES, backend_class
+
+    run: dict[str, list[str]] = {}
+    skipped: dict[str, str] = {}
+    for name in BACKEND_NAMES:
+        cls = backend_class(name)
+        for precision in cls.precisions:
+            reason = cls.unavailable_reason(precision, facts)
+            if reason is None:
+                run.setdefault(name, []).append(precision)
+            else:
+                skipped[f"{name} {precision}"] = reason
+    return {"models": list(MATRIX_MODELS), "batch_sizes": list(MATRIX_BATCHES), "run": run, "skipped": skipped,
+            "cells": len(MATRIX_MODELS) * len(MATRIX_BATCHES) * sum(len(p) for p in run.values())}
+
+
+def matrix_overrides(model: str, run: dict[str, list[str]]) -> dict[str, Any]:
+    return {"models": [model], "weights": "random", "datasets": ["shapes"], "batch_sizes": list(MATRIX_BATCHES),
+            "backends": run, "timing": MATRIX_TIMING, "calibration": {"count": 64}, "max_eval_samples": 256}
+
+
+def selftest_section(report: dict[str, Any]) -> None:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "selftest", "--json"], cwd=root, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        checks = json.loads(proc.stdout)
+    except ValueError:
+        checks = [{"name": "selftest", "status": "FAIL", "detail": (proc.stderr or proc.stdout).strip()[-500:]}]
+    report["selftest"] = {"returncode": proc.returncode, "checks": checks}
+
+
+def matrix_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per matrix cell (and per skipped backend x precision): model, backend, precision, batch, status."""
+    rows = []
+    for model in MATRIX_MODELS:
+        section = report.get(f"matrix_{model}") or {}
+        if "error" in section:
+            rows.append({"model": model, "backend": "*", "precision": "*", "batch": None, "status": "FAIL",
+                         "detail": section["error"].strip().splitlines()[-1]})
+        for row in section.get("rows", []):
+            ms = row.get("Inference Time (ms)")
+            rows.append({"model": model, "backend": row.get("backend"), "precision": row.get("precision"),
+                         "batch": row.get("Batch Size"), "status": "FAIL" if row.get("error") else "ok",
+                         "detail": row.get("error") or (f"{ms:.3f} ms, acc {row.get('Accuracy')}" if ms else "")})
+    for pair, reason in (report.get("plan") or {}).get("skipped", {}).items():
+        backend, precision = pair.split(" ", 1)
+        rows.append({"model": "*", "backend": backend, "precision": precision, "batch": None, "status": "skipped",
+                     "detail": reason})
+    return rows
+
+
+def print_table(report: dict[str, Any]) -> None:
+    for check in (report.get("selftest") or {}).get("checks", []):
+        print(f"selftest  {check['status']:<8} {check['name']:<30} {check['detail']}")
+    for row in report.get("table", []):
+        batch = "" if row["batch"] is None else row["batch"]
+        print(f"{row['status']:<8} {row['model']:<9} {row['backend']:<11} {row['precision']:<5} {batch!s:<3} "
+              f"{str(row['detail'])[:150]}")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-smoke")))
     parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--pytest-only", action="store_true", help="run only the GPU test files (section 6)")
-    args = parser.parse_args()
+    parser.add_argument("--plan-only", action="store_true", help="print what would run (and why not) and stop")
+    parser.add_argument("--with-tests", action="store_true", help="also run the GPU test files through pytest")
+    parser.add_argument("--pytest-only", action="store_true", help="run only the GPU test files")
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available()}
+
+    from harness.machine import probe_machine
+
+    facts = probe_machine()
+    plan = plan_matrix(facts)
+    if args.plan_only:
+        summary = {"plan": plan, "cuda_available": torch.cuda.is_available(), "torch": torch.__version__}
+        (args.out / "gpu_smoke_plan.json").write_text(json.dumps(summary, indent=2, default=str))
+        print(f"{plan['cells']} cells on {', '.join(plan['models'])} x batch {plan['batch_sizes']}:")
+        for name, precisions in plan["run"].items():
+            print(f"  run      {name:<11} {' '.join(precisions)}")
+        for pair, reason in plan["skipped"].items():
+            print(f"  skipped  {pair:<16} {reason}")
+        return 0
+    report: dict[str, Any] = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(), "plan": plan}
+    started = time.perf_counter()
+    if not args.pytest_only:
+        selftest_section(report)
+        for model in MATRIX_MODELS:
+            try:
+                sweep_section(f"matrix_{model}", matrix_overrides(model, plan["run"]), args.out, report)
+            except Exception:  # a smoke test reports every section it can
+                report[f"matrix_{model}"] = {"error": traceback.format_exc()}
+        report["table"] = matrix_rows(report)
 
     from harness.hw import collect_hw_report
 
@@ -160,48 +263,25 @@ def main() -> None:
     (args.out / "hw.json").write_text(json.dumps(hw, indent=2, default=str))
     report["hw_gpus"] = hw.get("gpus")
     report["backend_availability"] = hw.get("backend_availability")
-    if not torch.cuda.is_available():
-        print(json.dumps(report, indent=2, default=str))
-        sys.exit("no CUDA GPU visible: nothing more to smoke-test")
-
-    if args.pytest_only:
-        pytest_section(args.out, report)
-        (args.out / "gpu_smoke.json").write_text(json.dumps(report, indent=2, default=str))
-        print(json.dumps(report, indent=1, default=str))
-        sys.exit(0 if report["gpu_tests"]["returncode"] == 0 else 1)
-
-    sections = [
-        ("torch_cuda", lambda: torch_cuda_section(args.iterations, report)),
-        ("sweep_torch_gpu", lambda: sweep_section("sweep_torch_gpu", {
-            "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1, 32],
-            "backends": {"torch": ["fp32", "fp16", "bf16"]},
-            "timing": {"warmup": 10, "iterations": 50, "repeats": 3}}, args.out, report)),
-    ]
-    from backends import backend_class
-    from harness.machine import probe_machine
-
-    gpu_pairs = {}
-    for name, precisions in (("trt-native", ["fp16", "int8"]), ("ort-trt", ["fp16", "int8"])):
-        ok = [p for p in precisions if backend_class(name).unavailable_reason(p, probe_machine()) is None]
-        skipped = {p: backend_class(name).unavailable_reason(p, probe_machine()) for p in precisions if p not in ok}
-        if skipped:
-            report.setdefault("skipped", {})[name] = skipped
-        if ok:
-            gpu_pairs[name] = ok
-    if gpu_pairs:
-        sections.append(("sweep_trt", lambda: sweep_section("sweep_trt", {
-            "models": ["resnet18"], "weights": "random", "datasets": ["shapes"], "batch_sizes": [1, 32],
-            "backends": {"torch": ["fp16"], **gpu_pairs}, "calibration": {"count": 256},
-            "timing": {"warmup": 10, "iterations": 100, "repeats": 3}}, args.out, report)))
-    sections.append(("gpu_tests", lambda: pytest_section(args.out, report)))
+    sections: list[tuple[str, Any]] = []
+    if torch.cuda.is_available() and not args.pytest_only:
+        sections.append(("torch_cuda", lambda: torch_cuda_section(args.iterations, report)))
+    if torch.cuda.is_available() and (args.with_tests or args.pytest_only):
+        sections.append(("gpu_tests", lambda: pytest_section(args.out, report)))
     for name, fn in sections:
         try:
             fn()
         except Exception:  # a smoke test reports every section it can
             report[name] = {"error": traceback.format_exc()}
+    report["seconds"] = round(time.perf_counter() - started, 1)
     (args.out / "gpu_smoke.json").write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps(report, indent=1, default=str))
+    print_table(report)
+    print(f"{report['seconds']} s; JSON: {args.out / 'gpu_smoke.json'}")
+    failed = any(r["status"] == "FAIL" for r in report.get("table", []))
+    failed = failed or (report.get("selftest") or {}).get("returncode", 0) != 0
+    failed = failed or (report.get("gpu_tests") or {}).get("returncode", 0) != 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -206,6 +206,24 @@ def session_accuracy(session: Session, data: EvalData, mapping: Any, batch_size:
 # ---------------------------------------------------------------------------------- per-layer profile
 
 
+#: What ONNX Runtime's per-node times measure, per provider. The PyPI CUDA provider is built without
+#: CUPTI, so its node events bracket the host-side kernel launches, not the GPU's execution.
+ORT_NODE_TIMERS: dict[str, tuple[str, str]] = {
+    "CPUExecutionProvider": ("host", "node times are CPU execution times of the kernels"),
+    "CUDAExecutionProvider": (
+        "host-launch",
+        "node times are host-side launch times of the CUDA kernels (ONNX Runtime's CUDA provider from PyPI "
+        "links no CUPTI): they rank nodes by launch cost, not by GPU time; use trt-native's layer profile or "
+        "Nsight Systems for device time"),
+}
+
+
+def ort_node_timer(providers: Sequence[str]) -> tuple[str, str]:
+    """(timer, note) for the node times of a profile that ran on ``providers`` (the first one computes)."""
+    first = providers[0] if providers else "CPUExecutionProvider"
+    return ORT_NODE_TIMERS.get(first, ("unknown", f"{first}: what its node times measure is not known"))
+
+
 def _ort_layer_profile(session: Session, batch: torch.Tensor) -> dict[str, Any]:
     from backends.ort_profile import profile_onnx
 
@@ -230,9 +248,10 @@ def _ort_layer_profile(session: Session, batch: torch.Tensor) -> dict[str, Any]:
         row["share"] += op.share
         row["count"] += op.nodes
     by_op = sorted(merged.values(), key=lambda r: r["ms"], reverse=True)
+    timer, timer_note = ort_node_timer(list(profile.providers))
     return {"source": "onnxruntime-profiler", "batch_size": int(batch.shape[0]), "layers": layers,
             "by_op_type": by_op, "layer_count": len(profile.nodes), "runs": profile.runs,
-            "providers": list(profile.providers), "notes": list(profile.notes)}
+            "providers": list(profile.providers), "timer": timer, "notes": [*profile.notes, timer_note]}
 
 
 def layer_profile(session: Session, data: EvalData, batch_size: int, *, notice: Notice | None = None,

@@ -304,7 +304,7 @@ def _guard(fn: Callable[[], None]) -> None:
 def run(
     config: Path = typer.Option(None, "--config", "-c", help="Sweep config (YAML)."),
     backend: str = typer.Option(None, "--backend", "-b", help=" | ".join(BACKEND_NAMES)),
-    precision: list[str] = typer.Option(None, "--precision", "-p", help="fp32 | fp16 | bf16 | int8 (repeatable)"),
+    precision: list[str] = typer.Option(None, "--precision", "-p", help="fp32 | tf32 | fp16 | bf16 | int8 (repeatable; tf32: FP32 with TF32 math, sm_80+)"),
     model: list[str] = typer.Option(None, "--model", "-m", help="Model name, file.py:factory or module:factory."),
     dataset: list[str] = typer.Option(None, "--dataset", "-d", help="imagenette | imagewoof | folder | shapes"),
     batch_size: list[int] = typer.Option(None, "--batch-size", help="Batch size (repeatable)."),
@@ -588,6 +588,27 @@ def hw(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of
             render_hw_report(report, console)
 
     _guard(go)
+
+
+@app.command()
+def selftest(as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON.")) -> None:
+    """Prove the GPU paths work here: torch CUDA, NVML, TensorRT (build, run, compare with torch),
+    ONNX Runtime's CUDA and TensorRT EPs (active, compared with torch). One line per check; exits
+    non-zero at the first failure (the rest are listed as not run).
+
+    Examples: `harness selftest`, `harness selftest --json`
+    """
+    from harness.selftest import default_checks, run_checks
+
+    results = run_checks(default_checks())
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2) + "\n")
+    else:
+        for r in results:
+            style = {"ok": "green", "FAIL": "bold red"}.get(r.status, "dim")
+            console.print(Text.assemble((f"{r.status:<8}", style), f"{r.name:<30} ", r.detail), soft_wrap=True)
+    if any(r.status == "FAIL" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -167,16 +167,23 @@ def _gpu_name(result: CellResult) -> str | None:
 
 
 def precision_counts(result: CellResult) -> dict[str, int] | None:
-    """TensorRT layer counts (int8/fp16/fp32/other/reformat/total) of a cell's engine(s), or None."""
+    """TensorRT layer counts (int8/fp16/fp32/other/reformat/total) of a cell's engine(s), or None.
+
+    None for engines read with layer names only (ONNX Runtime's TensorRT EP builds without detailed
+    profiling verbosity): their layers have no precision, so there is nothing to compare."""
     details = _details(result)
     layers = details.get("layers")
     if isinstance(layers, dict) and isinstance(layers.get("precision_counts"), dict):
+        if layers.get("detailed") is False:
+            return None
         return dict(layers["precision_counts"])
     engines = details.get("ep_engines")
     if isinstance(engines, list):
         total: dict[str, int] = {}
         for engine in engines:
-            counts = engine.get("precision_counts") if isinstance(engine, dict) else None
+            if not isinstance(engine, dict) or engine.get("detailed") is False:
+                return None  # names only: no layer precision to count
+            counts = engine.get("precision_counts")
             for k, v in (counts or {}).items():
                 total[k] = total.get(k, 0) + int(v)
         return total or None

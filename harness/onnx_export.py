@@ -12,11 +12,14 @@ and ``on_rebuild`` or a ``CacheRebuiltWarning``), never a protobuf parse error.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -96,7 +99,7 @@ def export_onnx(
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 opset_version=opset,
                 do_constant_folding=True,
-                dynamo=False,
+                **torchscript_exporter_kwargs(torch.onnx.export),
             )
         max_diff = _max_abs_diff(module, tmp, example)
         if not max_diff <= tolerance * max(1.0, _scale(module, example)):
@@ -111,6 +114,20 @@ def export_onnx(
     if note is not None:
         cache_files.report_rebuild(note, on_rebuild)
     return OnnxExport(path, opset, max_diff, content_hash, rebuilt=note)
+
+
+def torchscript_exporter_kwargs(export: Callable[..., Any]) -> dict[str, Any]:
+    """``{"dynamo": False}`` when ``export`` has that parameter, else nothing.
+
+    torch 2.5 added ``dynamo`` to ``torch.onnx.export`` and 2.9 made ``True`` its default, so newer
+    torch needs ``False`` to keep the TorchScript exporter (``dynamic_axes``); torch before 2.5, and
+    pre-release builds such as NGC 24.09's 2.5.0a0 taken before the parameter landed, reject it.
+    """
+    try:
+        parameters = inspect.signature(export).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: pass only what every version takes
+        return {}
+    return {"dynamo": False} if "dynamo" in parameters else {}
 
 
 def _safe(name: str) -> str:

@@ -164,8 +164,11 @@ class CudaEventTimer:
 
     def time_calls(self, fn: Callable[[Any], Any], inputs: Sequence[Any], n: int) -> list[int]:
         count = len(inputs)
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        # Events belong to the device they are created on, and recording one on another device's stream
+        # fails: create them on the session's device, whichever device is current.
+        with torch.cuda.device(self.stream.device):
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         with torch.cuda.stream(self.stream):
             for i in range(n):
                 starts[i].record(self.stream)

@@ -13,7 +13,7 @@ from harness import hw
 from harness.machine import MachineFacts
 from tests.facts import gpu_facts
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 
 
 def _table(facts: MachineFacts) -> dict[tuple[str, str], hw.Availability]:
@@ -55,6 +55,9 @@ def test_a100_with_trt10() -> None:
     assert not t["ort-trt", "bf16"].ok
     for p in PRECISIONS:
         assert t["trt-native", p].ok, t["trt-native", p].reason
+    # tf32 (FP32 with TF32 math) where it can be chosen; the TensorRT EP has no switch for it
+    assert t["torch", "tf32"].ok and t["ort-cuda", "tf32"].ok and t["trt-native", "tf32"].ok
+    assert not t["ort-trt", "tf32"].ok and not t["ort-cpu", "tf32"].ok
 
 
 def test_v100_with_trt_10_4() -> None:
@@ -111,3 +114,12 @@ def test_missing_libraries() -> None:
 def test_unknown_precision_gets_a_reason(precision: str) -> None:
     rows = hw.availability_matrix(gpu_facts(), precisions=(precision,))
     assert all(not a.ok for a in rows)
+
+
+def test_tf32_needs_ampere_and_says_so() -> None:
+    t = _table(gpu_facts(gpu_cc=(7, 5), gpu_name="Tesla T4"))
+    for backend in ("torch", "ort-cuda", "trt-native"):
+        reason = t[backend, "tf32"].reason or ""
+        assert not t[backend, "tf32"].ok and "compute capability >= 8.0" in reason, (backend, reason)
+        assert t[backend, "fp32"].ok
+    assert "Tesla T4 has 7.5" in (t["torch", "tf32"].reason or "")

@@ -70,7 +70,8 @@ def test_support_is_an_ok_reason_pair() -> None:
 
 def test_v100_last_supported_trt_is_10_4() -> None:
     ok = caps.trt_precision_support("10.4.0", V100)
-    assert all(s.ok for k, s in ok.items() if k != "bf16")
+    assert all(s.ok for k, s in ok.items() if k not in ("bf16", "tf32"))  # both need Ampere
+    assert not ok["tf32"].ok and "compute capability >= 8.0" in ok["tf32"].reason
     for version in ("10.5.0", "10.15.1.29", "11.4.0"):
         rules = caps.trt_precision_support(version, V100)
         assert not any(s.ok for s in rules.values()), version

@@ -150,6 +150,7 @@ def test_ort_cpu_layer_profiles_predictions_and_int8_calibration(tmp_path: Path,
     for precision, result in outcomes.items():
         profile = result.layer_profile
         assert profile["source"] == "onnxruntime-profiler" and profile["batch_size"] == 2
+        assert profile["timer"] == "host" and any("CPU execution times" in n for n in profile["notes"])
         assert profile["layers"] and all(layer["provider"] == "CPUExecutionProvider" for layer in profile["layers"])
         assert abs(sum(r["share"] for r in profile["by_op_type"]) - 1.0) < 1e-6
         predictions = decode_predictions(result.predictions)

@@ -132,7 +132,9 @@ def test_layer_names_only() -> None:
 def test_reformat_rule() -> None:
     assert is_reformat_layer("anything", "Reformat")
     assert is_reformat_layer("Reformatting CopyNode for Output Tensor 0 to x", None)
-    assert is_reformat_layer("x_REFORMAT_y", "Shuffle")
+    assert is_reformat_layer("x_REFORMAT_y", None)
+    # real TensorRT output: an elided copy node keeps its name, is LayerType NoOp and takes 0 ms
+    assert not is_reformat_layer("Reformatting CopyNode for Input Tensor 0 to Conv_37", "NoOp")
     assert not is_reformat_layer("/conv1/Conv", "CaskConvolution")
 
 

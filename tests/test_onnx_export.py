@@ -255,3 +255,21 @@ def test_max_abs_diff_is_measured_not_assumed(tmp_path: Path) -> None:
     assert result.max_abs_diff == pytest.approx(direct, rel=1e-6, abs=1e-9)
     assert onnx_export._max_abs_diff(net, result.path, example) == pytest.approx(direct, rel=1e-6, abs=1e-9)
     assert onnx_export._max_abs_diff(_net(seed=1), result.path, example) > 1e-3  # another model: differs
+
+
+def test_dynamo_is_passed_only_to_exporters_that_have_it() -> None:
+    from harness.onnx_export import torchscript_exporter_kwargs
+
+    def export_2_4(model, args, f, export_params=True, verbose=False, input_names=None, opset_version=None):  # noqa: ANN001, ANN202
+        """torch 2.1-2.4 (and 2.5 pre-releases): no ``dynamo`` parameter."""
+
+    def export_2_5(model, args, f, *, input_names=None, opset_version=None, dynamo=False, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        """torch 2.5+: ``dynamo`` (default True from 2.9)."""
+
+    def export_kwargs_only(model, args, f, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        """**kwargs alone says nothing about ``dynamo``."""
+
+    assert torchscript_exporter_kwargs(export_2_4) == {}
+    assert torchscript_exporter_kwargs(export_2_5) == {"dynamo": False}
+    assert torchscript_exporter_kwargs(export_kwargs_only) == {}
+    assert torchscript_exporter_kwargs(torch.onnx.export) == {"dynamo": False}  # the installed torch 2.14

@@ -28,11 +28,11 @@ TRT_EP_KEYS = {
     "trt_engine_cache_enable", "trt_engine_cache_path", "trt_timing_cache_enable", "trt_timing_cache_path",
     "trt_max_workspace_size", "trt_builder_optimization_level", "trt_sparsity_enable", "trt_profile_min_shapes",
     "trt_profile_opt_shapes", "trt_profile_max_shapes", "trt_detailed_build_log",
-    "device_id", "has_user_compute_stream", "user_compute_stream",
+    "device_id", "user_compute_stream",
 }
 BOOL_KEYS = {
     "trt_fp16_enable", "trt_int8_enable", "trt_int8_use_native_calibration_table", "trt_engine_cache_enable",
-    "trt_timing_cache_enable", "trt_sparsity_enable", "trt_detailed_build_log", "has_user_compute_stream",
+    "trt_timing_cache_enable", "trt_sparsity_enable", "trt_detailed_build_log",
 }
 
 
@@ -123,7 +123,7 @@ def test_trt_ep_option_values(tmp_path: Path) -> None:
     assert opts["trt_max_workspace_size"] == str(1 << 30) and opts["trt_builder_optimization_level"] == "5"
     assert opts["trt_detailed_build_log"] == "True" and opts["trt_sparsity_enable"] == "True"
     assert opts["device_id"] == "1"
-    assert opts["has_user_compute_stream"] == "True" and opts["user_compute_stream"] == "1234567"
+    assert "has_user_compute_stream" not in opts and opts["user_compute_stream"] == "1234567"
     assert opts["trt_profile_min_shapes"] == "input:32x3x224x224"
     assert opts["trt_profile_max_shapes"] == "input:128x3x224x224"
     with pytest.raises(HarnessError, match="0-5"):
@@ -359,7 +359,7 @@ def test_availability_rules_are_pure_functions_of_the_facts() -> None:
 
 
 def test_precision_declarations() -> None:
-    assert OrtCudaBackend.precisions == ("fp32", "fp16", "int8") and OrtCudaBackend.device == "cuda"
+    assert OrtCudaBackend.precisions == ("fp32", "tf32", "fp16", "int8") and OrtCudaBackend.device == "cuda"
     assert OrtTensorrtBackend.precisions == ("fp32", "fp16", "int8") and OrtTensorrtBackend.device == "cuda"
     with pytest.raises(UnsupportedCombination):
         backends.validate_request("ort-cuda", "bf16")
@@ -460,7 +460,7 @@ def test_native_calibration_table_is_offered_to_the_ep(tmp_path: Path) -> None:
                                        stream_handle=140000000000)
     assert options["trt_int8_use_native_calibration_table"] == "True"
     assert options["trt_int8_calibration_table_name"] == NATIVE_TABLE_NAME
-    assert options["has_user_compute_stream"] == "True" and options["user_compute_stream"] == "140000000000"
+    assert "has_user_compute_stream" not in options and options["user_compute_stream"] == "140000000000"
 
     missing = TableSource(tmp_path, native=False)  # no trt-native run yet: ORT's table, and it says so
     name, native, used = backend._calibration_table(SimpleNamespace(calibration=missing, input_shape=SHAPE), model,
@@ -560,12 +560,34 @@ def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: P
     session = backends.backend_class(name)(options).activate(artifact, "fp32", (1, 4), tmp_path / "cache")
     (fake,) = fake_gpu
     for provider, provider_options in fake.providers:
-        assert provider_options["has_user_compute_stream"] == "True", provider
+        if provider == "CUDAExecutionProvider":  # the TensorRT EP's binding knows only user_compute_stream
+            assert provider_options["has_user_compute_stream"] == "True", provider
         assert provider_options["user_compute_stream"] == str(FakeStream.cuda_stream), provider
     assert isinstance(session.cuda_stream, FakeStream)
     assert fake.run_options and all(
         o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for o in fake.run_options)
     assert session.info.details["gpu_timing"] == timing_facts()["gpu_timing"]
     assert "build" in session.info.prep_phases  # type: ignore[attr-defined]
+    if name == "ort-cuda":  # the layer-profile pass opens this ONNX again
+        assert session.info.details["onnx_path"] == str(model)
+    cuda_options = dict(fake.providers)["CUDAExecutionProvider"]
+    assert cuda_options["use_tf32"] == "False"  # fp32 cells compute in IEEE FP32, not TF32
+    if name == "ort-trt":  # the TensorRT EP cannot be told: said so on Ampere+
+        assert "tf32 in the TensorRT engines" in session.info.details["fp32_math"]
     if name == "ort-trt":
         assert session.info.details["engines"] == ["TensorrtExecutionProvider_0.engine"]
+
+
+def test_ort_node_times_say_what_they_measure() -> None:
+    from harness.cell_timing import ort_node_timer
+
+    timer, note = ort_node_timer(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert timer == "host-launch" and "CUPTI" in note and "not by GPU time" in note
+    assert ort_node_timer(["CPUExecutionProvider"])[0] == "host"
+    assert ort_node_timer(["TensorrtExecutionProvider"])[0] == "unknown"
+
+
+def test_use_tf32_is_only_set_when_asked() -> None:
+    assert "use_tf32" not in ort_cuda_provider_options()
+    assert ort_cuda_provider_options(use_tf32=False)["use_tf32"] == "False"
+    assert ort_cuda_provider_options(use_tf32=True)["use_tf32"] == "True"

@@ -47,7 +47,7 @@ def test_paths_with_brackets_print_literally(tmp_path: Path) -> None:
 def test_flag_errors_name_the_flag_and_the_allowed_values(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert_one_line_error(harness("run", "--precision", "int3", "--out", str(out)),
-                          "--precision: 'int3' is not one of fp32, fp16, bf16, int8")
+                          "--precision: 'int3' is not one of fp32, tf32, fp16, bf16, int8")
     assert_one_line_error(harness("run", "--backend", "onnx", "--out", str(out)),
                           "--backend: 'onnx' is not one of torch, ort-cpu, ort-cuda, ort-trt, trt-native")
     assert_one_line_error(harness("run", "--weights", "imagenet", "--out", str(out)),

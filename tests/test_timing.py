@@ -290,3 +290,46 @@ def test_timing_settings_is_the_one_type_and_results_store_only_the_loop_counts(
     stored = measure(lambda x: x, [1], batch_size=1, config=cfg, definition="e2e",
                      timer=PerfCounterTimer()).to_dict()
     assert stored["config"] == {"warmup": 0, "iterations": 2, "repeats": 1}
+
+
+def test_cuda_events_are_created_on_the_sessions_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fakes for the CUDA runtime (no GPU here): the device current when each event is made is recorded."""
+    import contextlib
+    from typing import Any
+
+    import torch
+
+    from harness.timing import CudaEventTimer
+
+    current = ["cuda:0"]
+    made: list[str] = []
+
+    @contextlib.contextmanager
+    def device(d: Any) -> Any:
+        before, current[0] = current[0], str(d)
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    class Event:
+        def __init__(self, enable_timing: bool = False) -> None:
+            made.append(current[0])
+
+        def record(self, stream: Any) -> None:
+            pass
+
+        def elapsed_time(self, other: Any) -> float:
+            return 0.5
+
+    class Stream:
+        device = torch.device("cuda", 1)
+
+        def synchronize(self) -> None:
+            pass
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    samples = CudaEventTimer(Stream()).time_calls(lambda x: None, [1, 2], 3)
+    assert samples == [500_000] * 3 and made == ["cuda:1"] * 6

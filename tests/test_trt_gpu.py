@@ -1,5 +1,5 @@
 """trt-native on a real GPU with real TensorRT (issue 9 item 8). Skipped without TensorRT or a GPU;
-``bench/gpu_smoke.py --pytest`` runs this file inside the containers.
+``bench/gpu_smoke.py --with-tests`` runs this file inside the containers.
 
 * tinycnn INT8 through the real ``IInt8EntropyCalibrator2`` (TRT 10): batches were served, the engine
   has INT8 layers (no silent fallback), and its top-1 agrees with torch on the calibration images;

@@ -82,6 +82,7 @@ def expected_plan(major: int, precision: str, mode: str, typed: bool) -> Expecte
     if major == 10:
         return {
             "fp32": ((), "fp32", False),
+            "tf32": (("TF32",), "fp32", False),
             "fp16": (("FP16",), "fp32", False),
             "bf16": (("BF16",), "fp32", False),
             "int8": {
@@ -92,6 +93,7 @@ def expected_plan(major: int, precision: str, mode: str, typed: bool) -> Expecte
         }[precision]
     return {
         "fp32": ((), "fp32", False),
+        "tf32": (("TF32",), "fp32", False),  # a builder flag TensorRT 11 keeps
         "fp16": ((), "fp16", False) if typed else UnsupportedCombination,
         "bf16": ((), "bf16", False) if typed else UnsupportedCombination,
         "int8": {
@@ -136,7 +138,9 @@ def test_no_plan_silently_builds_fp32(version: str, precision: str, mode: str, t
         return
     reduced = {"FP16", "BF16", "INT8"} & set(plan.flags)
     if precision == "fp32":
-        assert not reduced and plan.onnx_source == "fp32"
+        assert not reduced and plan.onnx_source == "fp32" and "TF32" not in plan.flags
+    elif precision == "tf32":  # FP32 tensors, TF32 math: the TF32 flag, nothing reduced
+        assert not reduced and plan.onnx_source == "fp32" and "TF32" in plan.flags
     else:  # the reduced precision comes from a flag (TRT 10) or from the ONNX model itself (TRT 11)
         assert reduced or plan.onnx_source in ("fp16", "bf16", "qdq")
     if plan.strongly_typed:
@@ -406,6 +410,9 @@ class FakeConfig(Strict):
     def set_flag(self, flag: str) -> None:
         self._fake.record("IBuilderConfig.set_flag", flag)
 
+    def clear_flag(self, flag: str) -> None:
+        self._fake.record("IBuilderConfig.clear_flag", flag)
+
     def add_optimization_profile(self, profile: Any) -> int:
         self._fake.record("IBuilderConfig.add_optimization_profile", profile)
         added = len(self._fake.called("IBuilderConfig.add_optimization_profile"))
@@ -456,6 +463,8 @@ def test_every_valid_plan_builds_against_its_trt_version(plan: BuildPlan) -> Non
     out, _ = _build(fake, plan, calibrator=object() if plan.use_calibrator else None)
     assert out.engine == b"ENGINE-" + plan.trt_version.encode()
     assert fake.called("IBuilderConfig.set_flag") == [(f"BuilderFlag.{f}",) for f in plan.flags]
+    # fp32 means IEEE FP32: TensorRT's default TF32 is switched off, and only for fp32
+    assert fake.called("IBuilderConfig.clear_flag") == ([("BuilderFlag.TF32",)] if plan.precision == "fp32" else [])
     assert fake.used <= _api_prefixes(), f"used but not declared in TRT_API_USED: {fake.used - _api_prefixes()}"
     if plan.strongly_typed:
         assert not fake.used & TRT10_ONLY_API
@@ -653,7 +662,7 @@ def test_activate_refuses_before_doing_any_work(tmp_path: Path) -> None:
 
 def test_backend_declaration() -> None:
     assert TrtNativeBackend.name == "trt-native" and TrtNativeBackend.device == "cuda"
-    assert TrtNativeBackend.precisions == ("fp32", "fp16", "bf16", "int8")
+    assert TrtNativeBackend.precisions == ("fp32", "tf32", "fp16", "bf16", "int8")
     assert backends.backend_class("trt-native") is TrtNativeBackend
 
 

@@ -249,3 +249,16 @@ def test_trt_native_and_ort_sessions_record_the_same_timing_definition() -> None
     assert trt_session.info.details["gpu_timing"] == ort_session.info.details["gpu_timing"]
     assert trt_session.info.details["gpu_timing"]["compute_timer"] == "cuda-events-on-session-stream"
     assert isinstance(trt_session.cuda_stream, FakeStream) and isinstance(ort_session.cuda_stream, FakeStream)
+
+
+def test_cuda_graph_cells_record_that_staged_batches_alias_the_graph_input() -> None:
+    session = make(Engine(), ((1, 8, 8),), (1, 4), cuda_graph=True)
+    staged = [session.stage(torch.full((4, *SHAPE), float(i))) for i in range(3)]
+    assert len({s.data_ptr() for s in staged}) == 1  # the one bound buffer, overwritten by each stage()
+    assert torch.equal(session.run(staged[0]), expect(torch.full((4, *SHAPE), 2.0)))  # the last one staged
+    facts = session.info.details["cuda_graph_inputs"]
+    assert facts["staged_batches"] == 1 and facts["batches"] == [1, 4] and "one bound input buffer" in facts["note"]
+    plain = make(Engine(), ((1, 8, 8),), (1, 4))
+    assert "cuda_graph_inputs" not in plain.info.details
+    kept = [plain.stage(torch.randn((4, *SHAPE))) for _ in range(3)]
+    assert len({s.data_ptr() for s in kept}) == 3  # distinct batches

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,13 +61,22 @@ class UnitResources:
     num_gpus: float
 
 
-def unit_resources(unit: Unit, cpus_per_unit: int) -> UnitResources:
-    """One whole GPU (and one core for its host side) for a unit with any cell on a CUDA backend;
-    ``cpus_per_unit`` cores otherwise."""
+def unit_resources(unit: Unit, cpus_per_unit: int, backend_options: Mapping[str, Any] | None = None,
+                   cluster_gpus: float = 0) -> UnitResources:
+    """One whole GPU (and one core for its host side) for a unit with any cell that computes on CUDA;
+    ``cpus_per_unit`` cores otherwise.
+
+    Each backend says whether its cell uses CUDA (:meth:`Backend.uses_cuda`, with the sweep's
+    ``backend_options``). A backend that decides from what it sees (torch fp32 without a device) gets a
+    GPU when the cluster has any: without one Ray hides every GPU from the task, and torch would
+    silently run on the CPU."""
     from backends import backend_class
 
-    if any(backend_class(cell.backend).device == "cuda" for cell in unit.cells):
-        return UnitResources(num_cpus=1, num_gpus=1)
+    options = backend_options or {}
+    for cell in unit.cells:
+        uses = backend_class(cell.backend).uses_cuda(cell.precision, options.get(cell.backend))
+        if uses or (uses is None and cluster_gpus > 0):
+            return UnitResources(num_cpus=1, num_gpus=1)
     return UnitResources(num_cpus=cpus_per_unit, num_gpus=0)
 
 
@@ -148,7 +157,8 @@ def _drive(ray: Any, config: SweepConfig, store: ResultStore, observer: SweepObs
     settings = config.executor
     shipped, node_cache = worker_config(config)
     task = ray.remote(run_unit_task)
-    need = resources or (lambda u: unit_resources(u, settings.cpus_per_unit))
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    need = resources or (lambda u: unit_resources(u, settings.cpus_per_unit, config.backend_options, cluster_gpus))
 
     def submit(unit: Unit, attempt: int, cells: dict[str, Cell]) -> None:
         want = need(unit)

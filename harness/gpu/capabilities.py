@@ -84,8 +84,8 @@ class Support(NamedTuple):
     reason: str
 
 
-TrtPrecision = Literal["fp32", "fp16", "bf16", "int8", "int8-implicit", "int8-explicit"]
-TRT_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "int8-implicit", "int8-explicit")
+TrtPrecision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "int8-implicit", "int8-explicit"]
+TRT_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8", "int8-implicit", "int8-explicit")
 
 #: TensorRT 10.5 dropped Volta (sm_70): 10.4 is the last release for V100.
 TRT_LAST_FOR_VOLTA: tuple[int, int] = (10, 4)
@@ -131,7 +131,7 @@ def trt_required_onnx(trt_version: str, precision: str) -> Literal["fp32", "fp16
         return "qdq"
     if major >= TRT_STRONGLY_TYPED_ONLY and precision in ("fp16", "bf16"):
         return precision  # type: ignore[return-value]
-    return "fp32" if precision in ("fp32", "fp16", "bf16", "int8", "int8-implicit") else "any"
+    return "fp32" if precision in ("fp32", "tf32", "fp16", "bf16", "int8", "int8-implicit") else "any"
 
 
 def trt_precision_support(trt_version: str, cc: ComputeCapability) -> dict[str, Support]:
@@ -158,7 +158,9 @@ def trt_precision_support(trt_version: str, cc: ComputeCapability) -> dict[str, 
         return {p: Support(False, blocked) for p in TRT_PRECISIONS}
 
     strong = major >= TRT_STRONGLY_TYPED_ONLY
-    out: dict[str, Support] = {"fp32": Support(True, "always available")}
+    out: dict[str, Support] = {"fp32": Support(True, "always available (BuilderFlag.TF32 cleared: IEEE FP32)")}
+    out["tf32"] = (Support(True, "BuilderFlag.TF32 on an FP32 ONNX model") if cc >= TENSOR_CORE_MIN_CC["tf32"]
+                   else Support(False, f"tf32 needs compute capability >= 8.0 (Ampere); this GPU is {gpu}"))
 
     if strong:
         out["fp16"] = Support(
