@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 from harness.config import load_config
-from harness import sweep
+from harness.driver import run_sweep
+from harness.plan import plan_cells
 from harness.results import ResultStore, export_csv, flat_rows
 
 LEGACY = Path(__file__).parent / "data" / "legacy_db"
@@ -60,7 +61,7 @@ def test_legacy_database_resumes_with_every_cell_skipped(tmp_path: Path) -> None
     db = _copy(tmp_path)
     with ResultStore(db) as store:
         keys = {r.key for r in store.records()}
-        planned = {c.identity(config).key for c in sweep.plan_cells(config)}
+        planned = {c.identity(config).key for c in plan_cells(config)}
         assert planned == keys
-        counts = sweep.run_sweep(config, store, resume=True)
+        counts = run_sweep(config, store, resume=True)
     assert counts == {"ok": 0, "error": 0, "skipped": 6}

@@ -1,0 +1,316 @@
+"""Running one unit (model x dataset x pruning step): load, prune, export, then each backend x
+precision session and each of its cells. :func:`run_unit` yields one typed
+:class:`~harness.outcome.CellOutcome` per cell, failures included, and never touches the store, so
+any executor can run units anywhere (:mod:`harness.driver` commits what they yield)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import backends
+from backends.base import ModelArtifact, PhaseTimes, UnavailableCalibration
+from harness.accuracy import LabelMapping
+from harness.cell import CellContext, SessionAccuracy, measure_cell
+from harness.cell_timing import session_accuracy
+from harness.compression import apply_pruning, artifact_flags, needs_gradient_batches
+from harness.compression.registry import NO_PRUNING
+from harness.compression.sizes import measure_sizes
+from harness.compression.spec import PruneSpec
+from harness.config import SweepConfig
+from harness.environment import harness_commit, library_versions
+from harness.errors import HarnessError
+from harness.fingerprint import model_content_hash
+from harness.machine import MachineFacts, probe_machine
+from harness.observer import Observer, SweepObserver
+from harness.onnx_export import export_onnx
+from harness.outcome import CellOutcome
+from harness.plan import Cell, Unit
+from harness.sizes import state_dict_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    from backends.base import Session
+    from harness.data.stream import StreamingEvalData
+    from harness.models import LoadedModel
+
+#: Preparation phases reported with every cell (seconds; zero when a cache was reused).
+PREP_PHASES: tuple[str, ...] = ("load", "prune", "export", "calibrate", "build")
+
+
+@dataclass
+class _Inputs:
+    """A model and its evaluation data, loaded once per model x dataset."""
+
+    loaded: LoadedModel
+    data: StreamingEvalData
+    mapping: LabelMapping
+    load_seconds: float
+
+
+@dataclass
+class UnitContext:
+    """What units of one sweep share in one process: the config, the observer, and the last loaded
+    model x dataset (units of the same model and dataset run one after another and reuse it)."""
+
+    config: SweepConfig
+    observer: Observer = field(default_factory=SweepObserver)
+    versions: dict[str, Any] = field(default_factory=library_versions)
+    commit: str | None = field(default_factory=harness_commit)
+    facts: MachineFacts | None = None  # probed once, when the first session asks
+    _inputs_key: tuple[str, str] | None = None
+    _inputs: _Inputs | BaseException | None = None
+
+    def machine(self) -> MachineFacts:
+        if self.facts is None:
+            self.facts = probe_machine()
+        return self.facts
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.config.cache_dir)
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.config.data_root)
+
+    def open_split(self, dataset: str, split: str) -> Any:
+        from harness.data.registry import open_split
+
+        return open_split(dataset, split, data_root=self.data_root, cache_dir=self.cache_dir,
+                          size=self.config.dataset_size, class_map=self.config.class_map)
+
+    def inputs(self, model: str, dataset: str) -> _Inputs:
+        """The loaded model and data (a load failure is remembered and raised for each unit)."""
+        if self._inputs_key != (model, dataset):
+            self.observer.stage(f"loading {model} and {dataset}")
+            self._inputs_key = (model, dataset)
+            try:
+                self._inputs = self._load(model, dataset)
+            except Exception as exc:  # noqa: BLE001 - every cell of the model x dataset records it
+                self._inputs = exc
+        if isinstance(self._inputs, BaseException):
+            raise self._inputs
+        assert self._inputs is not None
+        return self._inputs
+
+    def _load(self, model: str, dataset: str) -> _Inputs:
+        from harness.data.stream import StreamingEvalData
+        from harness.models import load_model
+
+        config = self.config
+        phases = PhaseTimes()
+        rebuilt: list[str] = []  # damaged cached weights retrained: the time is in "load"
+        with phases.timed("load"):
+            loaded = load_model(model, weights=config.weights, cache_dir=self.cache_dir,
+                                data_root=self.data_root, on_rebuild=rebuilt.append)
+            if rebuilt:
+                loaded.notes["cache_rebuilt"] = rebuilt
+            # Streamed in batches (bounded memory, whatever the split's size); decoded once per pass.
+            data = StreamingEvalData.for_model(loaded, self.open_split(dataset, "val"),
+                                               max_samples=config.max_eval_samples, num_workers=config.eval_workers,
+                                               cache_dir=self.cache_dir if config.eval_cache else None)
+            loaded.notes["state_dict_bytes"] = state_dict_bytes(loaded.module)  # serialised once, not per cell
+        mapping = LabelMapping.for_model(loaded.label_space, loaded.num_outputs, data.num_classes,
+                                         data.imagenet_indices)
+        return _Inputs(loaded, data, mapping, phases.seconds["load"])
+
+
+@dataclass(frozen=True)
+class UnitRunner:
+    """The unit function the driver hands to an executor: ``runner(unit)`` yields the unit's outcomes.
+    One :class:`UnitContext` per process (made on first use), so a Ray worker builds its own."""
+
+    config: SweepConfig
+    observer: Observer | None = None
+    facts: MachineFacts | None = None
+    _context: list[UnitContext] = field(default_factory=list, compare=False, repr=False)
+
+    def __call__(self, unit: Unit) -> Iterator[CellOutcome]:
+        if not self._context:
+            self._context.append(UnitContext(self.config, self.observer or SweepObserver(), facts=self.facts))
+        return run_unit(unit, self._context[0])
+
+    def __getstate__(self) -> dict[str, Any]:  # shipped to a worker without this process's context
+        return {"config": self.config, "observer": None, "facts": None, "_context": []}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+
+def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
+    """Run one unit: prune, then each backend x precision session, then each cell's timing.
+    Yields one outcome per cell of the unit (failures included); never touches the store."""
+    config = context.config
+    try:
+        inputs = context.inputs(unit.model, unit.dataset)
+        step_phases = PhaseTimes()
+        step_phases.add("load", inputs.load_seconds)
+        context.observer.stage(f"{unit.model}: pruning {unit.prune.label}")
+        module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
+        artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
+                             sparse_weights=artifact_flags(unit.prune).sparse_weights)
+    except Exception as exc:  # noqa: BLE001 - recorded for every cell of the unit
+        yield from _failed(unit.cells, exc, config)
+        return
+    sessions: dict[tuple[str, str], list[Cell]] = {}
+    for cell in unit.cells:
+        sessions.setdefault((cell.backend, cell.precision), []).append(cell)
+    for (backend_name, precision), cells in sessions.items():
+        yield from _run_session(context, artifact, inputs, backend_name, precision, cells, prune_report,
+                                step_phases)
+
+
+def _failed(cells: list[Cell] | tuple[Cell, ...], exc: BaseException, config: SweepConfig) -> Iterator[CellOutcome]:
+    for cell in cells:
+        yield CellOutcome.failed(cell.identity(config), exc)
+
+
+def _prune(context: UnitContext, loaded: LoadedModel, dataset: str, spec: PruneSpec,
+           phases: PhaseTimes) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+    """The pruned model and its report (with sizes); the unpruned step reports its sizes only."""
+    if spec.method == NO_PRUNING:
+        return loaded.module, {"sizes": measure_sizes(loaded.module).to_dict()}
+    calib_batches = _gradient_batches(context, loaded, dataset) if needs_gradient_batches(spec) else None
+    with phases.timed("prune"):
+        module, report = apply_pruning(loaded.module, spec, example_input=torch.zeros(1, *loaded.input_shape),
+                                       calib_batches=calib_batches)
+    return module.eval(), {**report.to_dict(), "sizes": measure_sizes(module).to_dict()}
+
+
+def _gradient_batches(context: UnitContext, loaded: LoadedModel,
+                      dataset: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Calibration-split batches in the model's own label space (never the evaluation split)."""
+    from calib.calibset import select_calibration_files
+
+    settings = context.config.calibration
+    train = context.open_split(dataset, "train")
+    files = select_calibration_files(train.samples, count=min(64, settings.count), seed=settings.seed)
+    images = torch.stack([loaded.transform(_rgb(p)) for p, _ in files])
+    labels = torch.tensor([label for _, label in files])
+    if loaded.label_space == "imagenet":
+        if train.imagenet_indices is None:
+            raise HarnessError(f"taylor importance needs labels in {loaded.name}'s ImageNet label space; "
+                               f"{dataset} has no ImageNet index map (pass --class-map)")
+        labels = torch.tensor(train.imagenet_indices)[labels]
+    return [(images[i:i + 16], labels[i:i + 16]) for i in range(0, len(images), 16)]
+
+
+def _artifact(context: UnitContext, loaded: LoadedModel, module: torch.nn.Module, dataset: str,
+              phases: PhaseTimes, sparse_weights: bool) -> ModelArtifact:
+    """The pruned model as backends receive it: the ONNX export is lazy, shared by every session of
+    the step and timed here as ``export``; calibration is set up only when an int8 cell exists."""
+    content = model_content_hash(module)
+    notes: dict[str, Any] = {}
+
+    def onnx() -> Path:
+        if "onnx_export" not in notes:
+            with phases.timed("export"):
+                notes["onnx_export"] = export_onnx(
+                    module, loaded.input_shape, content_hash=content, cache_dir=context.cache_dir, name=loaded.name,
+                    on_rebuild=notes.setdefault("cache_rebuilt", []).append).to_dict()  # time counted in "export"
+            if not notes["cache_rebuilt"]:
+                del notes["cache_rebuilt"]
+        return Path(notes["onnx_export"]["path"])
+
+    # Sparse weights (a 2:4 pattern) are handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
+    artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
+                             num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx,
+                             int8_mode=context.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
+    if any(p == "int8" for _, p in context.config.pairs()):
+        try:
+            artifact.calibration = _calibration(context, loaded, dataset, onnx)
+        except Exception as exc:  # noqa: BLE001 - only the int8 cells fail; fp32/fp16 cells go on
+            artifact.calibration = UnavailableCalibration(exc)
+    return artifact
+
+
+def _calibration(context: UnitContext, loaded: LoadedModel, dataset: str, onnx: Callable[[], Path]) -> Any:
+    """Calibration images from the train split (never the evaluation split), built lazily."""
+    from calib import CalibrationData, CalibrationSet
+
+    settings = context.config.calibration
+    calib_set = CalibrationSet.from_splits(context.open_split(dataset, "train"), context.open_split(dataset, "val"),
+                                           count=settings.count, seed=settings.seed)
+    return CalibrationData(onnx, calib_set, loaded.transform, settings.method, context.cache_dir)
+
+
+def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs, backend_name: str,
+                 precision: str, cells: list[Cell], prune_report: dict[str, Any] | None,
+                 step_phases: PhaseTimes) -> Iterator[CellOutcome]:
+    config = context.config
+    context.observer.stage(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
+    try:
+        cls = backends.validate_request(backend_name, precision, context.machine())
+        backend = cls(config.backend_options.get(backend_name, {}))
+        session = backend.activate(artifact, precision, tuple(c.batch_size for c in cells), context.cache_dir)
+    except Exception as exc:  # noqa: BLE001
+        yield from _failed(cells, exc, config)
+        return
+    with session:
+        prep = prep_phases(step_phases.seconds, session.info.prep_phases)
+        try:
+            accuracy = _accuracy(context, session, max(c.batch_size for c in cells), inputs)
+        except Exception as exc:  # noqa: BLE001 - the session cannot produce predictions: its cells fail
+            yield from _failed(cells, exc, config)
+            return
+        shared = CellContext(config=config, observer=context.observer, session=session, artifact=artifact,
+                             loaded=inputs.loaded, data=inputs.data, accuracy=accuracy, prune_report=prune_report,
+                             prep=prep, versions=context.versions, commit=context.commit)
+        for cell in cells:
+            identity = cell.identity(config)
+            context.observer.stage(f"{artifact.name} {cell.prune.label}: {cell.backend} {cell.precision} "
+                                   f"batch {cell.batch_size}: timing")
+            try:
+                result = measure_cell(shared, cell.batch_size)
+            except Exception as exc:  # noqa: BLE001
+                yield CellOutcome.failed(identity, exc)
+                continue
+            yield CellOutcome.ok(identity, result)
+
+
+def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:
+    """Prep time of one session: the step's shared load/prune/export phases plus what this
+    session's activation spent itself (its calibration and build; zero when a cache was reused)."""
+    names = [*PREP_PHASES, *(p for p in session if p not in PREP_PHASES)]
+    return {p: step.get(p, 0.0) + session.get(p, 0.0) for p in names}
+
+
+def _accuracy(context: UnitContext, session: Session, batch_size: int, inputs: _Inputs) -> SessionAccuracy:
+    """Top-1 over the whole evaluation split, once per session, at the session's largest batch,
+    and the top-1 prediction of every image (for agreement between cells)."""
+    note = inputs.mapping.reason or None
+    if not context.config.accuracy or inputs.mapping.kind == "none":
+        return SessionAccuracy(note=note)
+    context.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
+    accuracy, predictions = session_accuracy(session, inputs.data, inputs.mapping, batch_size,
+                                             context.observer.evaluated)
+    # How the split was read (workers, uint8 pipeline, evaluation cache built or hit).
+    accuracy["eval_data"] = dict(inputs.data.notes)
+    published = published_check(context.config, inputs, accuracy)
+    if published is not None:
+        accuracy["published"] = published
+    return SessionAccuracy(accuracy=accuracy, predictions=predictions, note=note)
+
+
+def published_check(config: SweepConfig, inputs: _Inputs, accuracy: dict[str, Any]) -> dict[str, Any] | None:
+    """On ImageNet-1k val with an ImageNet model, the accuracy torchvision publishes for the weights
+    beside the measured 1000-way top-1/top-5 (flagged above 0.3 points); None elsewhere."""
+    from harness.models import published_accuracy_check
+
+    if inputs.data.split.name != "imagenet" or inputs.loaded.label_space != "imagenet":
+        return None
+    # The dataset maps every class to its ImageNet index, so the 1000-way figures are the published kind.
+    return published_accuracy_check(inputs.loaded.name, config.weights, accuracy["top1_1000"],
+                                    accuracy.get("top5_1000"), samples=accuracy["samples"])
+
+
+def _rgb(path: Path) -> Any:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("RGB")
