@@ -1,9 +1,33 @@
-"""Small helpers shared by the tests that watch a sweep from outside (kill, Ctrl-C, full disk)."""
+"""Helpers shared by the tests (tests never import each other: what two test files need lives here)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    """The `harness` command in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    message = " ".join(proc.stderr.split())
+    for needle in needles:
+        assert needle in message, message
 
 
 def committed_cells(db: Path) -> int:

@@ -10,21 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REPO, write_config
-from tests.helpers import committed_cells
-
-
-def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd or REPO, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    message = " ".join(proc.stderr.split())
-    for needle in needles:
-        assert needle in message, message
+from tests.helpers import REPO, assert_one_line_error, committed_cells, harness, write_config
 
 
 def test_unknown_model_is_a_one_line_error(tmp_path: Path) -> None:

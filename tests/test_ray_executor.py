@@ -19,7 +19,7 @@ from harness.results import ResultStore
 from harness.driver import run_sweep
 from harness.observer import SweepObserver
 from harness.plan import plan_cells
-from tests.conftest import REPO, write_config
+from tests.helpers import REPO, write_config
 
 ray = pytest.importorskip("ray")
 

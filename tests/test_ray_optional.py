@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 HIDE_RAY = "import sys; sys.modules['ray'] = None\n"  # `import ray` now raises ImportError
 

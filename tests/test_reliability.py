@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, write_config
+from tests.helpers import REPO, assert_one_line_error, harness, write_config
 from tests.helpers import committed_cells
-from tests.test_cli import assert_one_line_error, harness
 
 
 def _block_module(tmp_path: Path, module: str) -> dict[str, str]:
