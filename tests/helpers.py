@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+def assert_one_line_error(proc: subprocess.CompletedProcess | CliResult, *needles: str) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     message = " ".join(proc.stderr.split())
@@ -61,3 +62,25 @@ BROKEN_AT_INFERENCE = (
     "def build():\n"
     "    return Broken()\n"
 )
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What an in-process `harness` run printed and returned (the fields of a CompletedProcess the tests read)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict | None = None) -> CliResult:
+    """The `harness` command in this process (typer's CliRunner): for the one-line errors, which need no
+    fresh interpreter; the tests that need one (signals, a blocked import, no network) use :func:`harness`."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return CliResult(result.exit_code, result.stdout, result.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, assert_one_line_error, harness, write_config
+from tests.helpers import REPO, CliResult, assert_one_line_error, harness, run_cli, write_config
 from tests.helpers import committed_cells
 
 
@@ -39,19 +39,19 @@ def test_missing_extra_hint_prints_its_brackets(tmp_path: Path) -> None:
 def test_paths_with_brackets_print_literally(tmp_path: Path) -> None:
     for name in ("x[bold]y", "runs[abc]", "a[/]b"):
         out = tmp_path / name
-        proc = harness("results", "show", "--out", str(out))
+        proc = run_cli("results", "show", "--out", str(out))
         assert_one_line_error(proc, f"no results database at {out / 'results.db'}")
 
 
 def test_flag_errors_name_the_flag_and_the_allowed_values(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert_one_line_error(harness("run", "--precision", "int3", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--precision", "int3", "--out", str(out)),
                           "--precision: 'int3' is not one of fp32, fp16, bf16, int8")
-    assert_one_line_error(harness("run", "--backend", "onnx", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--backend", "onnx", "--out", str(out)),
                           "--backend: 'onnx' is not one of torch, ort-cpu, ort-cuda, ort-trt, trt-native")
-    assert_one_line_error(harness("run", "--weights", "imagenet", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--weights", "imagenet", "--out", str(out)),
                           "--weights: 'imagenet' is not one of pretrained, random")
-    assert_one_line_error(harness("run", "--batch-size", "0", "--out", str(out)), "--batch-size: 0 must be >= 1")
+    assert_one_line_error(run_cli("run", "--batch-size", "0", "--out", str(out)), "--batch-size: 0 must be >= 1")
     assert not out.exists(), "no work may start before the check"
 
 
@@ -75,7 +75,7 @@ out_dir: {out}
 {extra}""")
 
 
-def assert_environment_fault(proc: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+def assert_environment_fault(proc: subprocess.CompletedProcess | CliResult, code: int, *needles: str) -> str:
     """One line (no traceback), the exit code, and the traceback kept in a named log file."""
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
@@ -92,7 +92,7 @@ def test_out_under_an_existing_file_is_one_line(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("not a directory")
     cfg = _tiny_sweep(tmp_path, afile / "out")
-    assert_environment_fault(harness("run", "--config", str(cfg)), 2, "cannot create the output directory",
+    assert_environment_fault(run_cli("run", "--config", str(cfg)), 2, "cannot create the output directory",
                              str(afile / "out"), "Not a directory", "no cell ran")
     assert afile.read_text() == "not a directory"
 
@@ -108,7 +108,7 @@ def test_database_from_a_newer_schema_is_refused_untouched(tmp_path: Path) -> No
     db.commit()
     db.close()
     cfg = _tiny_sweep(tmp_path, out)
-    assert_environment_fault(harness("run", "--config", str(cfg), "--resume"), 2, "newer PQ Harness",
+    assert_environment_fault(run_cli("run", "--config", str(cfg), "--resume"), 2, "newer PQ Harness",
                              "schema 99", "1 finished cell(s) are safe")
     db = sqlite3.connect(out / "results.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 99
