@@ -78,6 +78,7 @@ def _private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PQ_HARNESS_LOCK_DIR", str(tmp_path / "locks"))
 
 
+@pytest.mark.slow
 def test_compute_times_run_on_staged_batches_and_e2e_times_infer_on_host_tensors(
         tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(backends.names.BACKEND_CLASSES, "torch", "tests.test_cell_timing:RecordingBackend")
@@ -96,6 +97,7 @@ def test_compute_times_run_on_staged_batches_and_e2e_times_infer_on_host_tensors
     assert timings["compute"].window["end"] <= timings["e2e"].window["start"]
 
 
+@pytest.mark.slow
 def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Path, shared_cache: Path) -> None:
     from harness.results import flat_rows
 
@@ -121,6 +123,7 @@ def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Pa
         assert row["ci_method"] == "hierarchical" and row["until_stable_converged"] is None
 
 
+@pytest.mark.slow
 def test_until_stable_adds_repeats_and_records_convergence(tmp_path: Path, shared_cache: Path) -> None:
     timing = {"warmup": 1, "iterations": 5, "repeats": 3, "definitions": ["compute"],
               "until_stable": {"target_ci_pct": 10_000.0, "max_seconds": 60.0}}
@@ -143,6 +146,7 @@ def test_until_stable_adds_repeats_and_records_convergence(tmp_path: Path, share
     assert until["repeats"] < 1000  # stopped by the budget, not by the repeat cap
 
 
+@pytest.mark.slow
 def test_ort_cpu_layer_profiles_predictions_and_int8_calibration(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, accuracy=True, backends={"ort-cpu": ["fp32", "int8"]},
                      timing={"warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["compute"]},
@@ -170,6 +174,7 @@ def test_ort_cpu_layer_profiles_predictions_and_int8_calibration(tmp_path: Path,
     assert calibration["calibration"] and calibration["calib_file_list_hash"]
 
 
+@pytest.mark.slow
 def test_layer_profiling_can_be_switched_off(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, backends={"ort-cpu": ["fp32"]}, profile_layers=False,
                      timing={"warmup": 0, "iterations": 1, "repeats": 1, "definitions": ["e2e"]})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import sqlite3
@@ -67,6 +69,7 @@ def test_help_has_examples() -> None:
         assert "Example" in proc.stdout and f"harness {cmd[0]}" in proc.stdout, cmd
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_finishes_each_cell_once(tmp_path: Path, shared_cache: Path) -> None:
     """kill -9 as soon as the first cell is committed, then --resume: every cell exactly once, all ok.
 
@@ -104,6 +107,7 @@ out_dir: {out}
     assert rows == (4, 4, 4)
 
 
+@pytest.mark.slow
 def test_calib_command_builds_artifacts_with_provenance(tmp_path: Path, shared_cache: Path) -> None:
     proc = harness("calib", "--model", "tinycnn", "--dataset", "shapes", "--count", "64", "--method", "minmax",
                    "--cache-dir", str(shared_cache), "--data-root", str(tmp_path))
@@ -117,6 +121,7 @@ def test_report_command_without_results_is_a_one_line_error(tmp_path: Path) -> N
     assert_one_line_error(run_cli("report", "--out", str(tmp_path)), "no results database")
 
 
+@pytest.mark.slow
 def test_uncached_pretrained_weights_fail_before_work_offline(tmp_path: Path) -> None:
     """No network and no cached weights: a one-line error that says how to get them, before any cell runs."""
     env = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": "http://127.0.0.1:9",
@@ -127,6 +132,7 @@ def test_uncached_pretrained_weights_fail_before_work_offline(tmp_path: Path) ->
     assert not (tmp_path / "out" / "results.db").exists()
 
 
+@pytest.mark.slow
 def test_data_fetch_offline_says_so(tmp_path: Path) -> None:
     env = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
            "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
@@ -134,6 +140,7 @@ def test_data_fetch_offline_says_so(tmp_path: Path) -> None:
     assert_one_line_error(proc, "offline", "imagewoof2-160")
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_sweep_is_a_clean_message(tmp_path: Path, shared_cache: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--model", "tinycnn", "--backend", "torch",

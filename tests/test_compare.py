@@ -89,6 +89,7 @@ def _check_pair(row: dict[str, Any], predictions_stored: bool) -> None:
         assert side["ci_method"] == "hierarchical"
 
 
+@pytest.mark.slow
 def test_compare_backends_pairs_same_precision(sweep_out: Path) -> None:
     rows = _compare_json(sweep_out, "backend=torch", "backend=ort-cpu")
     e2e = _compare_json(sweep_out, "backend=torch", "backend=ort-cpu", "--definition", "e2e")
@@ -111,6 +112,7 @@ def test_compare_backends_pairs_same_precision(sweep_out: Path) -> None:
     assert set(by_status) == {"paired", "unpaired-candidate"}
 
 
+@pytest.mark.slow
 def test_compare_precisions_pairs_across_calibration(sweep_out: Path, tmp_path: Path) -> None:
     md = tmp_path / "cmp.md"
     rows = _compare_json(sweep_out, "precision=fp32", "precision=int8", "--md", str(md))
@@ -127,6 +129,7 @@ def test_compare_precisions_pairs_across_calibration(sweep_out: Path, tmp_path: 
     assert "unpaired-baseline" in text and "bootstrap" in text
 
 
+@pytest.mark.slow
 def test_compare_table_prints_cis_and_test(sweep_out: Path) -> None:
     proc = _cli("compare", "--out", str(sweep_out), "--baseline", "backend=torch", "--candidate", "backend=ort-cpu")
     assert proc.returncode == 0, proc.stderr
@@ -142,6 +145,7 @@ def test_compare_table_prints_cis_and_test(sweep_out: Path) -> None:
     (("--baseline", "backend", "--candidate", "backend=torch"), "is not KEY=VALUE"),
     (("--baseline", "backend=torch", "--candidate", "backend=ort-cpu", "--definition", "wall"), "unknown timing"),
 ])
+@pytest.mark.slow
 def test_bad_selectors_exit_2_with_one_line(sweep_out: Path, args: tuple[str, ...], needle: str) -> None:
     proc = _cli("compare", "--out", str(sweep_out), *args)
     assert proc.returncode == 2

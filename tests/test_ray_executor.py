@@ -27,6 +27,9 @@ from harness.executors.ray_executor import RayExecutor, UnitResources  # noqa: E
 from tests.helpers import BROKEN_AT_INFERENCE, committed_cells
 
 
+pytestmark = pytest.mark.slow  # real sweeps on a local Ray cluster
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A private local cluster: 2 CPUs and 2 fake GPUs (logical resources; nothing uses CUDA)."""

@@ -29,6 +29,7 @@ def _block_module(tmp_path: Path, module: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------- literal messages
 
 
+@pytest.mark.slow
 def test_missing_extra_hint_prints_its_brackets(tmp_path: Path) -> None:
     """The hint `pip install 'pq-harness[ort-cpu]'` once printed as `pip install 'pq-harness'`."""
     proc = harness("calib", "--model", "tinycnn", "--weights", "random", "--data-root", str(tmp_path / "data"),
@@ -119,6 +120,7 @@ def _mount(*args: str) -> bool:
     return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True, check=False).returncode == 0
 
 
+@pytest.mark.slow
 def test_read_only_database_is_one_line_and_keeps_its_cells(tmp_path: Path) -> None:
     out = tmp_path / "out"
     cfg = _tiny_sweep(tmp_path, out)
@@ -169,6 +171,7 @@ _results.ResultStore.put = _full_after_one
 """
 
 
+@pytest.mark.slow
 def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Path) -> None:
     """The results disk fills after the first cell: one line (exit 1) naming the safe cells and --resume;
     the committed cell survives and --resume finishes the rest. A real tiny tmpfs where this process may
@@ -214,6 +217,7 @@ def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Pat
 # ---------------------------------------------------------------------------------- one writer per --out
 
 
+@pytest.mark.slow
 def test_second_sweep_into_a_locked_out_is_refused_before_work(tmp_path: Path) -> None:
     """This test process holds the directory's lock (as a running sweep does): a sweep into it is refused."""
     from harness.locks import OutDirLock
@@ -227,6 +231,7 @@ def test_second_sweep_into_a_locked_out_is_refused_before_work(tmp_path: Path) -
     assert not (out / "results.db").exists()
 
 
+@pytest.mark.slow
 def test_two_sweeps_into_one_out_never_measure_a_cell_twice(tmp_path: Path) -> None:
     """Two real processes: the second (--wait) queues behind the first and skips every cell it finished."""
     out = tmp_path / "out"
@@ -299,6 +304,7 @@ def test_custom_model_preflight_names_the_file_and_the_reason(tmp_path: Path, fa
     assert str(src) in str(info.value) and reason in str(info.value), info.value
 
 
+@pytest.mark.slow
 def test_custom_model_preflight_accepts_a_working_factory(tmp_path: Path) -> None:
     src = tmp_path / "nets.py"
     src.write_text(_CUSTOM.replace("good.input_size = 32", ""))
@@ -309,6 +315,7 @@ def test_custom_model_preflight_accepts_a_working_factory(tmp_path: Path) -> Non
     _preflight(tmp_path, f"{src}:good")
 
 
+@pytest.mark.slow
 def test_broken_custom_model_fails_before_any_cell_runs(tmp_path: Path) -> None:
     src = tmp_path / "broken.py"
     src.write_text("import torch\n\ndef build():\n    return torch.nn.Linear(4, 2\n")
@@ -374,6 +381,7 @@ def cached_runs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) ->
             "connects": log.read_text() if log.exists() else ""}
 
 
+@pytest.mark.slow
 def test_a_cached_run_opens_no_network_connection(cached_runs: dict) -> None:
     second = cached_runs["second"]
     assert second.returncode == 0, second.stdout + second.stderr
@@ -381,6 +389,7 @@ def test_a_cached_run_opens_no_network_connection(cached_runs: dict) -> None:
     assert all(c["status"] == "ok" for c in _cells(cached_runs["tmp"] / "second"))
 
 
+@pytest.mark.slow
 def test_prep_time_counts_calibration_built_in_activate_and_zero_when_reused(cached_runs: dict) -> None:
     first = {c["identity"]["precision"]: c["result"] for c in cached_runs["first"]}
     second = {c["identity"]["precision"]: c["result"] for c in _cells(cached_runs["tmp"] / "second")}
@@ -392,6 +401,7 @@ def test_prep_time_counts_calibration_built_in_activate_and_zero_when_reused(cac
     assert second["int8"]["prep_time_s"] < built
 
 
+@pytest.mark.slow
 def test_every_calibration_image_is_from_the_train_split(cached_runs: dict) -> None:
     from calib.calibset import file_list_hash
     from harness.data.registry import open_split
@@ -413,6 +423,7 @@ def test_every_calibration_image_is_from_the_train_split(cached_runs: dict) -> N
         assert not {f.resolve() for f in files} & val_files
 
 
+@pytest.mark.slow
 def test_damaged_caches_are_rebuilt_and_every_cell_is_ok(cached_runs: dict) -> None:
     """Truncated ONNX export, garbled tinycnn weights, truncated Q/DQ model: rebuilt, noted, all cells ok."""
     tmp, cache = cached_runs["tmp"], cached_runs["cache"]

@@ -36,6 +36,7 @@ class Recorder(SweepObserver):
         self.done.append((outcome.identity.to_dict(), outcome.status))
 
 
+@pytest.mark.slow
 def test_sweep_writes_every_cell_with_real_accuracy(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache)
     with ResultStore(tmp_path / "out" / "results.db") as store:
@@ -57,6 +58,7 @@ def test_sweep_writes_every_cell_with_real_accuracy(tmp_path: Path, shared_cache
     assert abs(by_backend["torch"] - by_backend["ort-cpu"]) < 0.01
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_and_never_duplicates(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, batch_sizes=[2])
     db = tmp_path / "out" / "results.db"
@@ -70,6 +72,7 @@ def test_resume_skips_finished_and_never_duplicates(tmp_path: Path, shared_cache
     assert rows == (2, 2)
 
 
+@pytest.mark.slow
 def test_failing_cell_is_recorded_and_others_survive(tmp_path: Path, shared_cache: Path) -> None:
     bad = tmp_path / "bad_model.py"
     bad.write_text(
@@ -95,6 +98,7 @@ def test_failing_cell_is_recorded_and_others_survive(tmp_path: Path, shared_cach
     assert records[("tinycnn", "torch")].status == "ok" and records[("tinycnn", "ort-cpu")].status == "ok"
 
 
+@pytest.mark.slow
 def test_csv_export_has_thesis_columns(tmp_path: Path, shared_cache: Path) -> None:
     from harness.results import export_csv, export_json
 
@@ -118,6 +122,7 @@ def test_csv_export_has_thesis_columns(tmp_path: Path, shared_cache: Path) -> No
     assert json.loads((tmp_path / "r.json").read_text())[0]["status"] == "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [7])
 def test_only_full_batches_are_timed(tmp_path: Path, shared_cache: Path, batch: int) -> None:
     """500 val images at batch 7 leave a partial batch; timing must still see only full batches."""
@@ -144,6 +149,7 @@ def _cold_calibration_cache(tmp_path: Path, shared_cache: Path) -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Path, shared_cache: Path) -> None:
     """Pruner x amount x backend x precision, including prune-then-quantize, in one sweep."""
     config = _config(tmp_path, _cold_calibration_cache(tmp_path, shared_cache), batch_sizes=[16], backends={"ort-cpu": ["fp32", "int8"]},
@@ -170,6 +176,7 @@ def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Pat
     assert sizes["gzip_bytes"] < base32.pruning["sizes"]["gzip_bytes"]
 
 
+@pytest.mark.slow
 def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, batch_sizes=[8], backends={"torch": ["fp32"]},
                      pruners=[{"method": "removal", "importance": "taylor", "amounts": [0.25]},
@@ -185,6 +192,7 @@ def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_
     assert records["2:4"].result.pruning["pattern_24_verified"] is True
 
 
+@pytest.mark.slow
 def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache: Path) -> None:
     """A folder dataset with no train split cannot calibrate: int8 cells fail, fp32 cells still run."""
     from PIL import Image
@@ -209,6 +217,7 @@ def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache:
     assert records["int8"].status == "error" and "train" in records["int8"].error
 
 
+@pytest.mark.slow
 def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, shared_cache: Path) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text(BROKEN_AT_INFERENCE)
@@ -239,6 +248,7 @@ def test_plan_units_groups_cells_by_model_dataset_and_pruning_step(tmp_path: Pat
     assert [(u.prune.amount, len(u.cells)) for u in kept] == [(0.0, 2), (0.6, 2)]
 
 
+@pytest.mark.slow
 def test_run_unit_yields_typed_outcomes_without_a_store(tmp_path: Path, shared_cache: Path) -> None:
     from harness.outcome import CellOutcome
     from harness.plan import plan_units
@@ -274,6 +284,7 @@ def test_old_database_resumes_with_the_same_cell_keys(tmp_path: Path, shared_cac
     assert none["pruner"] == "none" and none["prune_options"] == {} and "calibration" not in none
 
 
+@pytest.mark.slow
 def test_sweep_streams_evaluation_data_and_records_how(tmp_path: Path, shared_cache: Path) -> None:
     """Accuracy over a streamed split (decoded by a worker process, kept as a uint8 cache that the
     second session reads) is the same as decoding in process, and the result says how it was read."""
