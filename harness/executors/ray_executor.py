@@ -68,7 +68,7 @@ def unit_resources(unit: Unit, cpus_per_unit: int) -> UnitResources:
     ``cpus_per_unit`` cores otherwise."""
     from backends import backend_class
 
-    if any("cuda" in backend_class(cell.backend).devices for cell in unit.cells):
+    if any(backend_class(cell.backend).devices == {"cuda"} for cell in unit.cells):
         return UnitResources(num_cpus=1, num_gpus=1)
     return UnitResources(num_cpus=cpus_per_unit, num_gpus=0)
 
