@@ -84,3 +84,27 @@ def run_cli(*args: str, env: dict | None = None) -> CliResult:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def sweep_config(tmp_path: Path, cache: Path, **overrides: object):
+    """The one config factory of the tests: tinycnn on the embedded shapes set, small timing loops,
+    every path under ``tmp_path`` (the trained weights and data in ``cache``); ``overrides`` replace keys."""
+    from harness.config import load_config
+
+    values: dict[str, object] = {
+        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1, 8],
+        "backends": {"torch": ["fp32"], "ort-cpu": ["fp32"]},
+        "timing": {"warmup": 2, "iterations": 5, "repeats": 2},
+        "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out",
+    }
+    values.update(overrides)
+    return load_config(None, values)
+
+
+#: The session-wide sweep (conftest ``tiny_sweep``): 3 cells at batch 1, torch fp32 and ort-cpu fp32 + int8
+#: (entropy calibration), 3 repeats so its CIs are hierarchical. Tests read it; none writes to it.
+TINY_SWEEP = {
+    "batch_sizes": [1], "backends": {"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
+    "calibration": {"method": "entropy", "count": 64, "seed": 0},
+    "timing": {"warmup": 2, "iterations": 10, "repeats": 3},
+}

@@ -17,6 +17,7 @@ from backends.torch_eager import TorchBackend, TorchSession
 from harness.config import load_config
 from harness.outcome import CellResult, decode_predictions
 from harness.plan import plan_units
+from tests.helpers import sweep_config
 from harness.unit import UnitContext, run_unit
 
 #: Every call the recording session saw: (kind, argument type, batch rows, epoch time).
@@ -56,14 +57,8 @@ class RecordingBackend(TorchBackend):
 
 
 def _config(tmp_path: Path, cache: Path, **extra: object):
-    overrides = {
-        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [2],
-        "backends": {"torch": ["fp32"]}, "accuracy": False,
-        "timing": {"warmup": 1, "iterations": 3, "repeats": 2},
-        "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out",
-    }
-    overrides.update(extra)
-    return load_config(None, overrides)
+    return sweep_config(tmp_path, cache, **{"batch_sizes": [2], "backends": {"torch": ["fp32"]}, "accuracy": False,
+                                            "timing": {"warmup": 1, "iterations": 3, "repeats": 2}, **extra})
 
 
 def _run(config) -> list:  # noqa: ANN001

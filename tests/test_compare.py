@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,34 +21,22 @@ from harness.compare import (
     precision_counts,
     to_markdown,
 )
-from harness.config import load_config
 from harness.errors import HarnessError
 from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
+from tests.helpers import CliResult, run_cli
 from harness.results import ResultStore
-from harness.driver import run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def sweep_out(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """One real sweep per module: 3 cells at batch 1, few iterations, 3 repeats (hierarchical CIs)."""
-    tmp = tmp_path_factory.mktemp("compare-sweep")
-    config = load_config(None, {
-        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1],
-        "backends": {"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
-        "calibration": {"method": "entropy", "count": 64, "seed": 0},
-        "timing": {"warmup": 2, "iterations": 10, "repeats": 3},
-        "cache_dir": shared_cache, "data_root": tmp / "data", "out_dir": tmp / "out"})
-    with ResultStore(tmp / "out" / "results.db") as store:
-        counts = run_sweep(config, store, resume=False)
-    assert counts["ok"] == 3, counts
-    return tmp / "out"
+@pytest.fixture
+def sweep_out(tiny_sweep: Path) -> Path:
+    """The session's sweep: 3 cells at batch 1, few iterations, 3 repeats (hierarchical CIs)."""
+    return tiny_sweep
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, check=False)
+def _cli(*args: str) -> CliResult:
+    return run_cli(*args)
 
 
 def _compare_json(out: Path, baseline: str, candidate: str, *extra: str) -> list[dict[str, Any]]:
