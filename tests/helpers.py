@@ -108,3 +108,15 @@ TINY_SWEEP = {
     "calibration": {"method": "entropy", "count": 64, "seed": 0},
     "timing": {"warmup": 2, "iterations": 10, "repeats": 3},
 }
+
+
+def shapes_mismatches(root: Path) -> list[str]:
+    """Files of a generated shapes copy that do not match its manifest/SHA256SUMS (empty: intact)."""
+    from harness.data.shapes import CHECKSUMS, MANIFEST, _sha256, read_checksums, read_manifest
+
+    m, files = read_manifest(root), read_checksums(root)
+    if m is None or not files or m.get("sha256") != _sha256(root / CHECKSUMS):
+        return [MANIFEST]
+    on_disk = {p.relative_to(root).as_posix() for p in root.glob("*/*/*.png")}
+    bad = [rel for rel, d in files.items() if not (root / rel).is_file() or _sha256(root / rel) != d]
+    return sorted(bad + sorted(on_disk - files.keys()))

@@ -119,21 +119,6 @@ def trt_default_int8_mode(trt_version: str) -> Literal["implicit", "explicit"]:
     return "explicit" if _major_minor(trt_version)[0] >= TRT_STRONGLY_TYPED_ONLY else "implicit"
 
 
-def trt_required_onnx(trt_version: str, precision: str) -> Literal["fp32", "fp16", "bf16", "qdq", "any"]:
-    """What the ONNX model must already contain for ``precision`` on this TRT version.
-
-    TRT 10 (weakly typed) lowers an FP32 ONNX with builder flags; TRT 11 builds strongly typed
-    networks only, so FP16/BF16 need an FP16/BF16 ONNX (e.g. ModelOpt AutoCast) and INT8 needs
-    Q/DQ nodes. ``int8-explicit`` always needs Q/DQ nodes.
-    """
-    major = _major_minor(trt_version)[0]
-    if precision == "int8-explicit" or (precision == "int8" and major >= TRT_STRONGLY_TYPED_ONLY):
-        return "qdq"
-    if major >= TRT_STRONGLY_TYPED_ONLY and precision in ("fp16", "bf16"):
-        return precision  # type: ignore[return-value]
-    return "fp32" if precision in ("fp32", "fp16", "bf16", "int8", "int8-implicit") else "any"
-
-
 def trt_precision_support(trt_version: str, cc: ComputeCapability) -> dict[str, Support]:
     """Per precision: can TensorRT ``trt_version`` build it for compute capability ``cc``, and how.
 
