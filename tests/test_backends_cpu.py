@@ -1,6 +1,6 @@
 """CPU backends (torch, ort-cpu), the registry, and ONNX Runtime provider checks.
 
-Regressions (REFERENCE.md section 1): ONNX Runtime silently fell back from the TensorRT EP to CUDA because
+Regressions of the thesis tool: ONNX Runtime silently fell back from the TensorRT EP to CUDA because
 ``get_providers()`` was never checked; the PyTorch and ONNX Runtime paths were not timed the same way.
 """
 

@@ -1,6 +1,6 @@
 """harness.models: torchvision by name, aux heads off, offline-friendly pretrained errors, custom factories.
 
-Regression context (REFERENCE.md section 1): the thesis tool needed network access at run time
+Regression context: the thesis tool needed network access at run time
 (torch.hub); a missing pretrained checkpoint must be a clear error pointing at ``--weights random``.
 """
 

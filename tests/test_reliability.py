@@ -1,4 +1,4 @@
-"""Faults a user meets (issue 9): environment faults, literal messages, custom-model preflight,
+"""Faults a user meets: environment faults, literal messages, custom-model preflight,
 one writer per output directory, damaged caches rebuilt through a real sweep.
 
 Each test reproduces the fault through the real `harness` command (subprocesses, real files)."""

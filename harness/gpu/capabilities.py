@@ -1,7 +1,7 @@
 """GPU architectures, their tensor-core precisions, and what TensorRT / ONNX Runtime allow where.
 
-Pure data and rules (no GPU access); sources: REFERENCE.md sections 3-5 (NVIDIA TensorRT release
-notes and migration guide, ONNX Runtime TensorRT EP requirements, CUDA compute-capability tables).
+Pure data and rules (no GPU access); sources: NVIDIA TensorRT release notes and migration guide,
+the ONNX Runtime TensorRT EP requirements, CUDA compute-capability tables.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ ORT_TRT_PAIRING: dict[tuple[int, int], tuple[int, int]] = {
 ORT_FIRST_FOR_TRT10: tuple[int, int] = (1, 18)
 #: The TensorRT major every PyPI onnxruntime-gpu wheel from 1.18 on links (``libnvinfer.so.10``).
 #: ONNX Runtime's sources support TensorRT 11 from 1.27, but no PyPI wheel links it: read from the
-#: wheels themselves (issue 9), the 1.27 wheel links ``libnvinfer.so.10`` and ``libcudart.so.13``.
+#: wheels themselves, the 1.27 wheel links ``libnvinfer.so.10`` and ``libcudart.so.13``.
 #: TensorRT 11 with ONNX Runtime needs a source build; the trt11 image therefore has no ORT GPU backends.
 PYPI_ORT_TRT_MAJOR: int = 10
 #: CUDA major of the PyPI onnxruntime-gpu wheels recorded from their linked ``libcudart`` (others unknown).
@@ -265,8 +265,8 @@ def check_ort_trt_pair(ort_version: str, trt_version: str) -> PairCheck:
     return PairCheck(
         None,
         expected_trt_for_ort(ort_version),
-        f"no recorded TensorRT {PYPI_ORT_TRT_MAJOR} minor for onnxruntime {ort_version}{cuda_note} (REFERENCE.md "
-        "section 5 lists 1.18-1.22); check the ONNX Runtime TensorRT EP requirements",
+        f"no recorded TensorRT {PYPI_ORT_TRT_MAJOR} minor for onnxruntime {ort_version}{cuda_note} (this harness "
+        "records 1.18-1.22); check the ONNX Runtime TensorRT EP requirements",
     )
 
 
