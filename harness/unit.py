@@ -19,7 +19,7 @@ from harness.cell import CellContext, SessionAccuracy, measure_cell
 from harness.cell_timing import session_accuracy
 from harness.compression import apply_pruning, artifact_flags, needs_gradient_batches
 from harness.compression.registry import NO_PRUNING
-from harness.compression.sizes import measure_sizes
+from harness.compression.sizes import measure_sizes, state_dict_bytes
 from harness.compression.spec import PruneSpec
 from harness.config import SweepConfig
 from harness.environment import harness_commit, library_versions
@@ -30,7 +30,6 @@ from harness.observer import Observer, SweepObserver
 from harness.onnx_export import export_onnx
 from harness.outcome import CellOutcome
 from harness.plan import Cell, Unit
-from harness.sizes import state_dict_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Session
