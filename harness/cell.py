@@ -55,7 +55,7 @@ def measure_cell(cell: CellContext, batch_size: int, *, lock_dir: Path | None = 
     notes = cell_notes(cell.artifact, cell.loaded, session.info.precision)
     profile = None
     if config.profile_layers:
-        observer.stage(f"{session.info.backend} {session.info.precision} batch {batch_size}: per-layer profile")
+        observer.status(f"{session.info.backend} {session.info.precision} batch {batch_size}: per-layer profile")
         try:
             profile = layer_profile_pass(session, cell.data, batch_size, notice=observer.notice, lock_dir=lock_dir)
         except Exception as exc:  # noqa: BLE001 - the timing stands; the missing profile says why

@@ -85,7 +85,7 @@ class UnitContext:
     def inputs(self, model: str, dataset: str) -> _Inputs:
         """The loaded model and data (a load failure is remembered and raised for each unit)."""
         if self._inputs_key != (model, dataset):
-            self.observer.stage(f"loading {model} and {dataset}")
+            self.observer.status(f"loading {model} and {dataset}")
             self._inputs_key = (model, dataset)
             try:
                 self._inputs = self._load(model, dataset)
@@ -149,7 +149,7 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
         inputs = context.inputs(unit.model, unit.dataset)
         step_phases = PhaseTimes()
         step_phases.add("load", inputs.load_seconds)
-        context.observer.stage(f"{unit.model}: pruning {unit.prune.label}")
+        context.observer.status(f"{unit.model}: pruning {unit.prune.label}")
         module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
         artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
                              sparse_weights=artifact_flags(unit.prune).sparse_weights)
@@ -242,7 +242,7 @@ def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs,
                  precision: str, cells: list[Cell], prune_report: dict[str, Any] | None,
                  step_phases: PhaseTimes) -> Iterator[CellOutcome]:
     config = context.config
-    context.observer.stage(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
+    context.observer.status(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
     try:
         cls = backends.validate_request(backend_name, precision, context.machine())
         backend = cls(config.backend_options.get(backend_name, {}))
@@ -262,7 +262,7 @@ def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs,
                              prep=prep, versions=context.versions, commit=context.commit)
         for cell in cells:
             identity = cell.identity(config)
-            context.observer.stage(f"{artifact.name} {cell.prune.label}: {cell.backend} {cell.precision} "
+            context.observer.status(f"{artifact.name} {cell.prune.label}: {cell.backend} {cell.precision} "
                                    f"batch {cell.batch_size}: timing")
             try:
                 result = measure_cell(shared, cell.batch_size)
@@ -285,7 +285,7 @@ def _accuracy(context: UnitContext, session: Session, batch_size: int, inputs: _
     note = inputs.mapping.reason or None
     if not context.config.accuracy or inputs.mapping.kind == "none":
         return SessionAccuracy(note=note)
-    context.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
+    context.observer.status(f"{session.info.backend} {session.info.precision}: accuracy")
     accuracy, predictions = session_accuracy(session, inputs.data, inputs.mapping, batch_size,
                                              context.observer.evaluated)
     # How the split was read (workers, uint8 pipeline, evaluation cache built or hit).
