@@ -11,7 +11,7 @@ import torch
 
 from backends.base import Backend, BackendOptions, ModelArtifact, PhaseTimes, Session, SessionInfo
 from harness.errors import BackendUnavailable
-from harness.sizes import state_dict_bytes
+from harness.compression.sizes import state_dict_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.machine import MachineFacts
@@ -87,9 +87,9 @@ class TorchSession(Session):
             self._restore_math = None
 
 
-class TorchBackend(Backend):
+class TorchBackend(Backend[TorchOptions]):
     name: ClassVar[str] = "torch"
-    device: ClassVar[str] = "cpu|cuda"
+    devices: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "bf16")
     description: ClassVar[str] = "PyTorch eager (fp32 on CPU; fp32/tf32/fp16/bf16 on CUDA)"
     Options: ClassVar[type[BackendOptions]] = TorchOptions

@@ -8,7 +8,6 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-import torch
 
 _DISTRIBUTIONS = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt",
                   "tensorrt-cu12", "tensorrt-cu13", "torch-pruning", "nvidia-ml-py", "numpy")
@@ -40,7 +39,3 @@ def harness_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def device_name(device: str) -> str:
-    if device == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return platform.processor() or platform.machine()

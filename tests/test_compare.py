@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,34 +21,22 @@ from harness.compare import (
     precision_counts,
     to_markdown,
 )
-from harness.config import load_config
 from harness.errors import HarnessError
-from harness.outcome import CellIdentity, CellOutcome, CellResult
+from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
+from tests.helpers import CliResult, run_cli
 from harness.results import ResultStore
-from harness.sweep import SweepRunner
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def sweep_out(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """One real sweep per module: 3 cells at batch 1, few iterations, 3 repeats (hierarchical CIs)."""
-    tmp = tmp_path_factory.mktemp("compare-sweep")
-    config = load_config(None, {
-        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1],
-        "backends": {"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
-        "calibration": {"method": "entropy", "count": 64, "seed": 0},
-        "timing": {"warmup": 2, "iterations": 10, "repeats": 3},
-        "cache_dir": shared_cache, "data_root": tmp / "data", "out_dir": tmp / "out"})
-    with ResultStore(tmp / "out" / "results.db") as store:
-        counts = SweepRunner(config, store).run(resume=False)
-    assert counts["ok"] == 3, counts
-    return tmp / "out"
+@pytest.fixture
+def sweep_out(tiny_sweep: Path) -> Path:
+    """The session's sweep: 3 cells at batch 1, few iterations, 3 repeats (hierarchical CIs)."""
+    return tiny_sweep
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, check=False)
+def _cli(*args: str) -> CliResult:
+    return run_cli(*args)
 
 
 def _compare_json(out: Path, baseline: str, candidate: str, *extra: str) -> list[dict[str, Any]]:
@@ -88,6 +76,7 @@ def _check_pair(row: dict[str, Any], predictions_stored: bool) -> None:
         assert side["ci_method"] == "hierarchical"
 
 
+@pytest.mark.slow
 def test_compare_backends_pairs_same_precision(sweep_out: Path) -> None:
     rows = _compare_json(sweep_out, "backend=torch", "backend=ort-cpu")
     e2e = _compare_json(sweep_out, "backend=torch", "backend=ort-cpu", "--definition", "e2e")
@@ -110,6 +99,7 @@ def test_compare_backends_pairs_same_precision(sweep_out: Path) -> None:
     assert set(by_status) == {"paired", "unpaired-candidate"}
 
 
+@pytest.mark.slow
 def test_compare_precisions_pairs_across_calibration(sweep_out: Path, tmp_path: Path) -> None:
     md = tmp_path / "cmp.md"
     rows = _compare_json(sweep_out, "precision=fp32", "precision=int8", "--md", str(md))
@@ -126,6 +116,7 @@ def test_compare_precisions_pairs_across_calibration(sweep_out: Path, tmp_path: 
     assert "unpaired-baseline" in text and "bootstrap" in text
 
 
+@pytest.mark.slow
 def test_compare_table_prints_cis_and_test(sweep_out: Path) -> None:
     proc = _cli("compare", "--out", str(sweep_out), "--baseline", "backend=torch", "--candidate", "backend=ort-cpu")
     assert proc.returncode == 0, proc.stderr
@@ -141,6 +132,7 @@ def test_compare_table_prints_cis_and_test(sweep_out: Path) -> None:
     (("--baseline", "backend", "--candidate", "backend=torch"), "is not KEY=VALUE"),
     (("--baseline", "backend=torch", "--candidate", "backend=ort-cpu", "--definition", "wall"), "unknown timing"),
 ])
+@pytest.mark.slow
 def test_bad_selectors_exit_2_with_one_line(sweep_out: Path, args: tuple[str, ...], needle: str) -> None:
     proc = _cli("compare", "--out", str(sweep_out), *args)
     assert proc.returncode == 2
@@ -171,8 +163,9 @@ def _cell(ident: CellIdentity, median_ms: float, seed: int, *, timer: str = "cud
           device_name: str = "NVIDIA H200", preds: list[int] | None = None, **extra: Any) -> CellOutcome:
     result = CellResult(
         accuracy={"top1": 0.9, "samples": 4}, device="cuda", device_name=device_name,
-        timings=[{"definition": "compute", "timer": timer, "batch_size": ident.batch_size,
-                  "stats": {"median_ms": median_ms}, "samples_ns": _samples(median_ms, seed)}],
+        timings=[TimingWindow.from_dict({"definition": "compute", "timer": timer, "batch_size": ident.batch_size,
+                                         "config": {}, "stats": {"median_ms": median_ms},
+                                         "samples_ns": _samples(median_ms, seed)})],
         compressed_size_bytes=1_000_000, prep_phases_s={"build": 2.0, "calibrate": 1.0},
         session={"details": extra.pop("details", {})},
         extra={"predictions": encode_predictions(preds) if preds is not None else None, **extra})
@@ -269,7 +262,8 @@ def test_ort_profiles_stored_stability_zero_fill_and_failed_cells() -> None:
                  layer_profile=ort_profile)
     pruned = _cell(_ident(backend="ort-cpu", precision="fp32", pruner="l1-global", amount=0.5), 1.0, 2,
                    timer="perf_counter_ns")
-    pruned.result.timings[0]["stability"] = {"stable": False, "reasons": ["host busy: 3 other processes"]}
+    pruned.result.timings[0] = dataclasses.replace(
+        pruned.result.timings[0], stability={"stable": False, "reasons": ["host busy: 3 other processes"]})
     broken = CellOutcome(_ident(backend="ort-cpu", precision="fp32", pruner="l1-global", amount=0.9), "error",
                          error="export failed")
     res = compare_records([base, pruned, broken], parse_selector("pruner=none"), parse_selector("pruner=l1-global"))
@@ -301,7 +295,7 @@ def test_selector_parsing() -> None:
 def test_cells_without_raw_samples_are_refused_not_crashed() -> None:
     a = _cell(_ident(backend="ort-trt"), 1.0, 1)
     b = _cell(_ident(), 1.0, 2)
-    del b.result.timings[0]["samples_ns"]
+    b.result.timings[0] = dataclasses.replace(b.result.timings[0], samples_ns=None)
     res = compare_records([a, b], parse_selector("backend=ort-trt"), parse_selector("backend=trt-native"))
     (row,) = res.rows
     assert row.status == "refused" and "no raw samples" in (row.refused or "")

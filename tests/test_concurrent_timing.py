@@ -3,6 +3,8 @@ window holds the device lock, and the windows stored in both databases prove it.
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -14,6 +16,9 @@ from harness.locks import DeviceLock
 from harness.results import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+pytestmark = pytest.mark.slow  # two real harness processes timing at once
 
 
 def _config(tmp_path: Path, cache: Path, name: str) -> Path:
@@ -36,7 +41,7 @@ def _windows(db: Path) -> list[tuple[float, float, float]]:
     with ResultStore(db) as store:
         records = list(store.records())
     assert records and all(r.status == "ok" for r in records), [r.error for r in records]
-    return [(t["window"]["start"], t["window"]["end"], t["window"]["lock_waited_s"])
+    return [(t.window["start"], t.window["end"], t.window["lock_waited_s"])
             for r in records for t in r.result.timings]
 
 

@@ -22,7 +22,7 @@ from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombinat
 SHAPE = (3, 224, 224)
 TRT_VERSIONS = ("10.4.0", "10.15.1.29", "11.4.0.106")
 
-#: REFERENCE.md section 5, plus the device and stream keys both GPU providers take.
+#: The TensorRT EP options of the ONNX Runtime documentation, plus the device and stream keys both GPU providers take.
 TRT_EP_KEYS = {
     "trt_fp16_enable", "trt_int8_enable", "trt_int8_calibration_table_name", "trt_int8_use_native_calibration_table",
     "trt_engine_cache_enable", "trt_engine_cache_path", "trt_timing_cache_enable", "trt_timing_cache_path",
@@ -359,8 +359,8 @@ def test_availability_rules_are_pure_functions_of_the_facts() -> None:
 
 
 def test_precision_declarations() -> None:
-    assert OrtCudaBackend.precisions == ("fp32", "tf32", "fp16", "int8") and OrtCudaBackend.device == "cuda"
-    assert OrtTensorrtBackend.precisions == ("fp32", "fp16", "int8") and OrtTensorrtBackend.device == "cuda"
+    assert OrtCudaBackend.precisions == ("fp32", "tf32", "fp16", "int8") and OrtCudaBackend.devices == frozenset({"cuda"})
+    assert OrtTensorrtBackend.precisions == ("fp32", "fp16", "int8") and OrtTensorrtBackend.devices == frozenset({"cuda"})
     with pytest.raises(UnsupportedCombination):
         backends.validate_request("ort-cuda", "bf16")
 
@@ -579,7 +579,7 @@ def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: P
 
 
 def test_ort_node_times_say_what_they_measure() -> None:
-    from harness.cell_timing import ort_node_timer
+    from backends.layer_profile import ort_node_timer
 
     timer, note = ort_node_timer(["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert timer == "host-launch" and "CUPTI" in note and "not by GPU time" in note

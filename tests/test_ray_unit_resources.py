@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.compression.spec import PruneSpec
 from harness.executors.ray_executor import UnitResources, unit_resources
-from harness.sweep import Cell, Unit
+from harness.plan import Cell, Unit
 
 
 def _unit(*pairs: tuple[str, str]) -> Unit:

@@ -1,4 +1,4 @@
-"""The TensorRT runtime session without TensorRT or a GPU (issue 9 item 6 hazards).
+"""The TensorRT runtime session without TensorRT or a GPU (the hazards of running engines).
 
 The engine is a fake whose ``execute_async_v3`` really copies ``input[b].flatten()[:10]`` into the
 bound output address with ``ctypes.memmove`` (CPU tensors): so binding, contexts and profiles are
@@ -233,7 +233,7 @@ def test_layer_profile_is_a_separate_pass_joined_to_the_inspector() -> None:
     engine = Engine()
     session = make(engine, ((1, 8, 8),), (8,), layers=summarize(LAYERS_JSON))
     timed_context = engine.contexts[0]
-    rows = session.layer_profile(4, runs=3)
+    rows = session.iprofiler_rows(4, runs=3)
     assert timed_context.profiler is None and len(engine.contexts) == 2  # its own context
     assert [(r["name"], r["precision"], r["reformat"]) for r in rows] == [
         ("conv1", "int8", False), ("Reformatting CopyNode for conv1", "fp32", True), ("fc", "fp32", False)]
