@@ -22,4 +22,4 @@ def test_a_bad_precision_is_rejected_before_torch_is_imported() -> None:
     assert proc.returncode == 0, proc.stderr
     first, rest = proc.stdout.split("\n", 1)
     assert first == "2 False", proc.stdout
-    assert "--precision: 'int3' is not one of fp32, fp16, bf16, int8" in " ".join(rest.split())
+    assert "--precision: 'int3' is not one of fp32, tf32, fp16, bf16, int8" in " ".join(rest.split())
