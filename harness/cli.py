@@ -633,6 +633,46 @@ def compare(
     _guard(go)
 
 
+@app.command()
+def recommend(
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db."),
+    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop",
+                                            help="Points of top-1 a cell may lose against its uncompressed baseline."),
+    objective: str = typer.Option("latency", "--objective", help="latency | throughput | size | energy"),
+    batch_size: int = typer.Option(None, "--batch-size", help="Default: smallest (latency), else largest stored."),
+    model: str = typer.Option(None, "--model", "-m", help="When the database holds several models."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="When the database holds several datasets."),
+    definition: str = typer.Option("compute", "--timing", help="compute | e2e"),
+    include_unstable: bool = typer.Option(False, "--include-unstable", help="Rank cells with unstable timings too."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The configuration to ship: the best on the objective within the accuracy budget, named only when
+    significantly better than the runner-up (else the tie), with its CIs, the Pareto alternatives, what was
+    excluded and why, and the hardware it was measured on.
+
+    Example: `harness recommend --out results/demo --max-accuracy-drop 0.5 --json`
+    """
+    from harness.recommend import recommend as choose
+    from harness.recommend import render_lines
+    from harness.results import ResultStore
+
+    def go() -> None:
+        db = out / "results.db"
+        if not db.exists():
+            raise HarnessError(f"no results database at {db}; run a sweep first or pass --out")
+        with ResultStore(db) as store:
+            rec = choose(list(store.records()), max_accuracy_drop=max_accuracy_drop, objective=objective,
+                         batch_size=batch_size, model=model, dataset=dataset, definition=definition,
+                         include_unstable=include_unstable)
+        if as_json:
+            sys.stdout.write(json.dumps(rec.to_dict(), indent=2, default=str) + "\n")
+            return
+        for line in render_lines(rec):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    _guard(go)
+
+
 def main() -> None:
     app()
 

@@ -160,7 +160,9 @@ def write_report(store: ResultStore, out_dir: Path, definition: str = "compute")
             lines.append("")
         lines += _best_table(at_batch, batch)
         lines += _pareto_table(at_batch, batch)
-    lines += comparison_section(list(store.records()), definition)
+    records = list(store.records())
+    lines += recommendation_section(records, definition)
+    lines += comparison_section(records, definition)
     if failures:
         lines += ["## Failed cells", ""]
         lines += [f"- {f.identity.label}: {f.error}" for f in failures]
@@ -372,6 +374,13 @@ STANDARD_COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("INT8 vs FP16", "precision=fp16", "precision=int8"),
     ("INT8 vs FP32", "precision=fp32", "precision=int8"),
 )
+
+
+def recommendation_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:
+    """``## Recommendation``: what ``harness recommend`` says per model x dataset (harness.recommend)."""
+    from harness.recommend import recommendation_section as section
+
+    return section(records, definition)
 
 
 def comparison_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:
