@@ -24,6 +24,7 @@ the reference Q/DQ arithmetic that TensorRT's int32 accumulation follows (see :m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 import tempfile
@@ -366,11 +367,69 @@ def calibration_batches(calibration_set: Any, transform: Any, batch_size: int = 
             calibration_set.num_batches(batch_size))
 
 
-def work_directory(parent: Path | None = None) -> tempfile.TemporaryDirectory:
-    """A temporary folder for the variants (they are many and never reused)."""
-    return tempfile.TemporaryDirectory(prefix="sensitivity.", dir=parent)
+#: The Q/DQ flavour each backend runs (explicit INT8 on TensorRT uses the symmetric flavour).
+BACKEND_TARGETS: dict[str, str] = {"ort-cpu": "cpu", "ort-cuda": "tensorrt", "ort-trt": "tensorrt",
+                                   "trt-native": "tensorrt"}
+
+
+def target_for_backend(backend: str) -> str:
+    if backend not in BACKEND_TARGETS:
+        raise HarnessError(f"sensitivity scores Q/DQ models; backend '{backend}' runs none "
+                           f"(choose one of {', '.join(BACKEND_TARGETS)})")
+    return BACKEND_TARGETS[backend]
+
+
+@dataclass(frozen=True)
+class SensitivityRun:
+    """What ``harness sensitivity`` (and an int8 cell with ``sensitivity: true``) computes."""
+
+    table: SensitivityTable
+    mixed: MixedPrecision | None
+    calibration: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sensitivity": self.table.to_dict(), "mixed_precision": None if self.mixed is None
+                else self.mixed.to_dict(), "calibration": dict(self.calibration), "notes": list(self.notes)}
+
+
+def analyse(fp32_onnx: Path, train: Any, evaluation: Any, transform: Any, *, method: str = "entropy",
+            count: int = 512, seed: int = 0, holdout_count: int = 500, holdout_seed: int = 1, target: str = "cpu",
+            mode: str = "fp32-one", label_map: Sequence[int] | None = None, max_drop_points: float | None = None,
+            qdq_out: Path | None = None, work_parent: Path | None = None,
+            on_node: Callable[[int, int, str], None] | None = None) -> SensitivityRun:
+    """Calibrate on a seeded sample of ``train`` (``evaluation``'s files excluded), score every node on a
+    held-out part of ``train`` disjoint from it, and with ``max_drop_points`` build the accuracy-budget
+    Q/DQ model (to ``qdq_out``). ``evaluation`` is only used to keep its files out; no image of it is read."""
+    from calib.calibset import CalibrationSet
+
+    calib_set = CalibrationSet.from_splits(train, evaluation, count=count, seed=seed)
+    holdout = holdout_set(train, calib_set, count=holdout_count, seed=holdout_seed)
+    data = held_out_data(holdout, transform, label_map)
+    factory, length = calibration_batches(calib_set, transform)
+    with tempfile.TemporaryDirectory(prefix="sensitivity.", dir=work_parent) as tmp:
+        variants = QdqVariants(fp32_onnx, factory, Path(tmp), method, target=target, num_batches=length)
+        table = sensitivity(variants, data, mode=mode, on_node=on_node)
+        mixed = None
+        if max_drop_points is not None:
+            ranking = table if mode == "fp32-one" else sensitivity(variants, data, mode="fp32-one")
+            mixed = mixed_precision(variants, data, ranking, max_drop_points,
+                                    out_path=Path(tmp) / "budget.onnx")
+            if qdq_out is not None:
+                from harness.atomic import atomic_replace
+
+                Path(qdq_out).parent.mkdir(parents=True, exist_ok=True)
+                atomic_replace(Path(tmp) / "budget.onnx", Path(qdq_out))
+                mixed = dataclasses.replace(mixed, model=Path(qdq_out))
+            else:
+                mixed = dataclasses.replace(mixed, model=None)  # the folder is going away
+        notes = tuple(variants.notes)
+    return SensitivityRun(table=table, mixed=mixed, notes=notes, calibration={
+        "method": method, "count": calib_set.count, "seed": seed, "calib_file_list_hash": calib_set.file_list_hash,
+        "target": target})
 
 
 __all__ = ["INPUT_NAME", "MODES", "QUANTIZABLE_OPS", "HeldOutData", "MixedPrecision", "NodeSensitivity",
            "QdqVariants", "Score", "SensitivityTable", "calibration_batches", "held_out_data", "holdout_set",
-           "mixed_precision", "sensitivity", "snr_db", "work_directory"]
+           "mixed_precision", "sensitivity", "snr_db", "BACKEND_TARGETS", "SensitivityRun", "analyse",
+           "target_for_backend"]

@@ -137,3 +137,15 @@ def test_options_are_strict() -> None:
     with pytest.raises(HarnessError, match="needs the unpruned model as teacher"):
         recover(_model(), type("S", (), {"split": "train", "name": "x", "samples": [1]})(), transform=eval_transform(),
                 method="removal", options=RecoverOptions(), cache_dir=Path("/nonexistent"))
+
+
+def test_recover_block_in_a_pruner_entry() -> None:
+    from harness.config import load_config
+
+    config = load_config(None, {"pruners": [{"method": "removal", "amounts": [0.5], "round_to": 8},
+                                            {"method": "removal", "amounts": [0.5], "round_to": 8,
+                                             "recover": {"epochs": 3, "distill": False}}]})
+    assert config.pruners[0].recover is None
+    assert config.pruners[1].recover == RecoverOptions(epochs=3, distill=False)
+    with pytest.raises(HarnessError, match="pruners.0.recover.temperature"):
+        load_config(None, {"pruners": [{"method": "removal", "recover": {"temperature": 0}}]})

@@ -112,3 +112,47 @@ def test_snr_and_bad_input() -> None:
     assert snr_db(ref, ref * 1.1) == pytest.approx(20.0)
     with pytest.raises(HarnessError, match="held-out data"):
         HeldOutData(np.zeros((2, 3, 4, 4)), np.zeros(3))
+
+
+def test_int8_config_block_is_validated_and_plain_int8_keeps_no_identity() -> None:
+    from harness.config import load_config
+
+    config = load_config(None, {"int8": {"max_accuracy_drop": 0.5, "sensitivity": True}})
+    assert len(config.int8) == 1 and config.int8[0].identity()["max_accuracy_drop"] == 0.5
+    both = load_config(None, {"int8": [{}, {"max_accuracy_drop": 0.5}]})
+    assert [v.identity() is None for v in both.int8] == [True, False]
+    assert load_config(None, {}).int8[0].plain
+    with pytest.raises(HarnessError, match="int8.0.max_accuracy_dorp: unknown key"):
+        load_config(None, {"int8": {"max_accuracy_dorp": 0.5}})
+    with pytest.raises(HarnessError, match="int8.0.max_accuracy_drop"):
+        load_config(None, {"int8": {"max_accuracy_drop": -1}})
+
+
+def test_cli_refuses_a_backend_without_qdq_models() -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    result = CliRunner().invoke(app, ["sensitivity", "--backend", "torch"])
+    assert result.exit_code == 2 and "backend 'torch' runs none" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_cli_scores_tinycnn_on_held_out_train_images(shared_cache: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    result = CliRunner().invoke(app, ["sensitivity", "--cache-dir", str(shared_cache), "--data-root",
+                                      str(tmp_path), "--count", "64", "--holdout", "64", "--json",
+                                      "--max-accuracy-drop", "0.5"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rows = data["sensitivity"]["rows"]
+    assert len(rows) == 7 and {r["op_type"] for r in rows} == {"Conv", "Gemm"}
+    assert data["sensitivity"]["data"]["split"].startswith("train") and data["sensitivity"]["samples"] == 64
+    assert data["mixed_precision"]["within_budget"] is True
+    assert data["calibration"]["count"] == 64
