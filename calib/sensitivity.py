@@ -394,16 +394,23 @@ class SensitivityRun:
 
 
 def analyse(fp32_onnx: Path, train: Any, evaluation: Any, transform: Any, *, method: str = "entropy",
-            count: int = 512, seed: int = 0, holdout_count: int = 500, holdout_seed: int = 1, target: str = "cpu",
-            mode: str = "fp32-one", label_map: Sequence[int] | None = None, max_drop_points: float | None = None,
-            qdq_out: Path | None = None, work_parent: Path | None = None,
-            on_node: Callable[[int, int, str], None] | None = None) -> SensitivityRun:
-    """Calibrate on a seeded sample of ``train`` (``evaluation``'s files excluded), score every node on a
-    held-out part of ``train`` disjoint from it, and with ``max_drop_points`` build the accuracy-budget
-    Q/DQ model (to ``qdq_out``). ``evaluation`` is only used to keep its files out; no image of it is read."""
+            count: int = 512, seed: int = 0, **kwargs: Any) -> SensitivityRun:
+    """:func:`analyse_calibrated` on a seeded calibration sample of ``train`` (``evaluation``'s files are
+    only used to keep them out; no image of it is read)."""
     from calib.calibset import CalibrationSet
 
     calib_set = CalibrationSet.from_splits(train, evaluation, count=count, seed=seed)
+    return analyse_calibrated(fp32_onnx, calib_set, train, transform, method=method, **kwargs)
+
+
+def analyse_calibrated(fp32_onnx: Path, calib_set: Any, train: Any, transform: Any, *, method: str = "entropy",
+                       holdout_count: int = 500, holdout_seed: int = 1, target: str = "cpu",
+                       mode: str = "fp32-one", label_map: Sequence[int] | None = None,
+                       max_drop_points: float | None = None, qdq_out: Path | None = None,
+                       work_parent: Path | None = None,
+                       on_node: Callable[[int, int, str], None] | None = None) -> SensitivityRun:
+    """Calibrate on ``calib_set``, score every node on a held-out part of ``train`` disjoint from it, and
+    with ``max_drop_points`` build the accuracy-budget Q/DQ model (moved to ``qdq_out`` when given)."""
     holdout = holdout_set(train, calib_set, count=holdout_count, seed=holdout_seed)
     data = held_out_data(holdout, transform, label_map)
     factory, length = calibration_batches(calib_set, transform)
@@ -413,8 +420,7 @@ def analyse(fp32_onnx: Path, train: Any, evaluation: Any, transform: Any, *, met
         mixed = None
         if max_drop_points is not None:
             ranking = table if mode == "fp32-one" else sensitivity(variants, data, mode="fp32-one")
-            mixed = mixed_precision(variants, data, ranking, max_drop_points,
-                                    out_path=Path(tmp) / "budget.onnx")
+            mixed = mixed_precision(variants, data, ranking, max_drop_points, out_path=Path(tmp) / "budget.onnx")
             if qdq_out is not None:
                 from harness.atomic import atomic_replace
 
@@ -425,11 +431,11 @@ def analyse(fp32_onnx: Path, train: Any, evaluation: Any, transform: Any, *, met
                 mixed = dataclasses.replace(mixed, model=None)  # the folder is going away
         notes = tuple(variants.notes)
     return SensitivityRun(table=table, mixed=mixed, notes=notes, calibration={
-        "method": method, "count": calib_set.count, "seed": seed, "calib_file_list_hash": calib_set.file_list_hash,
-        "target": target})
+        "method": method, "count": calib_set.count, "seed": calib_set.seed,
+        "calib_file_list_hash": calib_set.file_list_hash, "target": target})
 
 
 __all__ = ["INPUT_NAME", "MODES", "QUANTIZABLE_OPS", "HeldOutData", "MixedPrecision", "NodeSensitivity",
            "QdqVariants", "Score", "SensitivityTable", "calibration_batches", "held_out_data", "holdout_set",
-           "mixed_precision", "sensitivity", "snr_db", "BACKEND_TARGETS", "SensitivityRun", "analyse",
+           "mixed_precision", "sensitivity", "snr_db", "BACKEND_TARGETS", "SensitivityRun", "analyse", "analyse_calibrated",
            "target_for_backend"]

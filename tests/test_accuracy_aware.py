@@ -1,0 +1,110 @@
+"""The calibration source of an int8 variant: the budget Q/DQ model, cached, healing, explicit only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from backends.base import PhaseTimes
+from calib import CalibrationData, CalibrationSet
+from calib.accuracy_aware import AccuracyAwareCalibration
+from harness.config import Int8Settings
+from harness.data.registry import ImageSplit, scan_image_folder
+from harness.errors import HarnessError
+from harness.fingerprint import model_content_hash
+from harness.onnx_export import export_onnx
+from tests.test_sensitivity import SIDE, OutlierNet
+
+
+def _split(root: Path, split: str) -> ImageSplit:
+    classes, samples = scan_image_folder(root / split)
+    return ImageSplit("outliers", split, root / split, classes, samples, None)
+
+
+def _write_images(root: Path, per_class: dict[str, int], seed: int) -> None:
+    """An image folder for OutlierNet: class = 2 * (green > mid) + (blue > mid); red is noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for label in range(4):
+            folder = root / split / f"c{label}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                rgb = np.empty((SIDE, SIDE, 3), dtype=np.uint8)
+                rgb[..., 0] = rng.integers(0, 256, (SIDE, SIDE))
+                for channel, bit in ((1, label // 2), (2, label % 2)):
+                    rgb[..., channel] = np.clip(128 + (2 * bit - 1) * 64 + rng.normal(0, 12, (SIDE, SIDE)), 0, 255)
+                Image.fromarray(rgb).save(folder / f"{i}.png")
+
+
+def outlier_transform(image: object) -> torch.Tensor:
+    """Red becomes +-500 noise, green and blue +-0.5 signal: 8-bit per-tensor quantization erases the signal."""
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0 - 0.5).permute(2, 0, 1).contiguous()
+    x[0] *= 1000.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("aware")
+    _write_images(tmp / "data", {"train": 30, "val": 5}, seed=0)
+    model = OutlierNet().eval()
+    onnx_path = export_onnx(model, (3, SIDE, SIDE), content_hash=model_content_hash(model), cache_dir=tmp,
+                            name="outlier").path
+    train, val = _split(tmp / "data", "train"), _split(tmp / "data", "val")
+    calib_set = CalibrationSet.from_splits(train, val, count=32, seed=0)
+
+    def make(settings: Int8Settings) -> AccuracyAwareCalibration:
+        inner = CalibrationData(lambda: onnx_path, calib_set, outlier_transform, "minmax", tmp / "cache")
+        return AccuracyAwareCalibration(inner, settings, train)
+
+    return make, val
+
+
+def _initializer_free_fp32_nodes(path: Path) -> set[str]:
+    graph = onnx.load(str(path)).graph
+    dq = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and not any(i in dq for i in n.input)}
+
+
+def test_budget_model_keeps_the_named_nodes_in_fp32_and_is_cached(source) -> None:
+    make, val = source
+    settings = Int8Settings(max_accuracy_drop=0.5, sensitivity=True, holdout=80)
+    aware = make(settings)
+    phases = PhaseTimes()
+    path = aware.qdq_onnx("cpu", phases)
+    analysis = aware.stored()["cpu"]
+    kept = [e["node"] for e in analysis["mixed_precision"]["excluded"]]
+    assert kept == ["/first/Conv"] and _initializer_free_fp32_nodes(path) == set(kept)
+    assert analysis["mixed_precision"]["within_budget"] is True
+    assert analysis["sensitivity"]["int8_drop_points"] > 3.0 and analysis["sensitivity"]["rows"][0]["node"] == kept[0]
+    assert phases.seconds["calibrate"] > 0 and analysis["sensitivity"]["data"]["count"] == 80
+    val_files = {str(p) for p, _ in val.samples}
+    assert not val_files & set(aware.calibration_set.relative_paths())
+    # a second source: reused from the cache, no time spent
+    again = make(settings)
+    phases2 = PhaseTimes()
+    assert again.qdq_onnx("cpu", phases2) == path and phases2.seconds.get("calibrate", 0.0) == 0.0
+    assert again.stored()["cpu"] == analysis
+    # damage the budget model: rebuilt, with a note
+    path.write_bytes(path.read_bytes()[:200])
+    healed = make(settings)
+    assert healed.qdq_onnx("cpu", PhaseTimes()) == path
+    assert any("corrupt" in n and "rebuilding it" in n for n in healed.notes)
+    onnx.checker.check_model(str(path))
+    # another budget is another artifact with another provenance
+    assert make(Int8Settings(max_accuracy_drop=5.0, holdout=40)).provenance_hash != aware.provenance_hash
+
+
+def test_a_budget_refuses_implicit_int8(source) -> None:
+    make, _ = source
+    aware = make(Int8Settings(max_accuracy_drop=0.5))
+    with pytest.raises(HarnessError, match="int8_mode: explicit"):
+        aware.ort_trt_table(Path("/nonexistent"), PhaseTimes())
+    with pytest.raises(HarnessError, match="int8_mode: explicit"):
+        aware.trt_calibrator_core(8, (3, SIDE, SIDE))
