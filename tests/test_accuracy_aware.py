@@ -108,3 +108,37 @@ def test_a_budget_refuses_implicit_int8(source) -> None:
         aware.ort_trt_table(Path("/nonexistent"), PhaseTimes())
     with pytest.raises(HarnessError, match="int8_mode: explicit"):
         aware.trt_calibrator_core(8, (3, SIDE, SIDE))
+
+
+def test_compare_pairs_plain_fp32_with_an_int8_variant_and_shows_the_kept_nodes(tmp_path: Path) -> None:
+    from harness.compare import compare_store, detail_lines, to_markdown
+    from harness.outcome import CellIdentity, CellOutcome, CellResult
+    from harness.results import ResultStore
+    from harness.timing import TimingResult, TimingSettings
+
+    def cell(precision: str, ms: float, int8: dict | None, stored: dict | None) -> CellOutcome:
+        rng = np.random.default_rng(int(ms * 10))
+        reps = [[int(v) for v in rng.normal(ms * 1e6, 0.02 * ms * 1e6, 30)] for _ in range(3)]
+        timing = TimingResult("compute", "perf_counter_ns", 8, TimingSettings(repeats=3, iterations=30), reps)
+        ident = CellIdentity(model="m", weights="pretrained", dataset="shapes", dataset_size=None, pruner="none",
+                             amount=0.0, prune_options={}, backend="ort-cpu", precision=precision, batch_size=8,
+                             calibration={"method": "entropy"} if precision == "int8" else None, int8=int8)
+        return CellOutcome.ok(ident, CellResult(accuracy={"top1": 0.9, "samples": 100}, timings=[timing.to_dict()],
+                                                device="cpu", int8_precision=stored))
+
+    analysis = {"cpu": {"sensitivity": {"rows": [{"node": "/first/Conv", "op_type": "Conv", "harm_points": 79.0,
+                                                  "snr_db": 45.0}]},
+                        "mixed_precision": {"excluded": [{"node": "/first/Conv", "reason": "rank 1 by sensitivity"}]}}}
+    plain_key = CellIdentity(model="m", weights="pretrained", dataset="shapes", dataset_size=None, pruner="none",
+                             amount=0.0, prune_options={}, backend="ort-cpu", precision="int8", batch_size=8,
+                             calibration={"method": "entropy"}).key
+    with ResultStore(tmp_path / "results.db") as store:
+        store.put(cell("fp32", 4.0, None, None))
+        variant = cell("int8", 2.0, {"max_accuracy_drop": 0.5}, analysis)
+        store.put(variant)
+        assert variant.key != plain_key  # a variant is its own cell; plain int8 keeps today's key
+        result = compare_store(store, "precision=fp32", "precision=int8")
+    assert [r.status for r in result.rows] == ["paired"]
+    text = "\n".join(detail_lines(result))
+    assert "nodes kept in FP32 by the accuracy budget: /first/Conv (rank 1 by sensitivity)" in text
+    assert "qdq-fp32-nodes:1" in to_markdown(result)
