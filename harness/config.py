@@ -74,9 +74,16 @@ class PrunerConfig(_Strict):
 
 
 def prune_specs(pruners: list[PrunerConfig]) -> list[PruneSpec]:
-    """Every distinct pruning step of a sweep: the unpruned model first (listed once), then each
+    """Every distinct pruning spec of a sweep: the unpruned model first (listed once), then each
     method x amount."""
     return list(dict.fromkeys([PruneSpec("none", 0.0), *(s for p in pruners for s in p.specs())]))
+
+
+def prune_steps(pruners: list[PrunerConfig]) -> list[tuple[PruneSpec, RecoverOptions | None]]:
+    """Every distinct pruning step: (spec, recovery options or None), the unpruned model first. The same
+    spec with and without ``recover`` are two steps (two cells each)."""
+    return list(dict.fromkeys([(PruneSpec("none", 0.0), None),
+                               *((s, p.recover) for p in pruners for s in p.specs())]))
 
 
 class Int8Settings(_Strict):

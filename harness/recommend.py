@@ -46,6 +46,7 @@ OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "size", "energy")
 MIN_EFFECT = 0.01
 DEFAULT_MAX_DROP_POINTS = 1.0
 #: Library versions worth naming with the hardware.
+UNITS = {"latency": "ms", "throughput": "img/s", "size": "MB", "energy": "mJ/image"}
 _VERSION_KEYS = ("torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-cu12", "python")
 
 
@@ -332,9 +333,9 @@ def _filter(passed: list[_Cell], objective: str, max_drop: float, include_unstab
             _exclude(excluded, cell.outcome, f"outside the accuracy budget: {drop:.2f} points below "
                                              f"{cell_label(cell.baseline)} (budget {max_drop:g})", "budget")
             continue
-        if objective != "size" and not include_unstable:
+        if objective != "size":
             cell.stability = _stability(cell)
-            if cell.stability is not None and not cell.stability["stable"]:
+            if not include_unstable and cell.stability is not None and not cell.stability["stable"]:
                 _exclude(excluded, cell.outcome, "unstable: " + "; ".join(cell.stability["reasons"]), "unstable")
                 continue
         budget_ok.append(cell)
@@ -528,7 +529,7 @@ def render_lines(rec: Recommendation) -> list[str]:
         lines.append("  alternatives (Pareto front of objective against accuracy):")
         for a in rec.alternatives:
             lines.append(f"  - {a['label']}: top-1 {_f(None if a['accuracy'] is None else 100 * a['accuracy'], '.2f')} %"
-                         f", {rec.objective} {_f(a['objective_value'], '.4g')}"
+                         f", {rec.objective} {_f(a['objective_value'], '.4g')} {UNITS[rec.objective]}"
                          f"{'' if a['within_budget'] else ' (outside the budget)'}")
     if rec.excluded:
         lines.append("  excluded:")

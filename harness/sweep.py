@@ -14,6 +14,7 @@ The sweep knows backends only through ``backends``; it never touches TensorRT or
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from backends.base import ModelArtifact, PhaseTimes, Session, UnavailableCalibra
 from harness.accuracy import LabelMapping
 from harness.cell_timing import build_cell_result, calibration_provenance, layer_profile, session_accuracy, time_session
 from harness.compression.spec import PruneSpec
-from harness.config import SweepConfig, prune_specs
+from harness.compression.recovery import RecoverOptions
+from harness.config import Int8Settings, SweepConfig, prune_steps
 from harness.environment import harness_commit, library_versions
 from harness.errors import HarnessError
 from harness.fingerprint import model_content_hash
@@ -42,6 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Preparation phases reported with every cell (seconds; zero when a cache was reused).
 PREP_PHASES: tuple[str, ...] = ("load", "prune", "export", "calibrate", "build")
+#: Reported only by the cells whose step ran it (so other cells keep the phases they always had).
+OPTIONAL_PREP_PHASES: tuple[str, ...] = ("recover",)
 
 
 class SweepObserver:
@@ -75,6 +79,8 @@ class Cell:
     backend: str
     precision: str
     batch_size: int
+    recover: RecoverOptions | None = None  # a fine-tune after pruning (its own cell)
+    int8: Int8Settings | None = None  # an int8 variant other than plain INT8 (its own cell)
 
     def identity(self, config: SweepConfig) -> CellIdentity:
         return CellIdentity(
@@ -82,6 +88,8 @@ class Cell:
             pruner=self.prune.method, amount=self.prune.amount, prune_options=_prune_options(self.prune),
             backend=self.backend, precision=self.precision, batch_size=self.batch_size,
             calibration=config.calibration.model_dump() if self.precision == "int8" else None,
+            recover=None if self.recover is None else self.recover.identity(),
+            int8=None if self.int8 is None else self.int8.identity(),
         )
 
 
@@ -100,15 +108,24 @@ class Unit:
     dataset: str
     prune: PruneSpec
     cells: tuple[Cell, ...]
+    recover: RecoverOptions | None = None
+
+
+def _int8_variants(config: SweepConfig, precision: str) -> list[Int8Settings | None]:
+    """Plain INT8 is None (today's cells); other variants are their own cells. Non-int8: one cell."""
+    if precision != "int8":
+        return [None]
+    return list(dict.fromkeys(None if v.plain else v for v in config.int8))
 
 
 def plan_cells(config: SweepConfig) -> list[Cell]:
     return [
-        Cell(m, d, spec, b, p, bs)
+        Cell(m, d, spec, b, p, bs, recover, variant)
         for m in config.models
         for d in config.datasets
-        for spec in prune_specs(config.pruners)
+        for spec, recover in prune_steps(config.pruners)
         for b, p in config.pairs()
+        for variant in _int8_variants(config, p)
         for bs in config.batch_sizes
     ]
 
@@ -116,11 +133,11 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
 def plan_units(config: SweepConfig, skip: Callable[[Cell], bool] | None = None) -> list[Unit]:
     """The sweep's units in run order (model, dataset, pruning step); cells for which ``skip`` is
     true (e.g. already finished, with --resume) are left out, and so are units left empty."""
-    grouped: dict[tuple[str, str, PruneSpec], list[Cell]] = {}
+    grouped: dict[tuple[str, str, PruneSpec, RecoverOptions | None], list[Cell]] = {}
     for cell in plan_cells(config):
         if skip is None or not skip(cell):
-            grouped.setdefault((cell.model, cell.dataset, cell.prune), []).append(cell)
-    return [Unit(m, d, spec, tuple(cells)) for (m, d, spec), cells in grouped.items()]
+            grouped.setdefault((cell.model, cell.dataset, cell.prune, cell.recover), []).append(cell)
+    return [Unit(m, d, spec, tuple(cells), recover) for (m, d, spec, recover), cells in grouped.items()]
 
 
 def preflight(config: SweepConfig, facts: MachineFacts | None = None) -> None:
@@ -237,17 +254,57 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
         step_phases.add("load", inputs.load_seconds)
         context.observer.stage(f"{unit.model}: pruning {unit.prune.label}")
         module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
+        if unit.recover is not None:  # every later stage (export, calibration, engines) sees the recovered model
+            module, recovery = _recover(context, inputs, unit, module, step_phases)
+            prune_report = {**(prune_report or {}), "recovery": recovery}
         artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
                              sparse_weights=unit.prune.method == "2:4")
     except Exception as exc:  # noqa: BLE001 - recorded for every cell of the unit
         yield from _failed(unit.cells, exc, config)
         return
-    sessions: dict[tuple[str, str], list[Cell]] = {}
+    sessions: dict[tuple[str, str, Int8Settings | None], list[Cell]] = {}
     for cell in unit.cells:
-        sessions.setdefault((cell.backend, cell.precision), []).append(cell)
-    for (backend_name, precision), cells in sessions.items():
-        yield from _run_session(context, artifact, inputs, backend_name, precision, cells, prune_report,
-                                step_phases)
+        sessions.setdefault((cell.backend, cell.precision, cell.int8), []).append(cell)
+    for (backend_name, precision, variant), cells in sessions.items():
+        yield from _run_session(context, _with_int8_variant(context, artifact, inputs, unit.dataset, variant),
+                                inputs, backend_name, precision, cells, prune_report, step_phases)
+
+
+def _recover(context: UnitContext, inputs: _Inputs, unit: Unit, module: torch.nn.Module,
+             phases: PhaseTimes) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Fine-tune the pruned model on the train split (accuracy before and after, on the evaluation split,
+    is reporting); the time is the prep phase ``recover``."""
+    from harness.recovery_step import recovery_step
+
+    assert unit.recover is not None
+    rebuilt = inputs.loaded.notes.setdefault("cache_rebuilt", [])
+    return recovery_step(module, inputs.loaded, unit.prune.method, unit.recover,
+                         train=context.open_split(unit.dataset, "train"), eval_data=inputs.data,
+                         mapping=inputs.mapping, cache_dir=context.cache_dir, phases=phases,
+                         stage=context.observer.stage, on_rebuild=rebuilt.append)
+
+
+def _with_int8_variant(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs, dataset: str,
+                       variant: Int8Settings | None) -> ModelArtifact:
+    """The artifact as an int8 variant's sessions see it: its calibration source keeps the accuracy
+    budget's nodes in FP32 (calib.accuracy_aware); plain INT8 and other precisions get it unchanged."""
+    from calib import CalibrationData
+
+    if variant is None or not isinstance(artifact.calibration, CalibrationData):
+        return artifact
+    from calib.accuracy_aware import AccuracyAwareCalibration
+    from harness.recovery_step import label_map_for
+
+    mode = artifact.int8_mode
+    if variant.max_accuracy_drop is not None and mode == "auto":
+        mode = "explicit"  # TensorRT keeps the chosen layers in FP32 only when it builds from the Q/DQ model
+    try:
+        train = context.open_split(dataset, "train")
+        source: Any = AccuracyAwareCalibration(artifact.calibration, variant, train,
+                                               label_map=label_map_for(inputs.loaded, train))
+    except Exception as exc:  # noqa: BLE001 - only this variant's cells fail
+        source = UnavailableCalibration(exc)
+    return dataclasses.replace(artifact, calibration=source, int8_mode=mode)
 
 
 def _failed(cells: list[Cell] | tuple[Cell, ...], exc: BaseException, config: SweepConfig) -> Iterator[CellOutcome]:
@@ -370,8 +427,8 @@ def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> 
     rebuilt = [*loaded.notes.get("cache_rebuilt", []), *artifact.notes.get("cache_rebuilt", [])]
     from calib import CalibrationData
 
-    if precision == "int8" and isinstance(artifact.calibration, CalibrationData):
-        calibration = artifact.calibration
+    calibration = getattr(artifact.calibration, "inner", artifact.calibration)  # an int8 variant wraps it
+    if precision == "int8" and isinstance(calibration, CalibrationData):
         # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it".
         rebuilt += [n for n in calibration.notes if n.endswith("rebuilding it")]
         # Which images calibrated it (paths relative to the dataset root; their hash is in the provenance).
@@ -386,7 +443,8 @@ def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> 
 def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:
     """Prep time of one session: the step's shared load/prune/export phases plus what this
     session's activation spent itself (its calibration and build; zero when a cache was reused)."""
-    names = [*PREP_PHASES, *(p for p in session if p not in PREP_PHASES)]
+    optional = [p for p in OPTIONAL_PREP_PHASES if p in step]
+    names = [*PREP_PHASES, *optional, *(p for p in session if p not in PREP_PHASES and p not in optional)]
     return {p: step.get(p, 0.0) + session.get(p, 0.0) for p in names}
 
 
@@ -441,13 +499,17 @@ def _cell_result(context: UnitContext, session: Session, inputs: _Inputs, batch_
             profile = layer_profile(session, inputs.data, batch_size, notice=notice)
         except Exception as exc:  # noqa: BLE001 - the timing stands; the missing profile says why
             notes["layer_profile_error"] = f"{type(exc).__name__}: {exc}"
-    return build_cell_result(
+    result = build_cell_result(
         session=session, timings=timings, device_report=device_report, accuracy=accuracy[0],
         accuracy_note=inputs.mapping.reason or None, original_size_bytes=inputs.loaded.notes["state_dict_bytes"],
         prune_report=prune_report, prep=prep, notes=notes, versions=context.versions, commit=context.commit,
         timing_config=config.timing.model_dump(), predictions=accuracy[1], layer_profile=profile,
         calibration=calibration_provenance(artifact.calibration) if session.info.precision == "int8" else None,
     )
+    stored = getattr(artifact.calibration, "stored", None)  # an int8 variant's sensitivity and FP32 nodes
+    if session.info.precision == "int8" and callable(stored) and stored():
+        result = dataclasses.replace(result, int8_precision=stored())
+    return result
 
 
 def _rgb(path: Path) -> Any:
