@@ -428,7 +428,7 @@ def _named(baseline: Selector, candidate: Selector) -> set[str]:
     ``amount`` and ``prune_options`` (they belong to the method: unpruned has amount 0)."""
     named = baseline.fields | candidate.fields
     if "pruner" in named:
-        named |= {"amount", "prune_options"}
+        named |= {"amount", "prune_options", "recover"}  # recovery belongs to the pruned step too
     return named
 
 
@@ -552,9 +552,10 @@ def _side_label(row: dict[str, Any], which: str, named: set[str]) -> str:
         return "-"
     ident = side.get("identity") or {}
     parts: list[str] = []
-    for k in sorted(named - {"amount", "prune_options"} if "pruner" in named else named):
+    for k in sorted(named - {"amount", "prune_options", "recover"} if "pruner" in named else named):
         if k == "pruner":
-            parts.append(f"{ident.get('pruner')}@{_f(ident.get('amount'), 'g')}")
+            parts.append(f"{ident.get('pruner')}@{_f(ident.get('amount'), 'g')}"
+                         + ("+recover" if ident.get("recover") else ""))
         elif k in ident:
             parts.append(str(_lookup(ident, k)))
     return ",".join(parts) or side.get("label", "-")
