@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from harness import stats
 from harness.errors import HarnessError
-from harness.outcome import CellOutcome, CellResult
+from harness.outcome import CellOutcome, CellResult, TimingWindow
 
 Objective = Literal["latency", "throughput", "size", "energy"]
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "size", "energy")
@@ -65,8 +65,8 @@ def cell_label(outcome: CellOutcome) -> str:
     return label
 
 
-def _timing(result: CellResult, definition: str) -> dict[str, Any] | None:
-    return next((t for t in result.timings if t.get("definition") == definition), None)
+def _timing(result: CellResult, definition: str) -> TimingWindow | None:
+    return result.timing(definition)
 
 
 def _node(result: CellResult) -> dict[str, Any]:
@@ -75,12 +75,12 @@ def _node(result: CellResult) -> dict[str, Any]:
 
 def measurement_context(result: CellResult, definition: str) -> dict[str, Any]:
     """What must match for two latencies to be compared: host, GPU model, timer, GPU timing definition."""
-    node, timing = _node(result), _timing(result, definition) or {}
+    node, timing = _node(result), _timing(result, definition)
     gpu = node.get("gpu_name") or (result.device_name if result.device == "cuda" else None)
     gpu_timing = ((result.session or {}).get("details") or {}).get("gpu_timing")
     if isinstance(gpu_timing, dict):
         gpu_timing = gpu_timing.get("id")
-    return {"hostname": node.get("hostname"), "gpu_name": gpu, "timer": timing.get("timer"),
+    return {"hostname": node.get("hostname"), "gpu_name": gpu, "timer": None if timing is None else timing.timer,
             "gpu_timing": gpu_timing if result.device == "cuda" else None}
 
 
@@ -113,7 +113,7 @@ class _Cell:
     @property
     def samples(self) -> list[list[int]] | None:
         t = _timing(self.result, self.definition)
-        return (t or {}).get("samples_ns") or None
+        return None if t is None else (t.samples_ns or None)
 
     @property
     def size_bytes(self) -> int | None:
@@ -121,8 +121,8 @@ class _Cell:
 
     @property
     def energy(self) -> float | None:
-        value = (_timing(self.result, self.definition) or {}).get("energy_mj_per_image")
-        return None if value is None else float(value)
+        t = _timing(self.result, self.definition)
+        return None if t is None or t.energy_mj_per_image is None else float(t.energy_mj_per_image)
 
     @property
     def accuracy(self) -> float | None:
@@ -136,8 +136,10 @@ class _Cell:
         return None if base is None else 100.0 * (float(base) - float(self.accuracy))
 
     def median_ci(self) -> stats.MedianCI | None:
-        if self.ci is None and self.samples:
-            self.ci = stats.median_ci(self.samples, batch_size=self.outcome.identity.batch_size)
+        if self.ci is None:
+            t = _timing(self.result, self.definition)
+            if t is not None:
+                self.ci = t.uncertainty(self.result.device, self.result.device_warnings).ci
         return self.ci
 
 
@@ -237,11 +239,12 @@ def _baseline_for(cell: CellOutcome, ok: Sequence[CellOutcome], batch: int) -> C
 
 
 def _stability(cell: _Cell) -> dict[str, Any] | None:
-    from harness.compare import Side
-
-    if not cell.samples:
+    """The window's stability verdict: stored, else computed from its samples (TimingWindow.uncertainty)."""
+    t = _timing(cell.result, cell.definition)
+    if t is None:
         return None
-    return Side(cell.outcome, cell.definition).stability(cell.median_ci())
+    u = t.uncertainty(cell.result.device, cell.result.device_warnings)
+    return None if u.stable is None else {"stable": u.stable, "reasons": list(u.reasons), "source": u.source}
 
 
 def _exclude(excluded: list[dict[str, Any]], outcome: CellOutcome, reason: str, kind: str) -> None:
@@ -408,7 +411,7 @@ def _objective_value(cell: _Cell, objective: str) -> float | None:
 
 
 def _numbers(cell: _Cell, objective: str) -> dict[str, Any]:
-    from harness.report import wilson_interval
+    from harness.proportions import wilson_interval
 
     ident = cell.outcome.identity
     ci = cell.median_ci()

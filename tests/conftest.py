@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO, write_config  # noqa: F401 - for plugins that still look here
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +22,3 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     return tmp_path_factory.mktemp("harness-cache")
-
-
-def write_config(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path

@@ -112,7 +112,7 @@ def test_a_budget_refuses_implicit_int8(source) -> None:
 
 def test_compare_pairs_plain_fp32_with_an_int8_variant_and_shows_the_kept_nodes(tmp_path: Path) -> None:
     from harness.compare import compare_store, detail_lines, to_markdown
-    from harness.outcome import CellIdentity, CellOutcome, CellResult
+    from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
     from harness.results import ResultStore
     from harness.timing import TimingResult, TimingSettings
 
@@ -123,7 +123,7 @@ def test_compare_pairs_plain_fp32_with_an_int8_variant_and_shows_the_kept_nodes(
         ident = CellIdentity(model="m", weights="pretrained", dataset="shapes", dataset_size=None, pruner="none",
                              amount=0.0, prune_options={}, backend="ort-cpu", precision=precision, batch_size=8,
                              calibration={"method": "entropy"} if precision == "int8" else None, int8=int8)
-        return CellOutcome.ok(ident, CellResult(accuracy={"top1": 0.9, "samples": 100}, timings=[timing.to_dict()],
+        return CellOutcome.ok(ident, CellResult(accuracy={"top1": 0.9, "samples": 100}, timings=[TimingWindow.from_dict(timing.to_dict())],
                                                 device="cpu", int8_precision=stored))
 
     analysis = {"cpu": {"sensitivity": {"rows": [{"node": "/first/Conv", "op_type": "Conv", "harm_points": 79.0,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.errors import HarnessError
-from harness.outcome import CellIdentity, CellOutcome, CellResult
+from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
 from harness.recommend import recommend, recommendation_section
 from harness.report import write_report
 from harness.results import ResultStore
@@ -32,7 +32,7 @@ def _cell(backend: str, precision: str, median_ms: float, accuracy: float, *, se
                          backend=backend, precision=precision, batch_size=batch,
                          calibration={"method": "entropy", "count": 512, "seed": 0} if precision == "int8" else None)
     return CellOutcome.ok(ident, CellResult(
-        accuracy={"top1": accuracy, "samples": 500}, timings=[timing], compressed_size_bytes=size, device="cpu",
+        accuracy={"top1": accuracy, "samples": 500}, timings=[TimingWindow.from_dict(timing)], compressed_size_bytes=size, device="cpu",
         device_name="x86_64", versions={"torch": "2.14.1", "onnxruntime": "1.32.0"},
         node={"hostname": host, "gpu_name": None, "gpu_uuid": None, "executor": "local"}))
 

@@ -9,7 +9,9 @@ import pytest
 
 from harness.config import load_config
 from harness.results import ResultStore
-from harness.sweep import SweepObserver, SweepRunner, plan_cells
+from harness.driver import run_sweep
+from harness.observer import SweepObserver
+from harness.plan import plan_cells
 
 RECOVER = {"epochs": 1, "max_steps": 20, "lr": 0.003}
 
@@ -53,7 +55,7 @@ def test_recovery_and_int8_variants_are_their_own_cells(tmp_path: Path, shared_c
     val = open_split("shapes", "val", data_root=tmp_path / "data", cache_dir=cache).root
     observer = ValAwayDuringRecovery(val)
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = SweepRunner(config, store, observer).run(resume=False)
+        counts = run_sweep(config, store, observer, resume=False)
         records = {r.key: r for r in store.records()}
     assert counts == {"ok": 12, "error": 0, "skipped": 0}, [r.error for r in records.values() if r.error]
     assert observer.recovered_while_away > 0 and val.exists()
@@ -87,4 +89,4 @@ def test_recovery_and_int8_variants_are_their_own_cells(tmp_path: Path, shared_c
 
     # resume: every key is stable
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        assert SweepRunner(config, store).run(resume=True) == {"ok": 0, "error": 0, "skipped": 12}
+        assert run_sweep(config, store, resume=True) == {"ok": 0, "error": 0, "skipped": 12}

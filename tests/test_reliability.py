@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, write_config
+from tests.helpers import REPO, CliResult, assert_one_line_error, harness, run_cli, write_config
 from tests.helpers import committed_cells
-from tests.test_cli import assert_one_line_error, harness
 
 
 def _block_module(tmp_path: Path, module: str) -> dict[str, str]:
@@ -40,19 +39,19 @@ def test_missing_extra_hint_prints_its_brackets(tmp_path: Path) -> None:
 def test_paths_with_brackets_print_literally(tmp_path: Path) -> None:
     for name in ("x[bold]y", "runs[abc]", "a[/]b"):
         out = tmp_path / name
-        proc = harness("results", "show", "--out", str(out))
+        proc = run_cli("results", "show", "--out", str(out))
         assert_one_line_error(proc, f"no results database at {out / 'results.db'}")
 
 
 def test_flag_errors_name_the_flag_and_the_allowed_values(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert_one_line_error(harness("run", "--precision", "int3", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--precision", "int3", "--out", str(out)),
                           "--precision: 'int3' is not one of fp32, fp16, bf16, int8")
-    assert_one_line_error(harness("run", "--backend", "onnx", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--backend", "onnx", "--out", str(out)),
                           "--backend: 'onnx' is not one of torch, ort-cpu, ort-cuda, ort-trt, trt-native")
-    assert_one_line_error(harness("run", "--weights", "imagenet", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--weights", "imagenet", "--out", str(out)),
                           "--weights: 'imagenet' is not one of pretrained, random")
-    assert_one_line_error(harness("run", "--batch-size", "0", "--out", str(out)), "--batch-size: 0 must be >= 1")
+    assert_one_line_error(run_cli("run", "--batch-size", "0", "--out", str(out)), "--batch-size: 0 must be >= 1")
     assert not out.exists(), "no work may start before the check"
 
 
@@ -76,7 +75,7 @@ out_dir: {out}
 {extra}""")
 
 
-def assert_environment_fault(proc: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+def assert_environment_fault(proc: subprocess.CompletedProcess | CliResult, code: int, *needles: str) -> str:
     """One line (no traceback), the exit code, and the traceback kept in a named log file."""
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
@@ -93,7 +92,7 @@ def test_out_under_an_existing_file_is_one_line(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("not a directory")
     cfg = _tiny_sweep(tmp_path, afile / "out")
-    assert_environment_fault(harness("run", "--config", str(cfg)), 2, "cannot create the output directory",
+    assert_environment_fault(run_cli("run", "--config", str(cfg)), 2, "cannot create the output directory",
                              str(afile / "out"), "Not a directory", "no cell ran")
     assert afile.read_text() == "not a directory"
 
@@ -109,7 +108,7 @@ def test_database_from_a_newer_schema_is_refused_untouched(tmp_path: Path) -> No
     db.commit()
     db.close()
     cfg = _tiny_sweep(tmp_path, out)
-    assert_environment_fault(harness("run", "--config", str(cfg), "--resume"), 2, "newer PQ Harness",
+    assert_environment_fault(run_cli("run", "--config", str(cfg), "--resume"), 2, "newer PQ Harness",
                              "schema 99", "1 finished cell(s) are safe")
     db = sqlite3.connect(out / "results.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 99
@@ -274,7 +273,7 @@ NOT_CALLABLE = 3
 
 def _preflight(tmp_path: Path, model: str) -> None:
     from harness.config import load_config
-    from harness.sweep import preflight
+    from harness.driver import preflight
 
     config = load_config(None, {"models": [model], "weights": "random", "datasets": ["shapes"],
                                 "data_root": tmp_path / "data", "cache_dir": tmp_path / "cache",
@@ -418,9 +417,11 @@ def test_damaged_caches_are_rebuilt_and_every_cell_is_ok(cached_runs: dict) -> N
     """Truncated ONNX export, garbled tinycnn weights, truncated Q/DQ model: rebuilt, noted, all cells ok."""
     tmp, cache = cached_runs["tmp"], cached_runs["cache"]
     damaged = []
-    for pattern, how in (("onnx/*.onnx", "truncate"), ("models/*.pt", "garble"), ("calib/qdq-*-cpu.onnx", "truncate")):
-        found = sorted(cache.glob(pattern))
-        assert found, pattern
+    # What this sweep reads (the copied shared cache may hold other tests' exports too, never read here).
+    exports = sorted({Path(c["result"]["artifact_notes"]["onnx_export"]["path"]) for c in cached_runs["first"]})
+    for found, how in ((exports, "truncate"), (sorted(cache.glob("models/tinycnn-*.pt")), "garble"),
+                       (sorted(cache.glob("calib/qdq-*-cpu.onnx")), "truncate")):
+        assert found and all(p.is_relative_to(cache) for p in found), (found, how)
         for path in found:
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"\x80\x02garbage" + data[10:])

@@ -35,15 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from harness import cache_files
-from harness.compression.spec import ZERO_FILL_METHODS
+from harness.compression.registry import NO_PRUNING, pruner_for
 from harness.compression.stats import target_weights
 from harness.errors import HarnessError
 from harness.fingerprint import dict_hash, model_content_hash
 
 #: Bump when the training recipe changes (invalidates cached recovered weights).
 RECOVERY_RECIPE_VERSION = 1
-#: Pruning methods whose zeros are a mask to keep during recovery.
-MASKED_METHODS = (*ZERO_FILL_METHODS, "2:4")
 
 #: ``on_progress(step, total_steps, eta_seconds)``; eta is None before the first step finished.
 ProgressCallback = Callable[[int, int, "float | None"], None]
@@ -87,9 +85,18 @@ class RecoveryReport:
         return asdict(self)
 
 
+def keeps_mask(method: str) -> bool:
+    """Whether recovery must keep the zeros ``method`` wrote: zero-fill pruners and sparsity patterns
+    (2:4); structural removal has no zeros to keep (its tensors are smaller)."""
+    if method == NO_PRUNING:
+        return False
+    pruner = pruner_for(method)
+    return pruner.zero_fill or pruner.sparse_weights
+
+
 def _masks(model: nn.Module, method: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``{weight name: (tensor, keep-mask)}`` for the pruner's zeros (zero-fill and 2:4 only)."""
-    if method not in MASKED_METHODS:
+    if not keeps_mask(method):
         return {}
     return {tw.name: (tw.tensor, (tw.tensor.detach() != 0)) for tw in target_weights(model)}
 
@@ -258,5 +265,5 @@ def _train_seeded(model: nn.Module, teacher: nn.Module | None, train_split: Any,
             "train_images": len(dataset), "final_loss": loss_value, "masked_tensors": len(masks)}
 
 
-__all__ = ["MASKED_METHODS", "RECOVERY_RECIPE_VERSION", "RecoverOptions", "RecoveryReport", "distillation_loss",
+__all__ = ["RECOVERY_RECIPE_VERSION", "keeps_mask", "RecoverOptions", "RecoveryReport", "distillation_loss",
            "planned_steps", "recover", "recovery_provenance"]
