@@ -19,7 +19,6 @@ every backend:
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,39 +29,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from backends.names import PRECISIONS  # noqa: F401 - re-exported: the precisions a backend may declare
 from harness.errors import HarnessError, UnsupportedCombination
+from harness.phases import PhaseTimes  # re-exported: the backends' prep phases
 
 if TYPE_CHECKING:  # pragma: no cover
     from calib.trt_calibrator import CalibratorCore
     from harness.machine import MachineFacts
 
-
-
-class PhaseTimes:
-    """Wall time spent per preparation phase (load, prune, export, calibrate, build)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    def add(self, phase: str, seconds: float) -> None:
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
-
-    def timed(self, phase: str) -> _PhaseContext:
-        return _PhaseContext(self, phase)
-
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
-
-class _PhaseContext:
-    def __init__(self, owner: PhaseTimes, phase: str) -> None:
-        self._owner, self._phase, self._start = owner, phase, 0.0
-
-    def __enter__(self) -> None:
-        self._start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self._owner.add(self._phase, time.perf_counter() - self._start)
 
 
 class CalibrationSource(Protocol):

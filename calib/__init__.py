@@ -2,7 +2,10 @@
 
 * :mod:`calib.calibset`: the seeded calibration file list (train split only) and its batches;
 * :mod:`calib.provenance`: what each artifact depends on, stored beside it;
-* :mod:`calib.ort_qdq`: explicit INT8, a Q/DQ ONNX model (ONNX Runtime ``quantize_static``);
+* :mod:`calib.ort_base`: ONNX Runtime's quantization tools, the streaming calibration reader;
+* :mod:`calib.ort_ranges`: per-tensor activation ranges (TensorRT's entropy search), shared by the next two;
+* :mod:`calib.ort_qdq`: explicit INT8, a Q/DQ ONNX model (ONNX Runtime's quantizer, via
+  :mod:`calib.ort_static_quant` on every onnxruntime an image pins);
 * :mod:`calib.ort_table`: implicit INT8 for ONNX Runtime's TensorRT EP (dynamic-range table);
 * :mod:`calib.trt_calibrator`: native TensorRT 10.x entropy calibrator;
 * :mod:`calib.source`: :class:`CalibrationData`, the ``CalibrationSource`` backends receive.
@@ -17,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.base import PhaseTimes
 from calib.calibset import (
     DEFAULT_CALIB_COUNT,
     CalibrationSet,
@@ -37,6 +39,7 @@ from calib.provenance import (
 )
 from calib.source import DEFAULT_ORT_BATCH_SIZE, CalibrationData, transform_fingerprint
 from calib.trt_calibrator import TRT_API_USED, CalibratorCore, make_entropy_calibrator
+from harness.phases import PhaseTimes
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,9 @@ the two consumers of a Q/DQ model want different activations (measured, see
   uint8 Q/DQ) and float biases (TensorRT rejects an int32 DequantizeLinear,
   onnxruntime issue 17738).  This flavour also runs on the CPU EP, slower.
 
-Calibration data is streamed: ORT's histogram calibrators keep *every*
-intermediate tensor of one ``collect_data`` call in memory and fail on a last
-batch of a different size, so the reader is driven one batch per
-``collect_data`` call and the histograms are merged batch by batch.
-
-The ranges are computed here (:func:`calib.ort_table.compute_tensor_ranges`,
-the same code and settings as the TensorRT EP table) and handed to
-``quantize_static`` through its ``calibration_cache_path``: ``quantize_static``
+The ranges are computed here (:func:`calib.ort_ranges.compute_tensor_ranges`,
+the same code and settings as the TensorRT EP table) and handed to ONNX Runtime's
+quantizer (:func:`calib.ort_static_quant.quantize_with_ranges`): ``quantize_static``
 forwards only ``symmetric``, moving-average and ``percentile`` options to the
 calibrator, never ``num_bins`` / ``num_quantized_bins``, so its "entropy" would
 run on ONNX Runtime's default 128-bin histogram with 128 quantized bins, where
@@ -48,20 +43,25 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from calib.provenance import check_method
+from calib.ort_base import (
+    BatchFactory,
+    as_numpy,
+    calibration_method,
+    count_or_materialize,
+    import_quantization,
+    make_reader,
+)
+from calib.ort_ranges import compute_tensor_ranges
+from calib.ort_static_quant import quantize_with_ranges
+from calib.provenance import CalibrationSettings, calibration_settings
 from harness.atomic import atomic_replace
-from harness.errors import HarnessError, missing_library
-from harness.onnx_export import INPUT_NAME
+from harness.errors import HarnessError
 
 _LOG = logging.getLogger(__name__)
-
-BatchFactory = Callable[[], Iterator[Any]]
 
 
 def cpu_needs_reduce_range(cpuinfo: str | None = None) -> bool:
@@ -88,110 +88,6 @@ QDQ_TARGETS: dict[str, dict[str, Any]] = {
     "tensorrt": {"activation_type": "int8", "activation_symmetric": True, "quantize_bias": False,
                  "reduce_range": False},
 }
-
-_ORT_HINT = "pip install 'pq-harness[ort-cpu]' (onnxruntime) or 'pq-harness[ort-gpu]' (onnxruntime-gpu)"
-
-
-def import_quantization() -> Any:
-    try:
-        from onnxruntime import quantization
-    except ImportError:
-        raise missing_library("onnxruntime", "INT8 calibration", _ORT_HINT) from None
-    return quantization
-
-
-def calibration_method(method: str) -> Any:
-    """The ``onnxruntime.quantization.CalibrationMethod`` member for ``entropy|minmax|percentile``."""
-    q = import_quantization()
-    return {
-        "entropy": q.CalibrationMethod.Entropy,
-        "minmax": q.CalibrationMethod.MinMax,
-        "percentile": q.CalibrationMethod.Percentile,
-    }[check_method(method)]
-
-
-def as_numpy(batch: Any) -> np.ndarray:
-    """A float32 C-contiguous NCHW array from a torch tensor or array."""
-    if hasattr(batch, "detach"):
-        batch = batch.detach().cpu().numpy()
-    array = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
-    if array.ndim != 4:
-        raise HarnessError(f"calibration batches must be NCHW; got shape {array.shape}")
-    return array
-
-
-def _make_reader_class() -> type:
-    q = import_quantization()
-
-    class StreamingReader(q.CalibrationDataReader):  # type: ignore[misc, name-defined]
-        """Feeds ``{input_name: batch}``; ``set_range`` windows let ORT collect one chunk at a time.
-
-        ``quantize_static`` calls ``set_range(start, end)`` with consecutive windows;
-        the reader keeps one iterator and yields the next ``end - start`` batches.
-        """
-
-        def __init__(self, batches: BatchFactory, num_batches: int, input_name: str = INPUT_NAME) -> None:
-            self._factory, self._len, self._name = batches, num_batches, input_name
-            self._iter: Iterator[Any] | None = None
-            self._pos, self._end = 0, num_batches
-            self.seen = 0
-
-        def __len__(self) -> int:
-            return self._len
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            if start_index == 0 or self._iter is None:
-                self._iter, self._pos = iter(self._factory()), 0
-            if start_index != self._pos:
-                raise HarnessError(f"calibration reader asked for batches {start_index}.. at position {self._pos}")
-            self._end = end_index
-
-        def rewind(self) -> None:
-            self._iter, self._pos, self._end = iter(self._factory()), 0, self._len
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            if self._iter is None:
-                self.rewind()
-            if self._pos >= self._end:
-                return None
-            batch = next(self._iter, None)  # type: ignore[arg-type]
-            if batch is None:
-                return None
-            self._pos += 1
-            self.seen += 1
-            return {self._name: as_numpy(batch)}
-
-    return StreamingReader
-
-
-def make_reader(batches: BatchFactory, num_batches: int, input_name: str = INPUT_NAME) -> Any:
-    """A ``CalibrationDataReader`` over ``batches()`` (``num_batches`` long)."""
-    return _make_reader_class()(batches, num_batches, input_name)
-
-
-@contextlib.contextmanager
-def ort_calibration(action: str, model_name: str, method: str, reader: Any, length: int) -> Iterator[None]:
-    """Run an ONNX Runtime calibration step quietly (its calibrators print progress), turn its
-    errors into one clear HarnessError, and check that every calibration batch was consumed."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    except HarnessError:
-        raise
-    except Exception as exc:
-        raise HarnessError(f"ONNX Runtime could not {action} {model_name} ({method}): "
-                           f"{type(exc).__name__}: {exc}") from exc
-    if reader.seen != length:
-        raise HarnessError(f"calibration used {reader.seen} of {length} batches; the batch source ended early")
-
-
-def count_or_materialize(batches: BatchFactory, num_batches: int | None) -> tuple[BatchFactory, int]:
-    """``(factory, length)``: when the length is unknown the batches are held in memory once."""
-    if num_batches is not None:
-        return batches, num_batches
-    held = [as_numpy(b) for b in batches()]
-    return (lambda: iter(held)), len(held)
-
 
 def preprocess_for_quantization(src: Path, dst: Path) -> str | None:
     """``quant_pre_process`` (symbolic shape inference + ORT basic optimisation) into ``dst``.
@@ -243,7 +139,7 @@ def build_qdq_model(
     fp32_onnx: Path,
     calib_batches: BatchFactory,
     out_path: Path,
-    method: Any = "entropy",
+    method: str | CalibrationSettings = "entropy",
     *,
     target: str = "cpu",
     num_batches: int | None = None,
@@ -252,6 +148,7 @@ def build_qdq_model(
     num_bins: int | None = None,
     num_quantized_bins: int | None = None,
     percentile: float | None = None,
+    exclude_nodes: Sequence[str] = (),
 ) -> Path:
     """Quantise ``fp32_onnx`` (dynamic batch allowed) into a Q/DQ model at ``out_path``.
 
@@ -260,14 +157,10 @@ def build_qdq_model(
     it they are held in memory once.  ``notes`` collects remarks (e.g. when
     ``quant_pre_process`` could not run).  ``target`` picks the flavour (``cpu`` for
     ONNX Runtime's CPU EP, ``tensorrt`` for TensorRT; see the module docstring).
-    ``method`` is a name or a :class:`calib.ort_table.CalibrationSettings`; the histogram
-    settings default to 2048 bins (see that class).  Writes atomically.
+    ``method`` is a name or a :class:`calib.provenance.CalibrationSettings`; the histogram
+    settings default to 2048 bins (see that class).  ``exclude_nodes`` names nodes of the
+    fp32 model left in float (``quantize_static``'s ``nodes_to_exclude``).  Writes atomically.
     """
-    from calib.ort_table import calibration_settings, compute_tensor_ranges
-
-    q = import_quantization()
-    from onnxruntime.quantization.calibrate import save_tensors_data
-
     settings = calibration_settings(method, num_bins=num_bins, num_quantized_bins=num_quantized_bins,
                                     percentile=percentile)
     options = quantize_options(target)
@@ -288,26 +181,43 @@ def build_qdq_model(
                 model_in = pre
             elif notes is not None:
                 notes.append(note)
+        _check_excluded_nodes(model_in, exclude_nodes, preprocessed=model_in != fp32_onnx)
         flavour = QDQ_TARGETS[target]
         ranges = compute_tensor_ranges(model_in, factory, settings, num_batches=length, work_dir=tmp,
                                        symmetric=bool(flavour["activation_symmetric"]))
-        save_tensors_data(ranges, tmp / "ranges.json")
         tmp_out = tmp / "qdq.onnx"
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                q.quantize_static(
-                    str(model_in),
-                    str(tmp_out),
-                    None,  # the ranges come from ranges.json: quantize_static does not calibrate again
-                    calibrate_method=calibration_method(settings.method),
-                    calibration_cache_path=str(tmp / "ranges.json"),
-                    **options,
-                )
+                quantize_with_ranges(model_in, tmp_out, ranges, calibration_method(settings.method), options,
+                                     work_dir=tmp, exclude_nodes=exclude_nodes)
+        except HarnessError:
+            raise
         except Exception as exc:
             raise HarnessError(f"ONNX Runtime could not quantise {fp32_onnx.name} ({settings.method}): "
                                f"{type(exc).__name__}: {exc}") from exc
         atomic_replace(tmp_out, out_path)
     return out_path
+
+
+def node_names(path: Path) -> list[str]:
+    """The names of the nodes of the ONNX model at ``path`` (graph order)."""
+    import onnx
+
+    return [node.name for node in onnx.load(str(path), load_external_data=False).graph.node]
+
+
+def _check_excluded_nodes(model: Path, exclude_nodes: Sequence[str], *, preprocessed: bool) -> None:
+    """ONNX Runtime ignores unknown names in ``nodes_to_exclude``: say so instead of quantising them."""
+    if isinstance(exclude_nodes, str):
+        raise TypeError("exclude_nodes is a sequence of node names, not one string")
+    if not exclude_nodes:
+        return
+    unknown = sorted(set(exclude_nodes) - set(node_names(model)))
+    if unknown:
+        where = "the model quant_pre_process made (pass preprocess=False to use the exported names)" \
+            if preprocessed else model.name
+        raise HarnessError(f"exclude_nodes names no node of {where}: {', '.join(unknown[:5])}"
+                           f"{f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''}")
 
 
 def count_qdq_nodes(path: Path) -> dict[str, int]:
@@ -322,6 +232,7 @@ def count_qdq_nodes(path: Path) -> dict[str, int]:
     return counts
 
 
+# as_numpy, calibration_method and make_reader live in calib.ort_base; re-exported for existing callers.
 __all__ = ["QDQ_TARGETS", "as_numpy", "build_qdq_model", "calibration_method", "check_target",
            "cpu_needs_reduce_range",
-           "count_qdq_nodes", "make_reader", "preprocess_for_quantization", "quantize_options"]
+           "count_qdq_nodes", "make_reader", "node_names", "preprocess_for_quantization", "quantize_options"]

@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from backends.base import PhaseTimes
 from calib.calibset import CalibrationSet, Transform
 from calib.ort_qdq import QDQ_TARGETS, build_qdq_model, check_target
 from calib.ort_table import TABLE_FILE_NAME, read_table_entries, write_trt_calibration_table
@@ -36,6 +35,7 @@ from calib.provenance import (
 )
 from calib.trt_calibrator import BufferFactory, CalibratorCore, calibration_cache_provenance, cuda_buffer_factory
 from harness.fingerprint import dict_hash, file_hash
+from harness.phases import PhaseTimes
 
 #: ORT calibration batch: peak memory grows with it, not with the image count (ResNet-18 at 224 px,
 #: entropy: +0.6 GB at 16, +1.1 GB at 32, measured for 128 and 256 images alike).
@@ -47,6 +47,13 @@ def transform_fingerprint(transform: Any) -> str:
     """A stable id of a preprocessing transform: its repr without memory addresses, hashed."""
     text = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _excluded(nodes: Sequence[str]) -> tuple[str, ...]:
+    """The node names to keep in float, in one canonical order (sorted, no repeats)."""
+    if isinstance(nodes, str):
+        raise TypeError("exclude_nodes is a sequence of node names, not one string")
+    return tuple(sorted({str(n) for n in nodes}))
 
 
 def _validate_table(path: Path) -> None:
@@ -87,7 +94,7 @@ class CalibrationData:
         self.builds: dict[str, int] = {}
         self._model_hash = model_hash
         self._onnx: Path | None = None
-        self._qdq: dict[str, Path] = {}
+        self._qdq: dict[tuple[str, tuple[str, ...]], Path] = {}
         self._tables: dict[Path, Path] = {}
         self._removed: set[Path] = set()
 
@@ -138,9 +145,12 @@ class CalibrationData:
             options={"preprocess": self.preprocess_id, "ort_batch_size": self.ort_batch_size, **options},
         )
 
-    def qdq_provenance(self, target: str = "cpu") -> Provenance:
-        return self._artifact_provenance(
-            "ort-qdq-onnx", {"target": target, "quant_pre_process": self.qdq_preprocess, **QDQ_TARGETS[target]})
+    def qdq_provenance(self, target: str = "cpu", exclude_nodes: Sequence[str] = ()) -> Provenance:
+        options: dict[str, Any] = {"target": target, "quant_pre_process": self.qdq_preprocess, **QDQ_TARGETS[target]}
+        excluded = _excluded(exclude_nodes)
+        if excluded:  # only then: the provenance of every model quantising all nodes stays as it was
+            options["exclude_nodes"] = list(excluded)
+        return self._artifact_provenance("ort-qdq-onnx", options)
 
     def table_provenance(self) -> Provenance:
         return self._artifact_provenance("ort-trt-table", {"symmetric": True, "file": TABLE_FILE_NAME})
@@ -169,30 +179,37 @@ class CalibrationData:
         (phases if phases is not None else self.phases).add("calibrate", seconds)
         self.builds[kind] = self.builds.get(kind, 0) + 1
 
-    def qdq_path(self, target: str = "cpu") -> Path:
+    def qdq_path(self, target: str = "cpu", exclude_nodes: Sequence[str] = ()) -> Path:
         target = check_target(target)
-        return self.cache_dir / "calib" / f"qdq-{self.model_hash[:16]}-{self.method}-{target}.onnx"
+        excluded = _excluded(exclude_nodes)
+        # Each set of float-kept nodes is its own file, so models of different exclusions never evict each other.
+        suffix = f"-x{dict_hash({'exclude_nodes': list(excluded)})[:12]}" if excluded else ""
+        return self.cache_dir / "calib" / f"qdq-{self.model_hash[:16]}-{self.method}-{target}{suffix}.onnx"
 
-    def qdq_onnx(self, target: str, phases: PhaseTimes | None = None) -> Path:
+    def qdq_onnx(self, target: str, phases: PhaseTimes | None = None, *, exclude_nodes: Sequence[str] = ()) -> Path:
         """The Q/DQ INT8 model for ``target`` (``cpu``: ORT CPU EP; ``tensorrt``: TensorRT), built or reused;
-        build time goes to ``phases`` as ``calibrate``."""
+        build time goes to ``phases`` as ``calibrate``.  ``exclude_nodes`` names fp32-model nodes left in
+        float (order and repeats do not matter); they are part of the file name and the provenance."""
         target = check_target(target)
-        if target in self._qdq:
-            return self._qdq[target]
-        path = self.qdq_path(target)
-        provenance = self.qdq_provenance(target)
+        excluded = _excluded(exclude_nodes)
+        memo = (target, excluded)
+        if memo in self._qdq:
+            return self._qdq[memo]
+        path = self.qdq_path(target, excluded)
+        provenance = self.qdq_provenance(target, excluded)
         self._forget_if_rebuilding(path)
         found = load_if_matching(path, provenance, validate=validate_onnx, on_rebuild=self.notes.append)
         if found is None:
             start = time.perf_counter()
             notes: list[str] = []
             build_qdq_model(self.onnx_path(), self._ort_batches, path, self.method, target=target,
-                            num_batches=self._ort_num_batches(), preprocess=self.qdq_preprocess, notes=notes)
+                            num_batches=self._ort_num_batches(), preprocess=self.qdq_preprocess, notes=notes,
+                            exclude_nodes=excluded)
             write_with_provenance(path, provenance, notes=notes)
             self.notes.extend(notes)
             self._built(f"qdq-{target}", time.perf_counter() - start, phases)
             found = path
-        self._qdq[target] = found
+        self._qdq[memo] = found
         return found
 
     def ort_trt_table(self, cache_dir: Path, phases: PhaseTimes | None = None) -> Path:

@@ -332,6 +332,33 @@ def test_provenance_reuse_and_staleness(dataset: Path, fp32_onnx: Path, tmp_path
     assert again.builds == {"ort-trt-table": 1}
 
 
+def test_excluded_nodes_are_part_of_the_qdq_cache_key(dataset: Path, fp32_onnx: Path, tmp_path: Path) -> None:
+    convs = [n.name for n in onnx.load(str(fp32_onnx)).graph.node if n.op_type == "Conv"]
+    first = _data(fp32_onnx, _calib_set(dataset), tmp_path, method="minmax")
+    plain = first.qdq_onnx("cpu")
+    kept = first.qdq_onnx("cpu", exclude_nodes=[convs[-1]])
+    assert kept != plain and plain.exists() and kept.exists()
+    assert first.builds == {"qdq-cpu": 2}
+    # Order and repeats do not matter; the default provenance has no exclusion key (old caches still match).
+    assert first.qdq_path("cpu", [convs[-1], convs[-1]]) == kept
+    assert "exclude_nodes" not in first.qdq_provenance("cpu").options
+    assert first.qdq_provenance("cpu", [convs[-1]]).options["exclude_nodes"] == [convs[-1]]
+    assert json.loads(sidecar_path(kept).read_text())["provenance"]["options"]["exclude_nodes"] == [convs[-1]]
+    assert json.loads(sidecar_path(plain).read_text())["provenance"]["options"].get("exclude_nodes") is None
+    # A second object reuses both; the excluded Conv keeps its float weight only in its own model.
+    again = _data(fp32_onnx, _calib_set(dataset), tmp_path, method="minmax")
+    assert again.qdq_onnx("cpu") == plain and again.qdq_onnx("cpu", exclude_nodes=(convs[-1],)) == kept
+    assert again.builds == {}
+
+    def float_weight(path: Path) -> bool:
+        graph = onnx.load(str(path)).graph
+        made_by = {o: n.op_type for n in graph.node for o in n.output}
+        conv = next(n for n in graph.node if n.name == convs[-1])
+        return made_by.get(conv.input[1]) != "DequantizeLinear"
+
+    assert float_weight(kept) and not float_weight(plain)
+
+
 def test_corrupt_cache_is_rebuilt(dataset: Path, fp32_onnx: Path, tmp_path: Path) -> None:
     """Issue 9: a damaged Q/DQ model, sidecar or EP table is rebuilt with a one-line note, never refused."""
     data = _data(fp32_onnx, _calib_set(dataset), tmp_path, method="minmax")
