@@ -8,10 +8,11 @@ runs and the per-node table is stored with the cell. Implicit INT8 on TensorRT (
 TensorRT's calibrator) cannot keep chosen layers in FP32, so a budget there is refused with a message
 naming ``int8_mode: explicit``.
 
-The analysis (table, nodes kept in FP32 and why) and the budget model are cached under
-``<cache>/calib/`` by everything they depend on (the calibration provenance, the variant's settings,
-the Q/DQ flavour and the held-out images), with provenance sidecars: a damaged file is rebuilt with
-a note, like every other calibration artifact.
+The analysis (table, nodes kept in FP32 and why) is cached under ``<cache>/calib/`` by everything it
+depends on (the calibration provenance, the variant's settings, the Q/DQ flavour and the held-out
+images) with a checksum sidecar; the budget model is the calibration source's own Q/DQ model with
+those nodes excluded (``CalibrationData.qdq_onnx(exclude_nodes=...)``: keyed by them, provenance,
+healing). A damaged file is rebuilt with a note, like every other calibration artifact.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from backends.base import PhaseTimes
-from calib.provenance import Provenance, load_if_matching, validate_onnx, write_with_provenance
 from calib.sensitivity import analyse_calibrated, holdout_set
 from harness import cache_files
 from harness.errors import HarnessError
 from harness.fingerprint import dict_hash
+from harness.phases import PhaseTimes
 
 ANALYSIS_FORMAT_VERSION = 1
 
@@ -67,19 +67,17 @@ class AccuracyAwareCalibration:
 
     # -- the analysis -----------------------------------------------------------------------
 
-    def _paths(self, target: str) -> tuple[Path, Path, dict[str, Any]]:
+    def _path(self, target: str) -> tuple[Path, dict[str, Any]]:
         key_data = {"provenance": self.provenance, "target": target, "format": ANALYSIS_FORMAT_VERSION}
-        key = dict_hash(key_data)[:20]
-        base = Path(self.inner.cache_dir) / "calib"
-        return base / f"sensitivity-{key}.json", base / f"qdq-budget-{key}.onnx", key_data
+        return Path(self.inner.cache_dir) / "calib" / f"sensitivity-{dict_hash(key_data)[:20]}.json", key_data
 
     def analysis(self, target: str, phases: PhaseTimes | None = None) -> dict[str, Any]:
         """The stored analysis for ``target``: ``sensitivity`` (table), ``mixed_precision`` (or None),
         ``calibration``; computed once and cached (time to ``phases`` as ``calibrate``)."""
         if target in self._analysis:
             return self._analysis[target]
-        json_path, model_path, key_data = self._paths(target)
-        found = self._cached_analysis(json_path, model_path, key_data)
+        json_path, key_data = self._path(target)
+        found = self._cached_analysis(json_path)
         if found is None:
             start = time.perf_counter()
             s = self.settings
@@ -88,51 +86,35 @@ class AccuracyAwareCalibration:
                 self.inner.onnx_path(), self.inner.calibration_set, self.train, self.inner.transform,
                 method=self.inner.method, holdout_count=s.holdout, holdout_seed=s.holdout_seed, target=target,
                 mode=s.sensitivity_mode, label_map=self.label_map, max_drop_points=s.max_accuracy_drop,
-                qdq_out=model_path if s.max_accuracy_drop is not None else None, work_parent=json_path.parent)
+                work_parent=json_path.parent)
             found = run.to_dict()
             cache_files.write_bytes(json_path, json.dumps(found, sort_keys=True, default=str).encode(), key_data)
-            if s.max_accuracy_drop is not None:
-                write_with_provenance(model_path, self._model_provenance(target, found))
             (phases if phases is not None else self.inner.phases).add("calibrate", time.perf_counter() - start)
         self._analysis[target] = found
         return found
 
-    def _model_provenance(self, target: str, analysis: dict[str, Any]) -> Provenance:
-        cs = self.inner.calibration_set
-        excluded = [e["node"] for e in (analysis.get("mixed_precision") or {}).get("excluded", [])]
-        return Provenance(artifact_kind="ort-qdq-onnx-budget", model_hash=self.inner.model_hash,
-                          calib_file_list_hash=cs.file_list_hash, method=self.inner.method, count=cs.count,
-                          seed=cs.seed, versions=self.inner.provenance["versions"],
-                          options={"target": target, "int8": self.settings.model_dump(), "fp32_nodes": excluded,
-                                   "holdout_file_list_hash": self._holdout_hash()})
-
-    def _cached_analysis(self, json_path: Path, model_path: Path, key_data: dict[str, Any]) -> dict[str, Any] | None:
+    def _cached_analysis(self, json_path: Path) -> dict[str, Any] | None:
         reason = cache_files.damaged(json_path)
         if reason is None and json_path.exists():
             try:
-                found = json.loads(json_path.read_text())
+                return dict(json.loads(json_path.read_text()))
             except ValueError as exc:
                 reason = f"it is not JSON ({exc})"
-            else:
-                if self.settings.max_accuracy_drop is None:
-                    return found
-                target = key_data["target"]
-                if load_if_matching(model_path, self._model_provenance(target, found), validate=validate_onnx,
-                                    on_rebuild=self.notes.append) is not None:
-                    return found
-                return None  # the model is missing or was damaged (noted): analyse again
         if reason is not None:
             cache_files.discard(json_path)
             self.notes.append(cache_files.rebuilt_note("sensitivity analysis", json_path, reason))
         return None
 
+    def fp32_nodes(self, target: str) -> list[str]:
+        """The nodes the accuracy budget keeps in FP32 for ``target`` (empty without a budget)."""
+        mixed = self.analysis(target).get("mixed_precision") or {}
+        return [e["node"] for e in mixed.get("excluded", [])]
+
     # -- CalibrationSource ------------------------------------------------------------------
 
     def qdq_onnx(self, target: Literal["cpu", "tensorrt"], phases: PhaseTimes) -> Path:
         self.analysis(target, phases)
-        if self.settings.max_accuracy_drop is None:
-            return self.inner.qdq_onnx(target, phases)
-        return self._paths(target)[1]
+        return self.inner.qdq_onnx(target, phases, exclude_nodes=self.fp32_nodes(target))
 
     def _implicit(self, what: str) -> None:
         if self.settings.max_accuracy_drop is not None:

@@ -28,23 +28,17 @@ import dataclasses
 import io
 import math
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from calib.ort_qdq import (
-    QDQ_TARGETS,
-    calibration_method,
-    check_target,
-    count_or_materialize,
-    import_quantization,
-    preprocess_for_quantization,
-    quantize_options,
-)
-from calib.ort_table import compute_tensor_ranges
+from calib.ort_base import BatchFactory, calibration_method, count_or_materialize
+from calib.ort_qdq import QDQ_TARGETS, check_target, preprocess_for_quantization, quantize_options
+from calib.ort_ranges import compute_tensor_ranges
+from calib.ort_static_quant import quantize_with_ranges
 from calib.provenance import calibration_settings
 from harness.errors import HarnessError
 from harness.onnx_export import INPUT_NAME
@@ -55,7 +49,6 @@ Mode = Literal["fp32-one", "int8-one"]
 MODES: tuple[str, ...] = ("fp32-one", "int8-one")
 #: SNR of identical outputs (the error is exactly zero), in dB.
 SNR_CAP_DB = 200.0
-BatchFactory = Callable[[], Iterator[Any]]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -153,14 +146,11 @@ class QdqVariants:
         factory, length = count_or_materialize(calib_batches, num_batches)
         if length < 1:
             raise HarnessError("no calibration batches: the calibration set is empty")
-        from onnxruntime.quantization.calibrate import save_tensors_data
-
-        ranges = compute_tensor_ranges(self.model_in, factory, self.settings, num_batches=length,
-                                       work_dir=self.work_dir,
-                                       symmetric=bool(QDQ_TARGETS[self.target]["activation_symmetric"]))
-        self.ranges_path = self.work_dir / "ranges.json"
-        save_tensors_data(ranges, self.ranges_path)
+        self.ranges = compute_tensor_ranges(self.model_in, factory, self.settings, num_batches=length,
+                                            work_dir=self.work_dir,
+                                            symmetric=bool(QDQ_TARGETS[self.target]["activation_symmetric"]))
         graph = onnx.load(str(self.model_in), load_external_data=False).graph
+        self.all_nodes = [n.name for n in graph.node]
         self.nodes: list[tuple[str, str]] = [(n.name, n.op_type) for n in graph.node if n.op_type in QUANTIZABLE_OPS]
         unnamed = [op for name, op in self.nodes if not name]
         if unnamed:
@@ -177,22 +167,24 @@ class QdqVariants:
 
     def build(self, out_path: Path | None = None, *, exclude: Sequence[str] = (),
               only: Sequence[str] | None = None) -> Path:
-        """A Q/DQ model with ``exclude`` left in FP32, or with only ``only`` quantized; returns its path."""
+        """A Q/DQ model with ``exclude`` left in FP32, or with only ``only`` quantized (every other node of the
+        graph excluded: ``nodes_to_quantize``); the same quantizer call as :func:`calib.ort_qdq.build_qdq_model`
+        on the ranges computed once. Returns its path."""
         unknown = [n for n in [*exclude, *(only or [])] if n not in self.node_names]
         if unknown:
             raise HarnessError(f"unknown node(s) {', '.join(unknown)}; quantizable nodes: {', '.join(self.node_names)}")
-        q = import_quantization()
+        if only is not None:
+            exclude = [n for n in self.all_nodes if n not in set(only)]
         if out_path is None:
             self._count += 1
             out_path = self.work_dir / f"variant-{self._count}.onnx"
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                q.quantize_static(str(self.model_in), str(out_path), None,
-                                  calibrate_method=calibration_method(self.settings.method),
-                                  calibration_cache_path=str(self.ranges_path),
-                                  nodes_to_exclude=list(exclude) or None,
-                                  nodes_to_quantize=list(only) if only is not None else None,
-                                  **quantize_options(self.target))
+                quantize_with_ranges(self.model_in, Path(out_path), self.ranges,
+                                     calibration_method(self.settings.method), quantize_options(self.target),
+                                     work_dir=self.work_dir, exclude_nodes=list(exclude))
+        except HarnessError:
+            raise
         except Exception as exc:
             raise HarnessError(f"ONNX Runtime could not quantise {self.fp32_onnx.name} ({self.settings.method}): "
                                f"{type(exc).__name__}: {exc}") from exc

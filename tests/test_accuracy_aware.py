@@ -97,6 +97,12 @@ def test_budget_model_keeps_the_named_nodes_in_fp32_and_is_cached(source) -> Non
     assert healed.qdq_onnx("cpu", PhaseTimes()) == path
     assert any("corrupt" in n and "rebuilding it" in n for n in healed.notes)
     onnx.checker.check_model(str(path))
+    # damage the cached analysis: analysed again, with a note
+    analysis_file = next((Path(aware.inner.cache_dir) / "calib").glob("sensitivity-*.json"))
+    analysis_file.write_text("{")
+    again2 = make(settings)
+    assert again2.qdq_onnx("cpu", PhaseTimes()) == path and again2.stored()["cpu"] == analysis
+    assert any("sensitivity analysis" in n and "rebuilt it" in n for n in again2.notes)
     # another budget is another artifact with another provenance
     assert make(Int8Settings(max_accuracy_drop=5.0, holdout=40)).provenance_hash != aware.provenance_hash
 
