@@ -214,6 +214,9 @@ def _print_table(store: Any) -> None:
         windows = {"compute": result.timing("compute"), "e2e": result.timing("e2e")}
         main = windows["compute"] or windows["e2e"]
         pruning = "-" if ident.pruner == "none" else f"{ident.pruner} {ident.amount:g}"
+        pruning += " +recover" if ident.recover else ""
+        budget = (ident.int8 or {}).get("max_accuracy_drop")
+        variant = "" if not ident.int8 else (f" budget {budget:g}" if budget is not None else " +sensitivity")
         cells = []
         for definition, window in windows.items():
             text = _latency(window)
@@ -224,7 +227,7 @@ def _print_table(store: Any) -> None:
             cells.append(Text(text))
         status = Text("ok") if record.status == "ok" else Text((record.error or "")[:80], style="red")
         table.add_row(
-            Text(ident.model), Text(pruning), Text(f"{ident.backend} {ident.precision}"),
+            Text(ident.model), Text(pruning), Text(f"{ident.backend} {ident.precision}{variant}"),
             str(ident.batch_size), _fmt(percent(result.top1), ".2f"), *cells,
             _fmt(None if main is None else main.stats["p99_ms"], ".3f"),
             _fmt(None if main is None else main.throughput_ips, ".0f"),
