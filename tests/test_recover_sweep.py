@@ -87,6 +87,16 @@ def test_recovery_and_int8_variants_are_their_own_cells(tmp_path: Path, shared_c
     assert len(plain_int8) == 3 and all("int8" not in r.identity.to_dict() for r in plain_int8)
     assert all(r.result.int8_precision is None for r in plain_int8)
 
+    # the configuration to ship, from the real database: never outside the budget
+    from harness.recommend import recommend
+
+    rec = recommend(list(records.values()), include_unstable=True, max_accuracy_drop=2.0)
+    assert rec.verdict in ("best", "tie") and rec.cells
+    assert all(n["accuracy_drop_points"] <= 2.0 for n in rec.numbers)
+    unrecovered = {r.key for r in plain if r.identity.precision == "fp32"}
+    assert not unrecovered & set(rec.cells)  # removal without recovery lost far more than 2 points
+    assert all(e["kind"] == "budget" for e in rec.excluded if e["key"] in unrecovered)
+
     # resume: every key is stable
     with ResultStore(tmp_path / "out" / "results.db") as store:
         assert run_sweep(config, store, resume=True) == {"ok": 0, "error": 0, "skipped": 12}
