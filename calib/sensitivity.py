@@ -427,7 +427,25 @@ def analyse_calibrated(fp32_onnx: Path, calib_set: Any, train: Any, transform: A
         "calib_file_list_hash": calib_set.file_list_hash, "target": target})
 
 
-__all__ = ["INPUT_NAME", "MODES", "QUANTIZABLE_OPS", "HeldOutData", "MixedPrecision", "NodeSensitivity",
-           "QdqVariants", "Score", "SensitivityTable", "calibration_batches", "held_out_data", "holdout_set",
-           "mixed_precision", "sensitivity", "snr_db", "BACKEND_TARGETS", "SensitivityRun", "analyse", "analyse_calibrated",
-           "target_for_backend"]
+__all__ = [
+    "BACKEND_TARGETS",
+    "INPUT_NAME",
+    "MODES",
+    "QUANTIZABLE_OPS",
+    "HeldOutData",
+    "MixedPrecision",
+    "NodeSensitivity",
+    "QdqVariants",
+    "Score",
+    "SensitivityRun",
+    "SensitivityTable",
+    "analyse",
+    "analyse_calibrated",
+    "calibration_batches",
+    "held_out_data",
+    "holdout_set",
+    "mixed_precision",
+    "sensitivity",
+    "snr_db",
+    "target_for_backend",
+]

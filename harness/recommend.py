@@ -513,10 +513,10 @@ def _ci(value: Any, ci: Any, spec: str) -> str:
 def render_lines(rec: Recommendation) -> list[str]:
     """Plain lines for the terminal and the report (no markup)."""
     g = rec.group
-    lines = [f"Recommendation for {g['model']} on {g['dataset']}, batch {rec.batch_size}, objective {rec.objective} "
-             f"({rec.definition} timing), accuracy budget {rec.budget['max_accuracy_drop_points']:g} point(s) "
-             f"below the uncompressed baseline of each backend family:",
-             f"  verdict: {rec.verdict}: {rec.why}"]
+    head = (f"Recommendation for {g['model']} on {g['dataset']}, batch {rec.batch_size}, objective {rec.objective} "
+            f"({rec.definition} timing), accuracy budget {rec.budget['max_accuracy_drop_points']:g} point(s) "
+            "below the uncompressed baseline of each backend family:")
+    lines = [head, f"  verdict: {rec.verdict}: {rec.why}"]
     for n in rec.numbers:
         acc = _ci(None if n["accuracy"] is None else 100 * n["accuracy"],
                   None if not n["accuracy_ci"] else [100 * x for x in n["accuracy_ci"]], ".2f")

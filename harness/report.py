@@ -20,7 +20,7 @@ from typing import Any
 
 from harness import stats
 from harness.outcome import CellOutcome
-from harness.proportions import wilson_interval  # noqa: F401 - re-exported for callers of report
+from harness.proportions import wilson_interval
 from harness.results import ResultStore, megabytes
 
 

@@ -164,8 +164,12 @@ class CudaEventTimer:
 
     def time_calls(self, fn: Callable[[Any], Any], inputs: Sequence[Any], n: int) -> list[int]:
         count = len(inputs)
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        # Events belong to the device they are created on, and an event recorded on another device's
+        # stream fails: create them on the session's device (torch would otherwise create them lazily on
+        # the stream's device at the first record, which older releases did not do for every path).
+        with torch.cuda.device(self.stream.device):
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
         with torch.cuda.stream(self.stream):
             for i in range(n):
                 starts[i].record(self.stream)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.results import ResultStore
 from harness.driver import run_sweep
 from harness.observer import SweepObserver
 from harness.plan import plan_cells
+from harness.results import ResultStore
 
 RECOVER = {"epochs": 1, "max_steps": 20, "lr": 0.003}
 

@@ -75,14 +75,14 @@ def test_removal_keeps_its_smaller_shapes(small_shapes: Path, tmp_path: Path) ->
 def test_deterministic_cached_and_a_damaged_cache_heals(small_shapes: Path, tmp_path: Path) -> None:
     teacher, train = _model(), _split(small_shapes, "train")
     pruned = _prune(teacher, PruneSpec("removal", 0.5, round_to=4))
-    kwargs = dict(transform=eval_transform(), method="removal", options=OPTIONS, teacher=teacher)
+    kwargs = {"transform": eval_transform(), "method": "removal", "options": OPTIONS, "teacher": teacher}
     first, r1 = recover(pruned, train, cache_dir=tmp_path / "a", **kwargs)
     torch.manual_seed(1234)  # whatever the caller's random state: the seed decides
     again, r2 = recover(pruned, train, cache_dir=tmp_path / "b", **kwargs)  # a cold cache: trained again
     assert not r2.cached
     for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), f"{name} differs between two seeded runs"
-    cached, r3 = recover(pruned, train, cache_dir=tmp_path / "a", **kwargs)
+    _, r3 = recover(pruned, train, cache_dir=tmp_path / "a", **kwargs)
     assert r3.cached and r3.seconds == 0.0 and r3.cache_path == r1.cache_path
     assert r3.provenance["teacher_hash"] and r3.provenance["data_hash"] == train.file_list_hash()
     assert r3.provenance["steps"] == 4 and r3.provenance["seed"] == 0 and "torch" in r3.provenance["versions"]

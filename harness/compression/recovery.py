@@ -265,5 +265,13 @@ def _train_seeded(model: nn.Module, teacher: nn.Module | None, train_split: Any,
             "train_images": len(dataset), "final_loss": loss_value, "masked_tensors": len(masks)}
 
 
-__all__ = ["RECOVERY_RECIPE_VERSION", "keeps_mask", "RecoverOptions", "RecoveryReport", "distillation_loss",
-           "planned_steps", "recover", "recovery_provenance"]
+__all__ = [
+    "RECOVERY_RECIPE_VERSION",
+    "RecoverOptions",
+    "RecoveryReport",
+    "distillation_loss",
+    "keeps_mask",
+    "planned_steps",
+    "recover",
+    "recovery_provenance",
+]
