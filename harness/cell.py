@@ -83,7 +83,15 @@ def measure_cell(cell: CellContext, batch_size: int, *, lock_dir: Path | None = 
         layer_profile=profile,
         predictions=cell.accuracy.predictions,
         calibration=calibration_provenance(cell.artifact.calibration) if info.precision == "int8" else None,
+        int8_precision=int8_precision(cell.artifact.calibration) if info.precision == "int8" else None,
     )
+
+
+def int8_precision(calibration: Any) -> dict[str, Any] | None:
+    """An int8 variant's sensitivity table and the nodes its accuracy budget kept in FP32, per Q/DQ flavour
+    (calib.accuracy_aware); None for plain INT8."""
+    stored = getattr(calibration, "stored", None)
+    return (stored() or None) if callable(stored) else None
 
 
 def layer_profile_pass(session: Session, data: StreamingEvalData, batch_size: int, *,
@@ -105,10 +113,11 @@ def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> 
 
     notes = dict(artifact.notes)
     rebuilt = [*loaded.notes.get("cache_rebuilt", []), *artifact.notes.get("cache_rebuilt", [])]
-    if precision == "int8" and isinstance(artifact.calibration, CalibrationData):
-        calibration = artifact.calibration
-        # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it".
-        rebuilt += [n for n in calibration.notes if n.endswith("rebuilding it")]
+    calibration = getattr(artifact.calibration, "inner", artifact.calibration)  # an int8 variant wraps it
+    if precision == "int8" and isinstance(calibration, CalibrationData):
+        # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it" (a cached
+        # sensitivity analysis: "; rebuilt it").
+        rebuilt += [n for n in calibration.notes if n.endswith(("rebuilding it", "rebuilt it"))]
         # Which images calibrated it (paths relative to the dataset root; their hash is in the provenance).
         notes["calibration"] = {"provenance": calibration.provenance, "provenance_hash": calibration.provenance_hash,
                                 "root": str(calibration.calibration_set.root),

@@ -214,6 +214,9 @@ def _print_table(store: Any) -> None:
         windows = {"compute": result.timing("compute"), "e2e": result.timing("e2e")}
         main = windows["compute"] or windows["e2e"]
         pruning = "-" if ident.pruner == "none" else f"{ident.pruner} {ident.amount:g}"
+        pruning += " +recover" if ident.recover else ""
+        budget = (ident.int8 or {}).get("max_accuracy_drop")
+        variant = "" if not ident.int8 else (f" budget {budget:g}" if budget is not None else " +sensitivity")
         cells = []
         for definition, window in windows.items():
             text = _latency(window)
@@ -224,7 +227,7 @@ def _print_table(store: Any) -> None:
             cells.append(Text(text))
         status = Text("ok") if record.status == "ok" else Text((record.error or "")[:80], style="red")
         table.add_row(
-            Text(ident.model), Text(pruning), Text(f"{ident.backend} {ident.precision}"),
+            Text(ident.model), Text(pruning), Text(f"{ident.backend} {ident.precision}{variant}"),
             str(ident.batch_size), _fmt(percent(result.top1), ".2f"), *cells,
             _fmt(None if main is None else main.stats["p99_ms"], ".3f"),
             _fmt(None if main is None else main.throughput_ips, ".0f"),
@@ -655,6 +658,120 @@ def compare(
             console.print(line, markup=False, highlight=False)
         if md is not None:
             console.print(f"wrote {md}", markup=False, highlight=False)
+
+    _guard(go)
+
+
+@app.command()
+def sensitivity(
+    model: str = typer.Option("tinycnn", "--model", "-m", help="Model whose INT8 Q/DQ nodes are scored."),
+    dataset: str = typer.Option("shapes", "--dataset", "-d", help="Dataset whose train split is used."),
+    backend: str = typer.Option("ort-cpu", "--backend", "-b", help="ort-cpu | ort-cuda | ort-trt | trt-native "
+                                "(the Q/DQ flavour it runs; scored on this machine's CPU)."),
+    only_quantized: bool = typer.Option(False, "--only-quantized", help="Quantize one node at a time instead of "
+                                        "leaving one node at a time in FP32."),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Also find the fewest nodes to "
+                                            "leave in FP32 for this budget (points)."),
+    method: str = typer.Option("entropy", "--method", help="entropy | minmax | percentile"),
+    count: int = typer.Option(512, "--count", help="Calibration images (seeded sample of the train split)."),
+    holdout: int = typer.Option(500, "--holdout", help="Held-out train images (not calibration images) scored."),
+    seed: int = typer.Option(0, "--seed"),
+    weights: str = typer.Option("pretrained", "--weights", help="pretrained | random"),
+    data_root: Path = typer.Option(Path("data"), "--data-root", envvar="HARNESS_DATA_ROOT"),
+    cache_dir: Path = typer.Option(Path(".harness-cache"), "--cache-dir", envvar="HARNESS_CACHE_DIR"),
+    dataset_size: str = typer.Option(None, "--dataset-size", help="160 | 320 | full"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Per-node INT8 sensitivity: accuracy, top-1 agreement and logit SNR against FP32 with one node left
+    in FP32 (or only one quantized), most harmful first, on held-out train images (never the evaluation split).
+
+    Example: `harness sensitivity --model tinycnn --dataset shapes --max-accuracy-drop 0.5`
+    """
+    from calib.sensitivity import analyse, target_for_backend
+    from harness.data.registry import open_split
+    from harness.fingerprint import model_content_hash
+    from harness.models import load_model
+    from harness.onnx_export import export_onnx
+
+    def go() -> None:
+        target = target_for_backend(backend)
+        loaded = load_model(model, weights=weights, cache_dir=cache_dir, data_root=data_root)
+        train = open_split(dataset, "train", data_root=data_root, cache_dir=cache_dir, size=dataset_size)
+        val = open_split(dataset, "val", data_root=data_root, cache_dir=cache_dir, size=dataset_size)
+        label_map = None
+        if loaded.label_space == "imagenet":
+            if train.imagenet_indices is None:
+                raise HarnessError(f"{model} predicts ImageNet classes and {dataset} has no ImageNet index map "
+                                   "(pass a class map), so accuracy cannot be scored")
+            label_map = list(train.imagenet_indices)
+        onnx = export_onnx(loaded.module, loaded.input_shape, content_hash=model_content_hash(loaded.module),
+                           cache_dir=cache_dir, name=loaded.name)
+        with console.status(f"scoring the INT8 nodes of {model} ({backend} Q/DQ flavour)") as status:
+            run = analyse(onnx.path, train, val, loaded.transform, method=method, count=count, seed=seed,
+                          holdout_count=holdout, target=target, mode="int8-one" if only_quantized else "fp32-one",
+                          label_map=label_map, max_drop_points=max_accuracy_drop,
+                          on_node=lambda i, n, name: status.update(f"node {i + 1}/{n}: {name}"))
+        if as_json:
+            sys.stdout.write(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
+            return
+        t = run.table
+        table = Table(title=Text(f"INT8 sensitivity of {model} on {t.samples} held-out {dataset} train images "
+                                 f"({t.mode}: {'only this node quantized' if only_quantized else 'only this node in FP32'}"
+                                 f"); FP32 {100 * t.fp32.accuracy:.2f} %, full INT8 {100 * t.int8.accuracy:.2f} % "
+                                 f"(SNR {t.int8.snr_db:.1f} dB)"))
+        for col in ("rank", "node", "op", "top-1 %", "agreement", "SNR dB", "harm (points)"):
+            table.add_column(col)
+        for i, r in enumerate(t.rows, start=1):
+            table.add_row(str(i), Text(r.node), r.op_type, f"{100 * r.accuracy:.2f}", f"{r.agreement:.4f}",
+                          f"{r.snr_db:.1f}", f"{r.harm_points:.2f}")
+        console.print(table)
+        if run.mixed is not None:
+            m = run.mixed
+            verdict = "within" if m.within_budget else "NOT within"
+            console.print(f"accuracy budget {m.budget_points:g} points: {verdict} it with {len(m.excluded)} node(s) "
+                          f"in FP32 (drop {m.drop_points:.2f} points)", markup=False, highlight=False)
+            for e in m.excluded:
+                console.print(f"  {e['node']}: {e['reason']}", markup=False, highlight=False)
+
+    _guard(go)
+
+
+@app.command()
+def recommend(
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db."),
+    max_accuracy_drop: float = typer.Option(1.0, "--max-accuracy-drop",
+                                            help="Points of top-1 a cell may lose against its uncompressed baseline."),
+    objective: str = typer.Option("latency", "--objective", help="latency | throughput | size | energy"),
+    batch_size: int = typer.Option(None, "--batch-size", help="Default: smallest (latency), else largest stored."),
+    model: str = typer.Option(None, "--model", "-m", help="When the database holds several models."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="When the database holds several datasets."),
+    definition: str = typer.Option("compute", "--timing", help="compute | e2e"),
+    include_unstable: bool = typer.Option(False, "--include-unstable", help="Rank cells with unstable timings too."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The configuration to ship: the best on the objective within the accuracy budget, named only when
+    significantly better than the runner-up (else the tie), with its CIs, the Pareto alternatives, what was
+    excluded and why, and the hardware it was measured on.
+
+    Example: `harness recommend --out results/demo --max-accuracy-drop 0.5 --json`
+    """
+    from harness.recommend import recommend as choose
+    from harness.recommend import render_lines
+    from harness.results import ResultStore
+
+    def go() -> None:
+        db = out / "results.db"
+        if not db.exists():
+            raise HarnessError(f"no results database at {db}; run a sweep first or pass --out")
+        with ResultStore(db) as store:
+            rec = choose(list(store.records()), max_accuracy_drop=max_accuracy_drop, objective=objective,
+                         batch_size=batch_size, model=model, dataset=dataset, definition=definition,
+                         include_unstable=include_unstable)
+        if as_json:
+            sys.stdout.write(json.dumps(rec.to_dict(), indent=2, default=str) + "\n")
+            return
+        for line in render_lines(rec):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     _guard(go)
 

@@ -48,7 +48,7 @@ RowStatus = Literal["paired", "refused", "unpaired-baseline", "unpaired-candidat
 #: Identity fields a selector may name (``prune_options.x`` / ``calibration.x`` name nested values).
 SELECTOR_KEYS: tuple[str, ...] = (
     "model", "weights", "dataset", "dataset_size", "pruner", "amount", "backend", "precision", "batch_size",
-    "prune_options", "calibration",
+    "prune_options", "calibration", "recover", "int8",
 )
 TOP_N = 5
 
@@ -117,7 +117,7 @@ def _same_except(a: dict[str, Any], b: dict[str, Any], named: set[str]) -> bool:
     for key in set(a) | set(b):
         if key in named:
             continue
-        if key == "calibration" and (a.get(key) is None or b.get(key) is None):
+        if key in ("calibration", "int8") and (a.get(key) is None or b.get(key) is None):
             continue
         if a.get(key) != b.get(key):
             return False
@@ -200,6 +200,17 @@ def not_int8_layers(profile: dict[str, Any] | None) -> list[dict[str, Any]]:
             for r in _layer_rows(profile) if str(r.get("precision") or "").lower() != "int8"]
 
 
+def int8_precision_summary(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The nodes an int8 accuracy budget kept in FP32 (with why) and the most harmful nodes by sensitivity."""
+    kept: list[dict[str, Any]] = []
+    harmful: list[dict[str, Any]] = []
+    for analysis in (stored or {}).values():
+        kept += list((analysis.get("mixed_precision") or {}).get("excluded") or [])
+        harmful += [{k: r.get(k) for k in ("node", "op_type", "harm_points", "snr_db")}
+                    for r in ((analysis.get("sensitivity") or {}).get("rows") or [])[:3]]
+    return {"fp32_nodes": kept, "sensitivity_top": harmful}
+
+
 @dataclass
 class Side:
     """What one cell contributes to a comparison row."""
@@ -265,6 +276,8 @@ class Side:
             "top_layers": [{k: r.get(k) for k in ("name", "op_type", "ms", "share", "precision", "provider")
                             if k in r} for r in _layer_rows(profile)[:TOP_N]],
             "top_op_types": [dict(r) for r in ((profile or {}).get("by_op_type") or [])[:TOP_N]],
+            **int8_precision_summary(_extra(res, "int8_precision")),
+            "recovery": (res.pruning or {}).get("recovery"),
         }
         return out
 
@@ -415,7 +428,7 @@ def _named(baseline: Selector, candidate: Selector) -> set[str]:
     ``amount`` and ``prune_options`` (they belong to the method: unpruned has amount 0)."""
     named = baseline.fields | candidate.fields
     if "pruner" in named:
-        named |= {"amount", "prune_options"}
+        named |= {"amount", "prune_options", "recover"}  # recovery belongs to the pruned step too
     return named
 
 
@@ -520,10 +533,17 @@ def _stable_text(side: dict[str, Any] | None) -> str:
 
 
 def _counts_text(side: dict[str, Any] | None) -> str:
-    counts = (side or {}).get("precision_counts")
-    if not counts:
-        return "-"
-    return " ".join(f"{k}:{counts[k]}" for k in ("int8", "fp16", "fp32", "other", "reformat") if counts.get(k))
+    counts = (side or {}).get("precision_counts") or {}
+    text = " ".join(f"{k}:{counts[k]}" for k in ("int8", "fp16", "fp32", "other", "reformat") if counts.get(k))
+    kept = len((side or {}).get("fp32_nodes") or [])
+    if kept:  # Q/DQ nodes an accuracy budget left unquantized, beside the engine's layer counts
+        text = f"{text} qdq-fp32-nodes:{kept}".strip()
+    return text or "-"
+
+
+def _kept_text(side: dict[str, Any]) -> str:
+    kept = side.get("fp32_nodes") or []
+    return ", ".join(f"{e.get('node')} ({e.get('reason')})" for e in kept) or "none"
 
 
 def _side_label(row: dict[str, Any], which: str, named: set[str]) -> str:
@@ -532,9 +552,10 @@ def _side_label(row: dict[str, Any], which: str, named: set[str]) -> str:
         return "-"
     ident = side.get("identity") or {}
     parts: list[str] = []
-    for k in sorted(named - {"amount", "prune_options"} if "pruner" in named else named):
+    for k in sorted(named - {"amount", "prune_options", "recover"} if "pruner" in named else named):
         if k == "pruner":
-            parts.append(f"{ident.get('pruner')}@{_f(ident.get('amount'), 'g')}")
+            parts.append(f"{ident.get('pruner')}@{_f(ident.get('amount'), 'g')}"
+                         + ("+recover" if ident.get("recover") else ""))
         elif k in ident:
             parts.append(str(_lookup(ident, k)))
     return ",".join(parts) or side.get("label", "-")
@@ -625,8 +646,17 @@ def detail_lines(result: CompareResult) -> list[str]:
             f"calibration {_f(b.get('calibrate_s'), '.2f')} vs {_f(c.get('calibrate_s'), '.2f')} s")
         if b.get("calibration") or c.get("calibration"):
             lines.append(f"  calibration: {_calib_text(b.get('calibration'))} vs {_calib_text(c.get('calibration'))}")
-        if b.get("precision_counts") or c.get("precision_counts"):
+        if b.get("precision_counts") or c.get("precision_counts") or b.get("fp32_nodes") or c.get("fp32_nodes"):
             lines.append(f"  TensorRT layers (reformat = reformat layers): {_counts_text(b)} vs {_counts_text(c)}")
+        for name, side in (("baseline", b), ("candidate", c)):
+            if side.get("fp32_nodes") or side.get("sensitivity_top"):
+                top = ", ".join(f"{r['node']} {_f(r.get('harm_points'), '.2f')} pts" for r in side["sensitivity_top"])
+                lines.append(f"  {name} Q/DQ nodes kept in FP32 by the accuracy budget: {_kept_text(side)}; "
+                             f"most harmful in INT8: {top or '-'}")
+            if side.get("recovery"):
+                r = side["recovery"]
+                lines.append(f"  {name} recovered after pruning: {r.get('steps')} steps, {_f(r.get('seconds'), '.1f')} s; "
+                             f"torch top-1 before {_pct(r.get('accuracy_before'))} %, after {_pct(r.get('accuracy_after'))} %")
         for note in row.notes:
             lines.append(f"  note: {note}")
         for name, side in (("baseline", b), ("candidate", c)):
@@ -687,6 +717,7 @@ __all__ = [
     "decode_predictions",
     "detail_lines",
     "encode_predictions",
+    "int8_precision_summary",
     "not_int8_layers",
     "parse_selector",
     "precision_counts",

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from backends import BACKEND_NAMES, backend_class
 from backends.names import PRECISIONS
+from harness.compression.recovery import RecoverOptions
 from harness.compression.registry import NO_PRUNING, BuiltinOptions, PrunerOptions, methods, pruner_for
 from harness.compression.spec import PruneSpec
 from harness.errors import HarnessError
@@ -38,7 +39,7 @@ class OptionsError(ValueError):
 
 
 #: Keys every ``pruners:`` entry has, whatever its method; the others are the pruner's own options.
-PRUNER_COMMON_KEYS = ("method", "amounts")
+PRUNER_COMMON_KEYS = ("method", "amounts", "recover")
 
 
 class PrunerConfig(_Strict):
@@ -49,6 +50,8 @@ class PrunerConfig(_Strict):
     method: str
     amounts: list[float] = Field(default_factory=lambda: [0.0])
     options: PrunerOptions = Field(default_factory=BuiltinOptions)
+    # A short fine-tune after pruning (train split only); the same pruner with and without it are two cells.
+    recover: RecoverOptions | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -109,9 +112,37 @@ class PrunerConfig(_Strict):
 
 
 def prune_specs(pruners: list[PrunerConfig]) -> list[PruneSpec]:
-    """Every distinct pruning step of a sweep: the unpruned model first (listed once), then each
+    """Every distinct pruning spec of a sweep: the unpruned model first (listed once), then each
     method x amount."""
     return list(dict.fromkeys([PruneSpec("none", 0.0), *(s for p in pruners for s in p.specs())]))
+
+
+def prune_steps(pruners: list[PrunerConfig]) -> list[tuple[PruneSpec, RecoverOptions | None]]:
+    """Every distinct pruning step: (spec, recovery options or None), the unpruned model first. The same
+    spec with and without ``recover`` are two steps (two cells each)."""
+    return list(dict.fromkeys([(PruneSpec("none", 0.0), None),
+                               *((s, p.recover) for p in pruners for s in p.specs())]))
+
+
+class Int8Settings(_Strict):
+    """One ``int8:`` variant of every int8 cell. ``sensitivity``: score each quantizable node (stored with
+    the cell); ``max_accuracy_drop`` (points): leave the most harmful nodes in FP32, one at a time, until
+    the drop on ``holdout`` train images that are not calibration images is within it. The empty
+    variant is plain INT8 (today's cells, same keys)."""
+
+    sensitivity: bool = False
+    max_accuracy_drop: float | None = Field(default=None, ge=0)
+    sensitivity_mode: Literal["fp32-one", "int8-one"] = "fp32-one"
+    holdout: int = Field(default=500, ge=1)
+    holdout_seed: int = 1
+
+    @property
+    def plain(self) -> bool:
+        return not self.sensitivity and self.max_accuracy_drop is None
+
+    def identity(self) -> dict[str, Any] | None:
+        """What the cell key holds (None for plain INT8, so its key is today's)."""
+        return None if self.plain else self.model_dump()
 
 
 class SweepCalibration(_Strict):
@@ -154,6 +185,8 @@ class SweepConfig(_Strict):
     timing: TimingSettings = Field(default_factory=TimingSettings)
     calibration: SweepCalibration = Field(default_factory=SweepCalibration)
     int8_mode: Literal["auto", "implicit", "explicit"] = "auto"
+    # Variants of every int8 cell (one block or a list); default: plain INT8 only.
+    int8: list[Int8Settings] = Field(default_factory=lambda: [Int8Settings()], min_length=1)
     accuracy: bool = True
     max_eval_samples: int | None = Field(default=None, ge=1)
     eval_workers: int = Field(default=0, ge=0)  # DataLoader processes decoding the evaluation split
@@ -174,6 +207,11 @@ class SweepConfig(_Strict):
         if any(b < 1 for b in sizes):
             raise ValueError("batch sizes must be >= 1")
         return sorted(set(sizes))
+
+    @field_validator("int8", mode="before")
+    @classmethod
+    def _int8_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
     @field_validator("backends", mode="before")
     @classmethod

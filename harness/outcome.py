@@ -45,6 +45,9 @@ class CellIdentity:
     precision: str
     batch_size: int
     calibration: dict[str, Any] | None = None  # int8 cells only
+    # Written only when set, so cells without them keep the keys stored since the first release:
+    recover: dict[str, Any] | None = None  # the pruner's recovery options (a fine-tune after pruning)
+    int8: dict[str, Any] | None = None  # an int8 variant: sensitivity, max_accuracy_drop, held-out set
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,8 +57,9 @@ class CellIdentity:
             "prune_options": self.prune_options, "backend": self.backend, "precision": self.precision,
             "batch_size": self.batch_size,
         }
-        if self.calibration is not None:
-            out["calibration"] = self.calibration
+        for name in ("calibration", "recover", "int8"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return {**self.extra, **out}
 
     @classmethod
@@ -65,8 +69,8 @@ class CellIdentity:
             model=data["model"], weights=data.get("weights", "pretrained"), dataset=data["dataset"],
             dataset_size=data.get("dataset_size"), pruner=data["pruner"], amount=data["amount"],
             prune_options=data.get("prune_options") or {}, backend=data["backend"], precision=data["precision"],
-            batch_size=data["batch_size"], calibration=data.get("calibration"),
-            extra={k: v for k, v in data.items() if k not in known},
+            batch_size=data["batch_size"], calibration=data.get("calibration"), recover=data.get("recover"),
+            int8=data.get("int8"), extra={k: v for k, v in data.items() if k not in known},
         )
 
     @property
@@ -181,7 +185,7 @@ class TimingWindow:
 
 #: Result keys written only when measured, so a result without them has exactly the keys stored by
 #: the first release (and old rows round-trip unchanged).
-OPTIONAL_RESULT_KEYS = frozenset({"layer_profile", "predictions", "calibration", "node"})
+OPTIONAL_RESULT_KEYS = frozenset({"layer_profile", "predictions", "calibration", "node", "int8_precision"})
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,8 @@ class CellResult:
     predictions: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None  # int8 cells: the calibration source's provenance
     node: dict[str, Any] | None = None  # hostname, gpu_name, gpu_uuid, executor (+ executor details)
+    # int8 variants: per Q/DQ flavour, the sensitivity table and the nodes kept in FP32 (and why)
+    int8_precision: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:

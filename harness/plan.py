@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness.compression.recovery import RecoverOptions
 from harness.compression.spec import PruneSpec
-from harness.config import SweepConfig, prune_specs
+from harness.config import Int8Settings, SweepConfig, prune_steps
 from harness.outcome import CellIdentity
 
 
@@ -19,6 +20,8 @@ class Cell:
     backend: str
     precision: str
     batch_size: int
+    recover: RecoverOptions | None = None  # a fine-tune after pruning (its own cell)
+    int8: Int8Settings | None = None  # an int8 variant other than plain INT8 (its own cell)
 
     def identity(self, config: SweepConfig) -> CellIdentity:
         return CellIdentity(
@@ -26,6 +29,8 @@ class Cell:
             pruner=self.prune.method, amount=self.prune.amount, prune_options=self.prune.identity_options(),
             backend=self.backend, precision=self.precision, batch_size=self.batch_size,
             calibration=config.calibration.model_dump() if self.precision == "int8" else None,
+            recover=None if self.recover is None else self.recover.identity(),
+            int8=None if self.int8 is None else self.int8.identity(),
         )
 
 
@@ -37,15 +42,24 @@ class Unit:
     dataset: str
     prune: PruneSpec
     cells: tuple[Cell, ...]
+    recover: RecoverOptions | None = None  # recovery after pruning: every later stage sees its model
+
+
+def int8_variants(config: SweepConfig, precision: str) -> list[Int8Settings | None]:
+    """Plain INT8 is None (today's cells and keys); each other ``int8:`` variant is its own cell."""
+    if precision != "int8":
+        return [None]
+    return list(dict.fromkeys(None if v.plain else v for v in config.int8))
 
 
 def plan_cells(config: SweepConfig) -> list[Cell]:
     return [
-        Cell(m, d, spec, b, p, bs)
+        Cell(m, d, spec, b, p, bs, recover, variant)
         for m in config.models
         for d in config.datasets
-        for spec in prune_specs(config.pruners)
+        for spec, recover in prune_steps(config.pruners)
         for b, p in config.pairs()
+        for variant in int8_variants(config, p)
         for bs in config.batch_sizes
     ]
 
@@ -53,8 +67,8 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
 def plan_units(config: SweepConfig, skip: Callable[[Cell], bool] | None = None) -> list[Unit]:
     """The sweep's units in run order (model, dataset, pruning step); cells for which ``skip`` is
     true (e.g. already finished, with --resume) are left out, and so are units left empty."""
-    grouped: dict[tuple[str, str, PruneSpec], list[Cell]] = {}
+    grouped: dict[tuple[str, str, PruneSpec, RecoverOptions | None], list[Cell]] = {}
     for cell in plan_cells(config):
         if skip is None or not skip(cell):
-            grouped.setdefault((cell.model, cell.dataset, cell.prune), []).append(cell)
-    return [Unit(m, d, spec, tuple(cells)) for (m, d, spec), cells in grouped.items()]
+            grouped.setdefault((cell.model, cell.dataset, cell.prune, cell.recover), []).append(cell)
+    return [Unit(m, d, spec, tuple(cells), recover) for (m, d, spec, recover), cells in grouped.items()]

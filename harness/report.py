@@ -12,7 +12,6 @@ native (ort-trt vs trt-native) and INT8 vs FP16 (and INT8 vs FP32) side by side 
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 from harness import stats
 from harness.outcome import CellOutcome
+from harness.proportions import wilson_interval
 from harness.results import ResultStore, megabytes
 
 
@@ -57,14 +57,6 @@ class Point:
         if self.accuracy is None or not self.accuracy_samples:
             return None
         return wilson_interval(self.accuracy, self.accuracy_samples)
-
-
-def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``p`` over ``n`` trials."""
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def collect_points(store: ResultStore, definition: str = "compute") -> tuple[list[Point], list[CellOutcome]]:
@@ -142,7 +134,9 @@ def write_report(store: ResultStore, out_dir: Path, definition: str = "compute")
             lines.append("")
         lines += _best_table(at_batch, batch)
         lines += _pareto_table(at_batch, batch)
-    lines += comparison_section(list(store.records()), definition)
+    records = list(store.records())
+    lines += recommendation_section(records, definition)
+    lines += comparison_section(records, definition)
     if failures:
         lines += ["## Failed cells", ""]
         lines += [f"- {f.identity.label}: {f.error}" for f in failures]
@@ -354,6 +348,13 @@ STANDARD_COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("INT8 vs FP16", "precision=fp16", "precision=int8"),
     ("INT8 vs FP32", "precision=fp32", "precision=int8"),
 )
+
+
+def recommendation_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:
+    """``## Recommendation``: what ``harness recommend`` says per model x dataset (harness.recommend)."""
+    from harness.recommend import recommendation_section as section
+
+    return section(records, definition)
 
 
 def comparison_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:

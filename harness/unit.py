@@ -5,6 +5,7 @@ any executor can run units anywhere (:mod:`harness.driver` commits what they yie
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from harness.compression import apply_pruning, artifact_flags, needs_gradient_ba
 from harness.compression.registry import NO_PRUNING
 from harness.compression.sizes import measure_sizes, state_dict_bytes
 from harness.compression.spec import PruneSpec
-from harness.config import SweepConfig
+from harness.config import Int8Settings, SweepConfig
 from harness.environment import harness_commit, library_versions
 from harness.errors import HarnessError
 from harness.fingerprint import model_content_hash
@@ -38,6 +39,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Preparation phases reported with every cell (seconds; zero when a cache was reused).
 PREP_PHASES: tuple[str, ...] = ("load", "prune", "export", "calibrate", "build")
+#: Reported only by the cells whose step ran it (so other cells keep the phases they always had).
+OPTIONAL_PREP_PHASES: tuple[str, ...] = ("recover",)
 
 
 @dataclass
@@ -151,17 +154,57 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
         step_phases.add("load", inputs.load_seconds)
         context.observer.status(f"{unit.model}: pruning {unit.prune.label}")
         module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
+        if unit.recover is not None:  # every later stage (export, calibration, engines) sees the recovered model
+            module, recovery = _recover(context, inputs, unit, module, step_phases)
+            prune_report = {**(prune_report or {}), "recovery": recovery}
         artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
                              sparse_weights=artifact_flags(unit.prune).sparse_weights)
     except Exception as exc:  # noqa: BLE001 - recorded for every cell of the unit
         yield from _failed(unit.cells, exc, config)
         return
-    sessions: dict[tuple[str, str], list[Cell]] = {}
+    sessions: dict[tuple[str, str, Int8Settings | None], list[Cell]] = {}
     for cell in unit.cells:
-        sessions.setdefault((cell.backend, cell.precision), []).append(cell)
-    for (backend_name, precision), cells in sessions.items():
-        yield from _run_session(context, artifact, inputs, backend_name, precision, cells, prune_report,
-                                step_phases)
+        sessions.setdefault((cell.backend, cell.precision, cell.int8), []).append(cell)
+    for (backend_name, precision, variant), cells in sessions.items():
+        yield from _run_session(context, _with_int8_variant(context, artifact, inputs, unit.dataset, variant),
+                                inputs, backend_name, precision, cells, prune_report, step_phases)
+
+
+def _recover(context: UnitContext, inputs: _Inputs, unit: Unit, module: torch.nn.Module,
+             phases: PhaseTimes) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Fine-tune the pruned model on the train split (accuracy before and after, on the evaluation split,
+    is reporting); the time is the prep phase ``recover``."""
+    from harness.recovery_step import recovery_step
+
+    assert unit.recover is not None
+    rebuilt = inputs.loaded.notes.setdefault("cache_rebuilt", [])
+    return recovery_step(module, inputs.loaded, unit.prune.method, unit.recover,
+                         train=context.open_split(unit.dataset, "train"), eval_data=inputs.data,
+                         mapping=inputs.mapping, cache_dir=context.cache_dir, phases=phases,
+                         stage=context.observer.stage, on_rebuild=rebuilt.append)
+
+
+def _with_int8_variant(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs, dataset: str,
+                       variant: Int8Settings | None) -> ModelArtifact:
+    """The artifact as an int8 variant's sessions see it: its calibration source keeps the accuracy
+    budget's nodes in FP32 (calib.accuracy_aware); plain INT8 and other precisions get it unchanged."""
+    from calib import CalibrationData
+
+    if variant is None or not isinstance(artifact.calibration, CalibrationData):
+        return artifact
+    from calib.accuracy_aware import AccuracyAwareCalibration
+    from harness.recovery_step import label_map_for
+
+    mode = artifact.int8_mode
+    if variant.max_accuracy_drop is not None and mode == "auto":
+        mode = "explicit"  # TensorRT keeps the chosen layers in FP32 only when it builds from the Q/DQ model
+    try:
+        train = context.open_split(dataset, "train")
+        source: Any = AccuracyAwareCalibration(artifact.calibration, variant, train,
+                                               label_map=label_map_for(inputs.loaded, train))
+    except Exception as exc:  # noqa: BLE001 - only this variant's cells fail
+        source = UnavailableCalibration(exc)
+    return dataclasses.replace(artifact, calibration=source, int8_mode=mode)
 
 
 def _failed(cells: list[Cell] | tuple[Cell, ...], exc: BaseException, config: SweepConfig) -> Iterator[CellOutcome]:
@@ -275,7 +318,8 @@ def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs,
 def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:
     """Prep time of one session: the step's shared load/prune/export phases plus what this
     session's activation spent itself (its calibration and build; zero when a cache was reused)."""
-    names = [*PREP_PHASES, *(p for p in session if p not in PREP_PHASES)]
+    optional = [p for p in OPTIONAL_PREP_PHASES if p in step]
+    names = [*PREP_PHASES, *optional, *(p for p in session if p not in PREP_PHASES and p not in optional)]
     return {p: step.get(p, 0.0) + session.get(p, 0.0) for p in names}
 
 
