@@ -181,7 +181,7 @@ def _recover(context: UnitContext, inputs: _Inputs, unit: Unit, module: torch.nn
     return recovery_step(module, inputs.loaded, unit.prune.method, unit.recover,
                          train=context.open_split(unit.dataset, "train"), eval_data=inputs.data,
                          mapping=inputs.mapping, cache_dir=context.cache_dir, phases=phases,
-                         stage=context.observer.stage, on_rebuild=rebuilt.append)
+                         stage=context.observer.status, on_rebuild=rebuilt.append)
 
 
 def _with_int8_variant(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs, dataset: str,

@@ -18,13 +18,13 @@ RECOVER = {"epochs": 1, "max_steps": 20, "lr": 0.003}
 
 class ValAwayDuringRecovery(SweepObserver):
     """Takes the evaluation split's folder away while recovery trains, and puts it back afterwards
-    (the stage messages say when): recovery must not need a single evaluation file."""
+    (the status messages say when): recovery must not need a single evaluation file."""
 
     def __init__(self, val: Path) -> None:
         self.val, self.away = val, val.with_name("val.away")
         self.recovered_while_away = 0
 
-    def stage(self, text: str) -> None:
+    def status(self, text: str) -> None:
         recovering = ": recovering" in text
         if recovering and self.val.exists():
             self.val.rename(self.away)

@@ -11,7 +11,7 @@ import torch
 from harness.cache_files import CacheRebuiltWarning
 from harness.compression import PruneSpec, apply_pruning, verify_2_4
 from harness.compression.recovery import RecoverOptions, distillation_loss, recover
-from harness.compression.stats import target_weights
+from harness.compression.measures import target_weights
 from harness.data import shapes
 from harness.data.registry import ImageSplit, scan_image_folder
 from harness.errors import HarnessError

@@ -36,7 +36,7 @@ from torch import nn
 
 from harness import cache_files
 from harness.compression.registry import NO_PRUNING, pruner_for
-from harness.compression.stats import target_weights
+from harness.compression.measures import target_weights
 from harness.errors import HarnessError
 from harness.fingerprint import dict_hash, model_content_hash
 
