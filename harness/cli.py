@@ -193,11 +193,13 @@ def _environment_fault(exc: BaseException, out: Path, db: Path, observer: _Progr
         f"(e.g. free disk space), then rerun with --resume to go on ({where})", exit_code=1)
 
 
-def _print_table(store: Any) -> None:
+def _print_table(store: Any, unstable: bool = False) -> None:
     """One line per cell: median batch latency under both timing definitions, side by side, each with
-    its 95 % CI half-width; "!" marks an unstable measurement (the reasons are listed below the table)."""
+    its 95 % CI half-width; "!" marks an unstable measurement. Below the table one line counts the
+    unstable windows by cause; with ``unstable`` each window's reasons are listed too."""
     from rich.text import Text
 
+    from harness.instability import summarize
     from harness.results import flat_rows
 
     table = Table(title="results: median batch latency ±95 % CI half-width (compute = input already on the "
@@ -207,7 +209,10 @@ def _print_table(store: Any) -> None:
                          ("img/s", "right"), ("MB", "right"), ("status", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     notes: list[str] = []
+    verdicts: list[dict[str, Any] | None] = []
     for record in store.records():
+        if record.result is not None:
+            verdicts.extend(t.get("stability") for t in record.result.timings or [])
         rows = {row.get("timing_definition"): row for row in flat_rows(record)}
         first = next(iter(rows.values()))
         compute, e2e = rows.get("compute", {}), rows.get("e2e", {})
@@ -218,7 +223,7 @@ def _print_table(store: Any) -> None:
             text = _latency(row)
             if row.get("stable") is False:
                 notes.append(f"{record.identity.label} {definition}: {row.get('instability') or 'unstable'}")
-                text += f" !{len(notes)}"
+                text += f" !{len(notes)}" if unstable else " !"
             cells.append(Text(text))
         status = Text("ok") if first["status"] == "ok" else Text((first["error"] or "")[:80], style="red")
         table.add_row(
@@ -228,7 +233,13 @@ def _print_table(store: Any) -> None:
             _fmt(first["Compressed Size"], ".2f"), status,
         )
     console.print(table)
-    if notes:
+    summary = summarize(verdicts)
+    if summary.windows:
+        console.print(Text(summary.line), highlight=False)
+    if notes and not unstable:
+        console.print("(! = unstable; each window's reasons: harness results show --unstable, or harness report)",
+                      highlight=False)
+    if notes and unstable:
         console.print(f"{len(notes)} unstable measurement(s) (! marks; compare them with care):", highlight=False)
         for i, note in enumerate(notes, 1):
             console.print(Text(f"  !{i} {note}"), highlight=False)
@@ -457,8 +468,11 @@ def data_list() -> None:
 
 
 @results_app.command("show")
-def results_show(out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db.")) -> None:
-    """Print the stored results as a table. Example: `harness results show --out results/demo`."""
+def results_show(
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db."),
+    unstable: bool = typer.Option(False, "--unstable", help="List every unstable window with its reasons."),
+) -> None:
+    """Print the stored results as a table. Example: `harness results show --out results/demo --unstable`."""
     from harness.results import ResultStore
 
     def go() -> None:
@@ -466,7 +480,7 @@ def results_show(out: Path = typer.Option(Path("results"), "--out", "-o", help="
         if not db.exists():
             raise HarnessError(f"no results database at {db}; run a sweep first or pass --out")
         with ResultStore(db) as store:
-            _print_table(store)
+            _print_table(store, unstable=unstable)
 
     _guard(go)
 

@@ -53,7 +53,8 @@ class InstabilitySummary:
         if self.unstable == 0:
             return f"all {self.windows} windows stable"
         parts = []
-        for cause in sorted(self.by_cause, key=lambda c: (-self.by_cause[c], c)):
+        order = list(CAUSE_LABELS)  # ties: the machine's causes first, then scatter
+        for cause in sorted(self.by_cause, key=lambda c: (-self.by_cause[c], order.index(c) if c in order else 99)):
             label = CAUSE_LABELS.get(cause, cause)
             if cause == "host" and self.host_culprits:
                 label += " (" + ", ".join(name for name, _ in self.host_culprits[:2]) + ")"
