@@ -1,7 +1,7 @@
 """Backend registry: names are final (torch, ort-cpu, ort-cuda, ort-trt, trt-native).
 
 Backends are imported lazily so that listing them never imports torch, ONNX Runtime or
-TensorRT (``BACKEND_NAMES`` is the one list of names: config, CLI and ``harness hw`` use it).
+TensorRT (the names and precisions live in :mod:`backends.names`, which imports nothing heavy).
 """
 
 from __future__ import annotations
@@ -9,27 +9,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from backends.names import BACKEND_CLASSES, BACKEND_NAMES, PRECISIONS
 from harness.errors import BackendUnavailable, HarnessError
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Backend
     from harness.machine import MachineFacts
 
-_REGISTRY: dict[str, str] = {
-    "torch": "backends.torch_eager:TorchBackend",
-    "ort-cpu": "backends.ort_cpu:OrtCpuBackend",
-    "ort-cuda": "backends.ort_cuda:OrtCudaBackend",
-    "ort-trt": "backends.ort_trt:OrtTensorrtBackend",
-    "trt-native": "backends.trt_native:TrtNativeBackend",
-}
-
-BACKEND_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+__all__ = ["BACKEND_NAMES", "PRECISIONS", "backend_class", "validate_request"]
 
 
 def backend_class(name: str) -> type[Backend]:
     """The backend class registered under ``name``."""
     try:
-        target = _REGISTRY[name]
+        target = BACKEND_CLASSES[name]
     except KeyError:
         raise HarnessError(
             f"unknown backend '{name}'; choose one of: {', '.join(BACKEND_NAMES)}"

@@ -23,18 +23,18 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NoReturn, Protocol, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from backends.names import PRECISIONS  # noqa: F401 - re-exported: the precisions a backend may declare
 from harness.errors import HarnessError, UnsupportedCombination
 
 if TYPE_CHECKING:  # pragma: no cover
     from calib.trt_calibrator import CalibratorCore
     from harness.machine import MachineFacts
 
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 
 
 class PhaseTimes:
@@ -191,6 +191,17 @@ class Session(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the session's resources."""
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def layer_profile(self, batch: torch.Tensor) -> LayerProfile | None:
+        """The per-layer view of one pass over ``batch`` (in the stored ``layer_profile`` layout), or
+        None when this backend has no profiler. Called in its own pass, never inside a timing window."""
+        return None
+
 
 class BackendOptions(BaseModel):
     """A backend's options (``backend_options.<name>`` in the config); unknown keys are rejected."""
@@ -210,17 +221,24 @@ def _options_error(backend: str, options_type: type[BackendOptions], exc: Valida
     return HarnessError("; ".join(parts))
 
 
-class Backend(abc.ABC):
-    """Factory of sessions for one runtime."""
+OptionsT = TypeVar("OptionsT", bound=BackendOptions)
+
+#: A per-layer profile as stored in a cell result (source, batch_size, layers, by_op_type, ...).
+LayerProfile = dict[str, Any]
+
+
+class Backend(abc.ABC, Generic[OptionsT]):
+    """Factory of sessions for one runtime; ``OptionsT`` is its typed ``Options`` model."""
 
     name: ClassVar[str]
-    device: ClassVar[str]  # "cpu", "cuda", or "cpu|cuda"
+    devices: ClassVar[frozenset[str]]  # where its sessions may run: {"cpu"}, {"cuda"} or both
     precisions: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
     Options: ClassVar[type[BackendOptions]] = BackendOptions
+    options: OptionsT
 
     def __init__(self, options: Mapping[str, Any] | BackendOptions | None = None) -> None:
-        self.options = self.parse_options(options)
+        self.options = self.parse_options(options)  # type: ignore[assignment]
 
     @classmethod
     def parse_options(cls, raw: Mapping[str, Any] | BackendOptions | None) -> BackendOptions:
@@ -240,7 +258,8 @@ class Backend(abc.ABC):
     @classmethod
     def unavailable_reason(cls, precision: str, facts: MachineFacts) -> str | None:
         """THE rule for this backend x precision: None when it can run on a machine with ``facts``,
-        else why not. A pure function of ``facts`` (no probing); subclasses extend it."""
+        else why not. A pure function of ``facts``: it never probes (callers without facts probe the
+        machine once, :func:`harness.machine.probe_machine`, and pass them); subclasses extend it."""
         if precision not in cls.precisions:
             return f"backend '{cls.name}' cannot run precision '{precision}'; it supports: {', '.join(cls.precisions)}"
         return None

@@ -11,6 +11,7 @@ import torch
 from pydantic import Field
 
 from backends.base import Backend, BackendOptions, ModelArtifact, PhaseTimes, Session, SessionInfo
+from backends.layer_profile import ort_session_profile
 from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort
 from harness.errors import HarnessError
 
@@ -40,6 +41,9 @@ class OrtCpuSession(Session):
     def infer(self, host: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(self.stage(host)))
 
+    def layer_profile(self, batch: torch.Tensor) -> dict[str, Any]:
+        return ort_session_profile(self.info.details, batch)
+
 
 def model_for_precision(artifact: ModelArtifact, precision: str, backend: str, phases: PhaseTimes) -> Path:
     """The ONNX file a precision runs on the CPU: the plain export, or the calibrated Q/DQ model."""
@@ -50,9 +54,9 @@ def model_for_precision(artifact: ModelArtifact, precision: str, backend: str, p
     return artifact.onnx()
 
 
-class OrtCpuBackend(Backend):
+class OrtCpuBackend(Backend[OrtCpuOptions]):
     name: ClassVar[str] = "ort-cpu"
-    device: ClassVar[str] = "cpu"
+    devices: ClassVar[frozenset[str]] = frozenset({"cpu"})
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")
     description: ClassVar[str] = "ONNX Runtime, CPU execution provider (fp32; int8 via Q/DQ)"
     Options: ClassVar[type[BackendOptions]] = OrtCpuOptions

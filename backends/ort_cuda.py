@@ -34,6 +34,7 @@ from backends.gpu_common import (
     ort_gpu_reason,
     timing_facts,
 )
+from backends.layer_profile import ort_session_profile
 from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort
 from harness.errors import HarnessError
 
@@ -112,6 +113,12 @@ class OrtGpuSession(Session):
         """The torch CUDA stream ONNX Runtime computes on (its ``user_compute_stream``)."""
         return self._stream
 
+    def layer_profile(self, batch: torch.Tensor) -> dict[str, Any] | None:
+        # Profiling through the TensorRT EP would build a second engine: that session has no profile.
+        if "TensorrtExecutionProvider" in (self.info.details.get("providers") or ()):
+            return None
+        return ort_session_profile(self.info.details, batch)
+
     def _check_batch(self, b: int) -> None:
         if b < self.min_batch or (self.max_batch is not None and b > self.max_batch):
             raise HarnessError(
@@ -183,11 +190,11 @@ def ort_cuda_reason(precision: str, facts: MachineFacts) -> str | None:
     return ort_gpu_reason(facts, PROVIDER)
 
 
-class OrtCudaBackend(Backend):
+class OrtCudaBackend(Backend[OrtCudaOptions]):
     """ONNX Runtime's CUDA EP on a user compute stream (options: :class:`OrtCudaOptions`)."""
 
     name: ClassVar[str] = "ort-cuda"
-    device: ClassVar[str] = "cuda"
+    devices: ClassVar[frozenset[str]] = frozenset({"cuda"})
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     description: ClassVar[str] = (
         "ONNX Runtime, CUDA execution provider (fp32; fp16 via an FP16 ONNX; int8 via Q/DQ, "
@@ -197,11 +204,7 @@ class OrtCudaBackend(Backend):
     options: OrtCudaOptions
 
     @classmethod
-    def unavailable_reason(cls, precision: str, facts: MachineFacts | None = None) -> str | None:
-        if facts is None:
-            from harness.machine import probe_machine
-
-            facts = probe_machine()
+    def unavailable_reason(cls, precision: str, facts: MachineFacts) -> str | None:
         return super().unavailable_reason(precision, facts) or ort_cuda_reason(precision, facts)
 
     def _model(self, artifact: ModelArtifact, precision: str, phases: PhaseTimes) -> Path:

@@ -182,22 +182,18 @@ class OrtTrtOptions(GpuBackendOptions):
     inspect: bool = True  # read the EP's engines with TensorRT's inspector when tensorrt is importable
 
 
-class OrtTensorrtBackend(Backend):
+class OrtTensorrtBackend(Backend[OrtTrtOptions]):
     """ONNX Runtime's TensorRT EP (options: :class:`OrtTrtOptions`)."""
 
     name: ClassVar[str] = "ort-trt"
-    device: ClassVar[str] = "cuda"
+    devices: ClassVar[frozenset[str]] = frozenset({"cuda"})
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
     description: ClassVar[str] = "ONNX Runtime, TensorRT execution provider (CUDA EP for the rest), engines cached"
     Options: ClassVar[type[OrtTrtOptions]] = OrtTrtOptions
     options: OrtTrtOptions
 
     @classmethod
-    def unavailable_reason(cls, precision: str, facts: MachineFacts | None = None) -> str | None:
-        if facts is None:
-            from harness.machine import probe_machine
-
-            facts = probe_machine()
+    def unavailable_reason(cls, precision: str, facts: MachineFacts) -> str | None:
         return super().unavailable_reason(precision, facts) or ort_trt_reason(precision, facts)
 
     def _trt_version(self, ort_version: str) -> tuple[str, str]:

@@ -61,9 +61,9 @@ class TorchSession(Session):
             return self._module(x).float().cpu()
 
 
-class TorchBackend(Backend):
+class TorchBackend(Backend[TorchOptions]):
     name: ClassVar[str] = "torch"
-    device: ClassVar[str] = "cpu|cuda"
+    devices: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16")
     description: ClassVar[str] = "PyTorch eager (fp32 on CPU; fp32/fp16/bf16 on CUDA)"
     Options: ClassVar[type[BackendOptions]] = TorchOptions

@@ -73,22 +73,18 @@ def trt_native_reason(precision: str, facts: MachineFacts) -> str | None:
     return None if rule.ok else rule.reason
 
 
-class TrtNativeBackend(Backend):
+class TrtNativeBackend(Backend[TrtNativeOptions]):
     """TensorRT engines built by the harness from the exported ONNX model (options: :class:`TrtNativeOptions`)."""
 
     name: ClassVar[str] = "trt-native"
-    device: ClassVar[str] = "cuda"
+    devices: ClassVar[frozenset[str]] = frozenset({"cuda"})
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "bf16", "int8")
     description: ClassVar[str] = "TensorRT Python API (10.x; 11.x strongly typed), engines cached per TRT/GPU"
     Options: ClassVar[type[TrtNativeOptions]] = TrtNativeOptions
     options: TrtNativeOptions
 
     @classmethod
-    def unavailable_reason(cls, precision: str, facts: MachineFacts | None = None) -> str | None:
-        if facts is None:
-            from harness.machine import probe_machine
-
-            facts = probe_machine()
+    def unavailable_reason(cls, precision: str, facts: MachineFacts) -> str | None:
         return super().unavailable_reason(precision, facts) or trt_native_reason(precision, facts)
 
     def _settings(self) -> BuilderSettings:

@@ -9,7 +9,7 @@
 * Every boolean TensorRT return is checked (:func:`backends.trt_api.checked`); a capture during
   which ``execute_async_v3`` returns False (or CUDA rejects the capture) is ended and discarded, that
   batch size runs without a graph, and ``details["cuda_graph_fallback"]`` says why.
-* :meth:`TrtNativeSession.layer_profile` is a separate profiling pass (never the timed run): an
+* :meth:`TrtNativeSession.iprofiler_rows` is a separate profiling pass (never the timed run): an
   ``IProfiler`` on its own context, per-layer times joined to the inspector's layers.
 """
 
@@ -276,7 +276,14 @@ class TrtNativeSession(Session):
 
     # -- the profiling pass
 
-    def layer_profile(self, batch: int, runs: int = 10) -> list[dict[str, Any]]:
+    def layer_profile(self, batch: torch.Tensor) -> dict[str, Any]:
+        """The IProfiler pass at ``batch``'s size (on zeros of its shape) in the stored layout."""
+        from backends.layer_profile import trt_layer_profile
+
+        size = int(batch.shape[0])
+        return trt_layer_profile(self.iprofiler_rows(size), size)
+
+    def iprofiler_rows(self, batch: int, runs: int = 10) -> list[dict[str, Any]]:
         """Per-layer time (ms, mean over ``runs``) at ``batch``, joined to the inspector's layers.
 
         Runs on a context of its own with an ``IProfiler`` attached, never on the timed contexts;

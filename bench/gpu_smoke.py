@@ -107,14 +107,14 @@ def torch_cuda_section(iterations: int, report: dict[str, Any]) -> None:
 def sweep_section(name: str, overrides: dict[str, Any], out: Path, report: dict[str, Any]) -> None:
     from harness.config import load_config
     from harness.results import ResultStore, export_csv, flat_rows
-    from harness.sweep import SweepRunner
+    from harness.driver import run_sweep
 
     work = Path(os.environ.get("PQ_SMOKE_WORK", "/tmp/pq-gpu-smoke"))  # caches stay out of --out
     config = load_config(None, {**overrides, "out_dir": work / name, "cache_dir": work / "cache",
                                 "data_root": work / "data"})
     started = time.perf_counter()
     with ResultStore(work / name / "results.db") as store:
-        counts = SweepRunner(config, store).run(resume=False)
+        counts = run_sweep(config, store, resume=False)
         export_csv(store, out / f"{name}.csv")
         rows = []
         for record in store.records():

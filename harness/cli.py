@@ -41,7 +41,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-class _ProgressObserver:  # a harness.sweep.SweepObserver (not subclassed: keeps `--help` free of torch)
+class _ProgressObserver:  # a harness.observer.Observer
     """Renders the sweep: the current stage, and cells done/failed/left with a time estimate
     (harness.progress), the same for the local and the Ray executor."""
 
@@ -90,7 +90,8 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
     from harness.locks import OutDirLock
     from harness.machine import probe_machine
     from harness.results import ResultStore, ResultStoreError, export_csv, export_json
-    from harness.sweep import plan_cells, preflight, run_sweep
+    from harness.driver import preflight, run_sweep
+    from harness.plan import plan_cells
 
     config = load_config(config_path, overrides)
     if config.executor.kind == "ray":
@@ -200,7 +201,8 @@ def _print_table(store: Any, unstable: bool = False) -> None:
     from rich.text import Text
 
     from harness.instability import summarize
-    from harness.results import flat_rows
+    from harness.outcome import CellResult
+    from harness.results import megabytes, percent
 
     table = Table(title="results: median batch latency ±95 % CI half-width (compute = input already on the "
                         "device; e2e = host in, host out); ! = unstable")
@@ -211,26 +213,27 @@ def _print_table(store: Any, unstable: bool = False) -> None:
     notes: list[str] = []
     verdicts: list[dict[str, Any] | None] = []
     for record in store.records():
-        if record.result is not None:
-            verdicts.extend(t.get("stability") for t in record.result.timings or [])
-        rows = {row.get("timing_definition"): row for row in flat_rows(record)}
-        first = next(iter(rows.values()))
-        compute, e2e = rows.get("compute", {}), rows.get("e2e", {})
-        main = compute or e2e
-        pruning = "-" if first["Pruner"] == "-" else f"{first['Pruner']} {first['Amount']:g}"
+        ident, result = record.identity, record.result or CellResult()
+        windows = {"compute": result.timing("compute"), "e2e": result.timing("e2e")}
+        main = windows["compute"] or windows["e2e"]
+        pruning = "-" if ident.pruner == "none" else f"{ident.pruner} {ident.amount:g}"
         cells = []
-        for definition, row in (("compute", compute), ("e2e", e2e)):
-            text = _latency(row)
-            if row.get("stable") is False:
-                notes.append(f"{record.identity.label} {definition}: {row.get('instability') or 'unstable'}")
+        for definition, window in windows.items():
+            text = _latency(window)
+            verdict = (window.stability if window is not None else None) or {}
+            if window is not None:
+                verdicts.append(verdict or None)
+            if verdict.get("stable") is False:
+                notes.append(f"{ident.label} {definition}: {'; '.join(verdict.get('reasons') or []) or 'unstable'}")
                 text += f" !{len(notes)}" if unstable else " !"
             cells.append(Text(text))
-        status = Text("ok") if first["status"] == "ok" else Text((first["error"] or "")[:80], style="red")
+        status = Text("ok") if record.status == "ok" else Text((record.error or "")[:80], style="red")
         table.add_row(
-            Text(first["Model"]), Text(pruning), Text(f"{first['backend']} {first['precision']}"),
-            str(first["Batch Size"]), _fmt(first["Accuracy"], ".2f"), *cells,
-            _fmt(main.get("latency_p99_ms"), ".3f"), _fmt(main.get("throughput_ips"), ".0f"),
-            _fmt(first["Compressed Size"], ".2f"), status,
+            Text(ident.model), Text(pruning), Text(f"{ident.backend} {ident.precision}"),
+            str(ident.batch_size), _fmt(percent(result.top1), ".2f"), *cells,
+            _fmt(None if main is None else main.stats["p99_ms"], ".3f"),
+            _fmt(None if main is None else main.throughput_ips, ".0f"),
+            _fmt(megabytes(result.compressed_size_bytes), ".2f"), status,
         )
     console.print(table)
     summary = summarize(verdicts)
@@ -245,15 +248,15 @@ def _print_table(store: Any, unstable: bool = False) -> None:
             console.print(Text(f"  !{i} {note}"), highlight=False)
 
 
-def _latency(row: dict[str, Any]) -> str:
+def _latency(window: Any) -> str:  # a harness.outcome.TimingWindow or None
     """"12.345 ±0.400" (median and CI half-width), or just the median for results stored without a CI."""
-    median = row.get("Inference Time (ms)")
-    low, high = row.get("latency_median_ci_low_ms"), row.get("latency_median_ci_high_ms")
-    if median is None:
+    if window is None:
         return "-"
+    ci = window.ci or {}
+    low, high = ci.get("low_ms"), ci.get("high_ms")
     if low is None or high is None:
-        return format(median, ".3f")
-    return f"{median:.3f} ±{(high - low) / 2:.3f}"
+        return format(window.median_ms, ".3f")
+    return f"{window.median_ms:.3f} ±{(high - low) / 2:.3f}"
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -352,12 +355,14 @@ def run(
     timing = {k: v for k, v in (("warmup", warmup), ("iterations", iterations), ("repeats", repeats)) if v is not None}
 
     def go() -> None:
-        from backends.base import PRECISIONS
+        from backends.names import PRECISIONS
+
+        # Names and precisions first: rejecting them needs no torch.
+        _choice("--backend", backend, BACKEND_NAMES)
+        _choice("--precision", precision, PRECISIONS)
         from harness.config import load_config
         from harness.models import WEIGHT_CHOICES
 
-        _choice("--backend", backend, BACKEND_NAMES)
-        _choice("--precision", precision, PRECISIONS)
         _choice("--weights", weights, WEIGHT_CHOICES)
         _positive("--batch-size", batch_size)
         _positive("--iterations", iterations)

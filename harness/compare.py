@@ -31,11 +31,13 @@ from typing import Any, Literal
 import numpy as np
 
 from harness import stats
-from harness.compression.spec import ZERO_FILL_METHODS
+from harness.compression.registry import is_zero_fill
 from harness.errors import HarnessError
 from harness.outcome import (
     CellOutcome,
     CellResult,
+    TimingWindow,
+    Uncertainty,
     encode_predictions,  # noqa: F401 - re-exported for callers of compare
 )
 from harness.outcome import decode_predictions as outcome_decode_predictions
@@ -146,10 +148,6 @@ def agreement(a: dict[str, Any] | None, b: dict[str, Any] | None) -> tuple[float
 # --------------------------------------------------------------------------- one side
 
 
-def _timing(result: CellResult, definition: str) -> dict[str, Any] | None:
-    return next((t for t in result.timings if t.get("definition") == definition), None)
-
-
 def _extra(result: CellResult, key: str) -> Any:
     """A stored key whether this version's CellResult has a field for it or keeps it in ``extra``."""
     return result.to_dict().get(key)
@@ -208,31 +206,27 @@ class Side:
         return self.outcome.result
 
     @property
-    def timing(self) -> dict[str, Any] | None:
-        return _timing(self.result, self.definition)
+    def timing(self) -> TimingWindow | None:
+        return self.result.timing(self.definition)
 
     @property
     def samples(self) -> list[list[int]] | None:
         t = self.timing
-        return None if t is None or not t.get("samples_ns") else t["samples_ns"]
+        return None if t is None or not t.samples_ns else t.samples_ns
+
+    def uncertainty(self, ci: stats.MedianCI | None = None) -> Uncertainty | None:
+        t = self.timing
+        return None if t is None else t.uncertainty(self.result.device, self.result.device_warnings, ci=ci)
 
     def stability(self, ci: stats.MedianCI | None) -> dict[str, Any] | None:
-        t = self.timing
-        if t is None:
+        u = self.uncertainty(ci)
+        if u is None or u.stable is None:
             return None
-        stored = t.get("stability")
-        if isinstance(stored, dict) and "stable" in stored:
-            return {"stable": bool(stored["stable"]), "reasons": list(stored.get("reasons") or []),
-                    "source": "stored"}
-        if not self.samples:
-            return None
-        device = "cuda" if self.result.device == "cuda" else "cpu"
-        verdict = stats.assess_stability(self.samples, device, ci=ci, device_warnings=self.result.device_warnings)
-        return {"stable": verdict.stable, "reasons": list(verdict.reasons), "source": "computed from samples_ns"}
+        return {"stable": u.stable, "reasons": list(u.reasons), "source": u.source}
 
     def summary(self, ci: stats.MedianCI | None) -> dict[str, Any]:
         res, ident = self.result, self.outcome.identity
-        timing = self.timing or {}
+        timing = self.timing
         phases = res.prep_phases_s or {}
         profile = _extra(res, "layer_profile")
         counts = precision_counts(res)
@@ -243,11 +237,11 @@ class Side:
             "device": res.device,
             "device_name": res.device_name,
             "gpu_name": _gpu_name(res),
-            "timer": timing.get("timer"),
-            "median_ms": ci.median_ms if ci else (timing.get("stats") or {}).get("median_ms"),
+            "timer": None if timing is None else timing.timer,
+            "median_ms": ci.median_ms if ci else (None if timing is None else timing.median_ms),
             "median_ci_ms": [ci.low_ms, ci.high_ms] if ci else None,
             "ci_method": ci.method if ci else None,
-            "throughput_ips": ci.throughput_ips if ci else (timing.get("stats") or {}).get("throughput_ips"),
+            "throughput_ips": ci.throughput_ips if ci else (None if timing is None else timing.throughput_ips),
             "throughput_ci_ips": [ci.throughput_low_ips, ci.throughput_high_ips] if ci else None,
             "stability": self.stability(ci),
             "size_mb": None if res.compressed_size_bytes is None else res.compressed_size_bytes / 1e6,
@@ -269,9 +263,8 @@ class Side:
 
 
 def _ci(side: Side) -> stats.MedianCI | None:
-    if not side.samples:
-        return None
-    return stats.median_ci(side.samples, batch_size=side.outcome.identity.batch_size)
+    u = side.uncertainty()
+    return None if u is None else u.ci
 
 
 # --------------------------------------------------------------------------- rows
@@ -343,8 +336,8 @@ def _timing_mismatch(b: Side, c: Side) -> str | None:
     if not b.samples or not c.samples:
         missing = "baseline" if not b.samples else "candidate"
         return f"the {missing} cell stores no raw samples (samples_ns), so no CI or significance can be computed"
-    if tb.get("timer") != tc.get("timer"):
-        return f"timers differ ({tb.get('timer')} vs {tc.get('timer')}): the latencies measure different things"
+    if tb.timer != tc.timer:
+        return f"timers differ ({tb.timer} vs {tc.timer}): the latencies measure different things"
     gb, gc = _details(b.result).get("gpu_timing"), _details(c.result).get("gpu_timing")
     if (gb or gc) and b.result.device == c.result.device == "cuda":
         idb = (gb or {}).get("id") if isinstance(gb, dict) else gb
@@ -390,7 +383,7 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
     nb, nc = (b.result.to_dict().get("node") or {}), (c.result.to_dict().get("node") or {})
     if nb.get("hostname") and nc.get("hostname") and nb["hostname"] != nc["hostname"]:
         notes.append(f"measured on different hosts ({nb['hostname']} vs {nc['hostname']})")
-    zero_fill = [s.outcome.identity.pruner for s in (b, c) if s.outcome.identity.pruner in ZERO_FILL_METHODS]
+    zero_fill = [s.outcome.identity.pruner for s in (b, c) if is_zero_fill(s.outcome.identity.pruner)]
     if zero_fill and named & {"pruner", "amount"}:
         note = (f"{zero_fill[0]} is zero-fill pruning: tensor shapes stay dense, so the same dense kernels run "
                 "and it is not expected to be faster")

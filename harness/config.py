@@ -11,45 +11,79 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from backends import BACKEND_NAMES, backend_class
-from backends.base import PRECISIONS
-from harness.compression.spec import IMPORTANCES, METHODS, TARGET_KINDS, PruneSpec
+from backends.names import PRECISIONS
+from harness.compression.registry import NO_PRUNING, BuiltinOptions, PrunerOptions, methods, pruner_for
+from harness.compression.spec import PruneSpec
 from harness.errors import HarnessError
 from harness.timing import TimingSettings
 
 # The allowed values come from their one home (the backend registry, the pruning spec).
 BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
-PruneMethod = Literal[METHODS]  # type: ignore[valid-type]
-Importance = Literal[IMPORTANCES]  # type: ignore[valid-type]
-TargetKind = Literal[TARGET_KINDS]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class OptionsError(ValueError):
+    """A nested options model rejected a section: the formatter reports each inner error at its own key."""
+
+    def __init__(self, inner: ValidationError) -> None:
+        super().__init__(str(inner))
+        self.inner = inner
+
+
+#: Keys every ``pruners:`` entry has, whatever its method; the others are the pruner's own options.
+PRUNER_COMMON_KEYS = ("method", "amounts")
+
+
 class PrunerConfig(_Strict):
-    """One ``pruners:`` entry of the YAML: a method swept over ``amounts``; :meth:`specs` expands it
+    """One ``pruners:`` entry of the YAML: a method swept over ``amounts``, plus the keys that method's
+    registered options model accepts (:mod:`harness.compression.registry`); :meth:`specs` expands it
     into the :class:`~harness.compression.spec.PruneSpec` values the sweep and ``apply_pruning`` use."""
 
-    method: PruneMethod
+    method: str
     amounts: list[float] = Field(default_factory=lambda: [0.0])
-    n: float = 1
-    dim: Literal[0, 1] = 0
-    importance: Importance = "l1"
-    round_to: int | None = Field(default=None, ge=1)
-    targets: list[TargetKind] = Field(default_factory=lambda: list(TARGET_KINDS))
+    options: PrunerOptions = Field(default_factory=BuiltinOptions)
 
     @model_validator(mode="before")
     @classmethod
-    def _semi_structured_amount(cls, data: Any) -> Any:
-        # 2:4 prunes exactly half of each group of four; its amount is implied.
-        if isinstance(data, dict) and data.get("method") == "2:4" and "amounts" not in data:
-            return {**data, "amounts": [0.5]}
-        return data
+    def _split_options(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "options" in data:
+            return data
+        common = {k: v for k, v in data.items() if k in PRUNER_COMMON_KEYS}
+        method = common.get("method")
+        # A fixed-amount pruner (2:4 prunes exactly half of each group of four) implies its amount.
+        if method in methods() and method != NO_PRUNING:
+            fixed = pruner_for(method).fixed_amount
+            if fixed is not None and "amounts" not in common:
+                common["amounts"] = [fixed]
+        return {**common, "options": {k: v for k, v in data.items() if k not in PRUNER_COMMON_KEYS}}
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, method: str) -> str:
+        if method not in methods():
+            raise ValueError(f"unknown pruning method '{method}'; allowed: {', '.join(methods())}")
+        return method
+
+    @field_validator("options", mode="wrap")
+    @classmethod
+    def _parse_options(cls, value: Any, handler: Any, info: ValidationInfo) -> PrunerOptions:
+        if isinstance(value, PrunerOptions):
+            return value
+        method = info.data.get("method")
+        if method is None:  # the method was rejected: its options cannot be checked
+            return BuiltinOptions()
+        options_type = BuiltinOptions if method == NO_PRUNING else pruner_for(method).options
+        try:
+            return options_type.model_validate(value or {})
+        except ValidationError as exc:
+            raise OptionsError(exc) from None
 
     @field_validator("amounts")
     @classmethod
@@ -63,11 +97,15 @@ class PrunerConfig(_Strict):
 
     def specs(self) -> list[PruneSpec]:
         """One spec per amount > 0 (amount 0 of any method is the unpruned model, see :func:`prune_specs`)."""
-        if self.method == "none":
+        if self.method == NO_PRUNING:
             return []
-        return [PruneSpec(self.method, a, n=self.n, dim=self.dim, importance=self.importance,
-                          round_to=self.round_to, targets=tuple(self.targets))
-                for a in self.amounts if a > 0]
+        values = self.options.model_dump()
+        if isinstance(self.options, BuiltinOptions):
+            common = {"n": values["n"], "dim": values["dim"], "importance": values["importance"],
+                      "round_to": values["round_to"], "targets": tuple(values["targets"])}
+            return [PruneSpec(self.method, a, **common) for a in self.amounts if a > 0]
+        own = tuple(sorted(values.items()))
+        return [PruneSpec(self.method, a, options=own) for a in self.amounts if a > 0]
 
 
 def prune_specs(pruners: list[PrunerConfig]) -> list[PruneSpec]:
@@ -174,6 +212,12 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, OptionsError):  # a pruner's options: each error at its own key, beside the entry's
+            base = path.removesuffix(".options")
+            parts += [f"{base}.{'.'.join(str(p) for p in e['loc'])}: "
+                      f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in inner.inner.errors()]
+            continue
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -40,7 +40,3 @@ def harness_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def device_name(device: str) -> str:
-    if device == "cuda" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return platform.processor() or platform.machine()

@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import traceback as tb_module
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
 
+from harness import stats
 from harness.errors import HarnessError
 from harness.fingerprint import dict_hash
 
@@ -78,8 +80,107 @@ class CellIdentity:
                 f"b{self.batch_size}")
 
 
-#: Result keys added in wave 2: written only when measured, so a result without them has exactly the
-#: keys stored since the first release (and old rows round-trip unchanged).
+#: Timing keys a window may lack: old databases predate them, and energy is measured on GPUs only.
+OPTIONAL_TIMING_KEYS = ("samples_ns", "energy_mj_per_image", "ci", "stability", "window", "host_load",
+                        "until_stable")
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """A window's median CI and stability verdict, as stored or, for windows stored without them,
+    computed from its raw samples (``source`` says which)."""
+
+    ci: stats.MedianCI | None
+    stable: bool | None
+    reasons: tuple[str, ...]
+    source: Literal["stored", "computed from samples_ns", "none"]
+
+    @property
+    def ci_ms(self) -> tuple[float, float] | None:
+        return None if self.ci is None else (self.ci.low_ms, self.ci.high_ms)
+
+    @property
+    def instability(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def _stored_ci(data: Any) -> stats.MedianCI | None:
+    if not isinstance(data, dict):
+        return None
+    names = [f.name for f in fields(stats.MedianCI)]
+    if not all(n in data for n in names):
+        return None
+    return stats.MedianCI(**{n: data[n] for n in names})
+
+
+@dataclass(frozen=True)
+class TimingWindow:
+    """One timing definition of a cell, as measured: the loop's settings, its statistics, the raw
+    samples per repeat, and (when measured) the CI of the median, the stability verdict, the window's
+    lock and host load, until-stable convergence and energy. Immutable; ``to_dict`` is the stored JSON."""
+
+    definition: str
+    timer: str
+    batch_size: int
+    config: dict[str, Any]
+    stats: dict[str, Any]  # median_ms, mean_ms, min_ms, p90/p95/p99_ms, stdev_ms, cv, throughput_ips, samples
+    samples_ns: list[list[int]] | None = None
+    energy_mj_per_image: float | None = None
+    ci: dict[str, Any] | None = None
+    stability: dict[str, Any] | None = None
+    window: dict[str, Any] | None = None
+    host_load: dict[str, Any] | None = None
+    until_stable: dict[str, Any] | None = None
+    #: Optional keys the stored entry lacks (old databases; energy off the GPU): never written back.
+    absent: frozenset[str] = frozenset()
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def median_ms(self) -> float:
+        return self.stats["median_ms"]
+
+    @property
+    def throughput_ips(self) -> float | None:
+        return self.stats.get("throughput_ips")
+
+    def uncertainty(self, device: str | None, device_warnings: Sequence[str] = (),
+                    ci: stats.MedianCI | None = None) -> Uncertainty:
+        """The CI and stability verdict: the stored ones, else computed from the raw samples (the one
+        place this rule lives). ``ci``: a CI the caller bootstrapped itself (a comparison's), used
+        instead of the stored one."""
+        ci = ci or _stored_ci(self.ci)
+        stored = self.stability if isinstance(self.stability, dict) and "stable" in self.stability else None
+        if stored is not None and ci is not None:
+            return Uncertainty(ci, bool(stored["stable"]), tuple(stored.get("reasons") or []), "stored")
+        if not self.samples_ns:
+            if stored is not None:
+                return Uncertainty(ci, bool(stored["stable"]), tuple(stored.get("reasons") or []), "stored")
+            return Uncertainty(ci, None, (), "none")
+        ci = ci or stats.median_ci(self.samples_ns, batch_size=self.batch_size)
+        if stored is not None:
+            return Uncertainty(ci, bool(stored["stable"]), tuple(stored.get("reasons") or []), "stored")
+        verdict = stats.assess_stability(self.samples_ns, "cuda" if device == "cuda" else "cpu", ci=ci,
+                                         device_warnings=list(device_warnings))
+        return Uncertainty(ci, verdict.stable, tuple(verdict.reasons), "computed from samples_ns")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"definition": self.definition, "timer": self.timer, "batch_size": self.batch_size,
+                               "config": self.config, "stats": self.stats}
+        for key in OPTIONAL_TIMING_KEYS:
+            if key not in self.absent:
+                out[key] = getattr(self, key)
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimingWindow:
+        known = {f.name for f in fields(cls)} - {"extra", "absent"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   absent=frozenset(k for k in OPTIONAL_TIMING_KEYS if k not in data),
+                   extra={k: v for k, v in data.items() if k not in known})
+
+
+#: Result keys written only when measured, so a result without them has exactly the keys stored by
+#: the first release (and old rows round-trip unchanged).
 OPTIONAL_RESULT_KEYS = frozenset({"layer_profile", "predictions", "calibration", "node"})
 
 
@@ -89,7 +190,7 @@ class CellResult:
 
     accuracy: dict[str, Any] | None = None  # top1, top1_1000, samples, batch_size
     accuracy_note: str | None = None
-    timings: list[dict[str, Any]] = field(default_factory=list)  # TimingResult.to_dict per definition
+    timings: list[TimingWindow] = field(default_factory=list)  # one per timing definition
     original_size_bytes: int | None = None
     compressed_size_bytes: int | None = None
     pruning: dict[str, Any] | None = None  # PruneReport.to_dict plus "sizes"
@@ -115,13 +216,19 @@ class CellResult:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)
                if f.name != "extra" and not (f.name in OPTIONAL_RESULT_KEYS and getattr(self, f.name) is None)}
+        out["timings"] = [t.to_dict() for t in self.timings]
         return {**self.extra, **out}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellResult:
         known = {f.name for f in fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known and v is not None}
+        values["timings"] = [TimingWindow.from_dict(t) for t in values.get("timings") or []]
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+    def timing(self, definition: str) -> TimingWindow | None:
+        """The window of one timing definition (None when the cell has none)."""
+        return next((t for t in self.timings if t.definition == definition), None)
 
     @property
     def top1(self) -> float | None:
@@ -129,7 +236,7 @@ class CellResult:
 
     def median_ms(self) -> dict[str, float]:
         """Median batch latency per timing definition."""
-        return {t["definition"]: t["stats"]["median_ms"] for t in self.timings}
+        return {t.definition: t.median_ms for t in self.timings}
 
 
 PREDICTIONS_ENCODING = "int32-zlib-base64"

@@ -21,7 +21,7 @@ from typing import Any
 
 from harness import stats
 from harness.outcome import CellOutcome
-from harness.results import ResultStore, flat_rows
+from harness.results import ResultStore, megabytes
 
 
 @dataclass(frozen=True)
@@ -67,22 +67,6 @@ def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _uncertainty(timing: dict[str, Any], batch: int, device: str | None,
-                 warnings: Sequence[str]) -> tuple[tuple[float, float] | None, bool | None, str]:
-    """The latency CI and stability of one timing entry: stored (wave-2 keys) or computed from samples."""
-    samples = timing.get("samples_ns")
-    stored_ci, stored_st = timing.get("ci"), timing.get("stability")
-    ci = (stored_ci["low_ms"], stored_ci["high_ms"]) if isinstance(stored_ci, dict) and "low_ms" in stored_ci else None
-    if isinstance(stored_st, dict) and "stable" in stored_st:
-        return ci, bool(stored_st["stable"]), "; ".join(stored_st.get("reasons") or [])
-    if not samples:
-        return ci, None, ""
-    median = stats.median_ci(samples, batch_size=batch)
-    verdict = stats.assess_stability(samples, "cuda" if device == "cuda" else "cpu", ci=median,
-                                     device_warnings=warnings)
-    return ci or (median.low_ms, median.high_ms), verdict.stable, verdict.instability
-
-
 def collect_points(store: ResultStore, definition: str = "compute") -> tuple[list[Point], list[CellOutcome]]:
     """Successful cells as points (one timing definition), and the failed cells."""
     points: list[Point] = []
@@ -91,27 +75,25 @@ def collect_points(store: ResultStore, definition: str = "compute") -> tuple[lis
         if record.status != "ok":
             failures.append(record)
             continue
-        options = record.identity.prune_options
-        pruner = record.identity.pruner
-        if pruner == "removal":
-            pruner = f"removal-{options.get('importance', '?')}"
-        result = record.result
+        ident, result = record.identity, record.result
         assert result is not None
-        timings = {t["definition"]: t for t in result.timings}
-        for row in flat_rows(record):
-            if row.get("timing_definition") != definition:
-                continue
-            timing = timings[definition]
-            ci, stable, why = _uncertainty(timing, int(row["Batch Size"]), result.device, result.device_warnings)
-            points.append(Point(
-                model=row["Model"], dataset=row["Dataset"], pruner=pruner, amount=float(row["Amount"]),
-                backend=f"{row['backend']} {row['precision']}", batch=int(row["Batch Size"]),
-                accuracy=result.top1, latency_ms=row["Inference Time (ms)"], throughput=row["throughput_ips"],
-                size_mb=row["Compressed Size"], macs_before=row["macs_before"], macs_after=row["macs_after"],
-                samples_ns=timing.get("samples_ns") or None, latency_ci_ms=ci,
-                accuracy_samples=(result.accuracy or {}).get("samples"), stable=stable, instability=why,
-                key=record.key, timer=timing.get("timer"),
-            ))
+        timing = result.timing(definition)
+        if timing is None:
+            continue
+        pruner = ident.pruner
+        if pruner == "removal":
+            pruner = f"removal-{ident.prune_options.get('importance', '?')}"
+        pruning = result.pruning or {}
+        uncertainty = timing.uncertainty(result.device, result.device_warnings)
+        points.append(Point(
+            model=ident.model, dataset=ident.dataset, pruner=pruner, amount=float(ident.amount),
+            backend=f"{ident.backend} {ident.precision}", batch=int(ident.batch_size),
+            accuracy=result.top1, latency_ms=timing.median_ms, throughput=timing.throughput_ips,
+            size_mb=megabytes(result.compressed_size_bytes), macs_before=pruning.get("macs_before"),
+            macs_after=pruning.get("macs_after"), samples_ns=timing.samples_ns or None,
+            latency_ci_ms=uncertainty.ci_ms, accuracy_samples=(result.accuracy or {}).get("samples"),
+            stable=uncertainty.stable, instability=uncertainty.instability, key=record.key, timer=timing.timer,
+        ))
     return points, failures
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, describe_os_error
-from harness.outcome import CellIdentity, CellOutcome, CellResult, cell_key  # noqa: F401 - re-exported
+from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow, cell_key  # noqa: F401 - re-exported
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -154,11 +154,12 @@ def count_safe_cells(path: Path) -> int | None:
     return None
 
 
-def _mb(n: Any) -> float | None:
+def megabytes(n: Any) -> float | None:
+    """Bytes as MB of 10^6 bytes (six decimals), as every export writes sizes."""
     return None if n is None else round(float(n) / 1e6, 6)
 
 
-def _percent(fraction: Any) -> float | None:
+def percent(fraction: Any) -> float | None:
     """A fraction as a percentage with two decimals, rounded half up on its decimal digits (0.70125 ->
     70.13, as the thesis's Table 1 writes 76.51), not on the binary float (which would give 70.12)."""
     if fraction is None:
@@ -182,10 +183,10 @@ def flat_rows(record: CellOutcome) -> list[dict[str, Any]]:
         "Quantizer": quantizer,
         "Dataset": ident.dataset,
         "Amount": ident.amount,
-        "Accuracy": _percent(acc.get("top1")),
+        "Accuracy": percent(acc.get("top1")),
         "Inference Time (ms)": None,
-        "Original Size": _mb(res.original_size_bytes),
-        "Compressed Size": _mb(res.compressed_size_bytes),
+        "Original Size": megabytes(res.original_size_bytes),
+        "Compressed Size": megabytes(res.compressed_size_bytes),
         "Batch Size": ident.batch_size,
         "Prep Time (s)": res.prep_time_s,
         "status": record.status,
@@ -220,27 +221,27 @@ def flat_rows(record: CellOutcome) -> list[dict[str, Any]]:
         return [dict(base, timing_definition=None)]
     rows = []
     for timing in timings:
-        stats = timing["stats"]
+        stats = timing.stats
         rows.append(dict(
             base,
-            **{"Inference Time (ms)": stats["median_ms"]},
-            timing_definition=timing["definition"],
-            timer=timing["timer"],
+            **{"Inference Time (ms)": timing.median_ms},
+            timing_definition=timing.definition,
+            timer=timing.timer,
             latency_mean_ms=stats["mean_ms"], latency_min_ms=stats["min_ms"], latency_p90_ms=stats["p90_ms"],
             latency_p95_ms=stats["p95_ms"], latency_p99_ms=stats["p99_ms"], latency_stdev_ms=stats["stdev_ms"],
             latency_cv=stats["cv"], throughput_ips=stats["throughput_ips"], timed_iterations=stats["samples"],
-            energy_mj_per_image=timing.get("energy_mj_per_image"),
+            energy_mj_per_image=timing.energy_mj_per_image,
             **_uncertainty_columns(timing),
         ))
     return rows
 
 
-def _uncertainty_columns(timing: dict[str, Any]) -> dict[str, Any]:
-    """CI of the median and of throughput, the stability verdict and until-stable convergence
-    (empty cells for databases written before they were measured)."""
-    ci = timing.get("ci") or {}
-    verdict = timing.get("stability") or {}
-    until = timing.get("until_stable") or {}
+def _uncertainty_columns(timing: TimingWindow) -> dict[str, Any]:
+    """CI of the median and of throughput, the stability verdict and until-stable convergence as
+    stored (empty cells for databases written before they were measured)."""
+    ci = timing.ci or {}
+    verdict = timing.stability or {}
+    until = timing.until_stable or {}
     stable = verdict.get("stable")
     return {
         "latency_median_ci_low_ms": ci.get("low_ms"),

@@ -16,7 +16,8 @@ import backends
 from backends.torch_eager import TorchBackend, TorchSession
 from harness.config import load_config
 from harness.outcome import CellResult, decode_predictions
-from harness.sweep import UnitContext, plan_units, run_unit
+from harness.plan import plan_units
+from harness.unit import UnitContext, run_unit
 
 #: Every call the recording session saw: (kind, argument type, batch rows, epoch time).
 CALLS: list[tuple[str, str, int, float]] = []
@@ -79,20 +80,20 @@ def _private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_compute_times_run_on_staged_batches_and_e2e_times_infer_on_host_tensors(
         tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(backends._REGISTRY, "torch", "tests.test_cell_timing:RecordingBackend")
+    monkeypatch.setitem(backends.names.BACKEND_CLASSES, "torch", "tests.test_cell_timing:RecordingBackend")
     CALLS.clear()
     config = _config(tmp_path, shared_cache, batch_sizes=[3])
     (outcome,) = _run(config)
-    timings = {t["definition"]: t for t in outcome.result.timings}
+    timings = {t.definition: t for t in outcome.result.timings}
     assert set(timings) == {"compute", "e2e"}
     per_window = (1 + 3) * 2  # (warm-up + iterations) x repeats
     for definition, kind, arg in (("compute", "run", "staged"), ("e2e", "infer", "Tensor")):
-        window = timings[definition]["window"]
+        window = timings[definition].window
         assert window["lock_device"] == "cpu" and window["lock_waited_s"] >= 0
         inside = [c for c in CALLS if window["start"] <= c[3] <= window["end"]]
         assert len(inside) == per_window, (definition, inside)
         assert {(c[0], c[1], c[2]) for c in inside} == {(kind, arg, 3)}, definition
-    assert timings["compute"]["window"]["end"] <= timings["e2e"]["window"]["start"]
+    assert timings["compute"].window["end"] <= timings["e2e"].window["start"]
 
 
 def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Path, shared_cache: Path) -> None:
@@ -100,23 +101,23 @@ def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Pa
 
     (outcome,) = _run(_config(tmp_path, shared_cache, timing={"warmup": 1, "iterations": 5, "repeats": 3}))
     for t in outcome.result.timings:
-        ci, verdict = t["ci"], t["stability"]
-        assert ci["low_ms"] <= t["stats"]["median_ms"] <= ci["high_ms"]
+        ci, verdict = t.ci, t.stability
+        assert ci["low_ms"] <= t.median_ms <= ci["high_ms"]
         assert ci["method"] == "hierarchical" and ci["repeats"] == 3 and ci["samples"] == 15
         assert verdict["stable"] == (not verdict["reasons"]) and verdict["device"] == "cpu"
-        assert t["host_load"]["window_s"] >= 0 and t["until_stable"] is None
+        assert t.host_load["window_s"] >= 0 and t.until_stable is None
     # Round trip through the stored JSON keeps every new key.
     again = CellResult.from_dict(outcome.result.to_dict())
-    assert again.timings[0]["window"] == outcome.result.timings[0]["window"]
-    assert again.node["executor"] == "local" and again.node["hostname"]
+    assert again.timings[0].window == outcome.result.timings[0].window
+    assert again.node is None and outcome.result.node is None  # added once, by the executor that ran the cell
     rows = {r["timing_definition"]: r for r in flat_rows(outcome)}
     for definition, row in rows.items():
-        t = next(t for t in outcome.result.timings if t["definition"] == definition)
-        assert row["latency_median_ci_low_ms"] == t["ci"]["low_ms"]
-        assert row["latency_median_ci_high_ms"] == t["ci"]["high_ms"]
+        t = outcome.result.timing(definition)
+        assert row["latency_median_ci_low_ms"] == t.ci["low_ms"]
+        assert row["latency_median_ci_high_ms"] == t.ci["high_ms"]
         assert row["throughput_ci_low_ips"] <= row["throughput_ips"] <= row["throughput_ci_high_ips"]
-        assert row["stable"] == t["stability"]["stable"]
-        assert row["instability"] == (t["stability"]["instability"] or None)
+        assert row["stable"] == t.stability["stable"]
+        assert row["instability"] == (t.stability["instability"] or None)
         assert row["ci_method"] == "hierarchical" and row["until_stable_converged"] is None
 
 
@@ -127,18 +128,18 @@ def test_until_stable_adds_repeats_and_records_convergence(tmp_path: Path, share
     # minimum of `repeats` repeats, converged, long before the budget.
     (outcome,) = _run(_config(tmp_path, shared_cache, timing=timing))
     (t,) = outcome.result.timings
-    until = t["until_stable"]
+    until = t.until_stable
     assert until["converged"] is True and until["repeats"] == 3 and "<= target" in until["stop_reason"]
     assert until["ci"]["half_width_pct"] <= 10_000.0 and until["seconds"] < 60.0
-    assert len(t["samples_ns"]) == until["repeats"] == t["config"]["repeats"]
+    assert len(t.samples_ns) == until["repeats"] == t.config["repeats"]
     # An unreachable target: repeats are added until the budget ends it, and it says it did not converge.
     timing = {"warmup": 0, "iterations": 1, "repeats": 2, "definitions": ["compute"],
               "until_stable": {"target_ci_pct": 1e-9, "max_seconds": 3.0}}
     (outcome,) = _run(_config(tmp_path, shared_cache, timing=timing))
     (t,) = outcome.result.timings
-    until = t["until_stable"]
+    until = t.until_stable
     assert until["converged"] is False and "time budget" in until["stop_reason"]
-    assert until["seconds"] >= 3.0 and until["repeats"] == len(t["samples_ns"]) > 2
+    assert until["seconds"] >= 3.0 and until["repeats"] == len(t.samples_ns) > 2
     assert until["repeats"] < 1000  # stopped by the budget, not by the repeat cap
 
 
@@ -191,7 +192,7 @@ def test_decode_predictions_round_trip_and_refuses_other_encodings() -> None:
 
 
 def test_tensorrt_profiler_rows_become_the_stored_layer_profile() -> None:
-    from harness.cell_timing import trt_layer_profile
+    from backends.layer_profile import trt_layer_profile
 
     rows = [{"name": "conv1", "ms": 0.3, "precision": "INT8", "type": "Convolution", "reformat": False},
             {"name": "reformat_in", "ms": 0.1, "precision": "FP32", "type": "Reformat", "reformat": True},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -23,9 +24,9 @@ from harness.compare import (
 )
 from harness.config import load_config
 from harness.errors import HarnessError
-from harness.outcome import CellIdentity, CellOutcome, CellResult
+from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
 from harness.results import ResultStore
-from harness.sweep import SweepRunner
+from harness.driver import run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +42,7 @@ def sweep_out(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> P
         "timing": {"warmup": 2, "iterations": 10, "repeats": 3},
         "cache_dir": shared_cache, "data_root": tmp / "data", "out_dir": tmp / "out"})
     with ResultStore(tmp / "out" / "results.db") as store:
-        counts = SweepRunner(config, store).run(resume=False)
+        counts = run_sweep(config, store, resume=False)
     assert counts["ok"] == 3, counts
     return tmp / "out"
 
@@ -171,8 +172,9 @@ def _cell(ident: CellIdentity, median_ms: float, seed: int, *, timer: str = "cud
           device_name: str = "NVIDIA H200", preds: list[int] | None = None, **extra: Any) -> CellOutcome:
     result = CellResult(
         accuracy={"top1": 0.9, "samples": 4}, device="cuda", device_name=device_name,
-        timings=[{"definition": "compute", "timer": timer, "batch_size": ident.batch_size,
-                  "stats": {"median_ms": median_ms}, "samples_ns": _samples(median_ms, seed)}],
+        timings=[TimingWindow.from_dict({"definition": "compute", "timer": timer, "batch_size": ident.batch_size,
+                                         "config": {}, "stats": {"median_ms": median_ms},
+                                         "samples_ns": _samples(median_ms, seed)})],
         compressed_size_bytes=1_000_000, prep_phases_s={"build": 2.0, "calibrate": 1.0},
         session={"details": extra.pop("details", {})},
         extra={"predictions": encode_predictions(preds) if preds is not None else None, **extra})
@@ -269,7 +271,8 @@ def test_ort_profiles_stored_stability_zero_fill_and_failed_cells() -> None:
                  layer_profile=ort_profile)
     pruned = _cell(_ident(backend="ort-cpu", precision="fp32", pruner="l1-global", amount=0.5), 1.0, 2,
                    timer="perf_counter_ns")
-    pruned.result.timings[0]["stability"] = {"stable": False, "reasons": ["host busy: 3 other processes"]}
+    pruned.result.timings[0] = dataclasses.replace(
+        pruned.result.timings[0], stability={"stable": False, "reasons": ["host busy: 3 other processes"]})
     broken = CellOutcome(_ident(backend="ort-cpu", precision="fp32", pruner="l1-global", amount=0.9), "error",
                          error="export failed")
     res = compare_records([base, pruned, broken], parse_selector("pruner=none"), parse_selector("pruner=l1-global"))
@@ -301,7 +304,7 @@ def test_selector_parsing() -> None:
 def test_cells_without_raw_samples_are_refused_not_crashed() -> None:
     a = _cell(_ident(backend="ort-trt"), 1.0, 1)
     b = _cell(_ident(), 1.0, 2)
-    del b.result.timings[0]["samples_ns"]
+    b.result.timings[0] = dataclasses.replace(b.result.timings[0], samples_ns=None)
     res = compare_records([a, b], parse_selector("backend=ort-trt"), parse_selector("backend=trt-native"))
     (row,) = res.rows
     assert row.status == "refused" and "no raw samples" in (row.refused or "")

@@ -36,7 +36,7 @@ def _windows(db: Path) -> list[tuple[float, float, float]]:
     with ResultStore(db) as store:
         records = list(store.records())
     assert records and all(r.status == "ok" for r in records), [r.error for r in records]
-    return [(t["window"]["start"], t["window"]["end"], t["window"]["lock_waited_s"])
+    return [(t.window["start"], t.window["end"], t.window["lock_waited_s"])
             for r in records for t in r.result.timings]
 
 

@@ -75,7 +75,7 @@ data_root: /datasets
     assert cfg.pairs() == [("torch", "fp32"), ("ort-cpu", "fp32"), ("ort-cpu", "int8")]
     assert [p.method for p in cfg.pruners] == ["l1", "ln-structured"]
     assert cfg.pruners[0].amounts == [0.0, 0.5]
-    assert (cfg.pruners[1].n, cfg.pruners[1].dim) == (2, 0)
+    assert (cfg.pruners[1].options.n, cfg.pruners[1].options.dim) == (2, 0)
     assert (cfg.timing.warmup, cfg.timing.iterations, cfg.timing.repeats) == (2, 7, 1)
     assert cfg.timing.definitions == ["e2e"]
     assert cfg.calibration.method == "minmax" and cfg.calibration.count == 64

@@ -359,8 +359,8 @@ def test_availability_rules_are_pure_functions_of_the_facts() -> None:
 
 
 def test_precision_declarations() -> None:
-    assert OrtCudaBackend.precisions == ("fp32", "fp16", "int8") and OrtCudaBackend.device == "cuda"
-    assert OrtTensorrtBackend.precisions == ("fp32", "fp16", "int8") and OrtTensorrtBackend.device == "cuda"
+    assert OrtCudaBackend.precisions == ("fp32", "fp16", "int8") and OrtCudaBackend.devices == frozenset({"cuda"})
+    assert OrtTensorrtBackend.precisions == ("fp32", "fp16", "int8") and OrtTensorrtBackend.devices == frozenset({"cuda"})
     with pytest.raises(UnsupportedCombination):
         backends.validate_request("ort-cuda", "bf16")
 

@@ -16,12 +16,14 @@ import pytest
 
 from harness.config import load_config
 from harness.results import ResultStore
-from harness.sweep import SweepObserver, plan_cells
+from harness.driver import run_sweep
+from harness.observer import SweepObserver
+from harness.plan import plan_cells
 from tests.conftest import REPO, write_config
 
 ray = pytest.importorskip("ray")
 
-from harness.executors.ray_executor import UnitResources, run_ray  # noqa: E402
+from harness.executors.ray_executor import RayExecutor, UnitResources  # noqa: E402
 from tests.helpers import BROKEN_AT_INFERENCE, committed_cells
 
 
@@ -78,13 +80,13 @@ def test_ray_sweep_matches_local_and_gives_each_gpu_unit_its_own_gpu(ray_cluster
     overrides["models"] = ["tinycnn", _broken_model(tmp_path)]
     local_cfg = load_config(None, {**overrides, "out_dir": tmp_path / "local"})
     ray_cfg = load_config(None, {**overrides, "out_dir": tmp_path / "ray", "executor": {"kind": "ray"}})
-    from harness.sweep import run_sweep
 
     with ResultStore(tmp_path / "local" / "results.db") as store:
         local_counts = run_sweep(local_cfg, store, resume=False)
     recorder = Recorder()
     with ResultStore(tmp_path / "ray" / "results.db") as store:
-        ray_counts = run_ray(ray_cfg, store, recorder, resume=False, resources=_fake_gpu)
+        ray_counts = run_sweep(ray_cfg, store, recorder, resume=False,
+                               executor=RayExecutor(ray_cfg, recorder, resources=_fake_gpu))
         records = list(store.records())
 
     local, remote = _statuses(tmp_path / "local" / "results.db"), _statuses(tmp_path / "ray" / "results.db")
@@ -132,7 +134,8 @@ def test_killed_worker_is_retried_and_every_cell_is_committed_once(ray_cluster, 
     marker = tmp_path / "killed"
     recorder = Recorder()
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = run_ray(config, store, recorder, resume=False, hook=KillOnce(marker))
+        counts = run_sweep(config, store, recorder, resume=False,
+                           executor=RayExecutor(config, recorder, hook=KillOnce(marker)))
         records = list(store.records())
     assert marker.exists(), "the hook never killed a worker"
     planned = {c.identity(config).key for c in plan_cells(config)}
@@ -148,7 +151,8 @@ def test_worker_dying_beyond_the_retries_fails_its_remaining_cells(ray_cluster, 
     overrides = {**_overrides(tmp_path, shared_cache), "pruners": [], "executor": {"kind": "ray", "max_retries": 0}}
     config = load_config(None, overrides)
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = run_ray(config, store, Recorder(), resume=False, hook=KillOnce(tmp_path / "killed"))
+        counts = run_sweep(config, store, Recorder(), resume=False,
+                           executor=RayExecutor(config, SweepObserver(), hook=KillOnce(tmp_path / "killed")))
         records = {r.identity.batch_size: r for r in store.records()}
     assert counts == {"ok": 1, "error": 1, "skipped": 0}
     assert records[2].status == "ok"

@@ -274,7 +274,7 @@ NOT_CALLABLE = 3
 
 def _preflight(tmp_path: Path, model: str) -> None:
     from harness.config import load_config
-    from harness.sweep import preflight
+    from harness.driver import preflight
 
     config = load_config(None, {"models": [model], "weights": "random", "datasets": ["shapes"],
                                 "data_root": tmp_path / "data", "cache_dir": tmp_path / "cache",
@@ -418,9 +418,11 @@ def test_damaged_caches_are_rebuilt_and_every_cell_is_ok(cached_runs: dict) -> N
     """Truncated ONNX export, garbled tinycnn weights, truncated Q/DQ model: rebuilt, noted, all cells ok."""
     tmp, cache = cached_runs["tmp"], cached_runs["cache"]
     damaged = []
-    for pattern, how in (("onnx/*.onnx", "truncate"), ("models/*.pt", "garble"), ("calib/qdq-*-cpu.onnx", "truncate")):
-        found = sorted(cache.glob(pattern))
-        assert found, pattern
+    # What this sweep reads (the copied shared cache may hold other tests' exports too, never read here).
+    exports = sorted({Path(c["result"]["artifact_notes"]["onnx_export"]["path"]) for c in cached_runs["first"]})
+    for found, how in ((exports, "truncate"), (sorted(cache.glob("models/tinycnn-*.pt")), "garble"),
+                       (sorted(cache.glob("calib/qdq-*-cpu.onnx")), "truncate")):
+        assert found and all(p.is_relative_to(cache) for p in found), (found, how)
         for path in found:
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"\x80\x02garbage" + data[10:])

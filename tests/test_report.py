@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from harness.config import load_config
 from harness.report import collect_points, write_report
 from harness.results import ResultStore
-from harness.sweep import SweepRunner
+from harness.driver import run_sweep
 
 
 def test_report_writes_plots_and_speedup_table(tmp_path: Path, shared_cache: Path) -> None:
@@ -18,7 +19,7 @@ def test_report_writes_plots_and_speedup_table(tmp_path: Path, shared_cache: Pat
         "timing": {"warmup": 1, "iterations": 3, "repeats": 1},
         "cache_dir": shared_cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out"})
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        SweepRunner(config, store).run(resume=False)
+        run_sweep(config, store, resume=False)
         points, failures = collect_points(store)
         files = write_report(store, tmp_path / "report")
     assert not failures and len(points) == 6
@@ -37,7 +38,7 @@ def _synthetic_cell(model: str, backend: str, precision: str, pruner: str, amoun
                     seed: int, accuracy: float = 0.9):
     import numpy as np
 
-    from harness.outcome import CellIdentity, CellOutcome, CellResult
+    from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
     from harness.timing import TimingResult, TimingSettings
 
     rng = np.random.default_rng(seed)
@@ -46,6 +47,7 @@ def _synthetic_cell(model: str, backend: str, precision: str, pruner: str, amoun
                for _ in range(5)]
     timing = TimingResult("compute", "perf_counter_ns", 8, TimingSettings(repeats=5, iterations=40),
                           repeats).to_dict()
+    timing = TimingWindow.from_dict(timing)
     ident = CellIdentity(model=model, weights="pretrained", dataset="shapes", dataset_size=None, pruner=pruner,
                          amount=amount, prune_options={}, backend=backend, precision=precision, batch_size=8,
                          calibration={"method": "entropy"} if precision == "int8" else None)
@@ -95,7 +97,7 @@ def test_report_comparison_section_uses_harness_compare(tmp_path: Path) -> None:
 
 def test_report_never_ranks_latencies_from_different_timers(tmp_path: Path) -> None:
     gpu = _synthetic_cell("m", "trt-native", "fp16", "none", 0.0, 1.0, seed=7)
-    gpu.result.timings[0]["timer"] = "cuda_event"
+    gpu.result.timings[0] = dataclasses.replace(gpu.result.timings[0], timer="cuda_event")
     with ResultStore(tmp_path / "results.db") as store:
         store.put(_synthetic_cell("m", "ort-cpu", "fp32", "none", 0.0, 4.0, seed=8))
         store.put(gpu)

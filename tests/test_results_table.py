@@ -6,18 +6,19 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.outcome import CellIdentity, CellOutcome, CellResult
+from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
 from harness.results import ResultStore, flat_rows
 from harness.stats import assess_stability, median_ci
 from harness.timing import TimingResult, TimingSettings
 
 
-def _timing(definition: str, repeats_ns: list[list[int]], host_load: object = None) -> dict:
+def _timing(definition: str, repeats_ns: list[list[int]], host_load: object = None) -> TimingWindow:
     result = TimingResult(definition=definition, timer="perf_counter_ns", batch_size=4,
                           config=TimingSettings(repeats=len(repeats_ns)), repeats_ns=repeats_ns)
     ci = median_ci(repeats_ns, batch_size=4)
     verdict = assess_stability(repeats_ns, "cpu", ci, host_load=host_load)
-    return {**result.to_dict(), "ci": ci.to_dict(), "stability": verdict.to_dict(), "until_stable": None}
+    return TimingWindow.from_dict({**result.to_dict(), "ci": ci.to_dict(), "stability": verdict.to_dict(),
+                                   "until_stable": None})
 
 
 class _Busy:

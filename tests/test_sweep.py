@@ -11,7 +11,9 @@ import pytest
 
 from harness.config import load_config
 from harness.results import THESIS_COLUMNS, ResultStore
-from harness.sweep import SweepObserver, SweepRunner, plan_cells
+from harness.driver import run_sweep
+from harness.observer import SweepObserver
+from harness.plan import plan_cells
 from tests.helpers import BROKEN_AT_INFERENCE
 
 
@@ -37,7 +39,7 @@ class Recorder(SweepObserver):
 def test_sweep_writes_every_cell_with_real_accuracy(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache)
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = SweepRunner(config, store, Recorder()).run(resume=False)
+        counts = run_sweep(config, store, Recorder(), resume=False)
         records = list(store.records())
     assert counts == {"ok": 4, "error": 0, "skipped": 0}
     assert len(records) == len(plan_cells(config)) == 4
@@ -45,10 +47,10 @@ def test_sweep_writes_every_cell_with_real_accuracy(tmp_path: Path, shared_cache
         acc = r.result.accuracy
         assert acc["samples"] == 500  # every val image, 50 per class
         assert acc["top1"] > 0.7, "tinycnn should have learned shapes"
-        assert {t["definition"] for t in r.result.timings} == {"compute", "e2e"}
+        assert {t.definition for t in r.result.timings} == {"compute", "e2e"}
         for t in r.result.timings:
-            assert len(t["samples_ns"]) == 2 and all(len(rep) == 5 for rep in t["samples_ns"])
-            assert t["timer"] == "perf_counter_ns"
+            assert len(t.samples_ns) == 2 and all(len(rep) == 5 for rep in t.samples_ns)
+            assert t.timer == "perf_counter_ns"
         assert r.result.original_size_bytes > 0 and r.result.compressed_size_bytes > 0
     by_backend = {r.identity.backend: r.result.accuracy["top1"] for r in records}
     # Same model, same images: fp32 torch and fp32 ONNX Runtime agree on accuracy.
@@ -59,9 +61,9 @@ def test_resume_skips_finished_and_never_duplicates(tmp_path: Path, shared_cache
     config = _config(tmp_path, shared_cache, batch_sizes=[2])
     db = tmp_path / "out" / "results.db"
     with ResultStore(db) as store:
-        SweepRunner(config, store).run(resume=False)
-        second = SweepRunner(config, store).run(resume=True)
-        third = SweepRunner(config, store).run(resume=False)
+        run_sweep(config, store, resume=False)
+        second = run_sweep(config, store, resume=True)
+        third = run_sweep(config, store, resume=False)
     assert second == {"ok": 0, "error": 0, "skipped": 2}
     assert third["ok"] == 2
     rows = sqlite3.connect(db).execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM cells").fetchone()
@@ -83,7 +85,7 @@ def test_failing_cell_is_recorded_and_others_survive(tmp_path: Path, shared_cach
     )
     config = _config(tmp_path, shared_cache, models=[f"{bad}:build", "tinycnn"], batch_sizes=[1])
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = SweepRunner(config, store).run(resume=False)
+        counts = run_sweep(config, store, resume=False)
         records = {(r.identity.model, r.identity.backend): r for r in store.records()}
     assert counts["ok"] == 3 and counts["error"] == 1
     failed = records[(f"{bad}:build", "ort-cpu")]
@@ -98,7 +100,7 @@ def test_csv_export_has_thesis_columns(tmp_path: Path, shared_cache: Path) -> No
 
     config = _config(tmp_path, shared_cache, batch_sizes=[4], backends={"ort-cpu": ["fp32"]})
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        SweepRunner(config, store).run(resume=False)
+        run_sweep(config, store, resume=False)
         n = export_csv(store, tmp_path / "r.csv")
         export_json(store, tmp_path / "r.json")
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
@@ -149,7 +151,7 @@ def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Pat
                      calibration={"count": 128, "method": "entropy"}, timing={"warmup": 1, "iterations": 3,
                                                                               "repeats": 1, "definitions": ["compute"]})
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = SweepRunner(config, store).run(resume=False)
+        counts = run_sweep(config, store, resume=False)
         records = {(r.identity.pruner, r.identity.precision): r for r in store.records()}
     assert counts == {"ok": 4, "error": 0, "skipped": 0}
     base32, base8 = records[("none", "fp32")].result, records[("none", "int8")].result
@@ -174,7 +176,7 @@ def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_
                               {"method": "2:4"}],
                      timing={"warmup": 1, "iterations": 3, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = SweepRunner(config, store).run(resume=False)
+        counts = run_sweep(config, store, resume=False)
         records = {r.identity.pruner: r for r in store.records()}
     assert counts["error"] == 0, [r.error for r in records.values()]
     removal = records["removal"].result.pruning
@@ -200,7 +202,7 @@ def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache:
                      data_root=tmp_path / "folder", batch_sizes=[4], backends={"ort-cpu": ["fp32", "int8"]},
                      timing={"warmup": 1, "iterations": 2, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = SweepRunner(config, store).run(resume=False)
+        counts = run_sweep(config, store, resume=False)
         records = {r.identity.precision: r for r in store.records()}
     assert counts["ok"] == 1 and counts["error"] == 1
     assert records["fp32"].status == "ok" and records["fp32"].result.accuracy["samples"] == 8
@@ -213,7 +215,7 @@ def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, sha
     config = _config(tmp_path, shared_cache, models=[f"{broken}:build", "tinycnn"], batch_sizes=[2, 4],
                      backends={"torch": ["fp32"]}, timing={"warmup": 1, "iterations": 2, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = SweepRunner(config, store).run(resume=False)
+        counts = run_sweep(config, store, resume=False)
         records = list(store.records())
     assert counts == {"ok": 2, "error": 2, "skipped": 0}
     errors = [r for r in records if r.status == "error"]
@@ -225,7 +227,7 @@ def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, sha
 
 
 def test_plan_units_groups_cells_by_model_dataset_and_pruning_step(tmp_path: Path, shared_cache: Path) -> None:
-    from harness.sweep import plan_units
+    from harness.plan import plan_units
 
     config = _config(tmp_path, shared_cache, pruners=[{"method": "l1", "amounts": [0.0, 0.3, 0.6]}])
     units = plan_units(config)
@@ -239,7 +241,8 @@ def test_plan_units_groups_cells_by_model_dataset_and_pruning_step(tmp_path: Pat
 
 def test_run_unit_yields_typed_outcomes_without_a_store(tmp_path: Path, shared_cache: Path) -> None:
     from harness.outcome import CellOutcome
-    from harness.sweep import UnitContext, plan_units, run_unit
+    from harness.plan import plan_units
+    from harness.unit import UnitContext, run_unit
 
     config = _config(tmp_path, shared_cache, batch_sizes=[4], backends={"ort-cpu": ["fp32"]},
                      timing={"warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]})
@@ -281,10 +284,10 @@ def test_sweep_streams_evaluation_data_and_records_how(tmp_path: Path, shared_ca
                     out_dir=tmp_path / "plain", timing={"warmup": 0, "iterations": 2, "repeats": 1,
                                                         "definitions": ["e2e"]})
     with ResultStore(tmp_path / "out" / "results.db") as store:
-        SweepRunner(config, store).run(resume=False)
+        run_sweep(config, store, resume=False)
         records = {r.identity.backend: r.result for r in store.records()}
     with ResultStore(tmp_path / "plain" / "results.db") as store:
-        SweepRunner(plain, store).run(resume=False)
+        run_sweep(plain, store, resume=False)
         (baseline,) = [r.result for r in store.records()]
     assert records["torch"].accuracy["samples"] == 40
     assert records["torch"].accuracy["top1"] == baseline.accuracy["top1"]
@@ -305,7 +308,7 @@ def test_imagenet_accuracy_is_checked_against_the_published_one(tmp_path: Path, 
     from harness.data.registry import open_split
     from harness.data.stream import StreamingEvalData
     from harness.models import LoadedModel, load_model
-    from harness.sweep import _Inputs, published_check
+    from harness.unit import _Inputs, published_check
 
     for k, wnid in enumerate(("n01440764", "n15075141")):  # a miniature ImageNet-1k val: tench, toilet tissue
         (tmp_path / "imagenet" / "val" / wnid).mkdir(parents=True)

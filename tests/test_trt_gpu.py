@@ -81,7 +81,7 @@ def test_tinycnn_int8_through_the_real_calibrator(tmp_path: Path) -> None:
     got = torch.cat([session.infer(x[i:i + 32]) for i in range(0, 128, 32)]).argmax(1)
     agreement = (got == ref).float().mean().item()
     assert agreement >= 0.90, f"int8 top-1 agrees with torch on only {agreement:.0%}"
-    rows = session.layer_profile(32, runs=3)
+    rows = session.iprofiler_rows(32, runs=3)
     assert rows and all(r["ms"] >= 0 for r in rows) and any(r["precision"] == "int8" for r in rows)
     assert session.info.prep_phases["build"] > 0  # type: ignore[attr-defined]
     session.close()

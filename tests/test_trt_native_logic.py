@@ -652,7 +652,7 @@ def test_activate_refuses_before_doing_any_work(tmp_path: Path) -> None:
 
 
 def test_backend_declaration() -> None:
-    assert TrtNativeBackend.name == "trt-native" and TrtNativeBackend.device == "cuda"
+    assert TrtNativeBackend.name == "trt-native" and TrtNativeBackend.devices == frozenset({"cuda"})
     assert TrtNativeBackend.precisions == ("fp32", "fp16", "bf16", "int8")
     assert backends.backend_class("trt-native") is TrtNativeBackend
 

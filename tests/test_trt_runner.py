@@ -233,7 +233,7 @@ def test_layer_profile_is_a_separate_pass_joined_to_the_inspector() -> None:
     engine = Engine()
     session = make(engine, ((1, 8, 8),), (8,), layers=summarize(LAYERS_JSON))
     timed_context = engine.contexts[0]
-    rows = session.layer_profile(4, runs=3)
+    rows = session.iprofiler_rows(4, runs=3)
     assert timed_context.profiler is None and len(engine.contexts) == 2  # its own context
     assert [(r["name"], r["precision"], r["reformat"]) for r in rows] == [
         ("conv1", "int8", False), ("Reformatting CopyNode for conv1", "fp32", True), ("fc", "fp32", False)]

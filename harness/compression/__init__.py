@@ -1,6 +1,7 @@
 """Pruning of torchvision classifiers: zero-fill, structural removal, 2:4; sizes and counts.
 
-Entry point: :func:`apply_pruning`, which dispatches on ``PruneSpec.method``.
+Entry point: :func:`apply_pruning`, which runs the pruner registered for ``PruneSpec.method``
+(:mod:`harness.compression.registry`).
 """
 
 from __future__ import annotations
@@ -12,36 +13,46 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from harness.compression.registry import (
+    IMPORTANCES,
+    NO_PRUNING,
+    TARGET_KINDS,
+    ArtifactFlags,
+    Pruner,
+    PruneInputs,
+    methods,
+    pruner_for,
+    register,
+)
 from harness.compression.semi_structured import apply_2_4, verify_2_4
 from harness.compression.sizes import SizeReport, dense_bytes, gzip_bytes, measure_sizes, sparse_bytes
-from harness.compression.spec import (
-    IMPORTANCES,
-    METHODS,
-    TARGET_KINDS,
-    ZERO_FILL_METHODS,
-    PruneReport,
-    PruneSpec,
-)
+from harness.compression.spec import PruneReport, PruneSpec
 from harness.compression.stats import count_macs, count_params, sparsity, target_weights
-from harness.compression.structural import prune_structural
-from harness.compression.zero_fill import apply_zero_fill, ln_structured_slice_fractions
+from harness.compression.zero_fill import ln_structured_slice_fractions
 
 __all__ = [
     "IMPORTANCES",
-    "METHODS",
+    "NO_PRUNING",
     "TARGET_KINDS",
-    "ZERO_FILL_METHODS",
+    "ArtifactFlags",
+    "PruneInputs",
     "PruneReport",
+    "Pruner",
     "PruneSpec",
     "SizeReport",
     "apply_2_4",
     "apply_pruning",
+    "artifact_flags",
+    "needs_gradient_batches",
     "count_macs",
     "count_params",
     "dense_bytes",
     "gzip_bytes",
     "ln_structured_slice_fractions",
     "measure_sizes",
+    "methods",
+    "pruner_for",
+    "register",
     "sparse_bytes",
     "sparsity",
     "target_weights",
@@ -76,24 +87,16 @@ def apply_pruning(
     removed_fraction: float | None = None
 
     start = time.perf_counter()
-    if spec.method == "none":
+    if spec.method == NO_PRUNING:
         if spec.amount:
             notes.append(f"method none ignores amount {spec.amount}")
-    elif spec.method in ZERO_FILL_METHODS:
-        notes += apply_zero_fill(pruned, spec, seed=seed)
-    elif spec.method == "2:4":
-        skipped = apply_2_4(pruned, spec.targets)
-        notes += [f"{name}: skipped by 2:4 ({why})" for name, why in skipped.items()]
-        verdict = verify_2_4(pruned, spec.targets)
-        pattern_ok = bool(verdict) and all(verdict.values())
-    elif spec.method == "removal":
-        result = prune_structural(
-            pruned, spec, example_input=example_input, calib_batches=calib_batches, seed=seed
-        )
-        notes += result.notes
-        notes.append("achieved sparsity = fraction of targeted weight elements removed")
-        per_layer_override = result.per_layer_removed
-        removed_fraction = result.removed_fraction
+    else:
+        step = pruner_for(spec.method).function()(
+            pruned, spec, PruneInputs(example_input=example_input,
+                                      calib_batches=None if calib_batches is None else list(calib_batches), seed=seed))
+        notes += step.notes
+        pattern_ok, removed_fraction, per_layer_override = (step.pattern_24_verified, step.removed_fraction,
+                                                            step.per_layer_removed)
 
     pruned.eval()
     prune_seconds = time.perf_counter() - start
@@ -127,3 +130,15 @@ def _macs_or_none(model: nn.Module, example_input: torch.Tensor, notes: list[str
     except Exception as exc:  # missing library, or a graph the counter cannot run
         notes.append(f"MACs not counted: {exc}")
         return None
+
+
+def artifact_flags(spec: PruneSpec) -> ArtifactFlags:
+    """What the step's pruner tells the backends (sparse weights for TensorRT's sparse tactics)."""
+    if spec.method == NO_PRUNING:
+        return ArtifactFlags()
+    return ArtifactFlags(sparse_weights=pruner_for(spec.method).sparse_weights)
+
+
+def needs_gradient_batches(spec: PruneSpec) -> bool:
+    """Whether the step's pruner needs (images, labels) batches from the calibration split."""
+    return spec.method != NO_PRUNING and pruner_for(spec.method).needs_gradient_batches(spec)

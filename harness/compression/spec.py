@@ -6,19 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness.compression.registry import IMPORTANCES, NO_PRUNING, TARGET_KINDS, pruner_for
 from harness.errors import HarnessError
-
-#: Zero-fill pruners: weights are zeroed in place, tensor shapes stay dense.
-ZERO_FILL_METHODS = ("random", "l1", "ln-structured", "l1-global")
-#: Every method name a PruneSpec accepts.
-METHODS = ("none", *ZERO_FILL_METHODS, "removal", "2:4")
-#: Channel importances for structural removal (method "removal").
-IMPORTANCES = ("random", "l1", "l2", "taylor", "bn-scale")
-#: Kinds of weights a pruner may touch: Conv*d/Linear ``.weight`` and MultiheadAttention's
-#: fused ``in_proj_weight`` (MHA's ``out_proj`` is an ``nn.Linear`` and counts as "linear").
-TARGET_KINDS = ("conv", "linear", "mha")
-#: 2:4 semi-structured sparsity always zeroes half of each group of four weights.
-SEMI_STRUCTURED_AMOUNT = 0.5
 
 
 @dataclass(frozen=True)
@@ -38,12 +27,11 @@ class PruneSpec:
     importance: str = "l1"
     round_to: int | None = None
     targets: tuple[str, ...] = TARGET_KINDS
+    #: A registered pruner's own options (sorted name/value pairs); empty for the built-ins.
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise HarnessError(
-                f"unknown pruning method '{self.method}'; use one of {', '.join(METHODS)}"
-            )
+        pruner = None if self.method == NO_PRUNING else pruner_for(self.method)  # unknown method: one line
         if isinstance(self.amount, bool) or not isinstance(self.amount, (int, float)):
             raise HarnessError(
                 f"pruning amount must be a number, got {self.amount!r}; use a value in [0, 1)"
@@ -53,10 +41,11 @@ class PruneSpec:
                 f"pruning amount {self.amount} is outside [0, 1); use e.g. 0.5 to prune half"
             )
         object.__setattr__(self, "amount", float(self.amount))
-        if self.method == "2:4" and not math.isclose(self.amount, SEMI_STRUCTURED_AMOUNT):
+        fixed = None if pruner is None else pruner.fixed_amount
+        if fixed is not None and not math.isclose(self.amount, fixed):
             raise HarnessError(
-                f"2:4 sparsity always prunes 50 % of the weights, but amount is {self.amount}; "
-                "set amount to 0.5 for method 2:4"
+                f"{self.method} always prunes {fixed:.0%} of the weights, but amount is {self.amount}; "
+                f"set amount to {fixed:g} for method {self.method}"
             )
         if isinstance(self.n, bool) or not isinstance(self.n, (int, float)) or not self.n > 0:
             raise HarnessError(
@@ -92,18 +81,29 @@ class PruneSpec:
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``l1@0.5`` or ``removal[taylor]@0.3``."""
-        if self.method == "none":
-            return "none"
-        extra = ""
-        if self.method == "ln-structured":
-            extra = f"[n={self.n},dim={self.dim}]"
-        elif self.method == "removal":
-            extra = f"[{self.importance}]"
-        return f"{self.method}{extra}@{self.amount:g}"
+        if self.method == NO_PRUNING:
+            return NO_PRUNING
+        label = pruner_for(self.method).label
+        return f"{label(self) if label else self.method}@{self.amount:g}"
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """One of a registered pruner's own options."""
+        return dict(self.options).get(name, default)
+
+    def identity_options(self) -> dict[str, Any]:
+        """The options a cell's identity (hence its key) records; empty for the unpruned model."""
+        if self.method == NO_PRUNING:
+            return {}
+        common = {"dim": self.dim, "importance": self.importance, "n": self.n, "round_to": self.round_to,
+                  "targets": list(self.targets)}
+        return {**common, **dict(self.options)} if self.options else common
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["targets"] = list(self.targets)
+        out.pop("options")
+        if self.options:
+            out["options"] = dict(self.options)
         if isinstance(self.n, float) and math.isinf(self.n):
             out["n"] = str(self.n)
         return out

@@ -1,5 +1,6 @@
-"""Executors: where a sweep's units run. The driver (this process) is always the only writer of
-the result store; executors differ in where :func:`harness.sweep.run_unit` runs.
+"""Where a sweep's units run. The driver (:mod:`harness.driver`) is always the only writer of the
+result store: it calls ``executor.run(units, run_unit, commit)``, and executors differ only in where
+``run_unit`` (:class:`harness.unit.UnitRunner`) runs and how its outcomes come back to ``commit``.
 
 * ``local`` (:mod:`harness.executors.local`): every unit here, in order. The default; never imports Ray.
 * ``ray`` (:mod:`harness.executors.ray_executor`): each unit is a Ray task on a cluster (the optional
@@ -10,25 +11,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.executors.common import EXECUTOR_KINDS, SweepTally, commit, node_info, plan_for_store, with_node
+from harness.executors.common import EXECUTOR_KINDS, Commit, Executor, RunUnit, with_node
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.config import SweepConfig
-    from harness.machine import MachineFacts
-    from harness.results import ResultStore
-    from harness.sweep import SweepObserver
+    from harness.observer import Observer
 
-__all__ = ["EXECUTOR_KINDS", "SweepTally", "commit", "node_info", "plan_for_store", "run_units", "with_node"]
+__all__ = ["EXECUTOR_KINDS", "Commit", "Executor", "RunUnit", "executor_for", "with_node"]
 
 
-def run_units(config: SweepConfig, store: ResultStore, observer: SweepObserver, *, resume: bool,
-              facts: MachineFacts | None = None) -> dict[str, int]:
-    """Run the sweep with the executor the config names (``executor.kind``); returns the counts
-    ``{"ok", "error", "skipped"}``."""
+def executor_for(config: SweepConfig, observer: Observer) -> Executor:
+    """The executor the config names (``executor.kind``)."""
     if config.executor.kind == "ray":
-        from harness.executors.ray_executor import run_ray
+        from harness.executors.ray_executor import RayExecutor
 
-        return run_ray(config, store, observer, resume=resume)
-    from harness.executors.local import run_local
+        return RayExecutor(config, observer)
+    from harness.executors.local import LocalExecutor
 
-    return run_local(config, store, observer, resume=resume, facts=facts)
+    return LocalExecutor()

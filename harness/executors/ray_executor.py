@@ -6,7 +6,7 @@
 * Each task is a streaming generator: it yields each cell's outcome as soon as the cell finishes and
   the driver (this process, the only writer of the SQLite store) commits it at once. So ``--resume``,
   crash safety and "a failing cell never loses another" hold as with the local executor.
-* A cell that raises is recorded failed by :func:`harness.sweep.run_unit` itself: Ray never sees an
+* A cell that raises is recorded failed by :func:`harness.unit.run_unit` itself: Ray never sees an
   exception and never retries it (``retry_exceptions=False``). A task whose *worker* died (killed,
   out of memory, node lost) is submitted again for its cells not yet committed, at most
   ``executor.max_retries`` times; after that its remaining cells are recorded failed. The driver does
@@ -24,19 +24,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.device_identity import node_facts
 from harness.errors import HarnessError
-from harness.executors.common import SweepTally, commit, node_info, plan_for_store, with_node
+from harness.executors.common import Commit, RunUnit, with_node
+from harness.outcome import CellOutcome
+from harness.unit import UnitRunner
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.config import SweepConfig
-    from harness.outcome import CellOutcome
-    from harness.results import ResultStore
-    from harness.sweep import Cell, SweepObserver, Unit
+    from harness.observer import Observer
+    from harness.plan import Cell, Unit
 
 RAY_EXTRA = "pip install 'pq-harness[ray]'"
 NODE_CACHE = Path("~/.cache/pq-harness")
@@ -66,7 +68,7 @@ def unit_resources(unit: Unit, cpus_per_unit: int) -> UnitResources:
     ``cpus_per_unit`` cores otherwise."""
     from backends import backend_class
 
-    if any(backend_class(cell.backend).device == "cuda" for cell in unit.cells):
+    if any("cuda" in backend_class(cell.backend).devices for cell in unit.cells):
         return UnitResources(num_cpus=1, num_gpus=1)
     return UnitResources(num_cpus=cpus_per_unit, num_gpus=0)
 
@@ -85,21 +87,20 @@ def worker_config(config: SweepConfig) -> tuple[SweepConfig, bool]:
     return config.model_copy(update=update), node_cache
 
 
-def run_unit_task(config: SweepConfig, unit: Unit, node_cache: bool, hook: UnitHook | None
+def run_unit_task(run_unit: UnitRunner, unit: Unit, node_cache: bool, hook: UnitHook | None
                   ) -> Iterator[CellOutcome]:
     """The body of a unit's Ray task (a generator: one outcome per cell, as each finishes)."""
     import ray
 
-    from harness.sweep import UnitContext, run_unit
-
     if node_cache:
-        config = config.model_copy(update={"cache_dir": NODE_CACHE.expanduser()})
+        run_unit = dataclasses.replace(
+            run_unit, config=run_unit.config.model_copy(update={"cache_dir": NODE_CACHE.expanduser()}))
     context = ray.get_runtime_context()
     ray_facts = {"ray_node_id": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
                  "worker_pid": os.getpid(), "unit_started_at": time.time()}
-    for outcome in run_unit(unit, UnitContext(config)):
+    for outcome in run_unit(unit):
         device = outcome.result.device if outcome.result is not None else None
-        yield with_node(outcome, node_info("ray", device, **ray_facts, cell_finished_at=time.time()))
+        yield with_node(outcome, node_facts("ray", device, **ray_facts, cell_finished_at=time.time()))
         if hook is not None:
             hook(unit, outcome)
 
@@ -111,87 +112,88 @@ class _Running:
     remaining: dict[str, Cell] = field(default_factory=dict)  # cell key -> cell, not yet committed
 
 
-def run_ray(config: SweepConfig, store: ResultStore, observer: SweepObserver, *, resume: bool,
-            resources: Callable[[Unit], UnitResources] | None = None, hook: UnitHook | None = None
-            ) -> dict[str, int]:
-    """Run the sweep's units as Ray tasks and commit each outcome here as it arrives.
+class RayExecutor:
+    """Runs the sweep's units as Ray tasks; the driver commits each outcome as it arrives.
 
     Connects to ``executor.address`` (``auto`` or ``HOST:PORT``), or starts a private local cluster
     when none is given, unless Ray is already initialised in this process (then that cluster is used
     and left running). ``resources`` (default :func:`unit_resources`) and ``hook`` are for tests."""
-    ray = import_ray()
-    settings = config.executor
-    units, tally = plan_for_store(config, store, resume=resume)
-    observer.planned(tally.planned, tally.skipped)
-    if not units:
-        return tally.counts()
-    started_here = False
-    if not ray.is_initialized():
-        observer.stage(f"connecting to Ray at {settings.address}" if settings.address else "starting a local Ray")
+
+    def __init__(self, config: SweepConfig, observer: Observer, *,
+                 resources: Callable[[Unit], UnitResources] | None = None, hook: UnitHook | None = None) -> None:
+        self.config, self.observer, self.resources, self.hook = config, observer, resources, hook
+
+    def run(self, units: Sequence[Unit], run_unit: RunUnit, commit: Commit) -> None:
+        if not isinstance(run_unit, UnitRunner):
+            raise HarnessError("the ray executor ships the unit function to its workers: pass a UnitRunner")
+        ray = import_ray()
+        settings = self.config.executor
+        started_here = False
+        if not ray.is_initialized():
+            self.observer.stage(f"connecting to Ray at {settings.address}" if settings.address
+                                else "starting a local Ray")
+            try:
+                ray.init(address=settings.address or "local", include_dashboard=False, log_to_driver=False)
+            except ConnectionError as exc:
+                raise HarnessError(f"cannot connect to the Ray cluster at {settings.address}: {exc}") from None
+            started_here = True
         try:
-            ray.init(address=settings.address or "local", include_dashboard=False, log_to_driver=False)
-        except ConnectionError as exc:
-            raise HarnessError(f"cannot connect to the Ray cluster at {settings.address}: {exc}") from None
-        started_here = True
-    try:
-        _drive(ray, config, store, observer, units, tally, resources, hook)
-    finally:
-        if started_here:
-            ray.shutdown()
-    return tally.counts()
+            self._drive(ray, list(units), run_unit, commit)
+        finally:
+            if started_here:
+                ray.shutdown()
 
+    def _drive(self, ray: Any, units: list[Unit], run_unit: UnitRunner, commit: Commit) -> None:
+        config, observer, hook = self.config, self.observer, self.hook
+        settings = config.executor
+        shipped_config, node_cache = worker_config(config)
+        # Workers get the config with absolute paths and no observer (they cannot reach this console).
+        shipped = UnitRunner(shipped_config)
+        task = ray.remote(run_unit_task)
+        need = self.resources or (lambda u: unit_resources(u, settings.cpus_per_unit))
 
-def _drive(ray: Any, config: SweepConfig, store: ResultStore, observer: SweepObserver, units: list[Unit],
-           tally: SweepTally, resources: Callable[[Unit], UnitResources] | None, hook: UnitHook | None) -> None:
-    from harness.outcome import CellOutcome
+        def submit(unit: Unit, attempt: int, cells: dict[str, Cell]) -> None:
+            want = need(unit)
+            gen = task.options(num_returns="streaming", num_cpus=want.num_cpus, num_gpus=want.num_gpus,
+                               max_retries=0, retry_exceptions=False).remote(shipped, unit, node_cache, hook)
+            pending[gen] = _Running(unit, attempt, cells)
 
-    settings = config.executor
-    shipped, node_cache = worker_config(config)
-    task = ray.remote(run_unit_task)
-    need = resources or (lambda u: unit_resources(u, settings.cpus_per_unit))
+        def fail_remaining(run: _Running, exc: BaseException) -> None:
+            for cell in run.remaining.values():
+                commit(CellOutcome.failed(cell.identity(config), exc))
+            run.remaining.clear()
 
-    def submit(unit: Unit, attempt: int, cells: dict[str, Cell]) -> None:
-        want = need(unit)
-        gen = task.options(num_returns="streaming", num_cpus=want.num_cpus, num_gpus=want.num_gpus,
-                           max_retries=0, retry_exceptions=False).remote(shipped, unit, node_cache, hook)
-        pending[gen] = _Running(unit, attempt, cells)
-
-    def fail_remaining(run: _Running, exc: BaseException) -> None:
-        for cell in run.remaining.values():
-            commit(store, CellOutcome.failed(cell.identity(config), exc), tally, observer)
-        run.remaining.clear()
-
-    pending: dict[Any, _Running] = {}
-    for unit in units:
-        submit(unit, 0, {cell.identity(config).key: cell for cell in unit.cells})
-    observer.stage(f"{len(units)} units on Ray")
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        gen = ready[0]
-        run = pending.pop(gen)
-        try:
-            ref = next(gen)
-        except StopIteration:
-            if run.remaining:  # cannot happen with run_unit (one outcome per cell), but never lose a cell
-                fail_remaining(run, HarnessError("the unit's task ended without a result for this cell"))
-            continue
-        try:
-            outcome = ray.get(ref)
-        except ray.exceptions.RayTaskError as exc:  # the task's own code raised outside run_unit's guards
-            fail_remaining(run, exc)
-            continue
-        except ray.exceptions.RayError as exc:  # the worker or its node died
-            if run.attempt < settings.max_retries:
-                observer.stage(f"a worker died; running the {len(run.remaining)} remaining cells of "
-                               f"{run.unit.model} {run.unit.prune.label} again (retry {run.attempt + 1} of "
-                               f"{settings.max_retries})")
-                cells = tuple(run.remaining.values())
-                submit(dataclasses.replace(run.unit, cells=cells), run.attempt + 1, dict(run.remaining))
-            else:
-                fail_remaining(run, HarnessError(
-                    f"the Ray worker running this unit died {run.attempt + 1} times (executor.max_retries="
-                    f"{settings.max_retries}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
-            continue
-        if run.remaining.pop(outcome.key, None) is not None:  # a cell is committed once, whatever happens
-            commit(store, outcome, tally, observer)
-        pending[gen] = run
+        pending: dict[Any, _Running] = {}
+        for unit in units:
+            submit(unit, 0, {cell.identity(config).key: cell for cell in unit.cells})
+        observer.stage(f"{len(units)} units on Ray")
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            gen = ready[0]
+            run = pending.pop(gen)
+            try:
+                ref = next(gen)
+            except StopIteration:
+                if run.remaining:  # cannot happen with run_unit (one outcome per cell), but never lose a cell
+                    fail_remaining(run, HarnessError("the unit's task ended without a result for this cell"))
+                continue
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:  # the task's own code raised outside run_unit's guards
+                fail_remaining(run, exc)
+                continue
+            except ray.exceptions.RayError as exc:  # the worker or its node died
+                if run.attempt < settings.max_retries:
+                    observer.stage(f"a worker died; running the {len(run.remaining)} remaining cells of "
+                                   f"{run.unit.model} {run.unit.prune.label} again (retry {run.attempt + 1} of "
+                                   f"{settings.max_retries})")
+                    cells = tuple(run.remaining.values())
+                    submit(dataclasses.replace(run.unit, cells=cells), run.attempt + 1, dict(run.remaining))
+                else:
+                    fail_remaining(run, HarnessError(
+                        f"the Ray worker running this unit died {run.attempt + 1} times (executor.max_retries="
+                        f"{settings.max_retries}): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
+                continue
+            if run.remaining.pop(outcome.key, None) is not None:  # a cell is committed once, whatever happens
+                commit(outcome)
+            pending[gen] = run

@@ -1,16 +1,7 @@
-"""The sweep: config -> units -> cell outcomes -> result store.
-
-* :func:`plan_units` splits a config into :class:`Unit` values: one model x dataset x pruning step,
-  with the cells (backend x precision x batch size) that share its pruned model.
-* :func:`run_unit` runs one unit and yields a typed :class:`~harness.outcome.CellOutcome` per cell;
-  it never touches the store, so another executor (e.g. a distributed one) can run units anywhere.
-* :func:`run_sweep` hands the units to an executor (:mod:`harness.executors`: local, the default, or
-  ray); either way each outcome is committed to the store by this process as soon as it arrives, so a
-  crash loses at most the running cells, ``--resume`` skips cells already ``ok``, and a failing cell
-  never loses another (it is recorded with its traceback).
-
-The sweep knows backends only through ``backends``; it never touches TensorRT or ONNX Runtime.
-"""
+"""Running one unit (model x dataset x pruning step): load, prune, export, then each backend x
+precision session and each of its cells. :func:`run_unit` yields one typed
+:class:`~harness.outcome.CellOutcome` per cell, failures included, and never touches the store, so
+any executor can run units anywhere (:mod:`harness.driver` commits what they yield)."""
 
 from __future__ import annotations
 
@@ -22,129 +13,32 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import backends
-from backends.base import ModelArtifact, PhaseTimes, Session, UnavailableCalibration
+from backends.base import ModelArtifact, PhaseTimes, UnavailableCalibration
 from harness.accuracy import LabelMapping
-from harness.cell_timing import build_cell_result, calibration_provenance, layer_profile, session_accuracy, time_session
+from harness.cell import CellContext, SessionAccuracy, measure_cell
+from harness.cell_timing import session_accuracy
+from harness.compression import apply_pruning, artifact_flags, needs_gradient_batches
+from harness.compression.registry import NO_PRUNING
+from harness.compression.sizes import measure_sizes
 from harness.compression.spec import PruneSpec
-from harness.config import SweepConfig, prune_specs
+from harness.config import SweepConfig
 from harness.environment import harness_commit, library_versions
 from harness.errors import HarnessError
 from harness.fingerprint import model_content_hash
+from harness.machine import MachineFacts, probe_machine
+from harness.observer import Observer, SweepObserver
 from harness.onnx_export import export_onnx
-from harness.outcome import CellIdentity, CellOutcome, CellResult
+from harness.outcome import CellOutcome
+from harness.plan import Cell, Unit
 from harness.sizes import state_dict_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
+    from backends.base import Session
     from harness.data.stream import StreamingEvalData
-    from harness.machine import MachineFacts
     from harness.models import LoadedModel
-    from harness.results import ResultStore
 
 #: Preparation phases reported with every cell (seconds; zero when a cache was reused).
 PREP_PHASES: tuple[str, ...] = ("load", "prune", "export", "calibrate", "build")
-
-
-class SweepObserver:
-    """Progress callbacks, silent by default (the CLI renders them; tests may record them)."""
-
-    def planned(self, cells: int, skipped: int) -> None:
-        """The sweep has ``cells`` cells, ``skipped`` of them finished before (--resume)."""
-
-    def stage(self, text: str) -> None:
-        """What the sweep is doing now."""
-
-    def notice(self, text: str) -> None:
-        """Something the user should see at once (e.g. waiting for another process's timing window)."""
-        self.stage(text)
-
-    def evaluated(self, done: int, total: int) -> None:
-        """Evaluation images scored so far in the current session."""
-
-    def cell_done(self, outcome: CellOutcome) -> None:
-        """A cell was committed to the store (``outcome.status`` is ok or error)."""
-
-
-# ---------------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class Cell:
-    model: str
-    dataset: str
-    prune: PruneSpec
-    backend: str
-    precision: str
-    batch_size: int
-
-    def identity(self, config: SweepConfig) -> CellIdentity:
-        return CellIdentity(
-            model=self.model, weights=config.weights, dataset=self.dataset, dataset_size=config.dataset_size,
-            pruner=self.prune.method, amount=self.prune.amount, prune_options=_prune_options(self.prune),
-            backend=self.backend, precision=self.precision, batch_size=self.batch_size,
-            calibration=config.calibration.model_dump() if self.precision == "int8" else None,
-        )
-
-
-def _prune_options(spec: PruneSpec) -> dict[str, Any]:
-    if spec.method == "none":
-        return {}
-    return {"dim": spec.dim, "importance": spec.importance, "n": spec.n, "round_to": spec.round_to,
-            "targets": list(spec.targets)}
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One model x dataset x pruning step and its cells: the piece of work an executor runs."""
-
-    model: str
-    dataset: str
-    prune: PruneSpec
-    cells: tuple[Cell, ...]
-
-
-def plan_cells(config: SweepConfig) -> list[Cell]:
-    return [
-        Cell(m, d, spec, b, p, bs)
-        for m in config.models
-        for d in config.datasets
-        for spec in prune_specs(config.pruners)
-        for b, p in config.pairs()
-        for bs in config.batch_sizes
-    ]
-
-
-def plan_units(config: SweepConfig, skip: Callable[[Cell], bool] | None = None) -> list[Unit]:
-    """The sweep's units in run order (model, dataset, pruning step); cells for which ``skip`` is
-    true (e.g. already finished, with --resume) are left out, and so are units left empty."""
-    grouped: dict[tuple[str, str, PruneSpec], list[Cell]] = {}
-    for cell in plan_cells(config):
-        if skip is None or not skip(cell):
-            grouped.setdefault((cell.model, cell.dataset, cell.prune), []).append(cell)
-    return [Unit(m, d, spec, tuple(cells)) for (m, d, spec), cells in grouped.items()]
-
-
-def preflight(config: SweepConfig, facts: MachineFacts | None = None) -> None:
-    """Fail before any work on bad input: unknown models, missing datasets, and backend/precision
-    pairs this machine cannot run (the machine is probed once)."""
-    from harness.data.registry import open_split
-    from harness.machine import probe_machine
-    from harness.models import check_custom_model, check_model_name, is_custom
-
-    facts = facts if facts is not None else probe_machine()
-    # On a Ray cluster the workers, not the driver's machine, run the sessions: each checks its own.
-    if config.executor.kind == "local":
-        for name, precision in config.pairs():
-            backends.validate_request(name, precision, facts)
-    for model in config.models:
-        check_model_name(model, weights=config.weights)
-        if is_custom(model):  # imports, builds and runs it once: a broken factory fails here, not per cell
-            check_custom_model(model)
-    for dataset in config.datasets:
-        open_split(dataset, "val", data_root=Path(config.data_root), cache_dir=Path(config.cache_dir),
-                   size=config.dataset_size, class_map=config.class_map)
-
-
-# ---------------------------------------------------------------------------------- running one unit
 
 
 @dataclass
@@ -159,11 +53,11 @@ class _Inputs:
 
 @dataclass
 class UnitContext:
-    """What units of one sweep share: the config, the observer, and the last loaded model x dataset
-    (units of the same model and dataset run one after another and reuse it)."""
+    """What units of one sweep share in one process: the config, the observer, and the last loaded
+    model x dataset (units of the same model and dataset run one after another and reuse it)."""
 
     config: SweepConfig
-    observer: SweepObserver = field(default_factory=SweepObserver)
+    observer: Observer = field(default_factory=SweepObserver)
     versions: dict[str, Any] = field(default_factory=library_versions)
     commit: str | None = field(default_factory=harness_commit)
     facts: MachineFacts | None = None  # probed once, when the first session asks
@@ -172,8 +66,6 @@ class UnitContext:
 
     def machine(self) -> MachineFacts:
         if self.facts is None:
-            from harness.machine import probe_machine
-
             self.facts = probe_machine()
         return self.facts
 
@@ -227,6 +119,29 @@ class UnitContext:
         return _Inputs(loaded, data, mapping, phases.seconds["load"])
 
 
+@dataclass(frozen=True)
+class UnitRunner:
+    """The unit function the driver hands to an executor: ``runner(unit)`` yields the unit's outcomes.
+    One :class:`UnitContext` per process (made on first use), so a Ray worker builds its own."""
+
+    config: SweepConfig
+    observer: Observer | None = None
+    facts: MachineFacts | None = None
+    _context: list[UnitContext] = field(default_factory=list, compare=False, repr=False)
+
+    def __call__(self, unit: Unit) -> Iterator[CellOutcome]:
+        if not self._context:
+            self._context.append(UnitContext(self.config, self.observer or SweepObserver(), facts=self.facts))
+        return run_unit(unit, self._context[0])
+
+    def __getstate__(self) -> dict[str, Any]:  # shipped to a worker without this process's context
+        return {"config": self.config, "observer": None, "facts": None, "_context": []}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
+
 def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
     """Run one unit: prune, then each backend x precision session, then each cell's timing.
     Yields one outcome per cell of the unit (failures included); never touches the store."""
@@ -238,7 +153,7 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
         context.observer.stage(f"{unit.model}: pruning {unit.prune.label}")
         module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
         artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
-                             sparse_weights=unit.prune.method == "2:4")
+                             sparse_weights=artifact_flags(unit.prune).sparse_weights)
     except Exception as exc:  # noqa: BLE001 - recorded for every cell of the unit
         yield from _failed(unit.cells, exc, config)
         return
@@ -257,14 +172,10 @@ def _failed(cells: list[Cell] | tuple[Cell, ...], exc: BaseException, config: Sw
 
 def _prune(context: UnitContext, loaded: LoadedModel, dataset: str, spec: PruneSpec,
            phases: PhaseTimes) -> tuple[torch.nn.Module, dict[str, Any] | None]:
-    from harness.compression import apply_pruning
-    from harness.compression.sizes import measure_sizes
-
-    if spec.method == "none":
+    """The pruned model and its report (with sizes); the unpruned step reports its sizes only."""
+    if spec.method == NO_PRUNING:
         return loaded.module, {"sizes": measure_sizes(loaded.module).to_dict()}
-    calib_batches = None
-    if spec.method == "removal" and spec.importance == "taylor":
-        calib_batches = _gradient_batches(context, loaded, dataset)
+    calib_batches = _gradient_batches(context, loaded, dataset) if needs_gradient_batches(spec) else None
     with phases.timed("prune"):
         module, report = apply_pruning(loaded.module, spec, example_input=torch.zeros(1, *loaded.input_shape),
                                        calib_batches=calib_batches)
@@ -306,7 +217,7 @@ def _artifact(context: UnitContext, loaded: LoadedModel, module: torch.nn.Module
                 del notes["cache_rebuilt"]
         return Path(notes["onnx_export"]["path"])
 
-    # A 2:4 pattern is handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
+    # Sparse weights (a 2:4 pattern) are handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
     artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
                              num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx,
                              int8_mode=context.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
@@ -340,47 +251,26 @@ def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs,
     except Exception as exc:  # noqa: BLE001
         yield from _failed(cells, exc, config)
         return
-    try:
+    with session:
         prep = prep_phases(step_phases.seconds, session.info.prep_phases)
         try:
             accuracy = _accuracy(context, session, max(c.batch_size for c in cells), inputs)
         except Exception as exc:  # noqa: BLE001 - the session cannot produce predictions: its cells fail
             yield from _failed(cells, exc, config)
             return
+        shared = CellContext(config=config, observer=context.observer, session=session, artifact=artifact,
+                             loaded=inputs.loaded, data=inputs.data, accuracy=accuracy, prune_report=prune_report,
+                             prep=prep, versions=context.versions, commit=context.commit)
         for cell in cells:
             identity = cell.identity(config)
             context.observer.stage(f"{artifact.name} {cell.prune.label}: {cell.backend} {cell.precision} "
                                    f"batch {cell.batch_size}: timing")
             try:
-                result = _cell_result(context, session, inputs, cell.batch_size, accuracy, prune_report, prep,
-                                      artifact)
+                result = measure_cell(shared, cell.batch_size)
             except Exception as exc:  # noqa: BLE001
                 yield CellOutcome.failed(identity, exc)
                 continue
             yield CellOutcome.ok(identity, result)
-    finally:
-        session.close()
-
-
-def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> dict[str, Any]:
-    """The artifact notes of a cell, with ``cache_rebuilt``: every damaged cache file its preparation
-    rebuilt (tinycnn weights, the ONNX export, and for int8 the calibration artifacts), one line each;
-    the rebuild time is in the cell's prep phases (load, export, calibrate)."""
-    notes = dict(artifact.notes)
-    rebuilt = [*loaded.notes.get("cache_rebuilt", []), *artifact.notes.get("cache_rebuilt", [])]
-    from calib import CalibrationData
-
-    if precision == "int8" and isinstance(artifact.calibration, CalibrationData):
-        calibration = artifact.calibration
-        # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it".
-        rebuilt += [n for n in calibration.notes if n.endswith("rebuilding it")]
-        # Which images calibrated it (paths relative to the dataset root; their hash is in the provenance).
-        notes["calibration"] = {"provenance": calibration.provenance, "provenance_hash": calibration.provenance_hash,
-                                "root": str(calibration.calibration_set.root),
-                                "files": calibration.calibration_set.relative_paths()}
-    if rebuilt:
-        notes["cache_rebuilt"] = list(dict.fromkeys(rebuilt))
-    return notes
 
 
 def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:
@@ -390,17 +280,12 @@ def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, 
     return {p: step.get(p, 0.0) + session.get(p, 0.0) for p in names}
 
 
-def _notice(observer: Any) -> Callable[[str], None]:
-    """Where lock-wait messages go: the observer's ``notice`` (printed by the CLI), else its ``stage``."""
-    return getattr(observer, "notice", None) or observer.stage
-
-
-def _accuracy(context: UnitContext, session: Session, batch_size: int,
-              inputs: _Inputs) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def _accuracy(context: UnitContext, session: Session, batch_size: int, inputs: _Inputs) -> SessionAccuracy:
     """Top-1 over the whole evaluation split, once per session, at the session's largest batch,
     and the top-1 prediction of every image (for agreement between cells)."""
+    note = inputs.mapping.reason or None
     if not context.config.accuracy or inputs.mapping.kind == "none":
-        return None, None
+        return SessionAccuracy(note=note)
     context.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
     accuracy, predictions = session_accuracy(session, inputs.data, inputs.mapping, batch_size,
                                              context.observer.evaluated)
@@ -409,7 +294,7 @@ def _accuracy(context: UnitContext, session: Session, batch_size: int,
     published = published_check(context.config, inputs, accuracy)
     if published is not None:
         accuracy["published"] = published
-    return accuracy, predictions
+    return SessionAccuracy(accuracy=accuracy, predictions=predictions, note=note)
 
 
 def published_check(config: SweepConfig, inputs: _Inputs, accuracy: dict[str, Any]) -> dict[str, Any] | None:
@@ -424,56 +309,8 @@ def published_check(config: SweepConfig, inputs: _Inputs, accuracy: dict[str, An
                                     accuracy.get("top5_1000"), samples=accuracy["samples"])
 
 
-def _cell_result(context: UnitContext, session: Session, inputs: _Inputs, batch_size: int,
-                 accuracy: tuple[dict[str, Any] | None, dict[str, Any] | None], prune_report: dict[str, Any] | None,
-                 prep: dict[str, float], artifact: ModelArtifact) -> CellResult:
-    """Time the cell (locked windows), then profile its layers in a separate pass."""
-    config = context.config
-    notice = _notice(context.observer)
-    timings, device_report = time_session(session, inputs.data, batch_size, config.timing, config.device_checks,
-                                          notice=notice)
-    profile = None
-    notes = cell_notes(artifact, inputs.loaded, session.info.precision)
-    if config.profile_layers:
-        context.observer.stage(f"{session.info.backend} {session.info.precision} batch {batch_size}: "
-                               "per-layer profile")
-        try:
-            profile = layer_profile(session, inputs.data, batch_size, notice=notice)
-        except Exception as exc:  # noqa: BLE001 - the timing stands; the missing profile says why
-            notes["layer_profile_error"] = f"{type(exc).__name__}: {exc}"
-    return build_cell_result(
-        session=session, timings=timings, device_report=device_report, accuracy=accuracy[0],
-        accuracy_note=inputs.mapping.reason or None, original_size_bytes=inputs.loaded.notes["state_dict_bytes"],
-        prune_report=prune_report, prep=prep, notes=notes, versions=context.versions, commit=context.commit,
-        timing_config=config.timing.model_dump(), predictions=accuracy[1], layer_profile=profile,
-        calibration=calibration_provenance(artifact.calibration) if session.info.precision == "int8" else None,
-    )
-
-
 def _rgb(path: Path) -> Any:
     from PIL import Image
 
     with Image.open(path) as img:
         return img.convert("RGB")
-
-
-# ---------------------------------------------------------------------------------- executors
-
-
-def run_sweep(config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None, *,
-              resume: bool, facts: MachineFacts | None = None) -> dict[str, int]:
-    """Run every unit with the executor the config names (``executor.kind``: local by default, or
-    ray), committing each cell's outcome here as soon as it arrives; returns ok/error/skipped counts."""
-    from harness.executors import run_units
-
-    return run_units(config, store, observer or SweepObserver(), resume=resume, facts=facts)
-
-
-class SweepRunner:
-    """The entry point the CLI and tests use (the executor comes from the config)."""
-
-    def __init__(self, config: SweepConfig, store: ResultStore, observer: SweepObserver | None = None) -> None:
-        self.config, self.store, self.observer = config, store, observer
-
-    def run(self, *, resume: bool) -> dict[str, int]:
-        return run_sweep(self.config, self.store, self.observer, resume=resume)

@@ -1,0 +1,128 @@
+"""One cell, measured and assembled: its timing windows, its per-layer profile pass, its notes, and
+the :class:`~harness.outcome.CellResult` that holds them (``node`` is added by the executor that ran it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.cell_timing import time_session
+from harness.device_identity import device_name, lock_device_id
+from harness.locks import DeviceLock
+from harness.outcome import CellResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from backends.base import ModelArtifact, Session
+    from harness.config import SweepConfig
+    from harness.data.stream import StreamingEvalData
+    from harness.models import LoadedModel
+    from harness.observer import Observer
+
+
+@dataclass(frozen=True)
+class SessionAccuracy:
+    """A session's accuracy pass: the stored ``accuracy`` mapping and the per-image predictions."""
+
+    accuracy: dict[str, Any] | None = None
+    predictions: dict[str, Any] | None = None
+    note: str | None = None  # why accuracy is absent or partial (label mapping)
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """What every cell of one session shares."""
+
+    config: SweepConfig
+    observer: Observer
+    session: Session
+    artifact: ModelArtifact
+    loaded: LoadedModel
+    data: StreamingEvalData
+    accuracy: SessionAccuracy
+    prune_report: dict[str, Any] | None
+    prep: dict[str, float]
+    versions: dict[str, Any]
+    commit: str | None
+
+
+def measure_cell(cell: CellContext, batch_size: int, *, lock_dir: Path | None = None) -> CellResult:
+    """Time the cell (locked windows), then profile its layers in a separate pass, then assemble it."""
+    config, session, observer = cell.config, cell.session, cell.observer
+    timings, device_report = time_session(session, cell.data, batch_size, config.timing, config.device_checks,
+                                          notice=observer.notice, lock_dir=lock_dir)
+    notes = cell_notes(cell.artifact, cell.loaded, session.info.precision)
+    profile = None
+    if config.profile_layers:
+        observer.stage(f"{session.info.backend} {session.info.precision} batch {batch_size}: per-layer profile")
+        try:
+            profile = layer_profile_pass(session, cell.data, batch_size, notice=observer.notice, lock_dir=lock_dir)
+        except Exception as exc:  # noqa: BLE001 - the timing stands; the missing profile says why
+            notes["layer_profile_error"] = f"{type(exc).__name__}: {exc}"
+    info = session.info
+    return CellResult(
+        accuracy=cell.accuracy.accuracy,
+        accuracy_note=cell.accuracy.note,
+        timings=timings,
+        original_size_bytes=cell.loaded.notes["state_dict_bytes"],
+        compressed_size_bytes=info.artifact_bytes,
+        pruning=cell.prune_report,
+        prep_phases_s=cell.prep,
+        prep_time_s=sum(v for k, v in cell.prep.items() if k != "load"),
+        session={"backend": info.backend, "precision": info.precision, "device": info.device,
+                 "details": info.details},
+        device=info.device,
+        device_name=device_name(info.device),
+        device_report=device_report.get("report"),
+        device_warnings=device_report.get("warnings", []),
+        versions=cell.versions,
+        harness_commit=cell.commit,
+        timing_config=config.timing.model_dump(),
+        artifact_notes=notes,
+        layer_profile=profile,
+        predictions=cell.accuracy.predictions,
+        calibration=calibration_provenance(cell.artifact.calibration) if info.precision == "int8" else None,
+    )
+
+
+def layer_profile_pass(session: Session, data: StreamingEvalData, batch_size: int, *,
+                       notice: Callable[[str], None] | None = None,
+                       lock_dir: Path | None = None) -> dict[str, Any] | None:
+    """The session's per-layer view at ``batch_size`` on a real batch, in its own pass holding the
+    device lock (so another process's window is not disturbed). None when the backend has no
+    profiler. Errors propagate (the caller records them)."""
+    batch = data.timing_inputs(batch_size, 1)[0]
+    with DeviceLock(lock_device_id(session.device), lock_dir=lock_dir, on_wait=notice):
+        return session.layer_profile(batch)
+
+
+def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> dict[str, Any]:
+    """The artifact notes of a cell, with ``cache_rebuilt``: every damaged cache file its preparation
+    rebuilt (tinycnn weights, the ONNX export, and for int8 the calibration artifacts), one line each;
+    the rebuild time is in the cell's prep phases (load, export, calibrate)."""
+    from calib import CalibrationData
+
+    notes = dict(artifact.notes)
+    rebuilt = [*loaded.notes.get("cache_rebuilt", []), *artifact.notes.get("cache_rebuilt", [])]
+    if precision == "int8" and isinstance(artifact.calibration, CalibrationData):
+        calibration = artifact.calibration
+        # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it".
+        rebuilt += [n for n in calibration.notes if n.endswith("rebuilding it")]
+        # Which images calibrated it (paths relative to the dataset root; their hash is in the provenance).
+        notes["calibration"] = {"provenance": calibration.provenance, "provenance_hash": calibration.provenance_hash,
+                                "root": str(calibration.calibration_set.root),
+                                "files": calibration.calibration_set.relative_paths()}
+    if rebuilt:
+        notes["cache_rebuilt"] = list(dict.fromkeys(rebuilt))
+    return notes
+
+
+def calibration_provenance(calibration: Any) -> dict[str, Any] | None:
+    """The artifact's calibration provenance (None when calibration is absent or unavailable)."""
+    if calibration is None:
+        return None
+    try:
+        return dict(calibration.provenance)
+    except Exception:  # noqa: BLE001 - UnavailableCalibration raises its setup error: the cell failed anyway
+        return None
