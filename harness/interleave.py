@@ -158,7 +158,8 @@ def measure_interleaved(
             rec.result.config = settings.model_copy(update={"repeats": r})
             rec.until_stable = {"converged": converged, "repeats": r, "seconds": end - start,
                                 "target_ci_pct": target.target_ci_pct, "max_seconds": target.max_seconds,
-                                "stop_reason": ("every window's CI within target" if converged
+                                "stop_reason": (f"every window's CI half-width <= target {target.target_ci_pct} %"
+                                                if converged
                                                 else f"time budget {budget:g} s for {len(windows)} windows spent")}
     info = BlockInfo(block_id=block_id, seed=seed, windows=len(windows), rounds=r, start=start, end=end,
                      lock_device=lock_device, lock_waited_s=waited, host_load=sampler.result)

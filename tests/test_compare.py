@@ -39,7 +39,7 @@ def sweep_out(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> P
         "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1],
         "backends": {"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
         "calibration": {"method": "entropy", "count": 64, "seed": 0},
-        "timing": {"warmup": 2, "iterations": 10, "repeats": 3},
+        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 2, "iterations": 10, "repeats": 3},
         "cache_dir": shared_cache, "data_root": tmp / "data", "out_dir": tmp / "out"})
     with ResultStore(tmp / "out" / "results.db") as store:
         counts = run_sweep(config, store, resume=False)

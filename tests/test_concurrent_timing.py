@@ -24,7 +24,7 @@ datasets: [shapes]
 batch_sizes: [1]
 backends: {{torch: [fp32]}}
 accuracy: false
-timing: {{warmup: 1, iterations: 20, repeats: 2}}
+timing: {{min_seconds: 0, warmup_seconds: 0, warmup: 1, iterations: 20, repeats: 2}}
 cache_dir: {cache}
 data_root: {tmp_path / 'data'}
 out_dir: {tmp_path / name}

@@ -68,7 +68,7 @@ weights: random
 datasets: [shapes]
 batch_sizes: {batch_sizes}
 backends: {{torch: [fp32]}}
-timing: {{warmup: 1, iterations: {iterations}, repeats: 1}}
+timing: {{min_seconds: 0, warmup_seconds: 0, warmup: 1, iterations: {iterations}, repeats: 1}}
 max_eval_samples: 32
 data_root: {tmp_path / 'data'}
 cache_dir: {cache or tmp_path / 'cache'}
@@ -345,7 +345,7 @@ models: [tinycnn]
 datasets: [shapes]
 batch_sizes: [1]
 backends: {{ort-cpu: [fp32, int8]}}
-timing: {{warmup: 1, iterations: 5, repeats: 1}}
+timing: {{min_seconds: 0, warmup_seconds: 0, warmup: 1, iterations: 5, repeats: 1}}
 calibration: {{method: minmax, count: 24, seed: 3}}
 max_eval_samples: 32
 data_root: {tmp_path / 'data'}
