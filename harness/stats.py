@@ -1037,10 +1037,13 @@ def pick_fastest(
     resamples: int = 2000,
     seed: int = 0,
     min_effect: float = 0.01,
+    compare: Callable[[str, str], Comparison] | None = None,
 ) -> FastestPick:
     """Name the fastest of labelled cells (label -> repeats_ns) only when it is
     significantly faster (see :func:`compare_latencies`) than the runner-up and all
-    others; otherwise report a tie."""
+    others; otherwise report a tie. ``compare(baseline_label, candidate_label)``, when
+    given, makes each comparison instead (e.g. round by round for interleaved cells, and
+    "not comparable" for cells the machine disturbed: those are never crowned)."""
     items = list(candidates.items()) if isinstance(candidates, Mapping) else list(candidates)
     if not items:
         raise HarnessError("pick_fastest needs at least one candidate")
@@ -1057,10 +1060,13 @@ def pick_fastest(
     tied = [best]
     for other in ranking[1:]:
         # baseline = other, candidate = best: speedup > 1 means best is faster
-        c = compare_latencies(
-            by_label[other], by_label[best],
-            confidence=confidence, resamples=resamples, seed=seed, min_effect=min_effect,
-        )
+        if compare is not None:
+            c = compare(other, best)
+        else:
+            c = compare_latencies(
+                by_label[other], by_label[best],
+                confidence=confidence, resamples=resamples, seed=seed, min_effect=min_effect,
+            )
         comps[other] = c
         if not (c.significant and c.faster == "candidate"):
             tied.append(other)
@@ -1074,4 +1080,7 @@ def pick_fastest(
         return FastestPick(best, tied, ranking, medians, comps, reason)
     others = ", ".join(t for t in tied if t != best)
     reason = f"no significant winner: {best} is not significantly faster than {others}"
+    blocked = [o for o in tied if o != best and comps[o].not_comparable]
+    if blocked:
+        reason += f" ({comps[blocked[0]].not_comparable})"
     return FastestPick(None, tied, ranking, medians, comps, reason)
