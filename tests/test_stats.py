@@ -411,3 +411,21 @@ def test_a_pair_disturbed_by_the_machine_is_not_comparable_and_never_significant
     assert "candidate device: GPU clocks throttled" in (not_comparable_reason(None, old) or "")
     v = assess_stability(a, "cuda", device_warnings=["GPU clocks throttled (thermal)"])
     assert v.causes == ["device"] and not_comparable_reason(v, None) is not None
+
+
+def test_pick_fastest_never_crowns_a_not_comparable_pair():
+    rng = np.random.default_rng(27)
+    fast = _rounds(rng, [0.7, 0.7, 0.7], n=100, noise=0.005)
+    slow = _rounds(rng, [1.0, 1.0, 1.0], n=100, noise=0.005)
+    cells = {"fast": fast, "slow": slow}
+    assert pick_fastest(cells).winner == "fast"
+    busy = {"stable": False, "reasons": ["host busy: other processes using CPU: harness (pid 9) 80 %"]}
+    verdicts = {"fast": busy, "slow": {"stable": True, "reasons": []}}
+
+    def judged(baseline: str, candidate: str):
+        return compare_latencies(cells[baseline], cells[candidate], resamples=300).with_stability(
+            verdicts[baseline], verdicts[candidate])
+
+    pick = pick_fastest(cells, compare=judged)
+    assert pick.winner is None and set(pick.tied) == {"fast", "slow"}
+    assert "not comparable" in pick.reason
