@@ -83,7 +83,7 @@ def run_trial(
     from harness.stats import median_ci
     from harness.timing import PerfCounterTimer, TimingSettings, measure
 
-    config = TimingSettings(warmup=warmup, iterations=iterations, repeats=1)
+    config = TimingSettings(warmup=warmup, iterations=iterations, repeats=1, min_seconds=0, warmup_seconds=0)
     timer = PerfCounterTimer()
     names = list(fns)
     out: dict[str, list[list[int]]] = {n: [] for n in names}
