@@ -176,7 +176,9 @@ def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Pat
     mount one; else ENOSPC injected at the store's write."""
     out = tmp_path / "out"
     out.mkdir()
-    cfg = _tiny_sweep(tmp_path, out, batch_sizes="[1, 2, 3, 4]", iterations=100)
+    # Four units of one cell each (a unit's cells are timed interleaved and finish together).
+    cfg = _tiny_sweep(tmp_path, out, iterations=100,
+                      extra="pruners: [{method: l1-global, amounts: [0.2, 0.4, 0.6]}]")
     db = out / "results.db"
     mounted = _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(out))
     try:
