@@ -102,7 +102,7 @@ def gpu_identity(index: int = 0) -> GpuIdentity:
     return GpuIdentity(index=index, name=torch.cuda.get_device_name(index), compute_capability=(cc[0], cc[1]))
 
 
-#: What every GPU session records as ``details["gpu_timing"]`` (issue 8 item 4): comparisons of GPU
+#: What every GPU session records as ``details["gpu_timing"]``: comparisons of GPU
 #: cells refuse to mix sessions whose ``gpu_timing`` differs.
 GPU_TIMING_ID = "cuda-events-on-session-stream/v1"
 CUDA_EVENT_TIMER = "cuda-events-on-session-stream"

@@ -10,7 +10,7 @@ import torch
 
 from backends.base import Backend, BackendOptions, ModelArtifact, PhaseTimes, Session, SessionInfo
 from harness.errors import BackendUnavailable
-from harness.sizes import state_dict_bytes
+from harness.compression.sizes import state_dict_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.machine import MachineFacts

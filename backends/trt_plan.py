@@ -3,7 +3,7 @@
 Shared by ``trt-native`` (which builds with the TensorRT API) and ``ort-trt`` (which hands the same
 plan to ONNX Runtime's TensorRT EP as provider options). Nothing here imports TensorRT.
 
-Rules the plans encode (REFERENCE.md sections 3 and 6):
+Rules the plans encode (from the TensorRT 10/11 release notes and migration guide):
 
 * TRT 10 is weakly typed: fp16/bf16 come from ``BuilderFlag.FP16``/``BF16`` on the FP32 ONNX.
   INT8 sets ``INT8`` *and* ``FP16`` (INT8 alone leaves every non-INT8 layer in FP32), for the

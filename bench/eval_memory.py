@@ -1,4 +1,4 @@
-"""Peak memory of streaming evaluation does not grow with the split's size (issue 10, item 2).
+"""Peak memory of streaming evaluation does not grow with the split's size.
 
 Generates two ImageFolder datasets of 224 px JPEGs (default 2,000 and 20,000 images) under a
 temporary folder, evaluates a small CNN over each with harness.data.stream.StreamingEvalData in a

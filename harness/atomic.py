@@ -2,7 +2,7 @@
 
 ``tempfile.mkstemp`` creates its file with mode 0600 whatever the umask; a cache
 file moved into place with that mode is unreadable to the other users sharing a
-cache volume (issue 9).  Every file written here gets ``0o666 & ~umask`` instead,
+cache volume.  Every file written here gets ``0o666 & ~umask`` instead,
 the mode ``open(path, "w")`` would have given it.
 """
 

@@ -68,7 +68,7 @@ def assemble_cell(cell: CellContext, batch_size: int, timings: list[TimingWindow
     profile = None
     work = list(heavy)
     if config.profile_layers:
-        observer.stage(f"{session.info.backend} {session.info.precision} batch {batch_size}: per-layer profile")
+        observer.status(f"{session.info.backend} {session.info.precision} batch {batch_size}: per-layer profile")
         try:
             profile = layer_profile_pass(session, cell.data, batch_size, notice=observer.notice, lock_dir=lock_dir,
                                          record=work.append)

@@ -42,7 +42,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 class _ProgressObserver:  # a harness.observer.Observer
-    """Renders the sweep: the current stage, and cells done/failed/left with a time estimate
+    """Renders the sweep: what it is doing now (``status``), and cells done/failed/left with a time estimate
     (harness.progress), the same for the local and the Ray executor."""
 
     def __init__(self, progress: Progress, task: Any) -> None:
@@ -63,7 +63,7 @@ class _ProgressObserver:  # a harness.observer.Observer
             self.eval_task = self.progress.add_task("evaluating (val images)", total=total, counts="")
         self.progress.update(self.eval_task, completed=done, total=total, visible=done < total)
 
-    def stage(self, text: str) -> None:
+    def status(self, text: str) -> None:
         self.started = True
         self.progress.update(self.task, description=text, counts=self.counts.line())
 

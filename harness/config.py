@@ -114,7 +114,10 @@ def prune_specs(pruners: list[PrunerConfig]) -> list[PruneSpec]:
     return list(dict.fromkeys([PruneSpec("none", 0.0), *(s for p in pruners for s in p.specs())]))
 
 
-class CalibrationSettings(_Strict):
+class SweepCalibration(_Strict):
+    """The sweep's ``calibration:`` block: which method, how many train-split images, which seed
+    (``calib.CalibrationSettings`` is the full settings record the calibration artifacts carry)."""
+
     method: Literal["entropy", "minmax", "percentile"] = "entropy"
     count: int = Field(default=512, ge=1)
     seed: int = 0
@@ -149,7 +152,7 @@ class SweepConfig(_Strict):
     backends: dict[BackendName, list[Precision]] = Field(default_factory=lambda: {"torch": ["fp32"]}, min_length=1)
     pruners: list[PrunerConfig] = Field(default_factory=list)
     timing: TimingSettings = Field(default_factory=TimingSettings)
-    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
+    calibration: SweepCalibration = Field(default_factory=SweepCalibration)
     int8_mode: Literal["auto", "implicit", "explicit"] = "auto"
     accuracy: bool = True
     max_eval_samples: int | None = Field(default=None, ge=1)

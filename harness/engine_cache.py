@@ -1,7 +1,7 @@
 """Cache keys for TensorRT engines and timing caches.
 
-TensorRT engines and timing caches are specific to the TensorRT version and the GPU (REFERENCE.md
-section 3); calibration caches are keyed by their own provenance in ``calib/``.
+TensorRT engines and timing caches are specific to the TensorRT version and the GPU (an engine built by
+another version or for another GPU does not load); calibration caches are keyed by their own provenance in ``calib/``.
 Every key here hashes a canonical JSON form of its fields, so the digest does not depend on dict
 order, and every field that can change what TensorRT builds changes the digest. Options that do
 not change the engine (``cuda_graph``: a runtime choice) are dropped from the key.

@@ -248,8 +248,3 @@ class HostLoadSampler:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def host_load_now(proc: Path | str = PROC) -> dict[str, Any]:
-    """A cheap instant snapshot for "before the window" records: load average and usable CPUs."""
-    return {"loadavg": loadavg(), "usable_cpus": usable_cpus(), "proc": Path(proc).is_dir()}

@@ -20,7 +20,6 @@ import torchvision
 from torch import nn
 from torchvision import transforms
 
-from harness.data.preprocess import SplitTransform, split_transform
 from harness.errors import HarnessError
 
 WEIGHT_CHOICES = ("pretrained", "random")
@@ -41,13 +40,6 @@ class LoadedModel:
     weights: str
     own_classes: list[str] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
-
-
-def transform_parts(loaded: LoadedModel) -> SplitTransform | None:
-    """The model's transform split into its uint8 part (resize, crop) and its float part
-    (ToTensor + Normalize); None for a transform of another shape. Every transform built here
-    (torchvision weights, tinycnn, custom factories) splits."""
-    return split_transform(loaded.transform)
 
 
 PUBLISHED_TOLERANCE_POINTS = 0.3

@@ -14,7 +14,7 @@ class Observer(Protocol):
     def planned(self, cells: int, skipped: int) -> None:
         """The sweep has ``cells`` cells, ``skipped`` of them finished before (--resume)."""
 
-    def stage(self, text: str) -> None:
+    def status(self, text: str) -> None:
         """What the sweep is doing now."""
 
     def notice(self, text: str) -> None:
@@ -33,11 +33,11 @@ class SweepObserver:
     def planned(self, cells: int, skipped: int) -> None:
         return None
 
-    def stage(self, text: str) -> None:
+    def status(self, text: str) -> None:
         return None
 
     def notice(self, text: str) -> None:
-        self.stage(text)
+        self.status(text)
 
     def evaluated(self, done: int, total: int) -> None:
         return None

@@ -21,7 +21,7 @@ from harness.cell import CellContext, SessionAccuracy, assemble_cell, measure_ce
 from harness.cell_timing import device_monitor, session_accuracy, window_entry
 from harness.compression import apply_pruning, artifact_flags, needs_gradient_batches
 from harness.compression.registry import NO_PRUNING
-from harness.compression.sizes import measure_sizes
+from harness.compression.sizes import measure_sizes, state_dict_bytes
 from harness.compression.spec import PruneSpec
 from harness.config import SweepConfig
 from harness.environment import harness_commit, library_versions
@@ -35,7 +35,6 @@ from harness.observer import Observer, SweepObserver
 from harness.onnx_export import export_onnx
 from harness.outcome import CellOutcome
 from harness.plan import Cell, Unit
-from harness.sizes import state_dict_bytes
 from harness.timing import timer_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -94,7 +93,7 @@ class UnitContext:
     def inputs(self, model: str, dataset: str) -> _Inputs:
         """The loaded model and data (a load failure is remembered and raised for each unit)."""
         if self._inputs_key != (model, dataset):
-            self.observer.stage(f"loading {model} and {dataset}")
+            self.observer.status(f"loading {model} and {dataset}")
             self._inputs_key = (model, dataset)
             try:
                 # Loading can mean training (tinycnn on first use): heavy work on the CPU.
@@ -164,7 +163,7 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
         inputs = context.inputs(unit.model, unit.dataset)
         step_phases = PhaseTimes()
         step_phases.add("load", inputs.load_seconds)
-        context.observer.stage(f"{unit.model}: pruning {unit.prune.label}")
+        context.observer.status(f"{unit.model}: pruning {unit.prune.label}")
         with heavy_work("cpu", f"prune {unit.prune.label}", on_wait=context.observer.notice) as pruning:
             module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
         artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
@@ -212,7 +211,7 @@ def _prepare_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inp
     (heavy work), keeping it open in ``alive``; or the failed outcomes of its cells."""
     config = context.config
     observer = context.observer
-    observer.stage(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
+    observer.status(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
     try:
         cls = backends.validate_request(backend_name, precision, context.machine())
         lock = lock_device_id("cuda") if "cuda" in getattr(cls, "devices", frozenset({"cpu"})) else "cpu"
@@ -274,7 +273,7 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
     if not specs:
         return
     lock = group[0].lock_device
-    observer.stage(f"{unit.model} {unit.prune.label}: timing {len(owners)} cell(s), {len(specs)} windows "
+    observer.status(f"{unit.model} {unit.prune.label}: timing {len(owners)} cell(s), {len(specs)} windows "
                    f"interleaved in rounds")
     monitor = device_monitor(group[0].session.device, config.device_checks)
     try:
@@ -282,7 +281,7 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
                                              notice=observer.notice, monitor=monitor)
     except Exception:  # noqa: BLE001 - find the broken cell: time each on its own
         for prepared, cell in owners:
-            observer.stage(f"{unit.model} {unit.prune.label}: {cell.backend} {cell.precision} "
+            observer.status(f"{unit.model} {unit.prune.label}: {cell.backend} {cell.precision} "
                            f"batch {cell.batch_size}: timing")
             try:
                 result = measure_cell(prepared.shared, cell.batch_size, heavy=prepared.heavy)
@@ -409,7 +408,7 @@ def _accuracy(context: UnitContext, session: Session, batch_size: int, inputs: _
     note = inputs.mapping.reason or None
     if not context.config.accuracy or inputs.mapping.kind == "none":
         return SessionAccuracy(note=note)
-    context.observer.stage(f"{session.info.backend} {session.info.precision}: accuracy")
+    context.observer.status(f"{session.info.backend} {session.info.precision}: accuracy")
     accuracy, predictions = session_accuracy(session, inputs.data, inputs.mapping, batch_size,
                                              context.observer.evaluated)
     # How the split was read (workers, uint8 pipeline, evaluation cache built or hit).

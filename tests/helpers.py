@@ -1,9 +1,34 @@
-"""Small helpers shared by the tests that watch a sweep from outside (kill, Ctrl-C, full disk)."""
+"""Helpers shared by the tests (tests never import each other: what two test files need lives here)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
+    """The `harness` command in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess | CliResult, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    message = " ".join(proc.stderr.split())
+    for needle in needles:
+        assert needle in message, message
 
 
 def committed_cells(db: Path) -> int:
@@ -37,3 +62,61 @@ BROKEN_AT_INFERENCE = (
     "def build():\n"
     "    return Broken()\n"
 )
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What an in-process `harness` run printed and returned (the fields of a CompletedProcess the tests read)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict | None = None) -> CliResult:
+    """The `harness` command in this process (typer's CliRunner): for the one-line errors, which need no
+    fresh interpreter; the tests that need one (signals, a blocked import, no network) use :func:`harness`."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def sweep_config(tmp_path: Path, cache: Path, **overrides: object):
+    """The one config factory of the tests: tinycnn on the embedded shapes set, small timing loops,
+    every path under ``tmp_path`` (the trained weights and data in ``cache``); ``overrides`` replace keys."""
+    from harness.config import load_config
+
+    values: dict[str, object] = {
+        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1, 8],
+        "backends": {"torch": ["fp32"], "ort-cpu": ["fp32"]},
+        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 2, "iterations": 5, "repeats": 2},
+        "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out",
+    }
+    values.update(overrides)
+    return load_config(None, values)
+
+
+#: The session-wide sweep (conftest ``tiny_sweep``): 3 cells at batch 1, torch fp32 and ort-cpu fp32 + int8
+#: (entropy calibration), 3 repeats so its CIs are hierarchical. Tests read it; none writes to it.
+TINY_SWEEP = {
+    "batch_sizes": [1], "backends": {"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
+    "calibration": {"method": "entropy", "count": 64, "seed": 0},
+    "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 2, "iterations": 10, "repeats": 3},
+}
+
+
+def shapes_mismatches(root: Path) -> list[str]:
+    """Files of a generated shapes copy that do not match its manifest/SHA256SUMS (empty: intact)."""
+    from harness.data.shapes import CHECKSUMS, MANIFEST, _sha256, read_checksums, read_manifest
+
+    m, files = read_manifest(root), read_checksums(root)
+    if m is None or not files or m.get("sha256") != _sha256(root / CHECKSUMS):
+        return [MANIFEST]
+    on_disk = {p.relative_to(root).as_posix() for p in root.glob("*/*/*.png")}
+    bad = [rel for rel, d in files.items() if not (root / rel).is_file() or _sha256(root / rel) != d]
+    return sorted(bad + sorted(on_disk - files.keys()))

@@ -1,6 +1,6 @@
 """harness.accuracy: count-weighted top-1, ImageNet-subset logits, label mappings, padded evaluation.
 
-Regressions (REFERENCE.md section 1): the thesis tool averaged per-batch accuracies (a partial last batch
+Regressions of the thesis tool: the thesis tool averaged per-batch accuracies (a partial last batch
 weighed as much as a full one), had ImageWoof's Border/Australian terrier indices swapped, and a partial
 last batch triggered a TensorRT engine rebuild.
 """

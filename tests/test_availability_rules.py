@@ -1,6 +1,6 @@
 """The availability rules of every backend, with made-up machines (ported from the old harness/hw.py).
 
-Each rule is ``Backend.unavailable_reason(precision, facts)`` (issue 7 contract); ``harness hw`` shows
+Each rule is ``Backend.unavailable_reason(precision, facts)``; ``harness hw`` shows
 exactly these answers. These tests need the backends with the new signature (branches core + gpu):
 they pass only after the merge.
 """
@@ -82,7 +82,7 @@ def test_ort_trt_needs_libnvinfer() -> None:
 
 
 def test_ort_trt_with_tensorrt_11_is_refused() -> None:
-    """No PyPI onnxruntime-gpu links TensorRT 11 (issue 9): with TRT 11 the TensorRT EP cannot load."""
+    """No PyPI onnxruntime-gpu links TensorRT 11: with TRT 11 the TensorRT EP cannot load."""
     t = _table(gpu_facts(onnxruntime_version="1.27.0", tensorrt_version="11.4.0.106", libnvinfer=None, gpu_cc=(9, 0)))
     assert not t["ort-trt", "fp32"].ok
     assert t["trt-native", "int8"].ok

@@ -1,6 +1,6 @@
 """CPU backends (torch, ort-cpu), the registry, and ONNX Runtime provider checks.
 
-Regressions (REFERENCE.md section 1): ONNX Runtime silently fell back from the TensorRT EP to CUDA because
+Regressions of the thesis tool: ONNX Runtime silently fell back from the TensorRT EP to CUDA because
 ``get_providers()`` was never checked; the PyTorch and ONNX Runtime paths were not timed the same way.
 """
 
@@ -377,3 +377,47 @@ def test_unavailable_calibration_raises_its_error_from_every_method(tmp_path: Pa
         assert info.value is error
     with pytest.raises(AttributeError):
         calibration.no_such_method  # noqa: B018 - not a catch-all any more
+
+
+# --------------------------------------------------------------------------- typed capabilities
+
+
+def test_devices_are_sets_and_every_backend_names_its_own() -> None:
+    devices = {name: backend_class(name).devices for name in BACKEND_NAMES}
+    assert devices == {"torch": {"cpu", "cuda"}, "ort-cpu": {"cpu"}, "ort-cuda": {"cuda"}, "ort-trt": {"cuda"},
+                       "trt-native": {"cuda"}}
+    assert all(isinstance(d, frozenset) for d in devices.values())
+
+
+def test_unavailable_reason_needs_the_machine_facts_and_never_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    import harness.machine
+    from harness.machine import MachineFacts
+    from tests.facts import gpu_facts
+
+    def no_probe() -> None:
+        raise AssertionError("unavailable_reason probed the machine")
+
+    monkeypatch.setattr(harness.machine, "probe_machine", no_probe)
+    for name in BACKEND_NAMES:
+        cls = backend_class(name)
+        assert inspect.signature(cls.unavailable_reason).parameters["facts"].default is inspect.Parameter.empty
+        for precision in ("fp32", "fp16", "bf16", "int8"):
+            for facts in (gpu_facts(), MachineFacts()):  # a reason or None, never a probe
+                cls.unavailable_reason(precision, facts)
+
+
+def test_sessions_profile_their_own_layers_and_close_as_context_managers(artifact: ModelArtifact,
+                                                                         tmp_path: Path) -> None:
+    batch = _batch(4, seed=3)
+    with OrtCpuBackend().activate(artifact, "fp32", (4,), tmp_path) as ort_session:
+        profile = ort_session.layer_profile(batch)
+    assert profile is not None and profile["source"] == "onnxruntime-profiler" and profile["batch_size"] == 4
+    assert profile["layers"] and {r["op_type"] for r in profile["by_op_type"]} >= {"Conv"}
+
+    closed: list[bool] = []
+    with TorchBackend({"device": "cpu"}).activate(artifact, "fp32", (4,), tmp_path) as torch_session:
+        torch_session.close = lambda: closed.append(True)  # type: ignore[method-assign]
+        assert torch_session.layer_profile(batch) is None  # torch has no per-layer profiler here
+    assert closed == [True]

@@ -419,7 +419,7 @@ def test_build_calibration_artifacts(dataset: Path, fp32_onnx: Path, tmp_path: P
 
 
 
-# -- calibration parity (issue 8 item 5) ---------------------------------------------------------
+# -- calibration parity ------------------------------------------------------------------------
 
 
 def _activation_scales(path: Path) -> dict[str, float]:

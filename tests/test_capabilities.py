@@ -117,12 +117,6 @@ def test_implicit_int8_deprecated_in_10_1_and_removed_in_11() -> None:
 def test_fp16_on_trt11_needs_an_fp16_onnx() -> None:
     s = caps.trt_precision_support("11.4.0", A100)["fp16"]
     assert s.ok and "FP16 ONNX" in s.reason and "strongly typed" in s.reason
-    assert caps.trt_required_onnx("11.4.0", "fp16") == "fp16"
-    assert caps.trt_required_onnx("11.4.0", "bf16") == "bf16"
-    assert caps.trt_required_onnx("11.4.0", "int8") == "qdq"
-    assert caps.trt_required_onnx("10.15.1", "fp16") == "fp32"
-    assert caps.trt_required_onnx("10.15.1", "int8") == "fp32"
-    assert caps.trt_required_onnx("10.15.1", "int8-explicit") == "qdq"
 
 
 def test_default_int8_mode() -> None:

@@ -17,6 +17,7 @@ from backends.torch_eager import TorchBackend, TorchSession
 from harness.config import load_config
 from harness.outcome import CellResult, decode_predictions
 from harness.plan import plan_units
+from tests.helpers import sweep_config
 from harness.unit import UnitContext, run_unit
 
 #: Every call the recording session saw: (kind, argument type, batch rows, epoch time).
@@ -56,14 +57,8 @@ class RecordingBackend(TorchBackend):
 
 
 def _config(tmp_path: Path, cache: Path, **extra: object):
-    overrides = {
-        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [2],
-        "backends": {"torch": ["fp32"]}, "accuracy": False,
-        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3, "repeats": 2},
-        "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out",
-    }
-    overrides.update(extra)
-    return load_config(None, overrides)
+    return sweep_config(tmp_path, cache, **{"batch_sizes": [2], "backends": {"torch": ["fp32"]}, "accuracy": False,
+                                            "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3, "repeats": 2}, **extra})
 
 
 def _run(config) -> list:  # noqa: ANN001
@@ -78,6 +73,7 @@ def _private_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PQ_HARNESS_LOCK_DIR", str(tmp_path / "locks"))
 
 
+@pytest.mark.slow
 def test_compute_times_run_on_staged_batches_and_e2e_times_infer_on_host_tensors(
         tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(backends.names.BACKEND_CLASSES, "torch", "tests.test_cell_timing:RecordingBackend")
@@ -103,6 +99,7 @@ def test_compute_times_run_on_staged_batches_and_e2e_times_infer_on_host_tensors
         assert sum(1 for c in block if c[0] == kind) == per_window
 
 
+@pytest.mark.slow
 def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Path, shared_cache: Path) -> None:
     from harness.results import flat_rows
 
@@ -128,6 +125,7 @@ def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Pa
         assert row["ci_method"] == "hierarchical" and row["until_stable_converged"] is None
 
 
+@pytest.mark.slow
 def test_until_stable_adds_repeats_and_records_convergence(tmp_path: Path, shared_cache: Path) -> None:
     timing = {"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 5, "repeats": 3, "definitions": ["compute"],
               "until_stable": {"target_ci_pct": 10_000.0, "max_seconds": 60.0}}
@@ -150,6 +148,7 @@ def test_until_stable_adds_repeats_and_records_convergence(tmp_path: Path, share
     assert until["repeats"] < 1000  # stopped by the budget, not by the repeat cap
 
 
+@pytest.mark.slow
 def test_ort_cpu_layer_profiles_predictions_and_int8_calibration(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, accuracy=True, backends={"ort-cpu": ["fp32", "int8"]},
                      timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["compute"]},
@@ -177,6 +176,7 @@ def test_ort_cpu_layer_profiles_predictions_and_int8_calibration(tmp_path: Path,
     assert calibration["calibration"] and calibration["calib_file_list_hash"]
 
 
+@pytest.mark.slow
 def test_layer_profiling_can_be_switched_off(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, backends={"ort-cpu": ["fp32"]}, profile_layers=False,
                      timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 1, "repeats": 1, "definitions": ["e2e"]})

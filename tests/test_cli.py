@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import signal
 import sqlite3
@@ -10,63 +12,49 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REPO, write_config
-from tests.helpers import committed_cells
-
-
-def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd or REPO, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    message = " ".join(proc.stderr.split())
-    for needle in needles:
-        assert needle in message, message
+from tests.helpers import REPO, assert_one_line_error, committed_cells, harness, run_cli, write_config
 
 
 def test_unknown_model_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = harness("run", "--model", "resnet9000", "--out", str(tmp_path), "--weights", "random")
+    proc = run_cli("run", "--model", "resnet9000", "--out", str(tmp_path), "--weights", "random")
     assert_one_line_error(proc, "unknown model 'resnet9000'", "harness models")
 
 
 def test_gpu_backend_without_gpu_is_a_one_line_error(tmp_path: Path) -> None:
     for backend, precision in (("trt-native", "int8"), ("ort-trt", "fp16"), ("ort-cuda", "fp32"),
                                ("torch", "fp16")):
-        proc = harness("run", "--backend", backend, "--precision", precision, "--out", str(tmp_path))
+        proc = run_cli("run", "--backend", backend, "--precision", precision, "--out", str(tmp_path))
         assert_one_line_error(proc, f"backend '{backend}' cannot run here")
     assert not (tmp_path / "results.db").exists(), "no work may start before the check"
 
 
 def test_impossible_combination_fails_before_work(tmp_path: Path) -> None:
-    proc = harness("run", "--backend", "torch", "--precision", "int8", "--out", str(tmp_path))
+    proc = run_cli("run", "--backend", "torch", "--precision", "int8", "--out", str(tmp_path))
     assert_one_line_error(proc, "torch", "int8")
 
 
 def test_malformed_config_names_the_key(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "c.yaml", "models: [tinycnn]\ntiming:\n  warmpu: 3\n")
-    assert_one_line_error(harness("run", "--config", str(cfg)), "timing.warmpu", "unknown key")
+    assert_one_line_error(run_cli("run", "--config", str(cfg)), "timing.warmpu", "unknown key")
     cfg2 = write_config(tmp_path / "d.yaml", "backends: {tensorrt: [fp32]}\n")
-    assert_one_line_error(harness("run", "--config", str(cfg2)), "backends", "ort-cpu")
+    assert_one_line_error(run_cli("run", "--config", str(cfg2)), "backends", "ort-cpu")
     cfg3 = write_config(tmp_path / "e.yaml", "models: [tinycnn\n")
-    assert_one_line_error(harness("run", "--config", str(cfg3)), "not valid YAML")
+    assert_one_line_error(run_cli("run", "--config", str(cfg3)), "not valid YAML")
 
 
 def test_backend_option_typo_is_a_one_line_error_naming_the_allowed_options(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "t.yaml", "backend_options:\n  torch: {chanels_last: true}\n")
-    assert_one_line_error(harness("run", "--config", str(cfg), "--out", str(tmp_path / "o")),
+    assert_one_line_error(run_cli("run", "--config", str(cfg), "--out", str(tmp_path / "o")),
                           "backend_options.torch", "unknown option 'chanels_last'",
                           "device", "channels_last", "compile", "compile_mode")
     cfg2 = write_config(tmp_path / "o.yaml", "backends: [ort-cpu]\nbackend_options:\n  ort-cpu: {thread: 2}\n")
-    assert_one_line_error(harness("run", "--config", str(cfg2), "--out", str(tmp_path / "o")),
+    assert_one_line_error(run_cli("run", "--config", str(cfg2), "--out", str(tmp_path / "o")),
                           "backend_options.ort-cpu", "unknown option 'thread'", "allowed: threads")
     assert not (tmp_path / "o").exists(), "no work may start before the check"
 
 
 def test_missing_dataset_gives_fetch_hint(tmp_path: Path) -> None:
-    proc = harness("run", "--model", "resnet18", "--weights", "random", "--dataset", "imagenette",
+    proc = run_cli("run", "--model", "resnet18", "--weights", "random", "--dataset", "imagenette",
                    "--data-root", str(tmp_path / "nodata"), "--out", str(tmp_path / "out"))
     assert_one_line_error(proc, "harness data fetch imagenette")
     assert not (tmp_path / "out" / "results.db").exists()
@@ -76,11 +64,12 @@ def test_help_has_examples() -> None:
     commands = (["run"], ["demo"], ["models"], ["datasets"], ["data", "fetch"], ["data", "list"], ["results", "show"],
                 ["results", "export"], ["calib"], ["report"], ["compare"], ["hw"])
     for cmd in commands:
-        proc = harness(*cmd, "--help")
+        proc = run_cli(*cmd, "--help")
         assert proc.returncode == 0
         assert "Example" in proc.stdout and f"harness {cmd[0]}" in proc.stdout, cmd
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_finishes_each_cell_once(tmp_path: Path, shared_cache: Path) -> None:
     """kill -9 as soon as the first cell is committed, then --resume: every cell exactly once, all ok.
 
@@ -118,6 +107,7 @@ out_dir: {out}
     assert rows == (4, 4, 4)
 
 
+@pytest.mark.slow
 def test_calib_command_builds_artifacts_with_provenance(tmp_path: Path, shared_cache: Path) -> None:
     proc = harness("calib", "--model", "tinycnn", "--dataset", "shapes", "--count", "64", "--method", "minmax",
                    "--cache-dir", str(shared_cache), "--data-root", str(tmp_path))
@@ -128,9 +118,10 @@ def test_calib_command_builds_artifacts_with_provenance(tmp_path: Path, shared_c
 
 
 def test_report_command_without_results_is_a_one_line_error(tmp_path: Path) -> None:
-    assert_one_line_error(harness("report", "--out", str(tmp_path)), "no results database")
+    assert_one_line_error(run_cli("report", "--out", str(tmp_path)), "no results database")
 
 
+@pytest.mark.slow
 def test_uncached_pretrained_weights_fail_before_work_offline(tmp_path: Path) -> None:
     """No network and no cached weights: a one-line error that says how to get them, before any cell runs."""
     env = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": "http://127.0.0.1:9",
@@ -141,6 +132,7 @@ def test_uncached_pretrained_weights_fail_before_work_offline(tmp_path: Path) ->
     assert not (tmp_path / "out" / "results.db").exists()
 
 
+@pytest.mark.slow
 def test_data_fetch_offline_says_so(tmp_path: Path) -> None:
     env = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
            "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
@@ -148,6 +140,7 @@ def test_data_fetch_offline_says_so(tmp_path: Path) -> None:
     assert_one_line_error(proc, "offline", "imagewoof2-160")
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_sweep_is_a_clean_message(tmp_path: Path, shared_cache: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--model", "tinycnn", "--backend", "torch",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,34 +22,22 @@ from harness.compare import (
     table_rows,
     to_markdown,
 )
-from harness.config import load_config
 from harness.errors import HarnessError
 from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
+from tests.helpers import CliResult, run_cli
 from harness.results import ResultStore
-from harness.driver import run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def sweep_out(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """One real sweep per module: 3 cells at batch 1, few iterations, 3 repeats (hierarchical CIs)."""
-    tmp = tmp_path_factory.mktemp("compare-sweep")
-    config = load_config(None, {
-        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1],
-        "backends": {"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
-        "calibration": {"method": "entropy", "count": 64, "seed": 0},
-        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 2, "iterations": 10, "repeats": 3},
-        "cache_dir": shared_cache, "data_root": tmp / "data", "out_dir": tmp / "out"})
-    with ResultStore(tmp / "out" / "results.db") as store:
-        counts = run_sweep(config, store, resume=False)
-    assert counts["ok"] == 3, counts
-    return tmp / "out"
+@pytest.fixture
+def sweep_out(tiny_sweep: Path) -> Path:
+    """The session's sweep: 3 cells at batch 1, few iterations, 3 repeats (hierarchical CIs)."""
+    return tiny_sweep
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, check=False)
+def _cli(*args: str) -> CliResult:
+    return run_cli(*args)
 
 
 def _compare_json(out: Path, baseline: str, candidate: str, *extra: str) -> list[dict[str, Any]]:
@@ -90,6 +77,7 @@ def _check_pair(row: dict[str, Any], predictions_stored: bool) -> None:
         assert side["ci_method"] == "hierarchical"
 
 
+@pytest.mark.slow
 def test_compare_backends_pairs_same_precision(sweep_out: Path) -> None:
     rows = _compare_json(sweep_out, "backend=torch", "backend=ort-cpu")
     e2e = _compare_json(sweep_out, "backend=torch", "backend=ort-cpu", "--definition", "e2e")
@@ -112,6 +100,7 @@ def test_compare_backends_pairs_same_precision(sweep_out: Path) -> None:
     assert set(by_status) == {"paired", "unpaired-candidate"}
 
 
+@pytest.mark.slow
 def test_compare_precisions_pairs_across_calibration(sweep_out: Path, tmp_path: Path) -> None:
     md = tmp_path / "cmp.md"
     rows = _compare_json(sweep_out, "precision=fp32", "precision=int8", "--md", str(md))
@@ -128,6 +117,7 @@ def test_compare_precisions_pairs_across_calibration(sweep_out: Path, tmp_path: 
     assert "unpaired-baseline" in text and "bootstrap" in text
 
 
+@pytest.mark.slow
 def test_compare_table_prints_cis_and_test(sweep_out: Path) -> None:
     proc = _cli("compare", "--out", str(sweep_out), "--baseline", "backend=torch", "--candidate", "backend=ort-cpu")
     assert proc.returncode == 0, proc.stderr
@@ -145,6 +135,7 @@ def test_compare_table_prints_cis_and_test(sweep_out: Path) -> None:
     (("--baseline", "backend", "--candidate", "backend=torch"), "is not KEY=VALUE"),
     (("--baseline", "backend=torch", "--candidate", "backend=ort-cpu", "--definition", "wall"), "unknown timing"),
 ])
+@pytest.mark.slow
 def test_bad_selectors_exit_2_with_one_line(sweep_out: Path, args: tuple[str, ...], needle: str) -> None:
     proc = _cli("compare", "--out", str(sweep_out), *args)
     assert proc.returncode == 2

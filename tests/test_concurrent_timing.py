@@ -5,6 +5,8 @@ intervals stored in both databases prove it."""
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -18,6 +20,9 @@ from harness.locks import DeviceLock
 from harness.results import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+pytestmark = pytest.mark.slow  # two real harness processes timing at once
 
 
 def _config(tmp_path: Path, cache: Path, name: str) -> Path:

@@ -16,7 +16,7 @@ from harness import hw
 from harness.hw import collect as hw_collect
 from harness.machine import MachineFacts, probe_machine
 from tests.facts import gpu_facts
-from tests.test_nvml import FakeNvml
+from tests.fake_nvml import FakeNvml
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 

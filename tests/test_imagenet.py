@@ -128,7 +128,7 @@ def test_imagenet_is_listed() -> None:
 # --------------------------------------------------------------------------- published accuracy
 
 
-PUB1, PUB5 = 69.758, 89.078  # ResNet18_Weights.IMAGENET1K_V1 (REFERENCE.md section 10)
+PUB1, PUB5 = 69.758, 89.078  # ResNet18_Weights.IMAGENET1K_V1, as torchvision publishes them
 
 
 @pytest.mark.parametrize("weights", ["pretrained", "ResNet18_Weights.IMAGENET1K_V1", ResNet18_Weights.IMAGENET1K_V1])

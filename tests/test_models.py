@@ -1,6 +1,6 @@
 """harness.models: torchvision by name, aux heads off, offline-friendly pretrained errors, custom factories.
 
-Regression context (REFERENCE.md section 1): the thesis tool needed network access at run time
+Regression context: the thesis tool needed network access at run time
 (torch.hub); a missing pretrained checkpoint must be a clear error pointing at ``--weights random``.
 """
 
@@ -216,7 +216,7 @@ def test_custom_file_that_fails_to_import(tmp_path: Path) -> None:
 
 
 def test_every_built_transform_splits_into_uint8_and_normalise(tmp_path: Path) -> None:
-    from harness.models import transform_parts
+    from harness.data.preprocess import split_transform
 
     src = tmp_path / "mynets.py"
     src.write_text(_FACTORY_SOURCE)
@@ -224,7 +224,7 @@ def test_every_built_transform_splits_into_uint8_and_normalise(tmp_path: Path) -
     img = Image.fromarray(torch.randint(0, 256, (211, 333, 3), generator=gen, dtype=torch.uint8).numpy())
     for name in ("tinycnn", "inception_v3", f"{src}:make_small"):
         loaded = _load(name, tmp_path)
-        parts = transform_parts(loaded)
+        parts = split_transform(loaded.transform)
         assert parts is not None, name
         u8 = parts.to_uint8(img)
         assert u8.dtype == torch.uint8 and tuple(u8.shape) == loaded.input_shape, name

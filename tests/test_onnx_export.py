@@ -1,6 +1,6 @@
 """harness.onnx_export: opset >= 17, named I/O, dynamic batch, verification and the content-keyed cache.
 
-Regression context (REFERENCE.md section 1): the thesis tool's TensorRT profile was built for one batch
+Regression context: the thesis tool's TensorRT profile was built for one batch
 size; our exports keep a dynamic batch axis so every batch size (and a partial batch) runs one model.
 """
 
@@ -127,7 +127,7 @@ def test_odd_names_give_safe_file_names(tmp_path: Path) -> None:
     assert "/" not in result.path.name[:-5] and ":" not in result.path.name and " " not in result.path.name
 
 
-# -- caches that heal (issue 9) ------------------------------------------------------------------
+# -- caches that heal ----------------------------------------------------------------------------
 
 
 def test_truncated_export_is_rebuilt_not_a_parse_error(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ def test_cached_export_respects_the_umask(tmp_path: Path) -> None:
     assert sidecar_of(result.path).stat().st_mode & 0o777 == 0o644
 
 
-# -- the disagreement check (issue 9 acceptance) ------------------------------------------------
+# -- the disagreement check -------------------------------------------------------------------
 
 
 class _ScaleByFirstElement(nn.Module):

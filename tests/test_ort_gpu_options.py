@@ -22,7 +22,7 @@ from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombinat
 SHAPE = (3, 224, 224)
 TRT_VERSIONS = ("10.4.0", "10.15.1.29", "11.4.0.106")
 
-#: REFERENCE.md section 5, plus the device and stream keys both GPU providers take.
+#: The TensorRT EP options of the ONNX Runtime documentation, plus the device and stream keys both GPU providers take.
 TRT_EP_KEYS = {
     "trt_fp16_enable", "trt_int8_enable", "trt_int8_calibration_table_name", "trt_int8_use_native_calibration_table",
     "trt_engine_cache_enable", "trt_engine_cache_path", "trt_timing_cache_enable", "trt_timing_cache_path",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SOURCES = sorted(p for d in ("harness", "backends", "calib", "bench") for p in (REPO / d).rglob("*.py"))
 

@@ -19,12 +19,15 @@ from harness.results import ResultStore
 from harness.driver import run_sweep
 from harness.observer import SweepObserver
 from harness.plan import plan_cells
-from tests.conftest import REPO, write_config
+from tests.helpers import REPO, write_config
 
 ray = pytest.importorskip("ray")
 
 from harness.executors.ray_executor import RayExecutor, UnitResources  # noqa: E402
 from tests.helpers import BROKEN_AT_INFERENCE, committed_cells
+
+
+pytestmark = pytest.mark.slow  # real sweeps on a local Ray cluster
 
 
 @pytest.fixture(scope="module")

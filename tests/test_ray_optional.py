@@ -3,11 +3,13 @@ one-line error naming the extra. Runs whether or not Ray is installed (Ray is hi
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 HIDE_RAY = "import sys; sys.modules['ray'] = None\n"  # `import ray` now raises ImportError
 
@@ -18,6 +20,7 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_local_executor_and_cli_never_import_ray() -> None:
     done = _python("import sys\n"
                    "import harness.cli, harness.driver, harness.executors, harness.executors.local\n"
@@ -28,6 +31,7 @@ def test_local_executor_and_cli_never_import_ray() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_ray_executor_without_ray_is_a_one_line_error_naming_the_extra(tmp_path) -> None:
     done = _python(HIDE_RAY + "from harness.cli import main\nsys.argv[0] = 'harness'\nmain()\n",
                    "run", "--executor", "ray", "--out", str(tmp_path / "out"))

@@ -1,4 +1,4 @@
-"""Faults a user meets (issue 9): environment faults, literal messages, custom-model preflight,
+"""Faults a user meets: environment faults, literal messages, custom-model preflight,
 one writer per output directory, damaged caches rebuilt through a real sweep.
 
 Each test reproduces the fault through the real `harness` command (subprocesses, real files)."""
@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, write_config
+from tests.helpers import REPO, CliResult, assert_one_line_error, harness, run_cli, write_config
 from tests.helpers import committed_cells
-from tests.test_cli import assert_one_line_error, harness
 
 
 def _block_module(tmp_path: Path, module: str) -> dict[str, str]:
@@ -30,6 +29,7 @@ def _block_module(tmp_path: Path, module: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------- literal messages
 
 
+@pytest.mark.slow
 def test_missing_extra_hint_prints_its_brackets(tmp_path: Path) -> None:
     """The hint `pip install 'pq-harness[ort-cpu]'` once printed as `pip install 'pq-harness'`."""
     proc = harness("calib", "--model", "tinycnn", "--weights", "random", "--data-root", str(tmp_path / "data"),
@@ -40,19 +40,19 @@ def test_missing_extra_hint_prints_its_brackets(tmp_path: Path) -> None:
 def test_paths_with_brackets_print_literally(tmp_path: Path) -> None:
     for name in ("x[bold]y", "runs[abc]", "a[/]b"):
         out = tmp_path / name
-        proc = harness("results", "show", "--out", str(out))
+        proc = run_cli("results", "show", "--out", str(out))
         assert_one_line_error(proc, f"no results database at {out / 'results.db'}")
 
 
 def test_flag_errors_name_the_flag_and_the_allowed_values(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert_one_line_error(harness("run", "--precision", "int3", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--precision", "int3", "--out", str(out)),
                           "--precision: 'int3' is not one of fp32, fp16, bf16, int8")
-    assert_one_line_error(harness("run", "--backend", "onnx", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--backend", "onnx", "--out", str(out)),
                           "--backend: 'onnx' is not one of torch, ort-cpu, ort-cuda, ort-trt, trt-native")
-    assert_one_line_error(harness("run", "--weights", "imagenet", "--out", str(out)),
+    assert_one_line_error(run_cli("run", "--weights", "imagenet", "--out", str(out)),
                           "--weights: 'imagenet' is not one of pretrained, random")
-    assert_one_line_error(harness("run", "--batch-size", "0", "--out", str(out)), "--batch-size: 0 must be >= 1")
+    assert_one_line_error(run_cli("run", "--batch-size", "0", "--out", str(out)), "--batch-size: 0 must be >= 1")
     assert not out.exists(), "no work may start before the check"
 
 
@@ -76,7 +76,7 @@ out_dir: {out}
 {extra}""")
 
 
-def assert_environment_fault(proc: subprocess.CompletedProcess, code: int, *needles: str) -> str:
+def assert_environment_fault(proc: subprocess.CompletedProcess | CliResult, code: int, *needles: str) -> str:
     """One line (no traceback), the exit code, and the traceback kept in a named log file."""
     assert proc.returncode == code, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
@@ -93,7 +93,7 @@ def test_out_under_an_existing_file_is_one_line(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("not a directory")
     cfg = _tiny_sweep(tmp_path, afile / "out")
-    assert_environment_fault(harness("run", "--config", str(cfg)), 2, "cannot create the output directory",
+    assert_environment_fault(run_cli("run", "--config", str(cfg)), 2, "cannot create the output directory",
                              str(afile / "out"), "Not a directory", "no cell ran")
     assert afile.read_text() == "not a directory"
 
@@ -109,7 +109,7 @@ def test_database_from_a_newer_schema_is_refused_untouched(tmp_path: Path) -> No
     db.commit()
     db.close()
     cfg = _tiny_sweep(tmp_path, out)
-    assert_environment_fault(harness("run", "--config", str(cfg), "--resume"), 2, "newer PQ Harness",
+    assert_environment_fault(run_cli("run", "--config", str(cfg), "--resume"), 2, "newer PQ Harness",
                              "schema 99", "1 finished cell(s) are safe")
     db = sqlite3.connect(out / "results.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 99
@@ -120,6 +120,7 @@ def _mount(*args: str) -> bool:
     return os.geteuid() == 0 and subprocess.run(["mount", *args], capture_output=True, check=False).returncode == 0
 
 
+@pytest.mark.slow
 def test_read_only_database_is_one_line_and_keeps_its_cells(tmp_path: Path) -> None:
     out = tmp_path / "out"
     cfg = _tiny_sweep(tmp_path, out)
@@ -170,6 +171,7 @@ _results.ResultStore.put = _full_after_one
 """
 
 
+@pytest.mark.slow
 def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Path) -> None:
     """The results disk fills after the first cell: one line (exit 1) naming the safe cells and --resume;
     the committed cell survives and --resume finishes the rest. A real tiny tmpfs where this process may
@@ -217,6 +219,7 @@ def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Pat
 # ---------------------------------------------------------------------------------- one writer per --out
 
 
+@pytest.mark.slow
 def test_second_sweep_into_a_locked_out_is_refused_before_work(tmp_path: Path) -> None:
     """This test process holds the directory's lock (as a running sweep does): a sweep into it is refused."""
     from harness.locks import OutDirLock
@@ -230,6 +233,7 @@ def test_second_sweep_into_a_locked_out_is_refused_before_work(tmp_path: Path) -
     assert not (out / "results.db").exists()
 
 
+@pytest.mark.slow
 def test_two_sweeps_into_one_out_never_measure_a_cell_twice(tmp_path: Path) -> None:
     """Two real processes: the second (--wait) queues behind the first and skips every cell it finished."""
     out = tmp_path / "out"
@@ -302,6 +306,7 @@ def test_custom_model_preflight_names_the_file_and_the_reason(tmp_path: Path, fa
     assert str(src) in str(info.value) and reason in str(info.value), info.value
 
 
+@pytest.mark.slow
 def test_custom_model_preflight_accepts_a_working_factory(tmp_path: Path) -> None:
     src = tmp_path / "nets.py"
     src.write_text(_CUSTOM.replace("good.input_size = 32", ""))
@@ -312,6 +317,7 @@ def test_custom_model_preflight_accepts_a_working_factory(tmp_path: Path) -> Non
     _preflight(tmp_path, f"{src}:good")
 
 
+@pytest.mark.slow
 def test_broken_custom_model_fails_before_any_cell_runs(tmp_path: Path) -> None:
     src = tmp_path / "broken.py"
     src.write_text("import torch\n\ndef build():\n    return torch.nn.Linear(4, 2\n")
@@ -377,6 +383,7 @@ def cached_runs(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) ->
             "connects": log.read_text() if log.exists() else ""}
 
 
+@pytest.mark.slow
 def test_a_cached_run_opens_no_network_connection(cached_runs: dict) -> None:
     second = cached_runs["second"]
     assert second.returncode == 0, second.stdout + second.stderr
@@ -384,6 +391,7 @@ def test_a_cached_run_opens_no_network_connection(cached_runs: dict) -> None:
     assert all(c["status"] == "ok" for c in _cells(cached_runs["tmp"] / "second"))
 
 
+@pytest.mark.slow
 def test_prep_time_counts_calibration_built_in_activate_and_zero_when_reused(cached_runs: dict) -> None:
     first = {c["identity"]["precision"]: c["result"] for c in cached_runs["first"]}
     second = {c["identity"]["precision"]: c["result"] for c in _cells(cached_runs["tmp"] / "second")}
@@ -395,6 +403,7 @@ def test_prep_time_counts_calibration_built_in_activate_and_zero_when_reused(cac
     assert second["int8"]["prep_time_s"] < built
 
 
+@pytest.mark.slow
 def test_every_calibration_image_is_from_the_train_split(cached_runs: dict) -> None:
     from calib.calibset import file_list_hash
     from harness.data.registry import open_split
@@ -416,6 +425,7 @@ def test_every_calibration_image_is_from_the_train_split(cached_runs: dict) -> N
         assert not {f.resolve() for f in files} & val_files
 
 
+@pytest.mark.slow
 def test_damaged_caches_are_rebuilt_and_every_cell_is_ok(cached_runs: dict) -> None:
     """Truncated ONNX export, garbled tinycnn weights, truncated Q/DQ model: rebuilt, noted, all cells ok."""
     tmp, cache = cached_runs["tmp"], cached_runs["cache"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import dataclasses
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from harness.results import ResultStore
 from harness.driver import run_sweep
 
 
+@pytest.mark.slow
 def test_report_writes_plots_and_speedup_table(tmp_path: Path, shared_cache: Path) -> None:
     config = load_config(None, {
         "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [4, 16], "backends": {"torch": ["fp32"]},

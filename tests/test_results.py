@@ -1,6 +1,6 @@
 """harness.results: the crash-safe SQLite store and the CSV/JSON exports.
 
-Regressions (REFERENCE.md section 1): the thesis tool swallowed failures with no row and no traceback and
+Regressions of the thesis tool: the thesis tool swallowed failures with no row and no traceback and
 appended duplicate rows; our store upserts by key, keeps the error and traceback, and the CSV keeps the
 thesis's columns first (sizes in MB of 10^6 bytes).
 """

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from harness.data import shapes
+from tests.helpers import shapes_mismatches
 
 
 def _file_hashes(root: Path) -> dict[str, str]:
@@ -49,7 +50,7 @@ def test_default_layout_and_manifest(default_shapes: tuple[Path, float]) -> None
     assert manifest["sha256"] == hashlib.sha256(sums).hexdigest()
     with Image.open(root / "val" / "star" / "0000.png") as im:
         assert im.size == (64, 64) and im.mode == "RGB"
-    assert shapes.verify_shapes(root) == []
+    assert shapes_mismatches(root) == []
 
 
 def test_train_and_val_share_no_image(default_shapes: tuple[Path, float]) -> None:
@@ -120,7 +121,7 @@ def test_broken_copy_is_regenerated(tmp_path: Path) -> None:
     root = shapes.dataset_dir(tmp_path, train_per_class=2, val_per_class=1)
     (root / "train").mkdir(parents=True)  # e.g. a half-copied folder without a manifest
     assert shapes.ensure_shapes(tmp_path, train_per_class=2, val_per_class=1) == root
-    assert shapes.verify_shapes(root) == []
+    assert shapes_mismatches(root) == []
     assert len(_file_hashes(root)) == 30
     assert [p.name for p in root.parent.iterdir()] == [root.name]  # no temp dirs left
 
@@ -144,7 +145,7 @@ def test_other_process_wins_race(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(shapes, "generate", racing_generate)
     root = shapes.ensure_shapes(tmp_path, train_per_class=2, val_per_class=1)
     assert (root / "manifest.json").stat().st_ino == theirs["inode"]
-    assert shapes.verify_shapes(root) == []
+    assert shapes_mismatches(root) == []
     assert [p.name for p in root.parent.iterdir()] == [root.name]
 
 
@@ -154,17 +155,17 @@ def test_tampered_file_is_detected(tmp_path: Path) -> None:
     Image.new("RGB", (64, 64)).save(target)
     _png_extra = root / "train" / "star" / "9999.png"
     Image.new("RGB", (64, 64)).save(_png_extra)
-    assert shapes.verify_shapes(root) == ["train/star/9999.png", "val/ring/0000.png"]
+    assert shapes_mismatches(root) == ["train/star/9999.png", "val/ring/0000.png"]
     _png_extra.unlink()
     (root / "SHA256SUMS").write_text("")
-    assert shapes.verify_shapes(root) == ["manifest.json"]
+    assert shapes_mismatches(root) == ["manifest.json"]
 
 
 def test_missing_files_trigger_regeneration(tmp_path: Path) -> None:
     root = shapes.ensure_shapes(tmp_path, train_per_class=2, val_per_class=1)
     (root / "val" / "ring" / "0000.png").unlink()
     assert shapes.ensure_shapes(tmp_path, train_per_class=2, val_per_class=1) == root
-    assert shapes.verify_shapes(root) == []
+    assert shapes_mismatches(root) == []
 
 
 def test_render_uses_only_its_generator() -> None:

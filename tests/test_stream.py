@@ -16,7 +16,8 @@ from harness.data.preprocess import split_transform
 from harness.data.registry import open_split
 from harness.data.stream import CACHE_SUBDIR, StreamingEvalData
 from harness.errors import HarnessError
-from harness.models import load_model, transform_parts
+from harness.data.preprocess import split_transform
+from harness.models import load_model
 
 
 def _rgb(path: Path) -> Image.Image:
@@ -55,7 +56,7 @@ def _transform(crop: int = 16, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)) -> tr
 
 def test_split_transform_is_bit_identical_to_the_whole_transform(tmp_path: Path) -> None:
     whole = load_model("resnet18", weights="random", cache_dir=tmp_path, data_root=tmp_path)
-    parts = transform_parts(whole)
+    parts = split_transform(whole.transform)
     assert parts is not None
     assert parts.mean == pytest.approx((0.485, 0.456, 0.406)) and parts.std == pytest.approx((0.229, 0.224, 0.225))
     gen = torch.Generator().manual_seed(0)

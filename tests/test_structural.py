@@ -62,8 +62,8 @@ def _prune(name: str, spec: PruneSpec, **kwargs):
         ("plain", "l1"),
         ("resnet18", "l2"),
         ("mobilenet_v2", "bn-scale"),
-        ("densenet121", "random"),
-        ("googlenet", "l1"),
+        pytest.param("densenet121", "random", marks=pytest.mark.slow),  # large graphs: the full lane covers them
+        pytest.param("googlenet", "l1", marks=pytest.mark.slow),
         ("alexnet", "l1"),
         ("tiny_vit", "l1"),
     ],
@@ -87,6 +87,7 @@ def test_every_importance_on_plain_cnn(importance):
     assert report.params_after < report.params_before
 
 
+@pytest.mark.slow
 def test_taylor_uses_the_given_batches_on_resnet18():
     batches = [(torch.randn(2, 3, 32, 32), torch.randint(0, 1000, (2,))) for _ in range(2)]
     model, pruned, report = _prune("resnet18", PruneSpec("removal", 0.3, importance="taylor"),

@@ -9,54 +9,65 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
 from harness.results import THESIS_COLUMNS, ResultStore
 from harness.driver import run_sweep
 from harness.observer import SweepObserver
 from harness.plan import plan_cells
-from tests.helpers import BROKEN_AT_INFERENCE
+from tests.helpers import BROKEN_AT_INFERENCE, TINY_SWEEP, sweep_config
 
 
-def _config(tmp_path: Path, cache: Path, **extra: object):
-    overrides = {
-        "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1, 8],
-        "backends": {"torch": ["fp32"], "ort-cpu": ["fp32"]},
-        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 2, "iterations": 5, "repeats": 2},
-        "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out",
-    }
-    overrides.update(extra)
-    return load_config(None, overrides)
+_config = sweep_config
 
 
-class Recorder(SweepObserver):
-    def __init__(self) -> None:
-        self.done: list[tuple[dict, str]] = []
-
-    def cell_done(self, outcome) -> None:
-        self.done.append((outcome.identity.to_dict(), outcome.status))
-
-
-def test_sweep_writes_every_cell_with_real_accuracy(tmp_path: Path, shared_cache: Path) -> None:
-    config = _config(tmp_path, shared_cache)
-    with ResultStore(tmp_path / "out" / "results.db") as store:
-        counts = run_sweep(config, store, Recorder(), resume=False)
+@pytest.mark.slow
+def test_sweep_writes_every_cell_with_real_accuracy(tiny_sweep: Path, tmp_path: Path, shared_cache: Path) -> None:
+    config = sweep_config(tmp_path, shared_cache, **TINY_SWEEP)
+    with ResultStore(tiny_sweep / "results.db") as store:
         records = list(store.records())
-    assert counts == {"ok": 4, "error": 0, "skipped": 0}
-    assert len(records) == len(plan_cells(config)) == 4
+    assert len(records) == len(plan_cells(config)) == 3
+    assert {r.key for r in records} == {c.identity(config).key for c in plan_cells(config)}
+    timing = TINY_SWEEP["timing"]
     for r in records:
+        assert r.status == "ok", r.error
         acc = r.result.accuracy
         assert acc["samples"] == 500  # every val image, 50 per class
         assert acc["top1"] > 0.7, "tinycnn should have learned shapes"
         assert {t.definition for t in r.result.timings} == {"compute", "e2e"}
         for t in r.result.timings:
-            assert len(t.samples_ns) == 2 and all(len(rep) == 5 for rep in t.samples_ns)
+            assert len(t.samples_ns) == timing["repeats"]
+            assert all(len(rep) == timing["iterations"] for rep in t.samples_ns)
             assert t.timer == "perf_counter_ns"
         assert r.result.original_size_bytes > 0 and r.result.compressed_size_bytes > 0
-    by_backend = {r.identity.backend: r.result.accuracy["top1"] for r in records}
+    fp32 = {r.identity.backend: r.result.accuracy["top1"] for r in records if r.identity.precision == "fp32"}
     # Same model, same images: fp32 torch and fp32 ONNX Runtime agree on accuracy.
-    assert abs(by_backend["torch"] - by_backend["ort-cpu"]) < 0.01
+    assert abs(fp32["torch"] - fp32["ort-cpu"]) < 0.01
 
 
+def test_the_observer_hears_every_cell_of_a_sweep(tmp_path: Path) -> None:
+    """Without measuring anything: a sweep whose cells were all finished reports them planned and skipped."""
+    import shutil
+
+    from tests.helpers import REPO
+
+    db = tmp_path / "results.db"
+    shutil.copy(REPO / "tests" / "data" / "legacy_db" / "results.db", db)
+    seen: list[tuple[int, int]] = []
+
+    class Planned(SweepObserver):
+        def planned(self, cells: int, skipped: int) -> None:
+            seen.append((cells, skipped))
+
+    config = sweep_config(tmp_path, tmp_path / "cache", batch_sizes=[4],
+                          backends={"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
+                          pruners=[{"method": "l1-global", "amounts": [0.5]}],
+                          calibration={"method": "minmax", "count": 16, "seed": 0},
+                          timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3, "repeats": 2}, max_eval_samples=40)
+    with ResultStore(db) as store:
+        assert run_sweep(config, store, Planned(), resume=True) == {"ok": 0, "error": 0, "skipped": 6}
+    assert seen == [(6, 6)]
+
+
+@pytest.mark.slow
 def test_resume_skips_finished_and_never_duplicates(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, batch_sizes=[2])
     db = tmp_path / "out" / "results.db"
@@ -70,6 +81,7 @@ def test_resume_skips_finished_and_never_duplicates(tmp_path: Path, shared_cache
     assert rows == (2, 2)
 
 
+@pytest.mark.slow
 def test_failing_cell_is_recorded_and_others_survive(tmp_path: Path, shared_cache: Path) -> None:
     bad = tmp_path / "bad_model.py"
     bad.write_text(
@@ -95,16 +107,17 @@ def test_failing_cell_is_recorded_and_others_survive(tmp_path: Path, shared_cach
     assert records[("tinycnn", "torch")].status == "ok" and records[("tinycnn", "ort-cpu")].status == "ok"
 
 
-def test_csv_export_has_thesis_columns(tmp_path: Path, shared_cache: Path) -> None:
+@pytest.mark.slow
+def test_csv_export_has_thesis_columns(tiny_sweep: Path, tmp_path: Path) -> None:
     from harness.results import export_csv, export_json
 
-    config = _config(tmp_path, shared_cache, batch_sizes=[4], backends={"ort-cpu": ["fp32"]})
-    with ResultStore(tmp_path / "out" / "results.db") as store:
-        run_sweep(config, store, resume=False)
+    with ResultStore(tiny_sweep / "results.db") as store:
         n = export_csv(store, tmp_path / "r.csv")
         export_json(store, tmp_path / "r.json")
-    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
-    assert n == len(rows) == 2  # compute and e2e
+    every = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert n == len(every) == 6  # 3 cells x (compute, e2e)
+    rows = [r for r in every if r["backend"] == "ort-cpu" and r["precision"] == "fp32"]
+    assert len(rows) == 2  # compute and e2e
     header = next(csv.reader((tmp_path / "r.csv").open()))
     assert tuple(header[: len(THESIS_COLUMNS)]) == THESIS_COLUMNS
     row = rows[0]
@@ -118,6 +131,7 @@ def test_csv_export_has_thesis_columns(tmp_path: Path, shared_cache: Path) -> No
     assert json.loads((tmp_path / "r.json").read_text())[0]["status"] == "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [7])
 def test_only_full_batches_are_timed(tmp_path: Path, shared_cache: Path, batch: int) -> None:
     """500 val images at batch 7 leave a partial batch; timing must still see only full batches."""
@@ -144,6 +158,7 @@ def _cold_calibration_cache(tmp_path: Path, shared_cache: Path) -> Path:
     return cache
 
 
+@pytest.mark.slow
 def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Path, shared_cache: Path) -> None:
     """Pruner x amount x backend x precision, including prune-then-quantize, in one sweep."""
     config = _config(tmp_path, _cold_calibration_cache(tmp_path, shared_cache), batch_sizes=[16], backends={"ort-cpu": ["fp32", "int8"]},
@@ -170,6 +185,7 @@ def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Pat
     assert sizes["gzip_bytes"] < base32.pruning["sizes"]["gzip_bytes"]
 
 
+@pytest.mark.slow
 def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, batch_sizes=[8], backends={"torch": ["fp32"]},
                      pruners=[{"method": "removal", "importance": "taylor", "amounts": [0.25]},
@@ -185,6 +201,7 @@ def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_
     assert records["2:4"].result.pruning["pattern_24_verified"] is True
 
 
+@pytest.mark.slow
 def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache: Path) -> None:
     """A folder dataset with no train split cannot calibrate: int8 cells fail, fp32 cells still run."""
     from PIL import Image
@@ -209,6 +226,7 @@ def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache:
     assert records["int8"].status == "error" and "train" in records["int8"].error
 
 
+@pytest.mark.slow
 def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, shared_cache: Path) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text(BROKEN_AT_INFERENCE)
@@ -239,6 +257,7 @@ def test_plan_units_groups_cells_by_model_dataset_and_pruning_step(tmp_path: Pat
     assert [(u.prune.amount, len(u.cells)) for u in kept] == [(0.0, 2), (0.6, 2)]
 
 
+@pytest.mark.slow
 def test_run_unit_yields_typed_outcomes_without_a_store(tmp_path: Path, shared_cache: Path) -> None:
     from harness.outcome import CellOutcome
     from harness.plan import plan_units
@@ -274,6 +293,7 @@ def test_old_database_resumes_with_the_same_cell_keys(tmp_path: Path, shared_cac
     assert none["pruner"] == "none" and none["prune_options"] == {} and "calibration" not in none
 
 
+@pytest.mark.slow
 def test_sweep_streams_evaluation_data_and_records_how(tmp_path: Path, shared_cache: Path) -> None:
     """Accuracy over a streamed split (decoded by a worker process, kept as a uint8 cache that the
     second session reads) is the same as decoding in process, and the result says how it was read."""

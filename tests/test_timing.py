@@ -1,6 +1,6 @@
 """harness.timing: statistics, percentiles, the measure loop and timer selection.
 
-Regression context (REFERENCE.md section 1): the thesis tool took latency from
+Regression context: the thesis tool took latency from
 profiler rows that could count one batch twice and timed its two backends
 differently; here every backend goes through ``measure`` with the same timer
 per timing definition, and the raw samples are kept.

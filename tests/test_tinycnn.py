@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import torch
@@ -11,6 +13,7 @@ from harness.data.registry import open_split
 from harness.fingerprint import model_content_hash
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_cached(tmp_path: Path, shared_cache: Path) -> None:
     train = open_split("shapes", "train", data_root=tmp_path, cache_dir=shared_cache)
     a, meta_a = tinycnn.load_or_train(tmp_path / "a", train, epochs=1, seed=3)
@@ -39,6 +42,7 @@ def test_training_leaves_the_callers_thread_count_and_rng_alone(tmp_path: Path, 
     assert torch.get_num_threads() == threads
 
 
+@pytest.mark.slow
 def test_damaged_weights_are_retrained_not_unpickled(tmp_path: Path, shared_cache: Path) -> None:
     """Issue 9: a damaged cached weights file is retrained with a note, never an UnpicklingError."""
     import pickle

@@ -1,4 +1,4 @@
-"""The TensorRT runtime session without TensorRT or a GPU (issue 9 item 6 hazards).
+"""The TensorRT runtime session without TensorRT or a GPU (the hazards of running engines).
 
 The engine is a fake whose ``execute_async_v3`` really copies ``input[b].flatten()[:10]`` into the
 bound output address with ``ctypes.memmove`` (CPU tensors): so binding, contexts and profiles are

@@ -31,7 +31,7 @@ CHECKED_MODULES = (
     "backends/ort_trt.py", "calib/trt_calibrator.py",
 )
 
-# Names TRT 11 removed (weak typing / implicit quantization); REFERENCE.md section 3.
+# Names TRT 11 removed (weak typing / implicit quantization), as its migration guide lists them.
 REMOVED_IN_11 = (
     "BuilderFlag.INT8",
     "BuilderFlag.FP16",
@@ -48,7 +48,7 @@ REMOVED_IN_11 = (
     "IBuilderConfig.int8_calibrator",
     "IBuilderConfig.set_calibration_profile",
 )
-# API of REFERENCE.md section 3 that every 10.x list (and, for the execution side, 11.x) must have.
+# The TensorRT API the harness uses that every 10.x list (and, for the execution side, 11.x) must have.
 CORE_10 = (
     "Builder",
     "Builder.create_network",

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from harness.compression.spec import TARGET_KINDS
-from harness.compression.stats import TargetWeight, target_weights
+from harness.compression.measures import TargetWeight, target_weights
 
 GROUP = 4
 KEEP = 2

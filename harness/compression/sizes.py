@@ -58,6 +58,11 @@ def dense_bytes(obj: nn.Module | Mapping[str, Any]) -> int:
     return len(dense_file_bytes(obj))
 
 
+def state_dict_bytes(module: nn.Module) -> int:
+    """Bytes of ``torch.save(module.state_dict())``: the thesis's "pt file size"."""
+    return dense_bytes(module)
+
+
 def tensor_csr_bytes(tensor: torch.Tensor) -> int:
     """CSR payload bytes of one tensor (dense bytes for tensors with < 2 dims)."""
     elem = tensor.element_size()

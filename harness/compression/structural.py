@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.compression.spec import PruneSpec
-from harness.compression.stats import import_torch_pruning, target_weights
+from harness.compression.measures import import_torch_pruning, target_weights
 from harness.errors import HarnessError
 
 

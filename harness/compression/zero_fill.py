@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from harness.compression.spec import PruneSpec
-from harness.compression.stats import TargetWeight, target_weights, zeroed_slices_fraction
+from harness.compression.measures import TargetWeight, target_weights, zeroed_slices_fraction
 from harness.errors import HarnessError
 
 

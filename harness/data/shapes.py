@@ -299,16 +299,6 @@ def read_checksums(root: Path) -> dict[str, str]:
     return {rel: digest for digest, rel in pairs} if all(len(x) == 2 for x in pairs) else {}
 
 
-def verify_shapes(root: Path) -> list[str]:
-    """Files that do not match the manifest/SHA256SUMS (empty list: all good)."""
-    m, files = read_manifest(root), read_checksums(root)
-    if m is None or not files or m.get("sha256") != _sha256(root / CHECKSUMS):
-        return [MANIFEST]
-    on_disk = {p.relative_to(root).as_posix() for p in root.glob("*/*/*.png")}
-    bad = [rel for rel, d in files.items() if not (root / rel).is_file() or _sha256(root / rel) != d]
-    return sorted(bad + sorted(on_disk - files.keys()))
-
-
 def ensure_shapes(
     cache_dir: Path,
     *,

@@ -68,7 +68,7 @@ def unit_resources(unit: Unit, cpus_per_unit: int) -> UnitResources:
     ``cpus_per_unit`` cores otherwise."""
     from backends import backend_class
 
-    if any("cuda" in backend_class(cell.backend).devices for cell in unit.cells):
+    if any(backend_class(cell.backend).devices == {"cuda"} for cell in unit.cells):
         return UnitResources(num_cpus=1, num_gpus=1)
     return UnitResources(num_cpus=cpus_per_unit, num_gpus=0)
 
@@ -130,7 +130,7 @@ class RayExecutor:
         settings = self.config.executor
         started_here = False
         if not ray.is_initialized():
-            self.observer.stage(f"connecting to Ray at {settings.address}" if settings.address
+            self.observer.status(f"connecting to Ray at {settings.address}" if settings.address
                                 else "starting a local Ray")
             try:
                 ray.init(address=settings.address or "local", include_dashboard=False, log_to_driver=False)
@@ -166,7 +166,7 @@ class RayExecutor:
         pending: dict[Any, _Running] = {}
         for unit in units:
             submit(unit, 0, {cell.identity(config).key: cell for cell in unit.cells})
-        observer.stage(f"{len(units)} units on Ray")
+        observer.status(f"{len(units)} units on Ray")
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             gen = ready[0]
@@ -184,7 +184,7 @@ class RayExecutor:
                 continue
             except ray.exceptions.RayError as exc:  # the worker or its node died
                 if run.attempt < settings.max_retries:
-                    observer.stage(f"a worker died; running the {len(run.remaining)} remaining cells of "
+                    observer.status(f"a worker died; running the {len(run.remaining)} remaining cells of "
                                    f"{run.unit.model} {run.unit.prune.label} again (retry {run.attempt + 1} of "
                                    f"{settings.max_retries})")
                     cells = tuple(run.remaining.values())

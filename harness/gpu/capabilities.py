@@ -1,7 +1,7 @@
 """GPU architectures, their tensor-core precisions, and what TensorRT / ONNX Runtime allow where.
 
-Pure data and rules (no GPU access); sources: REFERENCE.md sections 3-5 (NVIDIA TensorRT release
-notes and migration guide, ONNX Runtime TensorRT EP requirements, CUDA compute-capability tables).
+Pure data and rules (no GPU access); sources: NVIDIA TensorRT release notes and migration guide,
+the ONNX Runtime TensorRT EP requirements, CUDA compute-capability tables.
 """
 
 from __future__ import annotations
@@ -119,21 +119,6 @@ def trt_default_int8_mode(trt_version: str) -> Literal["implicit", "explicit"]:
     return "explicit" if _major_minor(trt_version)[0] >= TRT_STRONGLY_TYPED_ONLY else "implicit"
 
 
-def trt_required_onnx(trt_version: str, precision: str) -> Literal["fp32", "fp16", "bf16", "qdq", "any"]:
-    """What the ONNX model must already contain for ``precision`` on this TRT version.
-
-    TRT 10 (weakly typed) lowers an FP32 ONNX with builder flags; TRT 11 builds strongly typed
-    networks only, so FP16/BF16 need an FP16/BF16 ONNX (e.g. ModelOpt AutoCast) and INT8 needs
-    Q/DQ nodes. ``int8-explicit`` always needs Q/DQ nodes.
-    """
-    major = _major_minor(trt_version)[0]
-    if precision == "int8-explicit" or (precision == "int8" and major >= TRT_STRONGLY_TYPED_ONLY):
-        return "qdq"
-    if major >= TRT_STRONGLY_TYPED_ONLY and precision in ("fp16", "bf16"):
-        return precision  # type: ignore[return-value]
-    return "fp32" if precision in ("fp32", "fp16", "bf16", "int8", "int8-implicit") else "any"
-
-
 def trt_precision_support(trt_version: str, cc: ComputeCapability) -> dict[str, Support]:
     """Per precision: can TensorRT ``trt_version`` build it for compute capability ``cc``, and how.
 
@@ -217,7 +202,7 @@ ORT_TRT_PAIRING: dict[tuple[int, int], tuple[int, int]] = {
 ORT_FIRST_FOR_TRT10: tuple[int, int] = (1, 18)
 #: The TensorRT major every PyPI onnxruntime-gpu wheel from 1.18 on links (``libnvinfer.so.10``).
 #: ONNX Runtime's sources support TensorRT 11 from 1.27, but no PyPI wheel links it: read from the
-#: wheels themselves (issue 9), the 1.27 wheel links ``libnvinfer.so.10`` and ``libcudart.so.13``.
+#: wheels themselves, the 1.27 wheel links ``libnvinfer.so.10`` and ``libcudart.so.13``.
 #: TensorRT 11 with ONNX Runtime needs a source build; the trt11 image therefore has no ORT GPU backends.
 PYPI_ORT_TRT_MAJOR: int = 10
 #: CUDA major of the PyPI onnxruntime-gpu wheels recorded from their linked ``libcudart`` (others unknown).
@@ -280,8 +265,8 @@ def check_ort_trt_pair(ort_version: str, trt_version: str) -> PairCheck:
     return PairCheck(
         None,
         expected_trt_for_ort(ort_version),
-        f"no recorded TensorRT {PYPI_ORT_TRT_MAJOR} minor for onnxruntime {ort_version}{cuda_note} (REFERENCE.md "
-        "section 5 lists 1.18-1.22); check the ONNX Runtime TensorRT EP requirements",
+        f"no recorded TensorRT {PYPI_ORT_TRT_MAJOR} minor for onnxruntime {ort_version}{cuda_note} (this harness "
+        "records 1.18-1.22); check the ONNX Runtime TensorRT EP requirements",
     )
 
 

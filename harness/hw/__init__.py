@@ -2,7 +2,7 @@
 
 - :mod:`harness.hw.collect` probes (through :mod:`harness.machine` and NVML) and builds the report;
 - :mod:`harness.hw.availability` asks each backend's ``unavailable_reason(precision, facts)``;
-- :mod:`harness.hw.render` draws it; :mod:`harness.hw.report` holds the types.
+- :mod:`harness.hw.render` draws it; :mod:`harness.hw.records` holds the types.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from harness.hw.availability import availability_matrix, installed_rules
 from harness.hw.collect import PACKAGE_DISTS, collect_host, collect_hw_report, package_versions
 from harness.hw.render import render_hw_report
-from harness.hw.report import Availability, GpuReport, HostInfo, HwReport, to_json
+from harness.hw.records import Availability, GpuReport, HostInfo, HwReport, to_json
 
 __all__ = [
     "PACKAGE_DISTS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from harness.hw.report import Availability
+from harness.hw.records import Availability
 from harness.machine import MachineFacts
 
 

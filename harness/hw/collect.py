@@ -19,7 +19,7 @@ from typing import Any
 from harness.gpu import capabilities as caps
 from harness.gpu.nvml_query import DeviceInfo, list_devices, load_nvml
 from harness.hw.availability import AvailabilityRule, availability_matrix
-from harness.hw.report import GpuReport, HostInfo, HwReport
+from harness.hw.records import GpuReport, HostInfo, HwReport
 from harness.machine import MachineFacts, probe_libnvinfer, probe_machine
 
 #: Distribution names whose versions the report lists (first installed one wins per key).

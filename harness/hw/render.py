@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness.gpu import capabilities as caps
-from harness.hw.report import HwReport
+from harness.hw.records import HwReport
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console

@@ -86,14 +86,6 @@ def count_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     return int(macs)
 
 
-def tensor_sparsity(tensor: torch.Tensor) -> float:
-    """Fraction of exactly-zero elements."""
-    numel = tensor.numel()
-    if numel == 0:
-        return 0.0
-    return float(numel - int(torch.count_nonzero(tensor))) / numel
-
-
 def zeroed_slices_fraction(tensor: torch.Tensor, dim: int) -> float:
     """Fraction of slices along ``dim`` (e.g. output channels for dim 0) that are entirely zero."""
     moved = tensor.detach().movedim(dim, 0).reshape(tensor.shape[dim], -1)
