@@ -3,7 +3,9 @@ against a bare perf_counter_ns loop around the same callable, in one process.
 
 A third arm wraps each harness measurement in what the harness holds around a
 timing window (harness.locks.DeviceLock + harness.hostload.HostLoadSampler), so
-the cost of the lock and of the background load sampler is measured too.
+the cost of the lock and of the background load sampler is measured too. The harness
+arms run with duration-based repeats (``--min-seconds``, the CPU default 0.5 s; the
+timed calls then run in blocks, the clock read between blocks only).
 
 Goal: ratio <= 1.02.  Usage: python bench/timing_overhead.py [--size 256] [--iterations 200]
 """
@@ -43,11 +45,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5, help="alternate bare/harness this many times")
+    parser.add_argument("--min-seconds", type=float, default=None,
+                        help="timing.min_seconds of the harness arms (default: the CPU default)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     a = torch.randn(args.size, args.size)
     fn = lambda x: torch.mm(x, x)  # noqa: E731
-    config = TimingSettings(warmup=10, iterations=args.iterations, repeats=args.repeats)
+    config = TimingSettings(warmup=10, iterations=args.iterations, repeats=args.repeats,
+                            min_seconds=args.min_seconds, warmup_seconds=0)
     bare, harness, guarded = [], [], []
     lock_dir = Path(tempfile.mkdtemp(prefix="pq-overhead-locks-"))
     for _ in range(args.rounds):  # interleave so drift hits all arms equally
@@ -59,7 +64,8 @@ def main() -> None:
         guarded.append(result.stats.median_ms)
     b, h, g = statistics.median(bare), statistics.median(harness), statistics.median(guarded)
     print(f"workload: {args.size}x{args.size} fp32 matmul, 1 thread, {args.iterations} iterations x "
-          f"{args.repeats} repeats x {args.rounds} rounds")
+          f"{args.repeats} repeats x {args.rounds} rounds; harness arms: min_seconds "
+          f"{config.min_seconds_for('cpu'):g} per repeat")
     print(f"bare perf_counter_ns loop median: {b:.4f} ms")
     print(f"harness timing engine median:     {h:.4f} ms")
     print(f"harness + device lock + host-load sampler median: {g:.4f} ms")

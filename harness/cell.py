@@ -3,15 +3,15 @@ the :class:`~harness.outcome.CellResult` that holds them (``node`` is added by t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.cell_timing import time_session
 from harness.device_identity import device_name, lock_device_id
-from harness.locks import DeviceLock
-from harness.outcome import CellResult
+from harness.locks import HeavyWork, heavy_work
+from harness.outcome import CellResult, TimingWindow
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import ModelArtifact, Session
@@ -47,17 +47,31 @@ class CellContext:
     commit: str | None
 
 
-def measure_cell(cell: CellContext, batch_size: int, *, lock_dir: Path | None = None) -> CellResult:
-    """Time the cell (locked windows), then profile its layers in a separate pass, then assemble it."""
+def measure_cell(cell: CellContext, batch_size: int, *, lock_dir: Path | None = None,
+                 heavy: Sequence[HeavyWork] = ()) -> CellResult:
+    """Time the cell on its own (one locked window per definition), then profile its layers in a
+    separate pass, then assemble it. Units interleave their cells' windows instead
+    (:mod:`harness.interleave`) and call :func:`assemble_cell` with the windows they measured."""
+    timings, device_report = time_session(cell.session, cell.data, batch_size, cell.config.timing,
+                                          cell.config.device_checks, notice=cell.observer.notice, lock_dir=lock_dir)
+    return assemble_cell(cell, batch_size, timings, device_report, lock_dir=lock_dir, heavy=heavy)
+
+
+def assemble_cell(cell: CellContext, batch_size: int, timings: list[TimingWindow], device_report: dict[str, Any],
+                  *, lock_dir: Path | None = None, heavy: Sequence[HeavyWork] = ()) -> CellResult:
+    """The cell's result from its measured windows, after its per-layer profile pass (outside every
+    window, holding the device shared). ``heavy``: the heavy work done for this cell outside its
+    windows (load, prune, session build, accuracy pass), stored with the profile pass as the
+    result's ``heavy_work`` intervals."""
     config, session, observer = cell.config, cell.session, cell.observer
-    timings, device_report = time_session(session, cell.data, batch_size, config.timing, config.device_checks,
-                                          notice=observer.notice, lock_dir=lock_dir)
     notes = cell_notes(cell.artifact, cell.loaded, session.info.precision)
     profile = None
+    work = list(heavy)
     if config.profile_layers:
         observer.status(f"{session.info.backend} {session.info.precision} batch {batch_size}: per-layer profile")
         try:
-            profile = layer_profile_pass(session, cell.data, batch_size, notice=observer.notice, lock_dir=lock_dir)
+            profile = layer_profile_pass(session, cell.data, batch_size, notice=observer.notice, lock_dir=lock_dir,
+                                         record=work.append)
         except Exception as exc:  # noqa: BLE001 - the timing stands; the missing profile says why
             notes["layer_profile_error"] = f"{type(exc).__name__}: {exc}"
     info = session.info
@@ -84,6 +98,7 @@ def measure_cell(cell: CellContext, batch_size: int, *, lock_dir: Path | None = 
         predictions=cell.accuracy.predictions,
         calibration=calibration_provenance(cell.artifact.calibration) if info.precision == "int8" else None,
         int8_precision=int8_precision(cell.artifact.calibration) if info.precision == "int8" else None,
+        extra={"heavy_work": [w.to_dict() for w in work]} if work else {},
     )
 
 
@@ -95,14 +110,19 @@ def int8_precision(calibration: Any) -> dict[str, Any] | None:
 
 
 def layer_profile_pass(session: Session, data: StreamingEvalData, batch_size: int, *,
-                       notice: Callable[[str], None] | None = None,
-                       lock_dir: Path | None = None) -> dict[str, Any] | None:
+                       notice: Callable[[str], None] | None = None, lock_dir: Path | None = None,
+                       record: Callable[[HeavyWork], None] | None = None) -> dict[str, Any] | None:
     """The session's per-layer view at ``batch_size`` on a real batch, in its own pass holding the
-    device lock (so another process's window is not disturbed). None when the backend has no
-    profiler. Errors propagate (the caller records them)."""
+    device shared (heavy work: it waits while another process's window is open, and a window waits
+    for it). None when the backend has no profiler. Errors propagate (the caller records them)."""
     batch = data.timing_inputs(batch_size, 1)[0]
-    with DeviceLock(lock_device_id(session.device), lock_dir=lock_dir, on_wait=notice):
-        return session.layer_profile(batch)
+    with heavy_work(lock_device_id(session.device), f"per-layer profile b{batch_size}", lock_dir=lock_dir,
+                    on_wait=notice) as work:
+        try:
+            return session.layer_profile(batch)
+        finally:
+            if record is not None:
+                record(work)
 
 
 def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> dict[str, Any]:

@@ -63,23 +63,26 @@ class Window:
 
 
 def _measure(fn: Callable[[Any], Any], inputs: Sequence[Any], batch_size: int, settings: TimingSettings,
-             definition: str, timer: Any) -> tuple[TimingResult, stats.UntilStable | None]:
+             definition: str, timer: Any, device: str = "cpu") -> tuple[TimingResult, stats.UntilStable | None]:
     """The timed loop: fixed repeats, or repeats until the median's CI is tight enough."""
     target = settings.until_stable
     if target is None:
         return measure(fn, inputs, batch_size=batch_size, config=settings, definition=definition,
-                       timer=timer), None
+                       timer=timer, device=device), None
     one = settings.model_copy(update={"repeats": 1})
+    times: list[tuple[float, float]] = []
 
     def run_repeat() -> list[int]:
-        return measure(fn, inputs, batch_size=batch_size, config=one, definition=definition,
-                       timer=timer).repeats_ns[0]
+        rep = measure(fn, inputs, batch_size=batch_size, config=one, definition=definition, timer=timer,
+                      device=device)
+        times.extend(rep.repeat_times)
+        return rep.repeats_ns[0]
 
     until = stats.measure_until_stable(run_repeat, target.target_ci_pct, target.max_seconds,
                                        min_repeats=settings.repeats, batch_size=batch_size)
     result = TimingResult(definition=definition, timer=timer.name, batch_size=batch_size,
                           config=settings.model_copy(update={"repeats": until.repeats}),
-                          repeats_ns=until.repeats_ns)
+                          repeats_ns=until.repeats_ns, repeat_times=times, device=device)
     return result, until
 
 
@@ -100,9 +103,9 @@ def time_session(session: Session, data: EvalData, batch_size: int, settings: Ti
             inputs, fn = host_batches, session.infer
         timer = timer_for(session.device, definition, session.cuda_stream)
         with DeviceLock(lock_device, lock_dir=lock_dir, on_wait=notice) as lock:
-            with HostLoadSampler() as sampler, _device_monitor(session.device, device_checks) as monitor:
+            with HostLoadSampler() as sampler, device_monitor(session.device, device_checks) as monitor:
                 start = time.time()
-                result, until = _measure(fn, inputs, batch_size, settings, definition, timer)
+                result, until = _measure(fn, inputs, batch_size, settings, definition, timer, session.device)
                 end = time.time()
             window = Window(start, end, lock_device, lock.waited_s)
         energy_per_image: float | None = None
@@ -116,20 +119,38 @@ def time_session(session: Session, data: EvalData, batch_size: int, settings: Ti
             energy = report.get("energy_mj")
             # The window includes warm-up iterations, so divide by every image that ran.
             if energy is not None:
-                energy_per_image = energy / (batch_size * (settings.iterations + settings.warmup) * repeats)
-        load = sampler.result
-        ci = stats.median_ci(result.repeats_ns, batch_size=batch_size)
-        verdict = stats.assess_stability(result.repeats_ns, session.device, ci, device_warnings=warnings,
-                                         host_load=load)
-        entry = TimingWindow(
-            definition=result.definition, timer=result.timer, batch_size=result.batch_size,
-            config=result.config.loop_dict(), stats=asdict(result.stats), samples_ns=result.repeats_ns,
-            energy_mj_per_image=energy_per_image, ci=ci.to_dict(), stability=verdict.to_dict(),
-            window=window.to_dict(), host_load=None if load is None else load.to_dict(),
-            until_stable=None if until is None else until.to_dict(),
-            absent=frozenset() if energy_per_image is not None else frozenset({"energy_mj_per_image"}))
+                images = batch_size * (sum(len(r) for r in result.repeats_ns) + settings.warmup * repeats)
+                energy_per_image = energy / images
+        entry = window_entry(result, session.device, window=window.to_dict(), host_load=sampler.result,
+                             warnings=warnings, until=None if until is None else until.to_dict(),
+                             energy_per_image=energy_per_image)
         out.append(entry)
     return out, device_report
+
+
+def window_entry(result: TimingResult, device: str, *, window: dict[str, Any], host_load: Any,
+                 warnings: Sequence[str], until: dict[str, Any] | None, energy_per_image: float | None,
+                 interleave: dict[str, Any] | None = None) -> TimingWindow:
+    """The stored record of one measured window: statistics, the median's CI, the stability verdict
+    (with the host load and device warnings seen), the window's lock and times, the durations it
+    ran with, each repeat's start and end, and for an interleaved window its block and rounds."""
+    ci = stats.median_ci(result.repeats_ns, batch_size=result.batch_size)
+    verdict = stats.assess_stability(result.repeats_ns, "cuda" if device == "cuda" else "cpu", ci,
+                                     device_warnings=list(warnings), host_load=host_load)
+    if until is not None and "ci" not in until:
+        until = {**until, "ci": ci.to_dict()}
+    stored = result.to_dict()
+    extra = {"duration": stored["duration"], "repeat_times": stored["repeat_times"]}
+    if interleave is not None:
+        extra["interleave"] = interleave
+    return TimingWindow(
+        definition=result.definition, timer=result.timer, batch_size=result.batch_size,
+        config=result.config.loop_dict(), stats=asdict(result.stats), samples_ns=result.repeats_ns,
+        energy_mj_per_image=energy_per_image, ci=ci.to_dict(), stability=verdict.to_dict(),
+        window=window, host_load=None if host_load is None else host_load.to_dict(),
+        until_stable=until,
+        absent=frozenset() if energy_per_image is not None else frozenset({"energy_mj_per_image"}),
+        extra=extra)
 
 
 class _NoMonitor:
@@ -142,7 +163,8 @@ class _NoMonitor:
         return None
 
 
-def _device_monitor(device: str, enabled: bool) -> Any:
+def device_monitor(device: str, enabled: bool) -> Any:
+    """The NVML monitor of a window on ``device`` (a no-op off the GPU, or without NVML)."""
     if device != "cuda" or not enabled:
         return _NoMonitor()
     from harness.gpu.nvml_monitor import DeviceMonitor
@@ -177,4 +199,4 @@ def session_accuracy(session: Session, data: EvalData, mapping: Any, batch_size:
     return {**result, "batch_size": batch_size}, encode_predictions(indices)
 
 
-__all__ = ["Window", "session_accuracy", "time_session"]
+__all__ = ["Window", "device_monitor", "session_accuracy", "time_session", "window_entry"]

@@ -194,11 +194,13 @@ def _environment_fault(exc: BaseException, out: Path, db: Path, observer: _Progr
         f"(e.g. free disk space), then rerun with --resume to go on ({where})", exit_code=1)
 
 
-def _print_table(store: Any) -> None:
+def _print_table(store: Any, unstable: bool = False) -> None:
     """One line per cell: median batch latency under both timing definitions, side by side, each with
-    its 95 % CI half-width; "!" marks an unstable measurement (the reasons are listed below the table)."""
+    its 95 % CI half-width; "!" marks an unstable measurement. Below the table one line counts the
+    unstable windows by cause; with ``unstable`` each window's reasons are listed too."""
     from rich.text import Text
 
+    from harness.instability import summarize
     from harness.outcome import CellResult
     from harness.results import megabytes, percent
 
@@ -209,6 +211,7 @@ def _print_table(store: Any) -> None:
                          ("img/s", "right"), ("MB", "right"), ("status", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     notes: list[str] = []
+    verdicts: list[dict[str, Any] | None] = []
     for record in store.records():
         ident, result = record.identity, record.result or CellResult()
         windows = {"compute": result.timing("compute"), "e2e": result.timing("e2e")}
@@ -221,9 +224,11 @@ def _print_table(store: Any) -> None:
         for definition, window in windows.items():
             text = _latency(window)
             verdict = (window.stability if window is not None else None) or {}
+            if window is not None:
+                verdicts.append(verdict or None)
             if verdict.get("stable") is False:
                 notes.append(f"{ident.label} {definition}: {'; '.join(verdict.get('reasons') or []) or 'unstable'}")
-                text += f" !{len(notes)}"
+                text += f" !{len(notes)}" if unstable else " !"
             cells.append(Text(text))
         status = Text("ok") if record.status == "ok" else Text((record.error or "")[:80], style="red")
         table.add_row(
@@ -234,7 +239,13 @@ def _print_table(store: Any) -> None:
             _fmt(megabytes(result.compressed_size_bytes), ".2f"), status,
         )
     console.print(table)
-    if notes:
+    summary = summarize(verdicts)
+    if summary.windows:
+        console.print(Text(summary.line), highlight=False)
+    if notes and not unstable:
+        console.print("(! = unstable; each window's reasons: harness results show --unstable, or harness report)",
+                      highlight=False)
+    if notes and unstable:
         console.print(f"{len(notes)} unstable measurement(s) (! marks; compare them with care):", highlight=False)
         for i, note in enumerate(notes, 1):
             console.print(Text(f"  !{i} {note}"), highlight=False)
@@ -465,8 +476,11 @@ def data_list() -> None:
 
 
 @results_app.command("show")
-def results_show(out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db.")) -> None:
-    """Print the stored results as a table. Example: `harness results show --out results/demo`."""
+def results_show(
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Directory holding results.db."),
+    unstable: bool = typer.Option(False, "--unstable", help="List every unstable window with its reasons."),
+) -> None:
+    """Print the stored results as a table. Example: `harness results show --out results/demo --unstable`."""
     from harness.results import ResultStore
 
     def go() -> None:
@@ -474,7 +488,7 @@ def results_show(out: Path = typer.Option(Path("results"), "--out", "-o", help="
         if not db.exists():
             raise HarnessError(f"no results database at {db}; run a sweep first or pass --out")
         with ResultStore(db) as store:
-            _print_table(store)
+            _print_table(store, unstable=unstable)
 
     _guard(go)
 

@@ -33,6 +33,7 @@ import numpy as np
 from harness import stats
 from harness.compression.registry import is_zero_fill
 from harness.errors import HarnessError
+from harness.interleave import paired_rounds
 from harness.outcome import (
     CellOutcome,
     CellResult,
@@ -325,11 +326,13 @@ class ComparisonRow:
             "not_int8_layers": self.not_int8_layers,
             "refused": self.refused,
             "notes": self.notes,
+            "design": None, "not_comparable": None,
         }
         if comp is not None:
             out.update(speedup=comp.speedup, speedup_ci=[comp.speedup_low, comp.speedup_high],
                        significant=comp.significant, faster=comp.faster, test=comp.test,
-                       statistic=comp.statistic, verdict=comp.reason, mann_whitney_p=comp.mann_whitney_p)
+                       statistic=comp.statistic, verdict=comp.reason, mann_whitney_p=comp.mann_whitney_p,
+                       design=comp.design, not_comparable=comp.not_comparable)
         return out
 
 
@@ -389,11 +392,14 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
     comparison = None
     if refused is None:
         assert b.samples is not None and c.samples is not None
-        comparison = stats.compare_latencies(b.samples, c.samples, batch_size=b.outcome.identity.batch_size)
+        comparison = _compare(b, c)
         b_ci, c_ci = comparison.baseline, comparison.candidate
     else:
         b_ci, c_ci = _ci(b), _ci(c)
     bs, cs = b.summary(b_ci), c.summary(c_ci)
+    if comparison is not None:
+        comparison = comparison.with_stability(bs["stability"], cs["stability"])
+        notes.append(comparison.design_note)
     for name, side in (("baseline", bs), ("candidate", cs)):
         st = side["stability"]
         if st is not None and not st["stable"]:
@@ -421,6 +427,18 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
     return ComparisonRow(status="refused" if refused else "paired", identity=shared, baseline=bs, candidate=cs,
                          definition=b.definition, comparison=comparison, agreement=agree, notes=notes,
                          refused=refused, not_int8_layers=not_int8)
+
+
+def _compare(b: Side, c: Side) -> stats.Comparison:
+    """Round by round when both cells were measured interleaved in one block (the speedup CI from
+    per-round ratios), else as separate windows (with the drift allowance of the device class)."""
+    assert b.samples is not None and c.samples is not None and b.timing is not None and c.timing is not None
+    batch = b.outcome.identity.batch_size
+    paired = paired_rounds(b.timing.extra.get("interleave"), c.timing.extra.get("interleave"), b.samples, c.samples)
+    if paired is not None:
+        return stats.compare_paired_rounds(*paired, batch_size=batch)
+    device = "cuda" if "cuda" in (b.result.device, c.result.device) else "cpu"
+    return stats.compare_latencies(b.samples, c.samples, batch_size=batch, device=device)
 
 
 def _named(baseline: Selector, candidate: Selector) -> set[str]:
@@ -590,6 +608,8 @@ def table_rows(result: CompareResult, full: bool = False) -> tuple[list[str], li
             return f"{(side.get('build_s') or 0) + (side.get('calibrate_s') or 0):.2f}"
 
         sig = "-" if d["significant"] is None else (f"yes ({d['faster']} faster)" if d["significant"] else "no")
+        if d.get("not_comparable"):
+            sig = "not comparable"
         speed = "-" if d["speedup"] is None else _ci_text(d["speedup"], d["speedup_ci"])
         status = row.status if row.refused is None else f"refused: {row.refused}"
         line = [
@@ -672,8 +692,11 @@ def detail_lines(result: CompareResult) -> list[str]:
             names = ", ".join(f"{r['name']} ({r['precision']})" for r in row.not_int8_layers[:20])
             more = len(row.not_int8_layers) - 20
             lines.append(f"  layers not in INT8: {names}" + (f" and {more} more" if more > 0 else ""))
-    lines.append(f"test: {stats.COMPARISON_TEST}; speedup = baseline / candidate (> 1: candidate faster); "
-                 f"timing definition: {result.definition}")
+    designs = sorted({r.comparison.design for r in result.rows if r.comparison is not None})
+    tests = sorted({r.comparison.test for r in result.rows if r.comparison is not None}) or [stats.COMPARISON_TEST]
+    lines.append(f"test: {'; '.join(tests)}; design: {', '.join(designs) or '-'}; speedup = baseline / candidate "
+                 f"(> 1: candidate faster); timing definition: {result.definition}")
+
     return lines
 
 

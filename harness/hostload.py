@@ -30,6 +30,27 @@ class BusyProcess:
     pid: int
     name: str
     cpu_pct: float  # % of one CPU over the part of the window the process was seen in
+    harness: bool = False  # another harness process (its command line runs the harness)
+
+    @property
+    def label(self) -> str:
+        """"another harness process, pid N" or "name (pid N)"."""
+        return f"another harness process, pid {self.pid}" if self.harness else f"{self.name} (pid {self.pid})"
+
+
+def is_harness_process(pid: int, proc: Path = PROC) -> bool:
+    """Whether ``pid``'s command line runs the harness (``harness ...``, ``python -m harness.cli ...``,
+    a Ray worker running harness units is not counted: its command line names Ray)."""
+    try:
+        raw = (proc / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return False
+    args = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    for arg in args[:4]:
+        base = arg.rsplit("/", 1)[-1]
+        if base == "harness" or arg.startswith("harness.") or arg == "harness":
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -193,12 +214,14 @@ class HostLoadSampler:
                 pct = 100.0 * (ticks_last - ticks_first) / tick / span
                 max_pct = max(max_pct, pct)
                 if pct > self.busy_cpu_pct:
-                    busy_list.append(BusyProcess(pid=pid, name=name, cpu_pct=round(pct, 1)))
+                    busy_list.append(BusyProcess(pid=pid, name=name, cpu_pct=round(pct, 1),
+                                                 harness=is_harness_process(pid, self.proc)))
             busy_list.sort(key=lambda p: p.cpu_pct, reverse=True)
         cpus = usable_cpus()
         reasons = []
         if busy_list:
-            names = ", ".join(f"{p.name} (pid {p.pid}) {p.cpu_pct:.0f} %" for p in busy_list[: self.top])
+            names = ", ".join(f"{'harness' if p.harness else p.name} (pid {p.pid}) {p.cpu_pct:.0f} %"
+                              for p in busy_list[: self.top])
             reasons.append(f"other processes using CPU: {names}")
         if self._load_max is not None and cpus is not None and self._load_max >= cpus + 1:
             reasons.append(f"load average {self._load_max:.2f} on {cpus} usable CPUs")

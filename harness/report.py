@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import stats
+from harness.instability import summarize
+from harness.interleave import paired_rounds
 from harness.outcome import CellOutcome
 from harness.proportions import wilson_interval
 from harness.results import ResultStore, megabytes
@@ -45,6 +47,9 @@ class Point:
     instability: str = ""
     key: str = ""
     timer: str | None = None
+    stability: dict[str, Any] | None = None  # stable, reasons (cause codes read from them)
+    interleave: dict[str, Any] | None = None  # the interleaved block and rounds the window was measured in
+    device: str = "cpu"
 
     @property
     def label(self) -> str:
@@ -85,6 +90,9 @@ def collect_points(store: ResultStore, definition: str = "compute") -> tuple[lis
             macs_after=pruning.get("macs_after"), samples_ns=timing.samples_ns or None,
             latency_ci_ms=uncertainty.ci_ms, accuracy_samples=(result.accuracy or {}).get("samples"),
             stable=uncertainty.stable, instability=uncertainty.instability, key=record.key, timer=timing.timer,
+            stability=None if uncertainty.stable is None else {"stable": uncertainty.stable,
+                                                               "reasons": list(uncertainty.reasons)},
+            interleave=timing.extra.get("interleave"), device="cuda" if result.device == "cuda" else "cpu",
         ))
     return points, failures
 
@@ -107,6 +115,10 @@ def write_report(store: ResultStore, out_dir: Path, definition: str = "compute")
     points, failures = collect_points(store, definition)
     written: list[Path] = []
     lines = [f"# PQ Harness report ({definition} timing)", ""]
+    summary = summarize(p.stability for p in points)
+    if summary.unstable:
+        lines += [f"Stability: {summary.line} (each window's reasons are in the tables below; a pair with a "
+                  "window the machine disturbed is not comparable and never named fastest).", ""]
     for (model, dataset), pts in _groups(points).items():
         stem = f"{_safe(model)}-{dataset}"
         lines += [f"## {model} on {dataset}", ""]
@@ -295,7 +307,16 @@ def fastest_verdict(pts: Sequence[Point]) -> tuple[str, stats.FastestPick | None
     if not labelled:
         best = min(pts, key=lambda p: p.latency_ms)
         return f"lowest median: {best.label} (no raw samples stored, so no significance test)", None
-    pick = stats.pick_fastest({label: p.samples_ns for label, p in labelled.items()})  # type: ignore[misc]
+    def compare(baseline: str, candidate: str) -> stats.Comparison:
+        b, c = labelled[baseline], labelled[candidate]
+        assert b.samples_ns is not None and c.samples_ns is not None
+        paired = paired_rounds(b.interleave, c.interleave, b.samples_ns, c.samples_ns)
+        comp = (stats.compare_paired_rounds(*paired) if paired is not None
+                else stats.compare_latencies(b.samples_ns, c.samples_ns, device=b.device))
+        return comp.with_stability(b.stability, c.stability)
+
+    pick = stats.pick_fastest({label: p.samples_ns for label, p in labelled.items()},  # type: ignore[misc]
+                              compare=compare)
     if pick.winner is not None:
         if len(labelled) == 1:
             return f"only configuration: {pick.winner}", pick

@@ -6,8 +6,14 @@
   call; the stream is synchronised once per repeat, so launches overlap as they
   would in a serving loop but every interval is device time.
 
-Each repeat runs ``warmup`` untimed calls, then ``iterations`` timed ones. The
-raw per-iteration samples are kept; statistics are over all samples.
+Each repeat runs untimed warm-up calls (at least ``warmup`` of them and for at least
+``warmup_seconds``), then timed calls: at least ``iterations`` of them and for at
+least ``min_seconds`` (as trtexec measures for a duration, Google Benchmark for a
+minimum time, pyperf calibrates loops to a minimum time per value). A fixed count
+alone makes a window of a fast model a few milliseconds of work, which one
+scheduler tick can ruin; a duration makes every window long enough to average over
+the machine's short-term states. The raw per-iteration samples are kept, with each
+repeat's start and end time; statistics are over all samples.
 
 :class:`TimingSettings` is the one timing settings type: the ``timing:`` section
 of a sweep config and what :func:`measure` runs with.
@@ -26,6 +32,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TIMING_DEFINITIONS: tuple[str, ...] = ("compute", "e2e")
 TimingDefinition = Literal["compute", "e2e"]
+
+#: Default minimum measuring time per repeat, by device class (seconds): a CPU window of 0.5 s spans
+#: many scheduler time slices; a GPU's clocks settle slower, so it gets 1 s.
+DEFAULT_MIN_SECONDS: dict[str, float] = {"cpu": 0.5, "cuda": 1.0}
+#: Default warm-up time per repeat (at least ``warmup`` calls as well), by device class.
+DEFAULT_WARMUP_SECONDS: dict[str, float] = {"cpu": 0.2, "cuda": 0.5}
+#: A repeat stops growing at this many samples even before ``min_seconds`` (a microsecond-scale call
+#: would otherwise store hundreds of thousands of samples per repeat).
+MAX_SAMPLES_PER_REPEAT = 10_000
+
+
+def device_class(device: str) -> str:
+    """"cuda" for any CUDA device ("cuda", "cuda:1"), else "cpu"."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
 
 
 class UntilStableSettings(BaseModel):
@@ -48,12 +68,29 @@ class TimingSettings(BaseModel):
     repeats: int = Field(default=3, ge=1)
     definitions: list[TimingDefinition] = Field(default_factory=lambda: ["compute", "e2e"])
     batches: int = Field(default=4, ge=1, description="distinct full batches of real images cycled while timing")
+    #: Minimum measuring time per repeat in seconds (besides ``iterations``); None: the device's default
+    #: (:data:`DEFAULT_MIN_SECONDS`); 0: count only.
+    min_seconds: float | None = Field(default=None, ge=0, le=600)
+    #: Minimum warm-up time per repeat in seconds (besides ``warmup`` calls); None: the device's default.
+    warmup_seconds: float | None = Field(default=None, ge=0, le=600)
     #: Opt-in: repeats (at least ``repeats``) are added until the CI is tight enough or the budget is spent.
     until_stable: UntilStableSettings | None = None
 
     def loop_dict(self) -> dict[str, int]:
         """The loop counts stored with every timing result (``config`` of ``TimingResult.to_dict``)."""
         return {"warmup": self.warmup, "iterations": self.iterations, "repeats": self.repeats}
+
+    def min_seconds_for(self, device: str) -> float:
+        """The minimum measuring time per repeat on ``device`` ("cpu", "cuda", ...)."""
+        return DEFAULT_MIN_SECONDS[device_class(device)] if self.min_seconds is None else self.min_seconds
+
+    def warmup_seconds_for(self, device: str) -> float:
+        """The minimum warm-up time per repeat on ``device``."""
+        return DEFAULT_WARMUP_SECONDS[device_class(device)] if self.warmup_seconds is None else self.warmup_seconds
+
+    def duration_dict(self, device: str) -> dict[str, float]:
+        """The durations a window on ``device`` ran with (``duration`` of ``TimingResult.to_dict``)."""
+        return {"min_seconds": self.min_seconds_for(device), "warmup_seconds": self.warmup_seconds_for(device)}
 
 
 
@@ -115,6 +152,9 @@ class TimingResult:
     batch_size: int
     config: TimingSettings
     repeats_ns: list[list[int]] = field(default_factory=list)
+    #: (start, end) epoch seconds of each repeat's timed calls (warm-up excluded), in repeat order.
+    repeat_times: list[tuple[float, float]] = field(default_factory=list)
+    device: str = "cpu"
 
     @property
     def samples_ns(self) -> list[int]:
@@ -131,6 +171,8 @@ class TimingResult:
             "batch_size": self.batch_size,
             "config": self.config.loop_dict(),
             "stats": asdict(self.stats),
+            "duration": self.config.duration_dict(self.device),
+            "repeat_times": [[round(a, 6), round(b, 6)] for a, b in self.repeat_times],
         }
         if with_samples:
             out["samples_ns"] = self.repeats_ns
@@ -178,6 +220,69 @@ class CudaEventTimer:
         return [int(round(s.elapsed_time(e) * 1e6)) for s, e in zip(starts, ends)]
 
 
+@dataclass(frozen=True)
+class Repeat:
+    """One repeat: its samples (ns) and when its timed calls ran (epoch seconds)."""
+
+    samples_ns: list[int]
+    start: float
+    end: float
+
+
+def _synchronize(timer: PerfCounterTimer | CudaEventTimer) -> None:
+    if isinstance(timer, CudaEventTimer):
+        timer.stream.synchronize()
+
+
+def warm_up(fn: Callable[[Any], Any], inputs: Sequence[Any], *, calls: int, seconds: float,
+            timer: PerfCounterTimer | CudaEventTimer) -> int:
+    """Untimed calls: at least ``calls`` and until ``seconds`` have passed (device work synchronised
+    before the clock is read, so queued GPU work counts). Returns how many calls ran."""
+    clock = time.perf_counter
+    start = clock()
+    done = 0
+    count = len(inputs)
+    while done < calls:
+        fn(inputs[done % count])
+        done += 1
+    _synchronize(timer)
+    while clock() - start < seconds:
+        fn(inputs[done % count])
+        done += 1
+        _synchronize(timer)
+    return done
+
+
+def measure_repeat(fn: Callable[[Any], Any], inputs: Sequence[Any], *, config: TimingSettings,
+                   timer: PerfCounterTimer | CudaEventTimer, device: str = "cpu") -> Repeat:
+    """One repeat: warm-up (by count and time), then timed calls, at least ``config.iterations``
+    and for at least ``config.min_seconds_for(device)`` (until :data:`MAX_SAMPLES_PER_REPEAT`).
+
+    The timed calls run in blocks through ``timer.time_calls``: first ``iterations``, then as many
+    as the measured rate says are still missing; between blocks only the wall clock is read, so
+    the per-call timing is the timer's alone."""
+    if not inputs:
+        raise ValueError("measure needs at least one input")
+    warm_up(fn, inputs, calls=config.warmup, seconds=config.warmup_seconds_for(device), timer=timer)
+    min_seconds = config.min_seconds_for(device)
+    clock = time.perf_counter
+    wall_start = time.time()
+    t0 = clock()
+    samples = timer.time_calls(fn, inputs, config.iterations)
+    while True:
+        elapsed = clock() - t0
+        if elapsed >= min_seconds or len(samples) >= MAX_SAMPLES_PER_REPEAT:
+            break
+        per_call = elapsed / len(samples) if elapsed > 0 else 1e-6
+        missing = int((min_seconds - elapsed) / per_call * 1.05) + 1
+        block = max(1, min(missing, MAX_SAMPLES_PER_REPEAT - len(samples)))
+        # The block's inputs continue the cycle where the previous block stopped.
+        offset = len(samples) % len(inputs)
+        rotated = list(inputs[offset:]) + list(inputs[:offset])
+        samples.extend(timer.time_calls(fn, rotated, block))
+    return Repeat(samples_ns=samples, start=wall_start, end=time.time())
+
+
 def measure(
     fn: Callable[[Any], Any],
     inputs: Sequence[Any],
@@ -187,17 +292,21 @@ def measure(
     definition: str,
     timer: PerfCounterTimer | CudaEventTimer,
     on_repeat: Callable[[int], None] | None = None,
+    device: str | None = None,
 ) -> TimingResult:
-    """Time ``fn`` over ``inputs`` (cycled): warm-up, then timed iterations, per repeat."""
+    """Time ``fn`` over ``inputs`` (cycled): per repeat, warm-up then timed calls (see
+    :func:`measure_repeat`). ``device`` picks the default durations ("cuda" when the timer is
+    CUDA events and no device is given, else "cpu")."""
     if not inputs:
         raise ValueError("measure needs at least one input")
-    result = TimingResult(definition=definition, timer=timer.name, batch_size=batch_size, config=config)
+    if device is None:
+        device = "cuda" if isinstance(timer, CudaEventTimer) else "cpu"
+    result = TimingResult(definition=definition, timer=timer.name, batch_size=batch_size, config=config,
+                          device=device)
     for rep in range(config.repeats):
-        for i in range(config.warmup):
-            fn(inputs[i % len(inputs)])
-        if isinstance(timer, CudaEventTimer):
-            timer.stream.synchronize()
-        result.repeats_ns.append(timer.time_calls(fn, inputs, config.iterations))
+        one = measure_repeat(fn, inputs, config=config, timer=timer, device=device)
+        result.repeats_ns.append(one.samples_ns)
+        result.repeat_times.append((one.start, one.end))
         if on_repeat is not None:
             on_repeat(rep)
     return result

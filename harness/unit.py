@@ -6,7 +6,9 @@ any executor can run units anywhere (:mod:`harness.driver` commits what they yie
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +18,8 @@ import torch
 import backends
 from backends.base import ModelArtifact, PhaseTimes, UnavailableCalibration
 from harness.accuracy import LabelMapping
-from harness.cell import CellContext, SessionAccuracy, measure_cell
-from harness.cell_timing import session_accuracy
+from harness.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
+from harness.cell_timing import device_monitor, session_accuracy, window_entry
 from harness.compression import apply_pruning, artifact_flags, needs_gradient_batches
 from harness.compression.registry import NO_PRUNING
 from harness.compression.sizes import measure_sizes, state_dict_bytes
@@ -25,12 +27,16 @@ from harness.compression.spec import PruneSpec
 from harness.config import Int8Settings, SweepConfig
 from harness.environment import harness_commit, library_versions
 from harness.errors import HarnessError
+from harness.device_identity import lock_device_id
 from harness.fingerprint import model_content_hash
+from harness.interleave import MAX_SESSIONS, WindowSpec, measure_interleaved
+from harness.locks import HeavyWork, heavy_work
 from harness.machine import MachineFacts, probe_machine
 from harness.observer import Observer, SweepObserver
 from harness.onnx_export import export_onnx
 from harness.outcome import CellOutcome
 from harness.plan import Cell, Unit
+from harness.timing import timer_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Session
@@ -63,6 +69,8 @@ class UnitContext:
     versions: dict[str, Any] = field(default_factory=library_versions)
     commit: str | None = field(default_factory=harness_commit)
     facts: MachineFacts | None = None  # probed once, when the first session asks
+    #: Heavy work done outside timing windows since the last unit took it (see :func:`run_unit`).
+    heavy: list[HeavyWork] = field(default_factory=list)
     _inputs_key: tuple[str, str] | None = None
     _inputs: _Inputs | BaseException | None = None
 
@@ -91,7 +99,10 @@ class UnitContext:
             self.observer.status(f"loading {model} and {dataset}")
             self._inputs_key = (model, dataset)
             try:
-                self._inputs = self._load(model, dataset)
+                # Loading can mean training (tinycnn on first use): heavy work on the CPU.
+                with heavy_work("cpu", f"load {model} and {dataset}", on_wait=self.observer.notice) as work:
+                    self._inputs = self._load(model, dataset)
+                self.heavy.append(work)
             except Exception as exc:  # noqa: BLE001 - every cell of the model x dataset records it
                 self._inputs = exc
         if isinstance(self._inputs, BaseException):
@@ -145,29 +156,50 @@ class UnitRunner:
 
 
 def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
-    """Run one unit: prune, then each backend x precision session, then each cell's timing.
-    Yields one outcome per cell of the unit (failures included); never touches the store."""
+    """Run one unit: prune, then build each backend x precision session (and its accuracy pass),
+    then time the cells of the unit's sessions *interleaved* (:func:`_time_interleaved`), then
+    profile and assemble each cell. Everything heavy outside the timing windows holds the device
+    shared (:func:`harness.locks.heavy_work`). Yields one outcome per cell of the unit (failures
+    included); never touches the store."""
     config = context.config
     try:
         inputs = context.inputs(unit.model, unit.dataset)
         step_phases = PhaseTimes()
         step_phases.add("load", inputs.load_seconds)
         context.observer.status(f"{unit.model}: pruning {unit.prune.label}")
-        module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
+        with heavy_work("cpu", f"prune {unit.prune.label}", on_wait=context.observer.notice) as pruning:
+            module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
+        step_heavy = [pruning]
         if unit.recover is not None:  # every later stage (export, calibration, engines) sees the recovered model
-            module, recovery = _recover(context, inputs, unit, module, step_phases)
+            with heavy_work("cpu", f"recover {unit.prune.label}", on_wait=context.observer.notice) as recovering:
+                module, recovery = _recover(context, inputs, unit, module, step_phases)
             prune_report = {**(prune_report or {}), "recovery": recovery}
+            step_heavy.append(recovering)
         artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
                              sparse_weights=artifact_flags(unit.prune).sparse_weights)
     except Exception as exc:  # noqa: BLE001 - recorded for every cell of the unit
         yield from _failed(unit.cells, exc, config)
         return
+    unit_heavy = [*context.heavy, *step_heavy]
+    context.heavy.clear()
     sessions: dict[tuple[str, str, Int8Settings | None], list[Cell]] = {}
     for cell in unit.cells:
         sessions.setdefault((cell.backend, cell.precision, cell.int8), []).append(cell)
-    for (backend_name, precision, variant), cells in sessions.items():
-        yield from _run_session(context, _with_int8_variant(context, artifact, inputs, unit.dataset, variant),
-                                inputs, backend_name, precision, cells, prune_report, step_phases)
+    groups: dict[str, list[_Prepared]] = {}
+    with ExitStack() as alive:
+        for (backend_name, precision, variant), cells in sessions.items():
+            variant_artifact = _with_int8_variant(context, artifact, inputs, unit.dataset, variant)
+            prepared, failures = _prepare_session(context, variant_artifact, inputs, backend_name, precision, cells,
+                                                  prune_report, step_phases, alive, unit_heavy)
+            yield from failures
+            if prepared is None:
+                continue
+            group = groups.setdefault(prepared.lock_device, [])
+            group.append(prepared)
+            if len(group) >= MAX_SESSIONS["cuda" if prepared.session.device == "cuda" else "cpu"]:
+                yield from _time_interleaved(context, unit, groups.pop(prepared.lock_device))
+        for group in groups.values():
+            yield from _time_interleaved(context, unit, group)
 
 
 def _recover(context: UnitContext, inputs: _Inputs, unit: Unit, module: torch.nn.Module,
@@ -205,6 +237,135 @@ def _with_int8_variant(context: UnitContext, artifact: ModelArtifact, inputs: _I
     except Exception as exc:  # noqa: BLE001 - only this variant's cells fail
         source = UnavailableCalibration(exc)
     return dataclasses.replace(artifact, calibration=source, int8_mode=mode)
+
+
+@dataclass
+class _Prepared:
+    """A built session kept alive for its unit's interleaved timing, with its cells."""
+
+    session: Session
+    shared: CellContext
+    cells: list[Cell]
+    lock_device: str
+    heavy: list[HeavyWork]
+
+
+def _prepare_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs, backend_name: str,
+                     precision: str, cells: list[Cell], prune_report: dict[str, Any] | None,
+                     step_phases: PhaseTimes, alive: ExitStack,
+                     unit_heavy: list[HeavyWork]) -> tuple[_Prepared | None, list[CellOutcome]]:
+    """Build one session (export, calibration, engine build: heavy work) and run its accuracy pass
+    (heavy work), keeping it open in ``alive``; or the failed outcomes of its cells."""
+    config = context.config
+    observer = context.observer
+    observer.status(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
+    try:
+        cls = backends.validate_request(backend_name, precision, context.machine())
+        lock = lock_device_id("cuda") if "cuda" in getattr(cls, "devices", frozenset({"cpu"})) else "cpu"
+        with heavy_work(lock, f"build {backend_name} {precision} session", on_wait=observer.notice) as build:
+            backend = cls(config.backend_options.get(backend_name, {}))
+            session = backend.activate(artifact, precision, tuple(c.batch_size for c in cells), context.cache_dir)
+    except Exception as exc:  # noqa: BLE001
+        return None, list(_failed(cells, exc, config))
+    alive.enter_context(session)
+    lock = lock_device_id(session.device)
+    prep = prep_phases(step_phases.seconds, session.info.prep_phases)
+    try:
+        with heavy_work(lock, f"accuracy pass {backend_name} {precision}", on_wait=observer.notice) as acc:
+            accuracy = _accuracy(context, session, max(c.batch_size for c in cells), inputs)
+    except Exception as exc:  # noqa: BLE001 - the session cannot produce predictions: its cells fail
+        return None, list(_failed(cells, exc, config))
+    shared = CellContext(config=config, observer=observer, session=session, artifact=artifact,
+                         loaded=inputs.loaded, data=inputs.data, accuracy=accuracy, prune_report=prune_report,
+                         prep=prep, versions=context.versions, commit=context.commit)
+    return _Prepared(session, shared, cells, lock, [*unit_heavy, build, acc]), []
+
+
+def _unit_seed(unit: Unit) -> int:
+    """The seed of a unit's round orders: fixed per unit, so a rerun shuffles alike."""
+    return zlib.crc32(f"{unit.model}|{unit.dataset}|{unit.prune.label}".encode())
+
+
+def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) -> Iterator[CellOutcome]:
+    """Time every window (cell x timing definition) of the group's sessions in rounds (one repeat
+    of each per round, shuffled per round), then profile and assemble each cell. A cell whose
+    inputs cannot be staged fails alone; if the interleaved block itself fails (a session that
+    breaks while timed), each cell is timed on its own instead, so one broken cell fails alone."""
+    config, observer = context.config, context.observer
+    settings = config.timing
+    specs: list[WindowSpec] = []
+    owners: list[tuple[_Prepared, Cell]] = []
+    failed: list[CellOutcome] = []
+    for prepared in group:
+        session = prepared.session
+        for cell in prepared.cells:
+            try:
+                with heavy_work(prepared.lock_device, f"stage timing inputs b{cell.batch_size}") as staging:
+                    host = prepared.shared.data.timing_inputs(cell.batch_size, settings.batches)
+                    cell_specs = []
+                    for definition in settings.definitions:
+                        inputs, fn = ([session.stage(x) for x in host], session.run) if definition == "compute" \
+                            else (host, session.infer)
+                        cell_specs.append(WindowSpec(
+                            key=(cell, definition), fn=fn, inputs=inputs, batch_size=cell.batch_size,
+                            definition=definition, device=session.device,
+                            timer=timer_for(session.device, definition, session.cuda_stream)))
+            except Exception as exc:  # noqa: BLE001
+                failed.append(CellOutcome.failed(cell.identity(config), exc))
+                continue
+            prepared.heavy.append(staging)
+            specs.extend(cell_specs)
+            owners.append((prepared, cell))
+    yield from failed
+    if not specs:
+        return
+    lock = group[0].lock_device
+    observer.status(f"{unit.model} {unit.prune.label}: timing {len(owners)} cell(s), {len(specs)} windows "
+                   f"interleaved in rounds")
+    monitor = device_monitor(group[0].session.device, config.device_checks)
+    try:
+        records, block = measure_interleaved(specs, settings, lock_device=lock, seed=_unit_seed(unit),
+                                             notice=observer.notice, monitor=monitor)
+    except Exception:  # noqa: BLE001 - find the broken cell: time each on its own
+        for prepared, cell in owners:
+            observer.status(f"{unit.model} {unit.prune.label}: {cell.backend} {cell.precision} "
+                           f"batch {cell.batch_size}: timing")
+            try:
+                result = measure_cell(prepared.shared, cell.batch_size, heavy=prepared.heavy)
+            except Exception as exc:  # noqa: BLE001
+                yield CellOutcome.failed(cell.identity(config), exc)
+                continue
+            yield CellOutcome.ok(cell.identity(config), result)
+        return
+    device_report: dict[str, Any] = {"warnings": []}
+    warnings: list[str] = []
+    energy = None
+    if monitor.result is not None:
+        report = monitor.result.to_dict()
+        warnings = list(report.get("warnings", []))
+        device_report = {"report": {"interleaved block": report}, "warnings": warnings}
+        energy = report.get("energy_mj")
+    timed_s = sum(b - a for rec in records for a, b in rec.result.repeat_times) or 1.0
+    by_cell: dict[int, list[Any]] = {}
+    for spec, rec in zip(specs, records):
+        cell, _ = spec.key
+        energy_per_image = None
+        if energy is not None:
+            # The block's energy shared out by each window's timed time (warm-up calls not counted).
+            share = sum(b - a for a, b in rec.result.repeat_times) / timed_s
+            energy_per_image = energy * share / (spec.batch_size * sum(len(r) for r in rec.result.repeats_ns))
+        entry = window_entry(rec.result, spec.device, window=block.window_dict(), host_load=block.host_load,
+                             warnings=warnings, until=rec.until_stable, energy_per_image=energy_per_image,
+                             interleave=rec.interleave_dict(block))
+        by_cell.setdefault(id(cell), []).append(entry)
+    for prepared, cell in owners:
+        try:
+            result = assemble_cell(prepared.shared, cell.batch_size, by_cell[id(cell)], device_report,
+                                   heavy=prepared.heavy)
+        except Exception as exc:  # noqa: BLE001
+            yield CellOutcome.failed(cell.identity(config), exc)
+            continue
+        yield CellOutcome.ok(cell.identity(config), result)
 
 
 def _failed(cells: list[Cell] | tuple[Cell, ...], exc: BaseException, config: SweepConfig) -> Iterator[CellOutcome]:
@@ -279,40 +440,6 @@ def _calibration(context: UnitContext, loaded: LoadedModel, dataset: str, onnx: 
     calib_set = CalibrationSet.from_splits(context.open_split(dataset, "train"), context.open_split(dataset, "val"),
                                            count=settings.count, seed=settings.seed)
     return CalibrationData(onnx, calib_set, loaded.transform, settings.method, context.cache_dir)
-
-
-def _run_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs, backend_name: str,
-                 precision: str, cells: list[Cell], prune_report: dict[str, Any] | None,
-                 step_phases: PhaseTimes) -> Iterator[CellOutcome]:
-    config = context.config
-    context.observer.status(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
-    try:
-        cls = backends.validate_request(backend_name, precision, context.machine())
-        backend = cls(config.backend_options.get(backend_name, {}))
-        session = backend.activate(artifact, precision, tuple(c.batch_size for c in cells), context.cache_dir)
-    except Exception as exc:  # noqa: BLE001
-        yield from _failed(cells, exc, config)
-        return
-    with session:
-        prep = prep_phases(step_phases.seconds, session.info.prep_phases)
-        try:
-            accuracy = _accuracy(context, session, max(c.batch_size for c in cells), inputs)
-        except Exception as exc:  # noqa: BLE001 - the session cannot produce predictions: its cells fail
-            yield from _failed(cells, exc, config)
-            return
-        shared = CellContext(config=config, observer=context.observer, session=session, artifact=artifact,
-                             loaded=inputs.loaded, data=inputs.data, accuracy=accuracy, prune_report=prune_report,
-                             prep=prep, versions=context.versions, commit=context.commit)
-        for cell in cells:
-            identity = cell.identity(config)
-            context.observer.status(f"{artifact.name} {cell.prune.label}: {cell.backend} {cell.precision} "
-                                   f"batch {cell.batch_size}: timing")
-            try:
-                result = measure_cell(shared, cell.batch_size)
-            except Exception as exc:  # noqa: BLE001
-                yield CellOutcome.failed(identity, exc)
-                continue
-            yield CellOutcome.ok(identity, result)
 
 
 def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:

@@ -94,7 +94,7 @@ def sweep_config(tmp_path: Path, cache: Path, **overrides: object):
     values: dict[str, object] = {
         "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [1, 8],
         "backends": {"torch": ["fp32"], "ort-cpu": ["fp32"]},
-        "timing": {"warmup": 2, "iterations": 5, "repeats": 2},
+        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 2, "iterations": 5, "repeats": 2},
         "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out",
     }
     values.update(overrides)
@@ -106,7 +106,7 @@ def sweep_config(tmp_path: Path, cache: Path, **overrides: object):
 TINY_SWEEP = {
     "batch_sizes": [1], "backends": {"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
     "calibration": {"method": "entropy", "count": 64, "seed": 0},
-    "timing": {"warmup": 2, "iterations": 10, "repeats": 3},
+    "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 2, "iterations": 10, "repeats": 3},
 }
 
 

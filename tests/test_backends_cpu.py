@@ -131,7 +131,7 @@ def test_artifact_bytes(sessions: dict[str, Session], artifact: ModelArtifact) -
 
 
 def test_same_timing_definition_across_backends(sessions: dict[str, Session]) -> None:
-    cfg = TimingSettings(warmup=1, iterations=3, repeats=2)
+    cfg = TimingSettings(warmup=1, iterations=3, repeats=2, min_seconds=0, warmup_seconds=0)
     hosts = [_batch(2, seed=s) for s in (1, 2)]
     timers: dict[str, dict[str, str]] = {}
     for name, session in sessions.items():

@@ -58,7 +58,7 @@ class RecordingBackend(TorchBackend):
 
 def _config(tmp_path: Path, cache: Path, **extra: object):
     return sweep_config(tmp_path, cache, **{"batch_sizes": [2], "backends": {"torch": ["fp32"]}, "accuracy": False,
-                                            "timing": {"warmup": 1, "iterations": 3, "repeats": 2}, **extra})
+                                            "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3, "repeats": 2}, **extra})
 
 
 def _run(config) -> list:  # noqa: ANN001
@@ -83,20 +83,27 @@ def test_compute_times_run_on_staged_batches_and_e2e_times_infer_on_host_tensors
     timings = {t.definition: t for t in outcome.result.timings}
     assert set(timings) == {"compute", "e2e"}
     per_window = (1 + 3) * 2  # (warm-up + iterations) x repeats
+    # The cell's two windows are interleaved in one locked block: round r times one repeat of each.
+    compute, e2e = timings["compute"], timings["e2e"]
+    assert compute.window == e2e.window and compute.window["lock_device"] == "cpu"
+    assert compute.extra["interleave"]["block_id"] == e2e.extra["interleave"]["block_id"]
+    assert compute.extra["interleave"]["rounds"] == e2e.extra["interleave"]["rounds"] == [0, 1]
+    block = [c for c in CALLS if compute.window["start"] <= c[3] <= compute.window["end"]]
+    assert len(block) == 2 * per_window
     for definition, kind, arg in (("compute", "run", "staged"), ("e2e", "infer", "Tensor")):
-        window = timings[definition].window
-        assert window["lock_device"] == "cpu" and window["lock_waited_s"] >= 0
-        inside = [c for c in CALLS if window["start"] <= c[3] <= window["end"]]
-        assert len(inside) == per_window, (definition, inside)
-        assert {(c[0], c[1], c[2]) for c in inside} == {(kind, arg, 3)}, definition
-    assert timings["compute"].window["end"] <= timings["e2e"].window["start"]
+        spans = timings[definition].extra["repeat_times"]
+        assert len(spans) == 2
+        timed = [c for c in CALLS if any(a <= c[3] <= b for a, b in spans)]
+        assert len(timed) == 3 * 2, (definition, timed)  # iterations x repeats; warm-up before each span
+        assert {(c[0], c[1], c[2]) for c in timed} == {(kind, arg, 3)}, definition
+        assert sum(1 for c in block if c[0] == kind) == per_window
 
 
 @pytest.mark.slow
 def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Path, shared_cache: Path) -> None:
     from harness.results import flat_rows
 
-    (outcome,) = _run(_config(tmp_path, shared_cache, timing={"warmup": 1, "iterations": 5, "repeats": 3}))
+    (outcome,) = _run(_config(tmp_path, shared_cache, timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 5, "repeats": 3}))
     for t in outcome.result.timings:
         ci, verdict = t.ci, t.stability
         assert ci["low_ms"] <= t.median_ms <= ci["high_ms"]
@@ -120,7 +127,7 @@ def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Pa
 
 @pytest.mark.slow
 def test_until_stable_adds_repeats_and_records_convergence(tmp_path: Path, shared_cache: Path) -> None:
-    timing = {"warmup": 1, "iterations": 5, "repeats": 3, "definitions": ["compute"],
+    timing = {"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 5, "repeats": 3, "definitions": ["compute"],
               "until_stable": {"target_ci_pct": 10_000.0, "max_seconds": 60.0}}
     # A target any measurement meets (this 2-core test machine is shared and noisy): it stops at the
     # minimum of `repeats` repeats, converged, long before the budget.
@@ -131,7 +138,7 @@ def test_until_stable_adds_repeats_and_records_convergence(tmp_path: Path, share
     assert until["ci"]["half_width_pct"] <= 10_000.0 and until["seconds"] < 60.0
     assert len(t.samples_ns) == until["repeats"] == t.config["repeats"]
     # An unreachable target: repeats are added until the budget ends it, and it says it did not converge.
-    timing = {"warmup": 0, "iterations": 1, "repeats": 2, "definitions": ["compute"],
+    timing = {"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 1, "repeats": 2, "definitions": ["compute"],
               "until_stable": {"target_ci_pct": 1e-9, "max_seconds": 3.0}}
     (outcome,) = _run(_config(tmp_path, shared_cache, timing=timing))
     (t,) = outcome.result.timings
@@ -144,7 +151,7 @@ def test_until_stable_adds_repeats_and_records_convergence(tmp_path: Path, share
 @pytest.mark.slow
 def test_ort_cpu_layer_profiles_predictions_and_int8_calibration(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, accuracy=True, backends={"ort-cpu": ["fp32", "int8"]},
-                     timing={"warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["compute"]},
+                     timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["compute"]},
                      calibration={"count": 64})
     outcomes = {o.identity.precision: o.result for o in _run(config)}
     for precision, result in outcomes.items():
@@ -173,7 +180,7 @@ def test_ort_cpu_layer_profiles_predictions_and_int8_calibration(tmp_path: Path,
 @pytest.mark.slow
 def test_layer_profiling_can_be_switched_off(tmp_path: Path, shared_cache: Path) -> None:
     config = _config(tmp_path, shared_cache, backends={"ort-cpu": ["fp32"]}, profile_layers=False,
-                     timing={"warmup": 0, "iterations": 1, "repeats": 1, "definitions": ["e2e"]})
+                     timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 1, "repeats": 1, "definitions": ["e2e"]})
     (outcome,) = _run(config)
     assert outcome.result.layer_profile is None and outcome.result.predictions is None  # accuracy off
 

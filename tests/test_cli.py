@@ -80,7 +80,7 @@ models: [tinycnn]
 datasets: [shapes]
 batch_sizes: [1, 2]
 backends: {{torch: [fp32], ort-cpu: [fp32]}}
-timing: {{warmup: 1, iterations: 20, repeats: 1}}
+timing: {{min_seconds: 0, warmup_seconds: 0, warmup: 1, iterations: 20, repeats: 1}}
 max_eval_samples: 64
 data_root: {tmp_path / 'data'}
 cache_dir: {shared_cache}

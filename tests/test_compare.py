@@ -19,6 +19,7 @@ from harness.compare import (
     not_int8_layers,
     parse_selector,
     precision_counts,
+    table_rows,
     to_markdown,
 )
 from harness.errors import HarnessError
@@ -121,7 +122,9 @@ def test_compare_table_prints_cis_and_test(sweep_out: Path) -> None:
     proc = _cli("compare", "--out", str(sweep_out), "--baseline", "backend=torch", "--candidate", "backend=ort-cpu")
     assert proc.returncode == 0, proc.stderr
     assert "speedup" in proc.stdout and "95% CI" in proc.stdout
-    assert "test: hierarchical bootstrap" in proc.stdout
+    # torch and ort-cpu cells of one unit were measured interleaved: compared round by round
+    flat = " ".join(proc.stdout.split())  # the console wraps long lines
+    assert "test: paired-rounds bootstrap" in flat and "design: paired-rounds" in flat
     assert "unpaired-candidate" in proc.stdout
 
 
@@ -310,3 +313,56 @@ def test_calibration_provenance_is_shown_per_side() -> None:
     res = compare_records([fp16, int8], parse_selector("precision=fp16"), parse_selector("precision=int8"))
     assert res.rows[0].to_dict()["candidate"]["calibration"] == prov
     assert "calibration: - vs entropy 2048 bins 512 images set abcdef012345" in to_markdown(res)
+
+
+def _timed_cell(ident: CellIdentity, factors: list[float], seed: int, *, block: str | None,
+                stability: dict[str, Any] | None = None) -> CellOutcome:
+    """A CPU cell whose repeat r ran at speed factors[r] (the machine's state in round r)."""
+    rng = np.random.default_rng(seed)
+    reps = [[int(v) for v in rng.normal(f * 1e6, 0.005e6, 40)] for f in factors]
+    timing: dict[str, Any] = {"definition": "compute", "timer": "perf_counter_ns", "batch_size": ident.batch_size,
+                              "config": {}, "stats": {"median_ms": float(np.median(reps) / 1e6)}, "samples_ns": reps}
+    if block is not None:
+        timing["interleave"] = {"design": "interleaved", "block_id": block, "rounds": list(range(len(reps))),
+                                "positions": [0] * len(reps), "seed": 0, "windows": 2}
+    if stability is not None:
+        timing["stability"] = stability
+    result = CellResult(accuracy={"top1": 0.9, "samples": 4}, device="cpu", device_name="cpu",
+                        timings=[TimingWindow.from_dict(timing)])
+    return CellOutcome.ok(ident, result)
+
+
+def test_interleaved_cells_are_compared_round_by_round_and_others_with_a_drift_allowance() -> None:
+    machine = [1.0, 1.5, 0.8, 1.3]  # the machine's speed changed a lot between rounds
+    base = _ident(backend="torch", precision="fp32", batch_size=1)
+    cand = _ident(backend="ort-cpu", precision="fp32", batch_size=1)
+    b = _timed_cell(base, machine, 1, block="blk")
+    c = _timed_cell(cand, [0.9 * f for f in machine], 2, block="blk")
+    res = compare_records([b, c], parse_selector("backend=torch"), parse_selector("backend=ort-cpu"))
+    (row,) = res.pairs
+    d = row.to_dict()
+    assert d["design"] == "paired-rounds" and d["significant"] and d["faster"] == "candidate"
+    assert d["speedup"] == pytest.approx(1 / 0.9, rel=0.01)
+    assert any("interleaved" in n for n in row.notes)
+    # the same samples from two different blocks (separate runs): the drift is not cancelled
+    c_apart = _timed_cell(cand, [0.9 * f for f in machine], 2, block="other")
+    (row,) = compare_records([b, c_apart], parse_selector("backend=torch"), parse_selector("backend=ort-cpu")).pairs
+    d = row.to_dict()
+    assert d["design"] == "separate-windows" and not d["significant"]
+    assert any("drift allowance" in n for n in row.notes)
+
+
+def test_a_pair_with_a_host_busy_side_is_not_comparable() -> None:
+    base = _ident(backend="torch", precision="fp32", batch_size=1)
+    cand = _ident(backend="ort-cpu", precision="fp32", batch_size=1)
+    busy = {"stable": False, "reasons": ["host busy: other processes using CPU: harness (pid 77) 90 %"],
+            "causes": ["host"]}
+    b = _timed_cell(base, [1.0, 1.0, 1.0], 1, block="blk", stability={"stable": True, "reasons": []})
+    c = _timed_cell(cand, [0.5, 0.5, 0.5], 2, block="blk", stability=busy)  # "2x faster", beside another run
+    res = compare_records([b, c], parse_selector("backend=torch"), parse_selector("backend=ort-cpu"))
+    d = res.pairs[0].to_dict()
+    assert d["significant"] is False and d["faster"] is None
+    assert d["not_comparable"].startswith("not comparable: candidate host busy: other processes using CPU: harness")
+    assert "quiet machine" in d["verdict"]
+    header, rows = table_rows(res)
+    assert rows[0][header.index("significant")] == "not comparable"

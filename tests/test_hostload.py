@@ -78,3 +78,28 @@ def test_real_proc_snapshot_contains_ourselves():
     name, ticks = times[os.getpid()]
     assert ticks >= 0 and isinstance(name, str)
     assert np.all(np.array([t for _, t in times.values()]) >= 0)
+
+
+def test_another_harness_process_is_named_as_such(tmp_path: Path):
+    from harness.hostload import is_harness_process
+
+    fake = tmp_path / "proc"
+    for pid, argv in {1: ["python3", "-m", "harness.cli", "run"], 2: ["/usr/local/bin/harness", "run"],
+                      3: ["python3", "-c", "while True: pass"], 4: ["python3", "bench/statistics.py"]}.items():
+        (fake / str(pid)).mkdir(parents=True)
+        (fake / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    assert [is_harness_process(pid, fake) for pid in (1, 2, 3, 4, 5)] == [True, True, False, False, False]
+
+    script = tmp_path / "harness"  # a real process whose command line runs "harness"
+    script.write_text("import time\nend = time.time() + 20\nwhile time.time() < end: pass\n")
+    child = subprocess.Popen([sys.executable, str(script)])
+    try:
+        time.sleep(0.2)
+        with HostLoadSampler(period_s=0.1, busy_cpu_pct=5.0, top=1000) as sampler:
+            time.sleep(0.5)
+    finally:
+        child.kill()
+        child.wait()
+    mine = [p for p in sampler.result.busy_processes if p.pid == child.pid]
+    assert mine and mine[0].harness and mine[0].label == f"another harness process, pid {child.pid}"
+    assert f"harness (pid {child.pid})" in (sampler.result.reason or "")

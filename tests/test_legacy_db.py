@@ -27,7 +27,7 @@ def _legacy_config(tmp_path: Path):
         "backends": {"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
         "pruners": [{"method": "l1-global", "amounts": [0.5]}],
         "calibration": {"method": "minmax", "count": 16, "seed": 0},
-        "timing": {"warmup": 1, "iterations": 3, "repeats": 2}, "max_eval_samples": 40,
+        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3, "repeats": 2}, "max_eval_samples": 40,
         "cache_dir": tmp_path / "cache", "data_root": tmp_path / "data", "out_dir": tmp_path / "out"})
 
 

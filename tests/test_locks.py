@@ -149,3 +149,116 @@ def test_lock_names_are_file_safe():
     assert lock_name("MIG-GPU-1/2/3") == "MIG-GPU-1_2_3"
     with pytest.raises(HarnessError):
         lock_name("..")
+
+
+# --------------------------------------------------------------------------- shared (heavy work) vs exclusive
+
+WORKER = r"""
+import json, sys, time
+from pathlib import Path
+from harness.locks import DeviceLock, heavy_work
+lock_dir, out, kind, hold, marker, start_after = sys.argv[1:7]
+if start_after != "-":
+    while not Path(start_after).exists():
+        time.sleep(0.005)
+t_asked = time.time()
+if kind == "window":
+    with DeviceLock("cpu", lock_dir=lock_dir, poll_s=0.005):
+        t0 = time.time()
+        if marker != "-":
+            Path(marker).write_text("held")
+        time.sleep(float(hold))
+        t1 = time.time()
+else:
+    with heavy_work("cpu", kind, lock_dir=lock_dir, poll_s=0.005) as work:
+        t0 = time.time()
+        if marker != "-":
+            Path(marker).write_text("held")
+        time.sleep(float(hold))
+        t1 = time.time()
+Path(out).write_text(json.dumps({"asked": t_asked, "start": t0, "end": t1}))
+"""
+
+
+def _worker(tmp_path: Path, name: str, kind: str, hold: float, marker: str = "-",
+            start_after: str = "-") -> tuple[subprocess.Popen, Path]:
+    out = tmp_path / f"{name}.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "locks"), str(out), kind, str(hold),
+                             marker, start_after], cwd=REPO, env=env)
+    return proc, out
+
+
+def _span(out: Path) -> dict:
+    return json.loads(out.read_text())
+
+
+def test_heavy_work_waits_for_another_process_window_and_a_window_waits_for_heavy_work(tmp_path: Path):
+    from harness.locks import heavy_work
+
+    held = tmp_path / "window-held"
+    window, out_w = _worker(tmp_path, "window", "window", 0.5, marker=str(held))
+    _wait_for(held)
+    messages: list[str] = []
+    with heavy_work("cpu", "accuracy pass", lock_dir=tmp_path / "locks", on_wait=messages.append,
+                    poll_s=0.005) as work:
+        started = time.time()
+        heavy_held = tmp_path / "heavy-held"
+        heavy_held.write_text("held")
+        # now a second window must wait for this heavy work to end
+        window2, out_w2 = _worker(tmp_path, "window2", "window", 0.01)
+        time.sleep(0.4)
+        ended = time.time()
+    assert window.wait(60) == 0 and window2.wait(60) == 0
+    first, second = _span(out_w), _span(out_w2)
+    assert started >= first["end"], "heavy work ran inside another process's timing window"
+    assert second["start"] >= ended, "a timing window opened during another process's heavy work"
+    assert work.waited_s > 0.05 and work.what == "accuracy pass" and work.end is not None
+    assert messages == [f"waiting for another harness process (pid {window.pid}) timing on cpu..."]
+
+
+def test_heavy_work_of_two_processes_runs_together(tmp_path: Path):
+    a_held = tmp_path / "a-held"
+    a, out_a = _worker(tmp_path, "a", "export", 1.0, marker=str(a_held))
+    _wait_for(a_held)
+    b, out_b = _worker(tmp_path, "b", "calibration", 0.01)
+    assert b.wait(60) == 0 and a.wait(60) == 0
+    assert _span(out_b)["start"] < _span(out_a)["end"], "shared holders excluded each other"
+
+
+def test_a_waiting_window_is_not_starved_by_new_heavy_work(tmp_path: Path):
+    """Heavy work that asks after a window started waiting runs after that window (the intent file)."""
+    first_held = tmp_path / "first-held"
+    first, out_1 = _worker(tmp_path, "first", "build", 1.0, marker=str(first_held))
+    _wait_for(first_held)
+    window, out_w = _worker(tmp_path, "window", "window", 0.3)
+    time.sleep(0.3)  # the window is now queued behind the first heavy work
+    late, out_l = _worker(tmp_path, "late", "profiling", 0.05)
+    for proc in (first, window, late):
+        assert proc.wait(60) == 0
+    w, lt, f = _span(out_w), _span(out_l), _span(out_1)
+    assert w["start"] >= f["end"]
+    assert lt["asked"] < w["start"], "the late heavy work asked only after the window opened (test timing)"
+    assert lt["start"] >= w["end"], "heavy work that arrived later overtook a waiting window"
+
+
+def test_own_heavy_work_does_not_block_own_window_and_is_held_again_after_it(tmp_path: Path):
+    from harness.locks import heavy_work
+
+    locks = tmp_path / "locks"
+    with heavy_work("cpu", "session preparation", lock_dir=locks):
+        with DeviceLock("cpu", lock_dir=locks, timeout_s=5) as window:
+            assert window.held and window.waited_s < 1.0
+        with heavy_work("cpu", "nested accuracy pass", lock_dir=locks, timeout_s=5):
+            pass
+        # the shared hold is back: another process's window cannot open now
+        probe = subprocess.run(
+            [sys.executable, "-c", "import sys\nfrom harness.locks import DeviceLock\n"
+             "DeviceLock('cpu', lock_dir=sys.argv[1], timeout_s=0.3).acquire()", str(locks)],
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+        assert probe.returncode != 0 and "gave up after 0.3 s" in probe.stderr
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom harness.locks import DeviceLock\n"
+         "DeviceLock('cpu', lock_dir=sys.argv[1], timeout_s=5).acquire()", str(locks)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr

@@ -29,7 +29,7 @@ def _config(tmp_path: Path, cache: Path, pruner: dict):
         "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [4],
         "backends": {"torch": ["fp32"], "ort-cpu": ["fp32"]}, "pruners": [pruner],
         "calibration": {"method": "minmax", "count": 16, "seed": 0},
-        "timing": {"warmup": 1, "iterations": 2, "repeats": 2}, "max_eval_samples": 40, "profile_layers": False,
+        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 2, "repeats": 2}, "max_eval_samples": 40, "profile_layers": False,
         "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out"})
 
 

@@ -44,7 +44,7 @@ def _overrides(tmp_path: Path, cache: Path) -> dict:
     return {
         "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [2, 4], "backends": {"torch": ["fp32"]},
         "pruners": [{"method": "l1", "amounts": [0.3, 0.6]}], "max_eval_samples": 24,
-        "timing": {"warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]},
+        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]},
         "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out", "device_checks": False,
     }
 
@@ -172,7 +172,7 @@ backends: {{torch: [fp32]}}
 pruners: [{{method: l1, amounts: [0.3, 0.6]}}]
 max_eval_samples: 24
 device_checks: false
-timing: {{warmup: 0, iterations: 2, repeats: 1, definitions: [e2e]}}
+timing: {{min_seconds: 0, warmup_seconds: 0, warmup: 0, iterations: 2, repeats: 1, definitions: [e2e]}}
 cache_dir: {shared_cache}
 data_root: {tmp_path / 'data'}
 out_dir: {tmp_path / 'out'}

@@ -68,7 +68,7 @@ weights: random
 datasets: [shapes]
 batch_sizes: {batch_sizes}
 backends: {{torch: [fp32]}}
-timing: {{warmup: 1, iterations: {iterations}, repeats: 1}}
+timing: {{min_seconds: 0, warmup_seconds: 0, warmup: 1, iterations: {iterations}, repeats: 1}}
 max_eval_samples: 32
 data_root: {tmp_path / 'data'}
 cache_dir: {cache or tmp_path / 'cache'}
@@ -178,7 +178,9 @@ def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Pat
     mount one; else ENOSPC injected at the store's write."""
     out = tmp_path / "out"
     out.mkdir()
-    cfg = _tiny_sweep(tmp_path, out, batch_sizes="[1, 2, 3, 4]", iterations=100)
+    # Four units of one cell each (a unit's cells are timed interleaved and finish together).
+    cfg = _tiny_sweep(tmp_path, out, iterations=100,
+                      extra="pruners: [{method: l1-global, amounts: [0.2, 0.4, 0.6]}]")
     db = out / "results.db"
     mounted = _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(out))
     try:
@@ -351,7 +353,7 @@ models: [tinycnn]
 datasets: [shapes]
 batch_sizes: [1]
 backends: {{ort-cpu: [fp32, int8]}}
-timing: {{warmup: 1, iterations: 5, repeats: 1}}
+timing: {{min_seconds: 0, warmup_seconds: 0, warmup: 1, iterations: 5, repeats: 1}}
 calibration: {{method: minmax, count: 24, seed: 3}}
 max_eval_samples: 32
 data_root: {tmp_path / 'data'}

@@ -19,7 +19,7 @@ def test_report_writes_plots_and_speedup_table(tmp_path: Path, shared_cache: Pat
         "models": ["tinycnn"], "datasets": ["shapes"], "batch_sizes": [4, 16], "backends": {"torch": ["fp32"]},
         "pruners": [{"method": "removal", "importance": "l2", "amounts": [0.5]},
                     {"method": "l1-global", "amounts": [0.3]}],
-        "timing": {"warmup": 1, "iterations": 3, "repeats": 1},
+        "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3, "repeats": 1},
         "cache_dir": shared_cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out"})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         run_sweep(config, store, resume=False)
@@ -48,7 +48,7 @@ def _synthetic_cell(model: str, backend: str, precision: str, pruner: str, amoun
     # 5 repeats of 40 samples; each repeat drifts by ~2 % (what a shared machine does) and samples by ~3 %
     repeats = [[int(v) for v in rng.normal(median_ms * 1e6 * rng.normal(1, 0.02), 0.03 * median_ms * 1e6, 40)]
                for _ in range(5)]
-    timing = TimingResult("compute", "perf_counter_ns", 8, TimingSettings(repeats=5, iterations=40),
+    timing = TimingResult("compute", "perf_counter_ns", 8, TimingSettings(repeats=5, iterations=40, min_seconds=0, warmup_seconds=0),
                           repeats).to_dict()
     timing = TimingWindow.from_dict(timing)
     ident = CellIdentity(model=model, weights="pretrained", dataset="shapes", dataset_size=None, pruner=pruner,

@@ -51,7 +51,7 @@ def _err(ident: dict[str, Any], error: str, trace: str) -> CellOutcome:
 
 
 def _timings() -> list[dict[str, Any]]:
-    cfg = TimingSettings(warmup=0, iterations=3, repeats=1)
+    cfg = TimingSettings(warmup=0, iterations=3, repeats=1, min_seconds=0, warmup_seconds=0)
     return [
         measure(lambda _: sum(range(100)), [0], batch_size=8, config=cfg, definition=d,
                 timer=PerfCounterTimer()).to_dict(with_samples=False)

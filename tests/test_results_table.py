@@ -42,13 +42,24 @@ def test_table_shows_ci_and_marks_unstable_cells_with_literal_reasons(tmp_path: 
         console = Console(record=True, width=400)
         monkeypatch.setattr(cli, "console", console)
         cli._print_table(store)
-    text = console.export_text()
+        text = console.export_text()
+        detailed = Console(record=True, width=400)
+        monkeypatch.setattr(cli, "console", detailed)
+        cli._print_table(store, unstable=True)
     compute = rows["compute"]
     half = (compute["latency_median_ci_high_ms"] - compute["latency_median_ci_low_ms"]) / 2
     assert f"{compute['Inference Time (ms)']:.3f} ±{half:.3f}" in text
     (row,) = [line for line in text.splitlines() if "torch fp32" in line and "│" in line]
-    assert row.split("│")[7].strip().endswith("!1")  # the e2e cell carries the unstable mark
-    assert not row.split("│")[6].strip().endswith("!1") and "1 unstable measurement(s)" in text
+    assert row.split("│")[7].strip().endswith("!")  # the e2e cell carries the unstable mark
+    assert not row.split("│")[6].strip().endswith("!")
     assert "[red]m[/red]" in row.split("│")[1]  # a model name is data, not markup
-    assert "host busy: other processes using CPU: [bold]evil[/bold]" in text
-    assert "CV " in text  # the reasons themselves are listed
+    # by default one summary line by cause, no per-window footnotes
+    assert "1 of 2 windows unstable: host busy ([bold]evil[/bold], pid 7) 1" in text
+    assert "samples scatter" in text and "harness results show --unstable" in text
+    assert "unstable measurement(s)" not in text
+    # --unstable lists each window's reasons, literally
+    listed = detailed.export_text()
+    (row,) = [line for line in listed.splitlines() if "torch fp32" in line and "│" in line]
+    assert row.split("│")[7].strip().endswith("!1") and "1 unstable measurement(s)" in listed
+    assert "host busy: other processes using CPU: [bold]evil[/bold]" in listed
+    assert "samples scatter: robust CV " in listed  # the reasons themselves are listed

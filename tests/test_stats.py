@@ -150,11 +150,11 @@ def test_comparison_fields_and_min_effect():
     rng = np.random.default_rng(9)
     a = draw(rng, repeats=5, n=200, noise=0.005)
     b = draw(rng, repeats=5, n=200, noise=0.005, mu_ns=0.995e6)  # 0.5 % faster, tightly measured
-    c = compare_latencies(a, b, min_effect=0.01, resamples=500)
+    c = compare_latencies(a, b, min_effect=0.01, resamples=500, drift_allowance=0.0)
     assert c.speedup == pytest.approx(1 / 0.995, rel=2e-3)
     assert c.speedup_low > 1.0  # the CI excludes 1 ...
     assert not c.significant and "minimum effect" in c.reason  # ... but 0.5 % is below 1 %
-    c0 = compare_latencies(a, b, min_effect=0.0, resamples=500)
+    c0 = compare_latencies(a, b, min_effect=0.0, resamples=500, drift_allowance=0.0)
     assert c0.significant and c0.faster == "candidate"
     d = c0.to_dict()
     assert d["test"] == COMPARISON_TEST
@@ -178,9 +178,9 @@ def test_stable_when_tight_and_each_trigger_gives_its_reason():
 
     noisy = draw(rng, repeats=5, n=50, noise=0.2)
     v = assess_stability(noisy, "cpu")
-    assert not v.stable and any(r.startswith("CV ") for r in v.reasons)
+    assert not v.stable and any(r.startswith("samples scatter: robust CV ") for r in v.reasons)
 
-    drifting = draw(rng, repeats=5, n=50, noise=0.002, drift=0.08)
+    drifting = draw(rng, repeats=5, n=50, noise=0.002, drift=0.15)
     v = assess_stability(drifting, "cpu")
     assert any("repeat medians disagree" in r for r in v.reasons)
     assert any("median CI half-width" in r for r in v.reasons)
@@ -200,10 +200,10 @@ def test_stable_when_tight_and_each_trigger_gives_its_reason():
 def test_gpu_thresholds_are_stricter_than_cpu():
     rng = np.random.default_rng(11)
     data = draw(rng, repeats=5, n=200, noise=0.05)  # CV about 5 %
-    assert not any(r.startswith("CV") for r in assess_stability(data, "cpu").reasons)
-    assert any(r.startswith("CV") for r in assess_stability(data, "cuda").reasons)
-    custom = StabilityThresholds(cv_cpu=0.01)
-    assert any(r.startswith("CV") for r in assess_stability(data, "cpu", thresholds=custom).reasons)
+    assert "cv" not in assess_stability(data, "cpu").causes
+    assert "cv" in assess_stability(data, "cuda").causes
+    custom = StabilityThresholds(robust_cv_cpu=0.01)
+    assert "cv" in assess_stability(data, "cpu", thresholds=custom).causes
     with pytest.raises(HarnessError):
         assess_stability(data, "tpu")  # type: ignore[arg-type]
 
@@ -302,3 +302,130 @@ def test_discrete_machine_states_do_not_hide_a_ten_percent_change():
         hits += slow.significant and slow.faster == "baseline"
         nulls += not same.significant
     assert hits >= 7 and nulls >= 7
+
+
+# ---------------------------------------------------------------- CI expansion only for disagreeing repeats
+
+
+def test_repeats_that_agree_are_not_blown_up_by_the_small_sample_expansion():
+    rng = np.random.default_rng(21)
+    one = (1e6 * (1 + rng.normal(0, 0.03, 400))).astype(np.int64).tolist()
+    agree = [one, list(one), list(one)]  # three repeats with the same distribution and median
+    ci = median_ci(agree, resamples=1000)
+    within = median_ci(agree, resamples=1000, method="within")
+    assert ci.method == "hierarchical"
+    assert ci.half_width_pct <= 1.3 * within.half_width_pct  # not x2.69 (t with 2 df)
+    disagree = [one, (np.array(one) * 1.04).astype(np.int64).tolist(), (np.array(one) * 0.97).astype(np.int64).tolist()]
+    wide = median_ci(disagree, resamples=1000)
+    assert wide.half_width_pct > 3 * ci.half_width_pct
+
+
+def test_repeat_disagreement_tolerance_grows_with_the_scatter_inside_repeats():
+    rng = np.random.default_rng(22)
+    short = [(1e6 * f * (1 + rng.normal(0, 0.3, 15))).astype(np.int64).tolist() for f in (1.0, 1.08, 1.0)]
+    v = assess_stability(short, "cpu")
+    assert "repeats" not in v.causes and v.repeat_spread_tolerance_pct > 8.0
+    long = [(1e6 * f * (1 + rng.normal(0, 0.01, 2000))).astype(np.int64).tolist() for f in (1.0, 1.08, 1.0)]
+    v = assess_stability(long, "cpu")
+    assert "repeats" in v.causes and v.repeat_spread_tolerance_pct == pytest.approx(5.0)
+
+
+# ---------------------------------------------------------------- paired rounds vs separate windows
+
+
+def _rounds(rng, factors, n=60, mu_ns=1e6, noise=0.02):
+    return [(mu_ns * f * (1 + rng.normal(0, noise, n))).astype(np.int64).tolist() for f in factors]
+
+
+def test_paired_rounds_cancel_drift_that_hits_both_cells_and_still_find_ten_percent():
+    from harness.stats import DESIGN_PAIRED, compare_paired_rounds
+
+    rng = np.random.default_rng(23)
+    trials, null_sig, slow_found = 40, 0, 0
+    for i in range(trials):
+        # the machine's speed changes from round to round by up to 2x (a load step), the same for every cell
+        machine = np.exp(rng.normal(0, 0.25, 6))
+        a = _rounds(rng, machine * (1 + rng.normal(0, 0.005, 6)))
+        b = _rounds(rng, machine * (1 + rng.normal(0, 0.005, 6)))
+        c = _rounds(rng, 1.1 * machine * (1 + rng.normal(0, 0.005, 6)))
+        same = compare_paired_rounds(a, b, seed=i, resamples=500)
+        slower = compare_paired_rounds(a, c, seed=i, resamples=500)
+        assert same.design == DESIGN_PAIRED and "rounds" in same.design_note
+        null_sig += same.significant
+        slow_found += slower.significant and slower.faster == "baseline"
+    assert null_sig / trials <= 0.05
+    assert slow_found / trials >= 0.95
+
+
+def test_paired_rounds_need_matching_rounds():
+    from harness.stats import compare_paired_rounds
+
+    rng = np.random.default_rng(24)
+    with pytest.raises(HarnessError, match="same number"):
+        compare_paired_rounds(_rounds(rng, [1, 1, 1]), _rounds(rng, [1, 1, 1, 1]))
+    with pytest.raises(HarnessError, match="at least 3 rounds"):
+        compare_paired_rounds(_rounds(rng, [1, 1]), _rounds(rng, [1, 1]))
+
+
+def test_separate_windows_carry_a_drift_allowance_and_say_so():
+    from harness.stats import DESIGN_SEPARATE, DRIFT_ALLOWANCE
+
+    rng = np.random.default_rng(25)
+    a = _rounds(rng, [1.0, 1.0, 1.0], n=300, noise=0.005)
+    b = _rounds(rng, [1.02, 1.02, 1.02], n=300, noise=0.005)  # 2 %: what drift between two windows does
+    plain = compare_latencies(a, b, resamples=500, drift_allowance=0.0)
+    honest = compare_latencies(a, b, resamples=500)
+    assert plain.significant  # the old interval crowns it ...
+    assert not honest.significant  # ... the allowance for drift between separate windows does not
+    assert honest.design == DESIGN_SEPARATE and "drift allowance" in honest.design_note
+    assert honest.speedup_low < plain.speedup_low and honest.speedup_high > plain.speedup_high
+    gpu = compare_latencies(a, b, resamples=500, device="cuda")
+    assert DRIFT_ALLOWANCE["cuda"] < DRIFT_ALLOWANCE["cpu"] and gpu.speedup_high < honest.speedup_high
+    assert honest.to_dict()["design"] == DESIGN_SEPARATE
+
+
+# ---------------------------------------------------------------- not comparable
+
+
+def test_a_pair_disturbed_by_the_machine_is_not_comparable_and_never_significant():
+    from harness.stats import instability_causes, not_comparable_reason
+
+    rng = np.random.default_rng(26)
+    a = _rounds(rng, [1.0, 1.0, 1.0], n=200, noise=0.005)
+    c = _rounds(rng, [1.3, 1.3, 1.3], n=200, noise=0.005)
+    comp = compare_latencies(a, c, resamples=500)
+    assert comp.significant
+    busy = {"stable": False, "reasons": ["host busy: other processes using CPU: harness (pid 42) 71 %"],
+            "causes": ["host"]}
+    scattered = {"stable": False, "reasons": ["median CI half-width 6.0 % > 5.0 %"], "causes": ["ci"]}
+    judged = comp.with_stability(busy, {"stable": True, "reasons": []})
+    assert not judged.significant and judged.faster is None
+    assert judged.reason.startswith("not comparable: baseline host busy: other processes using CPU: harness (pid 42)")
+    assert "quiet machine" in judged.reason and "until_stable" in judged.reason
+    assert judged.to_dict()["not_comparable"] == judged.reason
+    # scatter alone widens the interval but does not forbid the comparison
+    assert comp.with_stability(scattered, None) is comp
+    # verdicts stored before cause codes existed are read from their reasons
+    old = {"stable": False, "reasons": ["CV 12.0 % > 10.0 %", "device: GPU clocks throttled (thermal)"]}
+    assert instability_causes(old) == ["cv", "device"]
+    assert "candidate device: GPU clocks throttled" in (not_comparable_reason(None, old) or "")
+    v = assess_stability(a, "cuda", device_warnings=["GPU clocks throttled (thermal)"])
+    assert v.causes == ["device"] and not_comparable_reason(v, None) is not None
+
+
+def test_pick_fastest_never_crowns_a_not_comparable_pair():
+    rng = np.random.default_rng(27)
+    fast = _rounds(rng, [0.7, 0.7, 0.7], n=100, noise=0.005)
+    slow = _rounds(rng, [1.0, 1.0, 1.0], n=100, noise=0.005)
+    cells = {"fast": fast, "slow": slow}
+    assert pick_fastest(cells).winner == "fast"
+    busy = {"stable": False, "reasons": ["host busy: other processes using CPU: harness (pid 9) 80 %"]}
+    verdicts = {"fast": busy, "slow": {"stable": True, "reasons": []}}
+
+    def judged(baseline: str, candidate: str):
+        return compare_latencies(cells[baseline], cells[candidate], resamples=300).with_stability(
+            verdicts[baseline], verdicts[candidate])
+
+    pick = pick_fastest(cells, compare=judged)
+    assert pick.winner is None and set(pick.tied) == {"fast", "slow"}
+    assert "not comparable" in pick.reason

@@ -61,7 +61,7 @@ def test_the_observer_hears_every_cell_of_a_sweep(tmp_path: Path) -> None:
                           backends={"torch": ["fp32"], "ort-cpu": ["fp32", "int8"]},
                           pruners=[{"method": "l1-global", "amounts": [0.5]}],
                           calibration={"method": "minmax", "count": 16, "seed": 0},
-                          timing={"warmup": 1, "iterations": 3, "repeats": 2}, max_eval_samples=40)
+                          timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3, "repeats": 2}, max_eval_samples=40)
     with ResultStore(db) as store:
         assert run_sweep(config, store, Planned(), resume=True) == {"ok": 0, "error": 0, "skipped": 6}
     assert seen == [(6, 6)]
@@ -163,7 +163,7 @@ def test_prune_then_quantize_sweep_records_sparsity_sizes_and_int8(tmp_path: Pat
     """Pruner x amount x backend x precision, including prune-then-quantize, in one sweep."""
     config = _config(tmp_path, _cold_calibration_cache(tmp_path, shared_cache), batch_sizes=[16], backends={"ort-cpu": ["fp32", "int8"]},
                      pruners=[{"method": "l1-global", "amounts": [0.5]}],
-                     calibration={"count": 128, "method": "entropy"}, timing={"warmup": 1, "iterations": 3,
+                     calibration={"count": 128, "method": "entropy"}, timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3,
                                                                               "repeats": 1, "definitions": ["compute"]})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         counts = run_sweep(config, store, resume=False)
@@ -190,7 +190,7 @@ def test_taylor_removal_uses_train_split_and_lowers_macs(tmp_path: Path, shared_
     config = _config(tmp_path, shared_cache, batch_sizes=[8], backends={"torch": ["fp32"]},
                      pruners=[{"method": "removal", "importance": "taylor", "amounts": [0.25]},
                               {"method": "2:4"}],
-                     timing={"warmup": 1, "iterations": 3, "repeats": 1})
+                     timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 3, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         counts = run_sweep(config, store, resume=False)
         records = {r.identity.pruner: r for r in store.records()}
@@ -217,7 +217,7 @@ def test_calibration_failure_fails_only_int8_cells(tmp_path: Path, shared_cache:
                    "    m.input_size = 32\n    return m\n")
     config = _config(tmp_path, shared_cache, models=[f"{bad}:build"], datasets=["folder"],
                      data_root=tmp_path / "folder", batch_sizes=[4], backends={"ort-cpu": ["fp32", "int8"]},
-                     timing={"warmup": 1, "iterations": 2, "repeats": 1})
+                     timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 2, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         counts = run_sweep(config, store, resume=False)
         records = {r.identity.precision: r for r in store.records()}
@@ -231,7 +231,7 @@ def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, sha
     broken = tmp_path / "broken.py"
     broken.write_text(BROKEN_AT_INFERENCE)
     config = _config(tmp_path, shared_cache, models=[f"{broken}:build", "tinycnn"], batch_sizes=[2, 4],
-                     backends={"torch": ["fp32"]}, timing={"warmup": 1, "iterations": 2, "repeats": 1})
+                     backends={"torch": ["fp32"]}, timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 2, "repeats": 1})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         counts = run_sweep(config, store, resume=False)
         records = list(store.records())
@@ -264,7 +264,7 @@ def test_run_unit_yields_typed_outcomes_without_a_store(tmp_path: Path, shared_c
     from harness.unit import UnitContext, run_unit
 
     config = _config(tmp_path, shared_cache, batch_sizes=[4], backends={"ort-cpu": ["fp32"]},
-                     timing={"warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]})
+                     timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]})
     (unit,) = plan_units(config)
     outcomes = list(run_unit(unit, UnitContext(config)))
     assert [type(o) for o in outcomes] == [CellOutcome]
@@ -299,9 +299,9 @@ def test_sweep_streams_evaluation_data_and_records_how(tmp_path: Path, shared_ca
     second session reads) is the same as decoding in process, and the result says how it was read."""
     config = _config(tmp_path, shared_cache, batch_sizes=[8], backends={"torch": ["fp32"], "ort-cpu": ["fp32"]},
                      max_eval_samples=40, eval_workers=1, eval_cache=True,
-                     timing={"warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]})
+                     timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]})
     plain = _config(tmp_path, shared_cache, batch_sizes=[8], backends={"torch": ["fp32"]}, max_eval_samples=40,
-                    out_dir=tmp_path / "plain", timing={"warmup": 0, "iterations": 2, "repeats": 1,
+                    out_dir=tmp_path / "plain", timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 2, "repeats": 1,
                                                         "definitions": ["e2e"]})
     with ResultStore(tmp_path / "out" / "results.db") as store:
         run_sweep(config, store, resume=False)

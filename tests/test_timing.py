@@ -128,6 +128,9 @@ def test_timing_config_accepts_minimal_values() -> None:
 
 # --------------------------------------------------------------------------- measure
 
+#: Loop counts alone (no minimum duration): what the call-count tests below check.
+COUNT_ONLY = {"min_seconds": 0, "warmup_seconds": 0}
+
 
 class _Recorder:
     """A function under test that records every input it was called with."""
@@ -160,7 +163,7 @@ def test_measure_call_count_order_and_sample_layout(warmup: int, iterations: int
     rec = _Recorder()
     timer = _CountingPerfTimer(rec)
     seen_repeats: list[int] = []
-    cfg = TimingSettings(warmup=warmup, iterations=iterations, repeats=repeats)
+    cfg = TimingSettings(warmup=warmup, iterations=iterations, repeats=repeats, **COUNT_ONLY)
     result = measure(rec, inputs, batch_size=2, config=cfg, definition="e2e", timer=timer,
                      on_repeat=seen_repeats.append)
 
@@ -184,7 +187,7 @@ def test_measure_call_count_order_and_sample_layout(warmup: int, iterations: int
 
 
 def test_measure_samples_reflect_a_known_sleep() -> None:
-    cfg = TimingSettings(warmup=1, iterations=4, repeats=2)
+    cfg = TimingSettings(warmup=1, iterations=4, repeats=2, **COUNT_ONLY)
     result = measure(lambda _: time.sleep(0.002), [None], batch_size=4, config=cfg, definition="compute",
                      timer=PerfCounterTimer())
     assert min(result.samples_ns) >= 2_000_000
@@ -197,7 +200,7 @@ def test_measure_samples_reflect_a_known_sleep() -> None:
 
 def test_measure_distinguishes_slow_from_fast_inputs() -> None:
     """Samples are per call: a slow input shows up at its positions in the cycle."""
-    cfg = TimingSettings(warmup=0, iterations=6, repeats=1)
+    cfg = TimingSettings(warmup=0, iterations=6, repeats=1, **COUNT_ONLY)
     result = measure(lambda d: time.sleep(d), [0.0, 0.004], batch_size=1, config=cfg, definition="e2e",
                      timer=PerfCounterTimer())
     (samples,) = result.repeats_ns
@@ -251,7 +254,7 @@ def test_timing_definitions() -> None:
 
 
 def _small_result() -> TimingResult:
-    cfg = TimingSettings(warmup=1, iterations=3, repeats=2)
+    cfg = TimingSettings(warmup=1, iterations=3, repeats=2, **COUNT_ONLY)
     return measure(lambda _: sum(range(200)), [0, 1], batch_size=3, config=cfg, definition="compute",
                    timer=PerfCounterTimer())
 
@@ -286,7 +289,7 @@ def test_timing_settings_is_the_one_type_and_results_store_only_the_loop_counts(
     from harness.config import SweepConfig
 
     assert SweepConfig.model_fields["timing"].annotation is TimingSettings
-    cfg = TimingSettings(warmup=0, iterations=2, repeats=1, definitions=["e2e"], batches=2)
+    cfg = TimingSettings(warmup=0, iterations=2, repeats=1, definitions=["e2e"], batches=2, **COUNT_ONLY)
     stored = measure(lambda x: x, [1], batch_size=1, config=cfg, definition="e2e",
                      timer=PerfCounterTimer()).to_dict()
     assert stored["config"] == {"warmup": 0, "iterations": 2, "repeats": 1}
@@ -333,3 +336,69 @@ def test_cuda_events_are_created_on_the_sessions_device(monkeypatch: pytest.Monk
     monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
     samples = CudaEventTimer(Stream()).time_calls(lambda x: None, [1, 2], 3)
     assert samples == [500_000] * 3 and made == ["cuda:1"] * 6
+
+
+# --------------------------------------------------------------------------- duration-based windows
+
+
+def test_default_durations_by_device_and_validation() -> None:
+    cfg = TimingSettings()
+    assert cfg.min_seconds is None and cfg.warmup_seconds is None
+    assert cfg.min_seconds_for("cpu") == 0.5 and cfg.min_seconds_for("cuda") == 1.0
+    assert cfg.min_seconds_for("cuda:1") == 1.0
+    assert cfg.warmup_seconds_for("cpu") == 0.2 and cfg.warmup_seconds_for("cuda") == 0.5
+    own = TimingSettings(min_seconds=0.05, warmup_seconds=0)
+    assert own.min_seconds_for("cuda") == 0.05 and own.warmup_seconds_for("cpu") == 0
+    for bad in ({"min_seconds": -1}, {"warmup_seconds": -0.1}, {"min_seconds": "soon"}, {"min_seconds": 1e6}):
+        with pytest.raises(ValueError):
+            TimingSettings(**bad)
+
+
+def test_config_key_timing_min_seconds_is_validated() -> None:
+    from harness.config import load_config
+    from harness.errors import HarnessError
+
+    assert load_config(None, {"timing": {"min_seconds": 0.25}}).timing.min_seconds == 0.25
+    with pytest.raises(HarnessError, match="timing.min_seconds"):
+        load_config(None, {"timing": {"min_seconds": -2}})
+
+
+def test_each_repeat_measures_for_at_least_min_seconds_and_at_least_iterations() -> None:
+    rec = _Recorder()
+    cfg = TimingSettings(warmup=0, iterations=3, repeats=2, min_seconds=0.06, warmup_seconds=0)
+    sleepy = lambda x: (rec(x), time.sleep(0.002))  # noqa: E731
+    result = measure(sleepy, ["a", "b", "c"], batch_size=1, config=cfg, definition="e2e", timer=PerfCounterTimer())
+    assert len(result.repeats_ns) == 2
+    for rep, (start, end) in zip(result.repeats_ns, result.repeat_times):
+        assert sum(rep) >= 0.06e9 * 0.9  # the timed calls themselves add up to about min_seconds
+        assert end - start >= 0.06
+        assert len(rep) > 3  # more than `iterations`: the duration set the count
+    # The inputs keep cycling across the blocks of calls within a repeat.
+    n0 = len(result.repeats_ns[0])
+    assert rec.calls[:n0] == [["a", "b", "c"][i % 3] for i in range(n0)]
+    # A long call still runs `iterations` times however short min_seconds is.
+    cfg2 = TimingSettings(warmup=0, iterations=4, repeats=1, min_seconds=0.001, warmup_seconds=0)
+    slow = measure(lambda _: time.sleep(0.003), [None], batch_size=1, config=cfg2, definition="e2e",
+                   timer=PerfCounterTimer())
+    assert len(slow.repeats_ns[0]) == 4
+    stored = result.to_dict()
+    assert stored["duration"] == {"min_seconds": 0.06, "warmup_seconds": 0}
+    assert len(stored["repeat_times"]) == 2 and stored["repeat_times"][0][0] < stored["repeat_times"][1][0]
+
+
+def test_warm_up_runs_for_warmup_seconds_and_is_not_timed() -> None:
+    rec = _Recorder()
+    timer = _CountingPerfTimer(rec)
+    cfg = TimingSettings(warmup=2, iterations=5, repeats=1, min_seconds=0, warmup_seconds=0.05)
+    measure(lambda x: (rec(x), time.sleep(0.002)), [0], batch_size=1, config=cfg, definition="e2e", timer=timer)
+    warm = timer.calls_before_block[0]
+    assert warm >= 10  # ~0.05 s of 2 ms calls, well beyond the 2-call minimum
+    assert len(rec.calls) == warm + 5
+
+
+def test_a_repeat_stops_at_the_sample_cap() -> None:
+    from harness.timing import MAX_SAMPLES_PER_REPEAT
+
+    cfg = TimingSettings(warmup=0, iterations=1, repeats=1, min_seconds=600, warmup_seconds=0)
+    result = measure(lambda x: x, [0], batch_size=1, config=cfg, definition="e2e", timer=PerfCounterTimer())
+    assert len(result.repeats_ns[0]) == MAX_SAMPLES_PER_REPEAT

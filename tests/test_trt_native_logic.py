@@ -793,7 +793,7 @@ def test_gpu_session_runtime_with_a_copy_engine(cuda_graph: bool) -> None:
     assert isinstance(timer, CudaEventTimer)
     staged = [session.stage(torch.randn((8, *GPU_SHAPE)))]
     before = engine.executions[0]
-    result = measure(session.run, staged, batch_size=8, config=TimingSettings(warmup=2, iterations=20, repeats=2),
+    result = measure(session.run, staged, batch_size=8, config=TimingSettings(warmup=2, iterations=20, repeats=2, min_seconds=0, warmup_seconds=0),
                      definition="compute", timer=timer)
     assert len(result.samples_ns) == 40 and all(s > 0 for s in result.samples_ns)
     executed = engine.executions[0] - before
