@@ -143,8 +143,12 @@ def test_data_fetch_offline_says_so(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_mid_sweep_is_a_clean_message(tmp_path: Path, shared_cache: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--model", "tinycnn", "--backend", "torch",
-                             "--batch-size", "1", "--batch-size", "2", "--batch-size", "3", "--iterations", "150",
+    # Two units (unpruned, then pruned): a unit's cells are timed interleaved and committed together, so
+    # the interrupt lands while the second unit works, mid-sweep.
+    config = tmp_path / "sweep.yaml"
+    config.write_text("models: [tinycnn]\ndatasets: [shapes]\nbatch_sizes: [1, 2, 3]\nbackends: {torch: [fp32]}\n"
+                      "pruners: [{method: l1-global, amounts: [0.5]}]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--config", str(config), "--iterations", "150",
                              "--cache-dir", str(shared_cache), "--data-root", str(tmp_path), "--out", str(out)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = out / "results.db"

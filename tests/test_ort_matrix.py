@@ -197,6 +197,10 @@ def test_unreachable_index_skips_outside_ci_only(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("PIP_RETRIES", "0")
     monkeypatch.setenv("PIP_TIMEOUT", "5")
     monkeypatch.setenv("PIP_FIND_LINKS", "")  # no local wheel directory may satisfy the pin
+    # Nor a local index from the machine's pip configuration: the dead proxy's index is the only one.
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_INDEX_URL", f"{dead}/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "")
     with pytest.raises(WheelUnavailable) as info:
         installed_wheel(OrtPin("1.20.*", "Dockerfile.test"), tmp_path / "cache")
     assert info.value.unreachable, info.value.output[-2000:]
