@@ -802,10 +802,20 @@ def compare_latencies(
         n_b, n_c = base_ci.repeats, cand_ci.repeats
         lo, hi = _expand(speedup, lo, hi, small_sample_expansion(min(n_b, n_c), n_b + n_c - 2, confidence), log=True)
     lo, hi = _widen_log(speedup, lo, hi, allowance)
-    significant, faster, reason = _decide(speedup, lo, hi, confidence, min_effect)
     note = (f"measured in separate windows (each cell's repeats back to back): drift between the two windows "
             f"is not in the samples, so the interval includes a {100 * allowance:.0f} % drift allowance; "
             "cells interleaved in one unit run are compared round by round instead")
+    return _comparison(base, cand, base_ci, cand_ci, (speedup, lo, hi), confidence, min_effect,
+                       test=COMPARISON_TEST, statistic=statistic, design=DESIGN_SEPARATE, design_note=note)
+
+
+def _comparison(base: Sequence[np.ndarray], cand: Sequence[np.ndarray], base_ci: MedianCI, cand_ci: MedianCI,
+                interval: tuple[float, float, float], confidence: float, min_effect: float, *, test: str,
+                statistic: str, design: str, design_note: str) -> Comparison:
+    """The decision on a speedup and its interval (significance and minimum effect, with Mann-Whitney's p
+    beside it), whichever design produced the interval."""
+    speedup, lo, hi = interval
+    significant, faster, reason = _decide(speedup, lo, hi, confidence, min_effect)
     _, p = mann_whitney_u(np.concatenate(base), np.concatenate(cand))
     return Comparison(
         baseline=base_ci,
@@ -815,15 +825,15 @@ def compare_latencies(
         speedup_high=hi,
         significant=significant,
         faster=faster,
-        test=COMPARISON_TEST,
+        test=test,
         statistic=statistic,
         median_ratio=base_ci.median_ms / cand_ci.median_ms,
         min_effect=min_effect,
         mann_whitney_p=p,
         mann_whitney_note=MANN_WHITNEY_NOTE,
         reason=reason,
-        design=DESIGN_SEPARATE,
-        design_note=note,
+        design=design,
+        design_note=design_note,
     )
 
 
@@ -883,27 +893,11 @@ def compare_paired_rounds(
     lo, hi = (float(v) for v in np.quantile(boots, [alpha / 2.0, 1.0 - alpha / 2.0]))
     lo, hi = min(lo, speedup), max(hi, speedup)
     lo, hi = _expand(speedup, lo, hi, small_sample_expansion(n, n - 1, confidence), log=True)
-    significant, faster, reason = _decide(speedup, lo, hi, confidence, min_effect)
-    _, p = mann_whitney_u(np.concatenate(base), np.concatenate(cand))
-    return Comparison(
-        baseline=base_ci,
-        candidate=cand_ci,
-        speedup=speedup,
-        speedup_low=lo,
-        speedup_high=hi,
-        significant=significant,
-        faster=faster,
-        test=PAIRED_TEST,
-        statistic=STAT_ROUND_RATIO_MEAN,
-        median_ratio=base_ci.median_ms / cand_ci.median_ms,
-        min_effect=min_effect,
-        mann_whitney_p=p,
-        mann_whitney_note=MANN_WHITNEY_NOTE,
-        reason=reason,
-        design=DESIGN_PAIRED,
-        design_note=(f"measured interleaved in {n} rounds (repeat i of both cells in round i): the CI is a "
-                     "bootstrap over rounds of the per-round median ratio, so drift that hit both cells cancels"),
-    )
+    return _comparison(base, cand, base_ci, cand_ci, (speedup, lo, hi), confidence, min_effect,
+                       test=PAIRED_TEST, statistic=STAT_ROUND_RATIO_MEAN, design=DESIGN_PAIRED,
+                       design_note=(f"measured interleaved in {n} rounds (repeat i of both cells in round i): "
+                                    "the CI is a bootstrap over rounds of the per-round median ratio, so drift "
+                                    "that hit both cells cancels"))
 
 
 # --------------------------------------------------------------------------- until stable
