@@ -261,7 +261,11 @@ def _prepare_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inp
     observer.status(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
     try:
         cls = backends.validate_request(backend_name, precision, context.machine())
-        lock = lock_device_id("cuda") if "cuda" in getattr(cls, "devices", frozenset({"cpu"})) else "cpu"
+        # The device the session will compute on, as the backend itself says (torch decides fp32 by the GPU).
+        uses_cuda = cls.uses_cuda(precision, config.backend_options.get(backend_name))
+        if uses_cuda is None:
+            uses_cuda = context.machine().torch_cuda_available
+        lock = lock_device_id("cuda") if uses_cuda else "cpu"
         with heavy_work(lock, f"build {backend_name} {precision} session", on_wait=observer.notice) as build:
             backend = cls(config.backend_options.get(backend_name, {}))
             session = backend.activate(artifact, precision, tuple(c.batch_size for c in cells), context.cache_dir)
