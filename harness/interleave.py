@@ -13,7 +13,9 @@ Google Benchmark's random interleaving). A slowdown then hits every window of th
 Each repeat records its round, its position in the round and its start and end time. The whole
 block of rounds is one exclusive window on the device (:class:`harness.locks.DeviceLock`), with the
 host load sampled across it; sessions stay alive between rounds (the caller decides how many are
-kept, see :data:`MAX_SESSIONS`). Inputs are staged before the block; nothing but timed calls and
+kept, see :data:`MAX_SESSIONS`). Before a window of another session than the one just timed, the
+block waits until the process's thread pools stop spinning (:func:`harness.timing.wait_for_idle_threads`),
+so one session's idle spin never slows the next session's window; the wait is stored per repeat. Inputs are staged before the block; nothing but timed calls and
 their warm-up runs inside it.
 """
 
@@ -30,7 +32,14 @@ from typing import Any
 from harness import stats
 from harness.hostload import HostLoad, HostLoadSampler
 from harness.locks import DeviceLock
-from harness.timing import CudaEventTimer, PerfCounterTimer, TimingResult, TimingSettings, measure_repeat
+from harness.timing import (
+    CudaEventTimer,
+    PerfCounterTimer,
+    TimingResult,
+    TimingSettings,
+    measure_repeat,
+    wait_for_idle_threads,
+)
 
 #: Sessions a unit keeps alive at once for interleaving, by device class: on CPU a session is a
 #: model's weights and an ONNX Runtime / torch runtime (megabytes to a few hundred MB); on a GPU
@@ -53,6 +62,9 @@ class WindowSpec:
     definition: str
     timer: PerfCounterTimer | CudaEventTimer
     device: str = "cpu"
+    #: The runtime the window calls into (its session): before a window of another session than the
+    #: one timed just before, the block waits for the process's thread pools to go idle.
+    session: Hashable | None = None
 
 
 @dataclass
@@ -62,12 +74,14 @@ class WindowRecord:
     result: TimingResult
     rounds: list[int] = field(default_factory=list)  # round index of each repeat
     positions: list[int] = field(default_factory=list)  # position in its round of each repeat
+    settle_s: list[float] = field(default_factory=list)  # wait for idle threads before each repeat
     until_stable: dict[str, Any] | None = None
 
     def interleave_dict(self, block: BlockInfo) -> dict[str, Any]:
         """The ``interleave`` entry stored with the window's timing."""
         return {"design": DESIGN_INTERLEAVED, "block_id": block.block_id, "windows": block.windows,
-                "seed": block.seed, "rounds": list(self.rounds), "positions": list(self.positions)}
+                "seed": block.seed, "rounds": list(self.rounds), "positions": list(self.positions),
+                "settle_s": [round(v, 4) for v in self.settle_s]}
 
 
 @dataclass(frozen=True)
@@ -135,17 +149,23 @@ def measure_interleaved(
             start = time.time()
             t0 = time.monotonic()
             r = 0
+            previous: Any = _NO_SESSION
             while r < max_rounds:
                 order = list(range(len(windows)))
                 rng.shuffle(order)
                 for pos, i in enumerate(order):
                     w = windows[i]
+                    settled = 0.0
+                    if w.session is None or w.session != previous:
+                        settled = wait_for_idle_threads()
+                    previous = w.session
                     one = measure_repeat(w.fn, w.inputs, config=settings, timer=w.timer, device=w.device)
                     rec = records[i]
                     rec.result.repeats_ns.append(one.samples_ns)
                     rec.result.repeat_times.append((one.start, one.end))
                     rec.rounds.append(r)
                     rec.positions.append(pos)
+                    rec.settle_s.append(settled)
                 r += 1
                 if target is not None and r >= settings.repeats:
                     if _converged(records, target.target_ci_pct) or time.monotonic() - t0 >= (budget or 0):
@@ -164,6 +184,9 @@ def measure_interleaved(
     info = BlockInfo(block_id=block_id, seed=seed, windows=len(windows), rounds=r, start=start, end=end,
                      lock_device=lock_device, lock_waited_s=waited, host_load=sampler.result)
     return records, info
+
+
+_NO_SESSION = object()
 
 
 class _Nothing:

@@ -253,6 +253,34 @@ def warm_up(fn: Callable[[Any], Any], inputs: Sequence[Any], *, calls: int, seco
     return done
 
 
+#: How long :func:`wait_for_idle_threads` waits at most, how long each look lasts, and the share of
+#: one core below which this process counts as idle.
+SETTLE_MAX_SECONDS = 0.5
+SETTLE_SLICE_SECONDS = 0.005
+SETTLE_IDLE_CORES = 0.1
+
+
+def wait_for_idle_threads(max_seconds: float = SETTLE_MAX_SECONDS) -> float:
+    """Wait until this process's other threads stop burning CPU; returns the seconds waited.
+
+    Runtime thread pools spin after their last call before they sleep: ONNX Runtime's intra-op
+    workers (``session.intra_op.allow_spinning``, on by default) keep a core busy for about 50 ms,
+    OpenMP workers for a while too. When windows of different sessions alternate in one process, the
+    session timed last is still spinning while the next one is timed, and on a 2-core machine that
+    halves the next window's speed (ONNX Runtime at batch 32 measured 3.7 ms after its own window,
+    7.8 ms right after another session's). The spin belongs to how a runtime behaves after *its own*
+    calls, so it is waited out between sessions, not switched off: each session is still measured
+    with its runtime's defaults. Quiet means under ``SETTLE_IDLE_CORES`` of a core of process CPU
+    time over a ``SETTLE_SLICE_SECONDS`` look (the process CPU clock counts every thread)."""
+    start = time.perf_counter()
+    while True:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(SETTLE_SLICE_SECONDS)
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        if wall <= 0 or cpu / wall < SETTLE_IDLE_CORES or wall0 + wall - start >= max_seconds:
+            return time.perf_counter() - start
+
+
 def measure_repeat(fn: Callable[[Any], Any], inputs: Sequence[Any], *, config: TimingSettings,
                    timer: PerfCounterTimer | CudaEventTimer, device: str = "cpu") -> Repeat:
     """One repeat: warm-up (by count and time), then timed calls, at least ``config.iterations``
@@ -303,6 +331,7 @@ def measure(
         device = "cuda" if isinstance(timer, CudaEventTimer) else "cpu"
     result = TimingResult(definition=definition, timer=timer.name, batch_size=batch_size, config=config,
                           device=device)
+    wait_for_idle_threads()  # whatever ran before (another session's pool) must not spin into repeat 1
     for rep in range(config.repeats):
         one = measure_repeat(fn, inputs, config=config, timer=timer, device=device)
         result.repeats_ns.append(one.samples_ns)

@@ -312,7 +312,7 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
                             else (host, session.infer)
                         cell_specs.append(WindowSpec(
                             key=(cell, definition), fn=fn, inputs=inputs, batch_size=cell.batch_size,
-                            definition=definition, device=session.device,
+                            definition=definition, device=session.device, session=id(session),
                             timer=timer_for(session.device, definition, session.cuda_stream)))
             except Exception as exc:  # noqa: BLE001
                 failed.append(CellOutcome.failed(cell.identity(config), exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -65,3 +66,47 @@ def test_until_stable_adds_rounds_until_every_window_is_tight(tmp_path: Path):
     assert records[0].until_stable["converged"] and records[0].result.config.repeats == 3
     with pytest.raises(ValueError):
         measure_interleaved([], settings, lock_device="cpu", lock_dir=tmp_path)
+
+
+def _spinning_spec(key: str, session: str, spin_s: float, spins: list[tuple[str, float, float]]) -> WindowSpec:
+    """A window whose every call leaves a thread burning CPU for ``spin_s`` afterwards, as a runtime's
+    thread pool spins after its last call; ``spins`` gets (session, start, end) of each spin."""
+    def fn(_: object) -> None:
+        end = time.perf_counter() + spin_s
+
+        def spin() -> None:
+            while time.perf_counter() < end:
+                pass
+        now = time.time()
+        spins.append((session, now, now + (end - time.perf_counter())))
+        threading.Thread(target=spin, daemon=True).start()
+
+    return WindowSpec(key=key, fn=fn, inputs=[None], batch_size=1, definition="compute",
+                      timer=PerfCounterTimer(), session=session)
+
+
+def test_a_window_of_another_session_starts_after_the_previous_session_stopped_spinning(tmp_path: Path):
+    spins: list[tuple[str, float, float]] = []
+    specs = [_spinning_spec("a", "A", 0.08, spins), _spinning_spec("b", "B", 0.08, spins)]
+    settings = TimingSettings(warmup=0, iterations=1, repeats=3, min_seconds=0, warmup_seconds=0)
+    records, _ = measure_interleaved(specs, settings, lock_device="cpu", seed=1, lock_dir=tmp_path)
+    starts = sorted((start, rec_i, rep) for rec_i, rec in enumerate(records)
+                    for rep, (start, _) in enumerate(rec.result.repeat_times))
+    for (start, i, rep), (prev_start, j, _) in zip(starts[1:], starts[:-1]):
+        if i != j:  # the session changed: the other one's spin ended before this window began
+            other = "AB"[j]
+            last_spin_end = max(end for s, began, end in spins if s == other and began < start)
+            assert start >= last_spin_end - 0.002, (start, last_spin_end)
+            assert records[i].settle_s[rep] >= 0.05
+    assert all(len(rec.settle_s) == 3 for rec in records)
+
+
+def test_windows_of_one_session_follow_each_other_without_a_wait(tmp_path: Path):
+    spins: list[tuple[str, float, float]] = []
+    specs = [_spinning_spec(k, "A", 0.05, spins) for k in ("compute", "e2e")]
+    settings = TimingSettings(warmup=0, iterations=1, repeats=3, min_seconds=0, warmup_seconds=0)
+    records, _ = measure_interleaved(specs, settings, lock_device="cpu", seed=3, lock_dir=tmp_path)
+    waits = sorted((start, rec.settle_s[rep]) for rec in records
+                   for rep, (start, _) in enumerate(rec.result.repeat_times))
+    assert waits[0][1] > 0  # before the block's first window: whatever ran before is waited out
+    assert all(w == 0.0 for _, w in waits[1:])  # the same session's own spin is part of its speed

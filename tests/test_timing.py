@@ -9,6 +9,7 @@ per timing definition, and the raw samples are kept.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ from harness.timing import (
     measure,
     percentile,
     timer_for,
+    wait_for_idle_threads,
 )
 
 # --------------------------------------------------------------------------- LatencyStats
@@ -402,3 +404,18 @@ def test_a_repeat_stops_at_the_sample_cap() -> None:
     cfg = TimingSettings(warmup=0, iterations=1, repeats=1, min_seconds=600, warmup_seconds=0)
     result = measure(lambda x: x, [0], batch_size=1, config=cfg, definition="e2e", timer=PerfCounterTimer())
     assert len(result.repeats_ns[0]) == MAX_SAMPLES_PER_REPEAT
+
+
+def test_waiting_for_idle_threads_lasts_while_another_thread_burns_cpu():
+    end = time.perf_counter() + 0.15
+
+    def spin() -> None:
+        while time.perf_counter() < end:
+            pass
+
+    worker = threading.Thread(target=spin, daemon=True)
+    worker.start()
+    waited = wait_for_idle_threads(max_seconds=3.0)
+    assert waited >= 0.1 and time.perf_counter() >= end - 0.01
+    worker.join()
+    assert wait_for_idle_threads(max_seconds=3.0) < 1.0  # nothing spins: it does not wait to the cap
