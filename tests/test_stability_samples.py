@@ -56,7 +56,7 @@ def test_a_load_step_the_median_hides_is_still_caught_by_the_host_sampler():
     load step, so only the host-load sample tells that the window was disturbed."""
     v = _verdict("load-step-b1-compute")
     assert "repeats" not in v.causes and "cv" not in v.causes
-    assert v.causes == ["host"] or set(v.causes) <= {"host", "ci"}
+    assert v.causes == ["host"]
 
 
 def test_recorded_window_beside_other_processes_is_unstable_with_the_other_process_named():
@@ -81,6 +81,18 @@ def test_a_bimodal_window_made_from_quiet_samples_is_unstable_for_scatter():
 
 def test_one_slow_repeat_made_from_quiet_samples_is_unstable_because_repeats_disagree():
     reps, _, _ = _load("quiet-b1-compute")
-    slow_last = [*reps[:-1], (np.array(reps[-1]) * 1.15).astype(np.int64).tolist()]
+    slow_last = [*reps[:-1], (np.array(reps[-1]) * 1.25).astype(np.int64).tolist()]
     v = assess_stability(slow_last, "cpu")
     assert not v.stable and "repeats" in v.causes and "host" not in v.causes
+
+
+def test_a_repeat_within_the_limit_shows_as_a_wide_interval_instead():
+    """15 % slower in one of three repeats: a stdev of the repeat medians under pyperf's 10 % of the
+    mean, so no "!"; the interval printed beside the median reaches the slow repeat instead."""
+    reps, _, _ = _load("quiet-b1-compute")
+    slow_last = [*reps[:-1], (np.array(reps[-1]) * 1.15).astype(np.int64).tolist()]
+    ci = median_ci(slow_last)
+    v = assess_stability(slow_last, "cpu", ci)
+    assert v.stable and v.repeat_cv < 0.10
+    assert ci.high_ms >= float(np.median(slow_last[-1])) / 1e6
+    assert ci.half_width_pct > 3 * median_ci(reps).half_width_pct
