@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from backends.ort_common import INPUT_NAME, create_session, import_ort  # noqa: E402
+from harness.onnx_export import export_onnx  # noqa: E402
 from harness.timing import wait_for_idle_threads  # noqa: E402
 from harness.tinycnn import INPUT_SIZE, TinyCNN  # noqa: E402
 
@@ -46,17 +48,14 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=0.05, help="seconds per window")
     parser.add_argument("--trials", type=int, default=8)
     args = parser.parse_args()
-    import onnxruntime as ort
-
     torch.manual_seed(0)
     model = TinyCNN().eval()
     x = torch.randn(args.batch, 3, INPUT_SIZE, INPUT_SIZE)
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "tinycnn.onnx")
-        torch.onnx.export(model, x[:1], path, input_names=["input"], output_names=["out"],
-                          dynamic_axes={"input": {0: "batch"}}, dynamo=False)
-        a, b = (ort.InferenceSession(path, providers=["CPUExecutionProvider"]) for _ in range(2))
-    feed = {"input": x.numpy()}
+        exported = export_onnx(model, (3, INPUT_SIZE, INPUT_SIZE), content_hash="0" * 16, cache_dir=Path(tmp),
+                               name="tinycnn")
+        a, b = (create_session(exported.path, [("CPUExecutionProvider", {})]) for _ in range(2))
+    feed = {INPUT_NAME: x.numpy()}
     arms: dict[str, list[float]] = {"own": [], "switch": [], "switch+wait": []}
     waits: list[float] = []
     for _ in range(args.trials):
@@ -65,7 +64,7 @@ def main() -> int:
             if arm == "switch+wait":
                 waits.append(wait_for_idle_threads())
             arms[arm].append(window_median_ms(a, feed, args.window))
-    print(f"ONNX Runtime {ort.__version__}, tinycnn b{args.batch}, windows of {args.window:g} s, "
+    print(f"ONNX Runtime {import_ort().__version__}, tinycnn b{args.batch}, windows of {args.window:g} s, "
           f"{args.trials} trials (median of the window medians, min-max)")
     for arm, values in arms.items():
         print(f"  {arm:12s} {statistics.median(values):7.3f} ms  ({min(values):.3f}-{max(values):.3f})")

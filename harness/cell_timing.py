@@ -35,7 +35,7 @@ from harness.device_identity import lock_device_id
 from harness.hostload import HostLoadSampler
 from harness.locks import DeviceLock
 from harness.outcome import TimingWindow, encode_predictions
-from harness.timing import TimingResult, TimingSettings, measure, timer_for
+from harness.timing import TimingResult, TimingSettings, measure, timer_for, wait_for_idle_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Session
@@ -104,6 +104,7 @@ def time_session(session: Session, data: EvalData, batch_size: int, settings: Ti
         timer = timer_for(session.device, definition, session.cuda_stream)
         with DeviceLock(lock_device, lock_dir=lock_dir, on_wait=notice) as lock:
             with HostLoadSampler() as sampler, device_monitor(session.device, device_checks) as monitor:
+                wait_for_idle_threads()  # what ran before (another session's pool) must not spin into it
                 start = time.time()
                 result, until = _measure(fn, inputs, batch_size, settings, definition, timer, session.device)
                 end = time.time()

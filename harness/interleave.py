@@ -14,9 +14,10 @@ Each repeat records its round, its position in the round and its start and end t
 block of rounds is one exclusive window on the device (:class:`harness.locks.DeviceLock`), with the
 host load sampled across it; sessions stay alive between rounds (the caller decides how many are
 kept, see :data:`MAX_SESSIONS`). Before a window of another session than the one just timed, the
-block waits until the process's thread pools stop spinning (:func:`harness.timing.wait_for_idle_threads`),
-so one session's idle spin never slows the next session's window; the wait is stored per repeat. Inputs are staged before the block; nothing but timed calls and
-their warm-up runs inside it.
+block waits until the process's thread pools stop spinning
+(:func:`harness.timing.wait_for_idle_threads`), so one session's idle spin never slows the next
+session's window; the wait is stored per repeat. Inputs are staged before the block; nothing but
+timed calls and their warm-up runs inside it.
 """
 
 from __future__ import annotations

@@ -331,7 +331,6 @@ def measure(
         device = "cuda" if isinstance(timer, CudaEventTimer) else "cpu"
     result = TimingResult(definition=definition, timer=timer.name, batch_size=batch_size, config=config,
                           device=device)
-    wait_for_idle_threads()  # whatever ran before (another session's pool) must not spin into repeat 1
     for rep in range(config.repeats):
         one = measure_repeat(fn, inputs, config=config, timer=timer, device=device)
         result.repeats_ns.append(one.samples_ns)
