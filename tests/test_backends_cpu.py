@@ -379,22 +379,6 @@ def test_unavailable_calibration_raises_its_error_from_every_method(tmp_path: Pa
         calibration.no_such_method  # noqa: B018 - not a catch-all any more
 
 
-def test_strict_fp32_switches_tf32_off_and_restores_it() -> None:
-    import torch
-
-    from backends.torch_eager import strict_fp32
-
-    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = True  # cuDNN's default: TF32 convolutions on Ampere+
-    try:
-        restore = strict_fp32()
-        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
-        restore()
-        assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 == before[1]
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
-
-
 # --------------------------------------------------------------------------- typed capabilities
 
 
