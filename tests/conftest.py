@@ -57,3 +57,25 @@ def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> 
         counts = run_sweep(config, store, resume=False)
     assert counts == {"ok": 3, "error": 0, "skipped": 0}, counts
     return tmp / "out"
+
+
+@pytest.fixture
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch sees no GPU, on any machine: for tests whose fakes stand in for CUDA (fake streams, fake
+    providers), which the real CUDA runtime of a GPU machine must never meet."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need a CUDA GPU: skipped, with the reason, where torch sees none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

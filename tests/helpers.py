@@ -12,6 +12,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def repo_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a subprocess that imports the repository: the repository first on
+    PYTHONPATH, whatever was there kept (a machine with packages on PYTHONPATH still finds them)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

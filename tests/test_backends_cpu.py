@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers import repo_env
 import torch
 from torch import nn
 
@@ -258,7 +260,7 @@ def test_activate_rejects_unsupported_precision(artifact: ModelArtifact, tmp_pat
 def test_listing_backends_imports_no_runtime() -> None:
     code = ("import sys, backends; assert len(backends.BACKEND_NAMES) == 5; "
             "print(sorted(m for m in ('onnxruntime', 'tensorrt') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=repo_env(),
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

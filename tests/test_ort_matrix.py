@@ -38,6 +38,7 @@ SELECTION: tuple[str, ...] = (
     "tests/test_onnx_export.py",
     "tests/test_ort_profile.py",
     "tests/test_backends_cpu.py",
+    "tests/test_ort_fallback.py",
 )
 
 @dataclass(frozen=True)
