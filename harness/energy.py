@@ -53,6 +53,11 @@ class EnergyMeter(Protocol):
         """The energy between two readings of this meter."""
         ...
 
+    @property
+    def min_span_s(self) -> float:
+        """The shortest span this meter resolves (0 when any span does)."""
+        ...
+
 
 @dataclass(frozen=True)
 class WindowEnergy:

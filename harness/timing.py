@@ -332,12 +332,13 @@ def measure_repeat(fn: Callable[[Any], Any], inputs: Sequence[Any], *, config: T
     as the measured rate says are still missing; between blocks only the wall clock is read, so
     the per-call timing is the timer's alone. ``meter`` is read right before the first timed call and
     right after the last one has finished (the timer synchronises the device): the repeat's energy
-    is that of its timed calls alone."""
+    is that of its timed calls alone; a metered repeat lasts at least ``meter.min_span_s``."""
     if not inputs:
         raise ValueError("measure needs at least one input")
     warm_up(fn, inputs, calls=config.warmup, seconds=config.warmup_seconds_for(device), timer=timer)
     issue = timer.issue_times(fn, inputs, LAUNCH_PROBE_CALLS) if isinstance(timer, CudaEventTimer) else []
-    min_seconds = config.min_seconds_for(device)
+    # a metered repeat lasts long enough for its energy to resolve (NVML's counter steps every ~100 ms)
+    min_seconds = max(config.min_seconds_for(device), meter.min_span_s if meter is not None else 0.0)
     clock = time.perf_counter
     mark = meter.start() if meter is not None else None
     wall_start = time.time()

@@ -79,3 +79,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With PQ_FAILURE_LOG set, each failure is appended to that file as it happens (test id, phase, the
+    end of its traceback): a run stopped at a time limit still tells what failed and why."""
+    path = os.environ.get("PQ_FAILURE_LOG")
+    if not path or not report.failed or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(f"== {report.nodeid} [{report.when}]\n{report.longreprtext[-2500:]}\n\n")

@@ -3,6 +3,8 @@ block shared with other cells; warm-up, settle waits and other cells' repeats ar
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,25 @@ class SteppingNvml(FakeNvml):
         super().__init__(clock=self.virtual, **kw)
         self.period_s = period_s
         self._changes: list[tuple[float, float]] = [(self.virtual.t, 50.0)]  # (since, watts)
+        self.timed = False
 
     def set_power(self, watts: float) -> None:
         self._changes.append((self.virtual.t, watts))
 
     def monitor(self) -> gm.DeviceMonitor:
-        return gm.DeviceMonitor(0, nvml=self, reason_interval_s=None, clock=self.virtual, sleep=self.virtual.sleep)
+        nvml = self
+
+        class Monitor(gm.DeviceMonitor):  # tells the fake calls whether they are timed or warming up
+            def start(self) -> gm.EnergyMark:
+                mark = super().start()
+                nvml.timed = True
+                return mark
+
+            def stop(self) -> gm.EnergyMark:
+                nvml.timed = False
+                return super().stop()
+
+        return Monitor(0, nvml=self, reason_interval_s=None, clock=self.virtual, sleep=self.virtual.sleep)
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
         now = self.virtual.t
@@ -59,13 +74,10 @@ WARMUP, ITERATIONS, CALL_S, WARMUP_W = 3, 12, 0.004, 250.0
 
 
 def _window(key: str, nvml: SteppingNvml, timed_w: float) -> WindowSpec:
-    calls = [0]
-
     def fn(_: object) -> None:
-        warm = calls[0] % (WARMUP + ITERATIONS) < WARMUP  # count-only repeats: warm-up calls come first
-        calls[0] += 1
-        nvml.set_power(WARMUP_W if warm else timed_w)
-        nvml.virtual.sleep(CALL_S)
+        nvml.set_power(timed_w if nvml.timed else WARMUP_W)
+        nvml.virtual.sleep(CALL_S)  # what the counter integrates: exactly CALL_S at this power
+        time.sleep(CALL_S)  # what the timing loop sees (its durations are wall-clock)
 
     return WindowSpec(key=key, fn=fn, inputs=[None], batch_size=4, definition="compute", timer=PerfCounterTimer(),
                       device="cuda", session=key)
@@ -93,17 +105,22 @@ def test_two_cells_in_one_block_get_their_own_energy_and_no_warm_up(tmp_path: Pa
     assert energy["update_period_ms"] == pytest.approx(2.0, rel=0.1)
 
 
-def test_a_repeat_shorter_than_ten_counter_periods_gets_no_number_and_says_why(tmp_path: Path) -> None:
-    nvml = SteppingNvml(period_s=0.02)  # 12 calls of 4 ms = 48 ms < 10 x 20 ms
+def test_a_metered_repeat_lasts_ten_counter_periods_and_a_shorter_span_gets_no_number(tmp_path: Path) -> None:
+    nvml = SteppingNvml(period_s=0.02)  # 12 calls of 4 ms = 48 ms: shorter than 10 periods of 20 ms
     settings = TimingSettings(warmup=WARMUP, iterations=ITERATIONS, repeats=2, min_seconds=0, warmup_seconds=0)
     monitor = nvml.monitor()
     records, block = measure_interleaved([_window("a", nvml, 100.0)], settings, lock_device="cpu",
                                          lock_dir=tmp_path, monitor=monitor, meter=monitor)
     entry = window_entry(records[0].result, "cuda", window=block.window_dict(), host_load=None, warnings=[],
                          until=None)
-    assert entry.energy_mj_per_image is None
-    assert entry.energy is not None and "shorter than 10 update periods" in entry.energy["note"]
-    assert "energy_mj_per_image" not in entry.to_dict(), "no number is stored, never a guess"
+    assert all(len(rep) >= 0.2 / CALL_S for rep in records[0].result.repeats_ns), "extended to 10 periods"
+    assert entry.energy_mj_per_image == pytest.approx(100.0 * 1000.0 * CALL_S / 4, rel=0.05)
+    with nvml.monitor() as meter:
+        short = meter.span(meter.start(), meter.stop())
+    assert short.mj is None and "shorter than 10 update periods" in (short.note or "")
+    spans = [short, short]
+    energy = window_energy(spans, [12, 12], 4)
+    assert energy is not None and energy.mj_per_image is None and "shorter than 10 update periods" in energy.note
 
 
 def test_window_energy_divides_by_the_calls_each_metered_repeat_timed() -> None:

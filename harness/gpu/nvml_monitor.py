@@ -264,6 +264,15 @@ class DeviceMonitor:
         return self
 
     # -- the energy meter (harness.energy.EnergyMeter)
+    @property
+    def min_span_s(self) -> float:
+        """The shortest span that gets a number: ``MIN_COUNTER_PERIODS`` counter periods (power samples
+        without a counter), with 5 % to spare; 0 when nothing is metered."""
+        if self._unmapped_reason is not None:
+            return 0.0
+        period = self.energy_update_period_s if self._energy0 is not None else self.sample_interval_s
+        return 0.0 if period is None else 1.05 * MIN_COUNTER_PERIODS * period
+
     def _read_counter(self) -> int | None:
         value = Query(self._nvml).call("nvmlDeviceGetTotalEnergyConsumption", self._handle)
         return None if value is None else int(value)
