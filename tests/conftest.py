@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,17 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     with open(path, "a", encoding="utf-8") as log:
         log.write(f"== {report.nodeid} [{report.when}]\n{report.longreprtext[-2500:]}\n\n")
+
+
+@pytest.fixture(autouse=True)
+def _gpu_tests_hold_the_gpu(request: pytest.FixtureRequest) -> Any:
+    """A gpu-marked test holds the GPU's exclusive harness lock (the one every harness timing window takes),
+    so under ``pytest -n`` no other test's GPU work or harness run shares the device while it measures."""
+    if "gpu" not in request.keywords:
+        yield
+        return
+    from harness.device_identity import lock_device_id
+    from harness.locks import DeviceLock
+
+    with DeviceLock(lock_device_id("cuda")):
+        yield

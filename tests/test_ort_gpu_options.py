@@ -41,6 +41,9 @@ BOOL_KEYS = {
     "trt_timing_cache_enable", "trt_sparsity_enable", "trt_detailed_build_log",
 }
 
+# the fake streams and providers here stand in for CUDA: a GPU machine's real CUDA must never meet them
+pytestmark = pytest.mark.usefixtures("no_cuda")
+
 
 def _options(plan: BuildPlan, tmp: Path, **kw: Any) -> dict[str, str]:
     table = "calibration.flatbuffers" if plan.use_calibrator else None
