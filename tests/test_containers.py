@@ -54,7 +54,22 @@ def _labels(text: str) -> dict[str, str]:
 
 
 def _from_images(text: str) -> list[str]:
-    return [i.split()[1] for i in _instructions(text) if i.upper().startswith("FROM ")]
+    """The images the Dockerfile builds FROM, less its own stages (``FROM base AS ray``)."""
+    froms = [i.split() for i in _instructions(text) if i.upper().startswith("FROM ")]
+    stage_names = {f[3] for f in froms if len(f) >= 4 and f[2].upper() == "AS"}
+    return [f[1] for f in froms if f[1] not in stage_names]
+
+
+def _stages(text: str) -> dict[str, list[str]]:
+    """Stage name -> its instructions (FROM excluded), in Dockerfile order."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for instr in _instructions(text):
+        if instr.upper().startswith("FROM "):
+            current = out.setdefault(instr.split()[3], [])
+        elif current is not None:
+            current.append(instr)
+    return out
 
 
 # compose.yaml itself is tested through the real `docker compose` CLI: tests/test_compose_cli.py.
@@ -136,7 +151,7 @@ def test_trt11_image_has_no_onnxruntime_gpu() -> None:
     assert "ORT_GPU_VERSION" not in text
     assert _labels(text)["pq.ort_gpu_version"] == "none"
     assert any(re.search(r"check_image\.py final .*--ort none", i) for i in instructions)
-    assert any('pip install -e "/opt/pq-harness[ort-cpu,ray]"' in i for i in instructions)
+    assert any('pip install -e "/opt/pq-harness[ort-cpu]"' in i for i in instructions)
     assert "no PyPI onnxruntime-gpu links TensorRT 11" in text
     # ... and the rule agrees: every PyPI onnxruntime-gpu is refused next to TensorRT 11
     for ort in ("1.22.0", "1.27.0", "1.30.0"):
@@ -175,17 +190,23 @@ def test_image_defaults_write_to_the_volumes(variant: str) -> None:
     for key, path in VOLUME_ENV.items():
         assert env[key] == path, key
     assert env["HARNESS_IMAGE"] == variant
-    assert re.search(r"chmod 1777 /data /cache /results /torch", text)
+    base = _stages(text)["base"]
+    assert "RUN sh /opt/pq-harness/docker/layout.sh" in " ".join(base)  # tests/test_image_layout.py runs it
+    assert base.index("WORKDIR /workspace") > next(i for i, s in enumerate(base) if "layout.sh" in s)
 
 
 @pytest.mark.parametrize("variant", GPU_VARIANTS)
 def test_harness_commit_is_passed_at_build_time(variant: str) -> None:
-    instructions = _instructions(_dockerfile(variant))
-    arg = next(i for i, s in enumerate(instructions) if re.fullmatch(r"ARG HARNESS_COMMIT=?\S*", s))
-    env = next(i for i, s in enumerate(instructions) if s == "ENV HARNESS_COMMIT=${HARNESS_COMMIT}")
-    assert arg < env
-    # after every install step, so a new commit does not rebuild the image
-    assert all(not re.search(r"\bpip\b", s) for s in instructions[arg:])
+    stages = _stages(_dockerfile(variant))
+    assert list(stages) == ["base", "ray", "harness"]  # harness last: the default target of `docker build`
+    assert not any("HARNESS_COMMIT" in s for s in stages["base"])
+    for name in ("ray", "harness"):
+        instructions = stages[name]
+        arg = next(i for i, s in enumerate(instructions) if re.fullmatch(r"ARG HARNESS_COMMIT=?\S*", s))
+        env = next(i for i, s in enumerate(instructions) if s == "ENV HARNESS_COMMIT=${HARNESS_COMMIT}")
+        assert arg < env
+        # after every install step, so a new commit does not rebuild the image
+        assert all(not re.search(r"\bpip\b", s) for s in instructions[arg:])
 
 
 @pytest.mark.parametrize("variant", GPU_VARIANTS)
@@ -211,10 +232,15 @@ def _pyproject() -> dict:
 @pytest.mark.parametrize(("variant", "extra"), [("v100", "ort-gpu"), ("a100", "ort-gpu"), ("trt11", "ort-cpu")])
 def test_project_installed_with_its_extra(variant: str, extra: str) -> None:
     text = _dockerfile(variant)
-    m = re.search(r'pip install -e "/opt/pq-harness\[([\w,-]+)\]"', text)
-    assert m, "the project is not installed"
-    installed = m.group(1).split(",")
-    assert installed == [extra, "ray"]  # ray: the compose `ray` profile runs the same image
+    stages = _stages(text)
+    found = {}
+    for name in ("base", "ray"):
+        m = re.search(r'pip install -e "/opt/pq-harness\[([\w,-]+)\]"', " ".join(stages[name]))
+        assert m, f"the project is not installed in stage {name}"
+        found[name] = m.group(1).split(",")
+    # Ray only in the ray target (compose profile `ray`): the default image stays without its dependencies
+    assert found == {"base": [extra], "ray": [extra, "ray"]}
+    installed = found["ray"]
     project = _pyproject()
     extras = project.get("optional-dependencies", {})
     for name in installed:
@@ -288,7 +314,7 @@ def test_lock_pins_ray_and_its_dependencies(variant: str) -> None:
            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"}
     base_owned = {"torch", "torchvision", "tensorrt", "numpy", "onnxruntime-gpu"}
     checked, unpinned = [], []
-    todo = [("ray", "default")]
+    todo = [("ray", "")]
     seen = set()
     while todo:
         name, extra = todo.pop()
