@@ -187,12 +187,12 @@ def merge_constraints(
             notes.append(f"{line}: left to the base image's constraints")
             continue
         present = installed.get(name)
-        if present is None or "==" not in line or name in UPGRADABLE:
+        if present is None or "==" not in line:
             lines.append(line)
             continue
         locked = line.partition("==")[2].strip()
         requirement = line.partition("==")[0].strip()
-        if recorded is not None and name not in recorded and not newer(present, locked):
+        if name in UPGRADABLE or (recorded is not None and name not in recorded and not newer(present, locked)):
             lines.append(line if same_version(present, locked) else f"{line}  {UPGRADE_MARK} {present}")
             continue
         lines.append(f"{requirement}=={present}" + ("" if present == locked else f"  {BASE_MARK} {locked}"))
@@ -325,8 +325,9 @@ def cmd_constraints(args: argparse.Namespace) -> None:
 
 def check_pins(lines: list[str], have: dict[str, str | None]) -> list[str]:
     """Problems with the installed versions ``have`` (name -> version or None) against our file:
-    base pins must be installed unchanged; a lock pin, when installed, at its version; ``name<N``
-    (e.g. ``numpy<2``) below major N."""
+    base pins must be installed unchanged; a lock pin, when installed, at its version, or a lock pin
+    that upgrades the base image's package at either (a target that does not depend on it leaves the
+    base image's in place); ``name<N`` (e.g. ``numpy<2``) below major N."""
     problems = []
     section = None
     for raw in lines:
@@ -342,7 +343,8 @@ def check_pins(lines: list[str], have: dict[str, str | None]) -> list[str]:
             want = line.partition("==")[2].strip()
             if section == LOCK_HEADER and installed is None:
                 continue  # not needed by anything installed
-            if not same_version(installed, want):
+            base = raw.partition(UPGRADE_MARK)[2].strip() if UPGRADE_MARK in raw else None
+            if not same_version(installed, want) and not (base and same_version(installed, base)):
                 problems.append(f"{name} changed from {want} to {installed}: a dependency reinstalled it")
         elif m := re.fullmatch(r"[A-Za-z0-9._-]+\s*<\s*(\d+)", line):
             if installed is not None and vtuple(installed)[0] >= int(m.group(1)):

@@ -449,7 +449,10 @@ def test_lock_pins_of_packages_the_base_image_ships_keep_its_version() -> None:
             "typing-extensions": "4.16.0"}
     assert ci.check_pins(lines, have) == []
     assert "protobuf changed from 4.24.4 to 7.36.2" in ci.check_pins(lines, {**have, "protobuf": "7.36.2"})[0]
-    assert "packaging changed from 26.4 to 23.2" in ci.check_pins(lines, {**have, "packaging": "23.2"})[0]
+    assert f"packaging==26.4  {ci.UPGRADE_MARK} 23.2" in lines
+    # an image target that needs no packaging leaves NGC's in place; any third version is a reinstall
+    assert ci.check_pins(lines, {**have, "packaging": "23.2"}) == []
+    assert "packaging changed from 26.4 to 24.0" in ci.check_pins(lines, {**have, "packaging": "24.0"})[0]
 
 
 def test_a_record_decides_what_stays_as_the_base_image_ships_it() -> None:
@@ -466,6 +469,9 @@ def test_a_record_decides_what_stays_as_the_base_image_ships_it() -> None:
     assert pins["protobuf"] == "protobuf==7.36.2" and f"protobuf==7.36.2  {ci.UPGRADE_MARK} 4.24.4" in lines
     assert pins["rich"] == "rich==15.1.0"  # the image's is newer than the lock's: kept
     assert pins["ray"] == "ray==2.55.1"  # not shipped
+    have = {"torch": "2.5.0a0", "numpy": "1.26.4", "pillow": "10.2.0", "rich": "15.1.0", "ray": "2.55.1"}
+    for protobuf in ("7.36.2", "4.24.4"):  # upgraded, or left alone where nothing installed needs it
+        assert ci.check_pins(lines, {**have, "protobuf": protobuf, "packaging": "26.4"}) == []
 
 
 def test_torch_exact_pins_join_the_base_pins_at_their_installed_version() -> None:

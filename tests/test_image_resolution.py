@@ -184,7 +184,8 @@ def test_constraints_are_what_the_image_step_writes() -> None:
     locked = {ci.requirement_name(line): line for line in lines[lines.index(ci.LOCK_HEADER) + 1:]}
     lock = {ci.requirement_name(line): line for line in
                          (DOCKER / "constraints-a100.txt").read_text().splitlines() if "==" in line}
-    assert locked["packaging"] == lock["packaging"]  # upgradable: the lock's version, not NGC's 23.2
+    # upgradable: the lock's version, not NGC's 23.2 (which `final` accepts where nothing needs packaging)
+    assert locked["packaging"] == f"{lock['packaging']}  {ci.UPGRADE_MARK} {record.packages['packaging']}"
     assert locked["setuptools"] == f"setuptools=={record.packages['setuptools']}"  # recorded: the base's
     assert locked["numpy"] == "numpy<2"
     trt11 = ri.image_steps(DOCKER / "Dockerfile.trt11", "harness")
