@@ -77,6 +77,9 @@ def test_each_dockerfile_copies_the_record_of_its_base_image(variant: str) -> No
     assert record.python_short == IMAGE_PYTHON[variant]
     assert {"torch", "torchvision", "tensorrt"} <= set(record.distributions)
     assert "numpy" in record.packages  # never replaced: NGC's torch is built against it
+    if variant != "trt11":  # the image's TensorRT label is the record's (trt11 replaces it with TensorRT 11)
+        label = re.search(r'pq\.trt_version="([\d.]+)"', (DOCKER / f"Dockerfile.{variant}").read_text()).group(1)
+        assert record.distributions["tensorrt"].version.startswith(label + "."), (label, record.distributions)
     record_arg = spec.constraints[spec.constraints.index("--record") + 1]
     assert spec.context_path(record_arg) == spec.record  # the build compares the image with this record
     lock = (DOCKER / f"constraints-{variant}.txt").read_text()
