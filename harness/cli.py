@@ -205,13 +205,15 @@ def _print_table(store: Any, unstable: bool = False) -> None:
     from harness.results import megabytes, percent
 
     table = Table(title="results: median batch latency ±95 % CI half-width (compute = input already on the "
-                        "device; e2e = host in, host out); ! = unstable")
+                        "device; e2e = host in, host out); ! = unstable; H = host-bound")
     for col, justify in (("model", "left"), ("pruning", "left"), ("backend", "left"), ("batch", "right"),
                          ("top-1", "right"), ("compute ms", "right"), ("e2e ms", "right"), ("p99 ms", "right"),
                          ("img/s", "right"), ("MB", "right"), ("status", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     notes: list[str] = []
     verdicts: list[dict[str, Any] | None] = []
+    host_bound: list[tuple[str, str]] = []  # (cell and definition, backend) of host-bound GPU windows
+    gpu_windows = 0
     for record in store.records():
         ident, result = record.identity, record.result or CellResult()
         windows = {"compute": result.timing("compute"), "e2e": result.timing("e2e")}
@@ -229,6 +231,11 @@ def _print_table(store: Any, unstable: bool = False) -> None:
             if verdict.get("stable") is False:
                 notes.append(f"{ident.label} {definition}: {'; '.join(verdict.get('reasons') or []) or 'unstable'}")
                 text += f" !{len(notes)}" if unstable else " !"
+            if window is not None and window.launch is not None:
+                gpu_windows += 1
+                if window.host_bound:
+                    host_bound.append((f"{ident.label} {definition}", ident.backend))
+                    text += " H"
             cells.append(Text(text))
         status = Text("ok") if record.status == "ok" else Text((record.error or "")[:80], style="red")
         table.add_row(
@@ -242,6 +249,8 @@ def _print_table(store: Any, unstable: bool = False) -> None:
     summary = summarize(verdicts)
     if summary.windows:
         console.print(Text(summary.line), highlight=False)
+    if host_bound:
+        console.print(Text(host_bound_line(host_bound, gpu_windows)), highlight=False)
     if notes and not unstable:
         console.print("(! = unstable; each window's reasons: harness results show --unstable, or harness report)",
                       highlight=False)
@@ -249,6 +258,16 @@ def _print_table(store: Any, unstable: bool = False) -> None:
         console.print(f"{len(notes)} unstable measurement(s) (! marks; compare them with care):", highlight=False)
         for i, note in enumerate(notes, 1):
             console.print(Text(f"  !{i} {note}"), highlight=False)
+
+
+def host_bound_line(host_bound: list[tuple[str, str]], gpu_windows: int) -> str:
+    """One line for the host-bound windows of a table: how many, what it means, the fix."""
+    from harness.launch import HOST_BOUND_MEANING, launch_fix
+
+    backends = sorted({backend for _, backend in host_bound})
+    return (f"H: {len(host_bound)} of {gpu_windows} GPU windows host-bound: {HOST_BOUND_MEANING}; a difference "
+            f"between two host-bound cells compares the launch path, not precision or pruning; "
+            + "; ".join(launch_fix(b) if len(backends) == 1 else f"{b}: {launch_fix(b)}" for b in backends))
 
 
 def _latency(window: Any) -> str:  # a harness.outcome.TimingWindow or None

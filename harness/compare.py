@@ -33,7 +33,7 @@ import numpy as np
 from harness import stats
 from harness.compression.registry import is_zero_fill
 from harness.errors import HarnessError
-from harness.interleave import paired_rounds
+from harness.pairing import window_comparison
 from harness.outcome import (
     CellOutcome,
     CellResult,
@@ -263,6 +263,9 @@ class Side:
             "throughput_ips": ci.throughput_ips if ci else (None if timing is None else timing.throughput_ips),
             "throughput_ci_ips": [ci.throughput_low_ips, ci.throughput_high_ips] if ci else None,
             "stability": self.stability(ci),
+            "launch": None if timing is None else timing.launch,
+            "host_bound": None if timing is None or not timing.host_bound else (
+                timing.launch_check.reason(ident.backend) if timing.launch_check else None),
             "size_mb": None if res.compressed_size_bytes is None else res.compressed_size_bytes / 1e6,
             "build_s": phases.get("build"),
             "calibrate_s": phases.get("calibrate"),
@@ -326,13 +329,13 @@ class ComparisonRow:
             "not_int8_layers": self.not_int8_layers,
             "refused": self.refused,
             "notes": self.notes,
-            "design": None, "not_comparable": None,
+            "design": None, "not_comparable": None, "host_bound": None,
         }
         if comp is not None:
             out.update(speedup=comp.speedup, speedup_ci=[comp.speedup_low, comp.speedup_high],
                        significant=comp.significant, faster=comp.faster, test=comp.test,
                        statistic=comp.statistic, verdict=comp.reason, mann_whitney_p=comp.mann_whitney_p,
-                       design=comp.design, not_comparable=comp.not_comparable)
+                       design=comp.design, not_comparable=comp.not_comparable, host_bound=comp.host_bound)
         return out
 
 
@@ -398,7 +401,6 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
         b_ci, c_ci = _ci(b), _ci(c)
     bs, cs = b.summary(b_ci), c.summary(c_ci)
     if comparison is not None:
-        comparison = comparison.with_stability(bs["stability"], cs["stability"])
         notes.append(comparison.design_note)
     for name, side in (("baseline", bs), ("candidate", cs)):
         st = side["stability"]
@@ -406,6 +408,8 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
             notes.append(f"{name} unstable: {'; '.join(st['reasons'])}")
         if side["int8_fallback"]:
             notes.append(f"{name} is an int8 engine without INT8 layers (TensorRT fell back)")
+        if side["host_bound"]:
+            notes.append(f"{name} {side['host_bound']}")
     nb, nc = (b.result.to_dict().get("node") or {}), (c.result.to_dict().get("node") or {})
     if nb.get("hostname") and nc.get("hostname") and nb["hostname"] != nc["hostname"]:
         notes.append(f"measured on different hosts ({nb['hostname']} vs {nc['hostname']})")
@@ -430,15 +434,12 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
 
 
 def _compare(b: Side, c: Side) -> stats.Comparison:
-    """Round by round when both cells were measured interleaved in one block (the speedup CI from
-    per-round ratios), else as separate windows (with the drift allowance of the device class)."""
-    assert b.samples is not None and c.samples is not None and b.timing is not None and c.timing is not None
-    batch = b.outcome.identity.batch_size
-    paired = paired_rounds(b.timing.extra.get("interleave"), c.timing.extra.get("interleave"), b.samples, c.samples)
-    if paired is not None:
-        return stats.compare_paired_rounds(*paired, batch_size=batch)
-    device = "cuda" if "cuda" in (b.result.device, c.result.device) else "cpu"
-    return stats.compare_latencies(b.samples, c.samples, batch_size=batch, device=device)
+    """The pair as :func:`harness.pairing.window_comparison` compares it (design, refusal, host-bound)."""
+    assert b.timing is not None and c.timing is not None
+    return window_comparison(b.timing, c.timing, batch_size=b.outcome.identity.batch_size,
+                             devices=(b.result.device, c.result.device),
+                             warnings=(b.result.device_warnings, c.result.device_warnings),
+                             backend=c.outcome.identity.backend)
 
 
 def _named(baseline: Selector, candidate: Selector) -> set[str]:
@@ -545,9 +546,8 @@ def _pct(value: Any) -> str:
 
 def _stable_text(side: dict[str, Any] | None) -> str:
     st = (side or {}).get("stability")
-    if st is None:
-        return "?"
-    return "stable" if st["stable"] else "UNSTABLE"
+    text = "?" if st is None else ("stable" if st["stable"] else "UNSTABLE")
+    return f"{text}, host-bound" if (side or {}).get("host_bound") else text
 
 
 def _counts_text(side: dict[str, Any] | None) -> str:
@@ -608,7 +608,9 @@ def table_rows(result: CompareResult, full: bool = False) -> tuple[list[str], li
             return f"{(side.get('build_s') or 0) + (side.get('calibrate_s') or 0):.2f}"
 
         sig = "-" if d["significant"] is None else (f"yes ({d['faster']} faster)" if d["significant"] else "no")
-        if d.get("not_comparable"):
+        if d.get("host_bound"):
+            sig = "host-bound"
+        elif d.get("not_comparable"):
             sig = "not comparable"
         speed = "-" if d["speedup"] is None else _ci_text(d["speedup"], d["speedup_ci"])
         status = row.status if row.refused is None else f"refused: {row.refused}"

@@ -22,6 +22,7 @@ CAUSE_LABELS: dict[str, str] = {
     "repeats": "repeat medians disagree",
     "ci": "wide CI",
     "cv": "samples scatter",
+    "host-bound": "host-bound (the host's launch jitter)",
 }
 _PROCESS = re.compile(r"([^\s,:;]+) \(pid (\d+)\)")
 

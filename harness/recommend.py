@@ -38,6 +38,7 @@ from typing import Any, Literal
 from harness import stats
 from harness.errors import HarnessError
 from harness.outcome import CellOutcome, CellResult, TimingWindow
+from harness.pairing import window_comparison
 
 Objective = Literal["latency", "throughput", "size", "energy"]
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "size", "energy")
@@ -111,9 +112,20 @@ class _Cell:
         return self.outcome.key
 
     @property
+    def window(self) -> TimingWindow | None:
+        return _timing(self.result, self.definition)
+
+    @property
     def samples(self) -> list[list[int]] | None:
-        t = _timing(self.result, self.definition)
+        t = self.window
         return None if t is None else (t.samples_ns or None)
+
+    @property
+    def host_bound(self) -> str | None:
+        """What a host-bound window means and the fix (None: the device set the pace, or not a GPU window)."""
+        t = self.window
+        check = None if t is None else t.launch_check
+        return check.reason(self.outcome.identity.backend) if check is not None and check.host_bound else None
 
     @property
     def size_bytes(self) -> int | None:
@@ -368,7 +380,8 @@ def _rank(cells: list[_Cell], objective: str, passed: list[_Cell]) -> tuple[Lite
     labels = {c.key: cell_label(c.outcome) for c in cells}
     by_key = {c.key: c for c in cells}
     if objective in ("latency", "throughput"):
-        pick = stats.pick_fastest({c.key: c.samples for c in cells})  # type: ignore[misc]
+        pick = stats.pick_fastest({c.key: c.samples for c in cells},  # type: ignore[misc]
+                                  compare=lambda b, c: _comparison(by_key[b], by_key[c]))
         if len(cells) == 1:
             return "best", [cells[0].key], f"{labels[cells[0].key]} is the only cell that qualifies"
         if pick.winner is not None:
@@ -376,16 +389,19 @@ def _rank(cells: list[_Cell], objective: str, passed: list[_Cell]) -> tuple[Lite
             comp = pick.comparisons[runner]
             return "best", [pick.winner], (
                 f"{labels[pick.winner]} is significantly faster than the runner-up {labels[runner]}: speedup "
-                f"{comp.speedup:.3f} (95 % CI {comp.speedup_low:.3f}-{comp.speedup_high:.3f}; {stats.COMPARISON_TEST})")
+                f"{comp.speedup:.3f} (95 % CI {comp.speedup_low:.3f}-{comp.speedup_high:.3f}; {comp.test})"
+                + _host_bound_note([by_key[pick.winner], by_key[runner]]))
         tied = sorted(pick.tied, key=lambda k: (by_key[k].size_bytes or 0, pick.medians_ms[k]))
         return "tie", tied, (f"no significant winner: {labels[pick.ranking[0]]} has the lowest median but is not "
                              f"significantly faster than {', '.join(labels[k] for k in pick.tied[1:])} "
-                             f"({stats.COMPARISON_TEST}); tied set listed smallest first")
+                             f"({stats.COMPARISON_TEST}); tied set listed smallest first"
+                             + _host_bound_note([by_key[k] for k in pick.tied]))
     value = {c.key: float(c.size_bytes if objective == "size" else c.energy) for c in cells}  # type: ignore[arg-type]
     ranking = sorted(value, key=lambda k: (value[k], by_key[k].size_bytes or 0))
     best = ranking[0]
     what = "smaller" if objective == "size" else "lower in energy per image"
-    note = "" if objective == "size" else " (one NVML reading per cell: no CI)"
+    note = "" if objective == "size" else (" (each cell's own joules over the images its timed repeats ran, from "
+                                           "NVML's energy counter: no CI)")
     if len(ranking) == 1:
         return "best", [best], f"{labels[best]} is the only cell that qualifies{note}"
     tied = [k for k in ranking if value[k] <= value[best] * (1 + MIN_EFFECT)]
@@ -431,6 +447,7 @@ def _numbers(cell: _Cell, objective: str) -> dict[str, Any]:
         "size_mb": None if cell.size_bytes is None else cell.size_bytes / 1e6,
         "energy_mj_per_image": cell.energy,
         "stable": None if cell.stability is None else cell.stability["stable"],
+        "host_bound": cell.host_bound,
         "objective_value": _objective_value(cell, objective),
     }
     out.update(_speedup_vs_baseline(cell))
@@ -448,9 +465,29 @@ def _speedup_vs_baseline(cell: _Cell) -> dict[str, Any]:
     if not base_cell.samples or (measurement_context(base.result, cell.definition)
                                  != measurement_context(cell.result, cell.definition)):
         return empty
-    comp = stats.compare_latencies(base_cell.samples, cell.samples, batch_size=cell.outcome.identity.batch_size)
+    comp = _comparison(base_cell, cell)
     return {"speedup_vs_baseline": comp.speedup, "speedup_vs_baseline_ci": [comp.speedup_low, comp.speedup_high],
             "speedup_significant": comp.significant}
+
+
+def _comparison(baseline: _Cell, candidate: _Cell) -> stats.Comparison:
+    """Two cells as every reader compares them (harness.pairing: paired rounds when interleaved,
+    disturbed windows refused, host-bound pairs never credited)."""
+    assert baseline.window is not None and candidate.window is not None
+    b, c = baseline.result, candidate.result
+    return window_comparison(baseline.window, candidate.window, batch_size=candidate.outcome.identity.batch_size,
+                             devices=(b.device, c.device), warnings=(b.device_warnings, c.device_warnings),
+                             backend=candidate.outcome.identity.backend)
+
+
+def _host_bound_note(cells: Sequence[_Cell]) -> str:
+    """What the verdict means when its cells are host-bound (empty when none is)."""
+    bound = [cell_label(c.outcome) for c in cells if c.host_bound]
+    if not bound:
+        return ""
+    first = next(c.host_bound for c in cells if c.host_bound)
+    return (f"; {', '.join(bound)} {'is' if len(bound) == 1 else 'are'} host-bound "
+            f"({first.split(': ', 1)[1] if ': ' in first else first})")
 
 
 def _alternatives(cells: list[_Cell], chosen: list[str], objective: str, max_drop: float) -> list[dict[str, Any]]:

@@ -20,8 +20,9 @@ from typing import Any
 
 from harness import stats
 from harness.instability import summarize
-from harness.interleave import paired_rounds
-from harness.outcome import CellOutcome
+from harness.launch import HOST_BOUND_MEANING, launch_fix
+from harness.outcome import CellOutcome, TimingWindow
+from harness.pairing import window_comparison
 from harness.proportions import wilson_interval
 from harness.results import ResultStore, megabytes
 
@@ -50,7 +51,9 @@ class Point:
     stability: dict[str, Any] | None = None  # stable, reasons (cause codes read from them)
     interleave: dict[str, Any] | None = None  # the interleaved block and rounds the window was measured in
     device: str = "cpu"
-
+    window: TimingWindow | None = None  # the measured window itself (what comparisons read)
+    device_warnings: tuple[str, ...] = ()
+    host_bound: str | None = None  # what it means and the fix, when the GPU waited for the host
     @property
     def label(self) -> str:
         pruning = "unpruned" if self.pruner == "none" else f"{self.pruner} {self.amount:g}"
@@ -93,6 +96,9 @@ def collect_points(store: ResultStore, definition: str = "compute") -> tuple[lis
             stability=None if uncertainty.stable is None else {"stable": uncertainty.stable,
                                                                "reasons": list(uncertainty.reasons)},
             interleave=timing.extra.get("interleave"), device="cuda" if result.device == "cuda" else "cpu",
+            window=timing, device_warnings=tuple(result.device_warnings),
+            host_bound=timing.launch_check.reason(ident.backend) if timing.host_bound and timing.launch_check
+            else None,
         ))
     return points, failures
 
@@ -119,6 +125,7 @@ def write_report(store: ResultStore, out_dir: Path, definition: str = "compute")
     if summary.unstable:
         lines += [f"Stability: {summary.line} (each window's reasons are in the tables below; a pair with a "
                   "window the machine disturbed is not comparable and never named fastest).", ""]
+    lines += host_bound_lines(points)
     for (model, dataset), pts in _groups(points).items():
         stem = f"{_safe(model)}-{dataset}"
         lines += [f"## {model} on {dataset}", ""]
@@ -142,7 +149,7 @@ def write_report(store: ResultStore, out_dir: Path, definition: str = "compute")
             lines += [f"Theoretical (MACs) against measured speedup of structural removal, batch {batch}:", "",
                       "| pruner | amount | backend | MACs speedup | measured speedup |", "|---|---|---|---|---|"]
             lines += [f"| {r['pruner']} | {r['amount']:g} | {r['backend']} | {r['theoretical']:.2f} | "
-                      f"{r['measured']:.2f} |" for r in speed]
+                      f"{_measured_speedup(r)} |" for r in speed]
             lines.append("")
         lines += _best_table(at_batch, batch)
         lines += _pareto_table(at_batch, batch)
@@ -265,9 +272,8 @@ def _acc_pct(p: Point) -> str:
 
 
 def _stable_mark(p: Point) -> str:
-    if p.stable is None:
-        return "?"
-    return "stable" if p.stable else f"UNSTABLE ({p.instability})"
+    text = "?" if p.stable is None else ("stable" if p.stable else f"UNSTABLE ({p.instability})")
+    return f"{text}; host-bound" if p.host_bound else text
 
 
 def _pareto_table(pts: list[Point], batch: int) -> list[str]:
@@ -283,13 +289,36 @@ def _pareto_table(pts: list[Point], batch: int) -> list[str]:
 
 
 def _speedup_rows(pts: list[Point]) -> list[dict[str, Any]]:
-    base = {p.backend: p.latency_ms for p in pts if p.pruner == "none"}
+    base = {p.backend: p for p in pts if p.pruner == "none"}
     rows = []
     for p in pts:
         if p.pruner.startswith("removal") and p.macs_after and p.macs_before and p.backend in base:
+            unpruned = base[p.backend]
             rows.append({"pruner": p.pruner, "amount": p.amount, "backend": p.backend,
-                         "theoretical": p.macs_before / p.macs_after, "measured": base[p.backend] / p.latency_ms})
+                         "theoretical": p.macs_before / p.macs_after, "measured": unpruned.latency_ms / p.latency_ms,
+                         "host_bound": bool(unpruned.host_bound and p.host_bound)})
     return sorted(rows, key=lambda r: (r["pruner"], r["backend"], r["amount"]))
+
+
+def _measured_speedup(row: dict[str, Any]) -> str:
+    """The measured speedup, or why it says nothing about the pruning (both cells host-bound)."""
+    if row["host_bound"]:
+        return f"{row['measured']:.2f} (host-bound: both cells timed kernel launches, not the GPU)"
+    return f"{row['measured']:.2f}"
+
+
+def host_bound_lines(points: Sequence[Point]) -> list[str]:
+    """The report's paragraph on host-bound windows: how many, which, what it means and the fix."""
+    bound = [p for p in points if p.host_bound]
+    if not bound:
+        return []
+    gpu = sum(1 for p in points if p.window is not None and p.window.launch is not None)
+    names = ", ".join(f"{p.label} b{p.batch}" for p in bound[:12]) + (" ..." if len(bound) > 12 else "")
+    backends = sorted({p.backend.split()[0] for p in bound})
+    fixes = "; ".join(f"{b}: {launch_fix(b)}" for b in backends)
+    return [f"Host-bound: {len(bound)} of {gpu} GPU windows ({names}): {HOST_BOUND_MEANING}. A speedup (or its "
+            f"absence) between two host-bound cells compares the launch path, not precision or pruning, and is "
+            f"never credited to them. Fix: {fixes}.", ""]
 
 
 def _unique_labels(pts: Sequence[Point]) -> dict[str, Point]:
@@ -309,11 +338,9 @@ def fastest_verdict(pts: Sequence[Point]) -> tuple[str, stats.FastestPick | None
         return f"lowest median: {best.label} (no raw samples stored, so no significance test)", None
     def compare(baseline: str, candidate: str) -> stats.Comparison:
         b, c = labelled[baseline], labelled[candidate]
-        assert b.samples_ns is not None and c.samples_ns is not None
-        paired = paired_rounds(b.interleave, c.interleave, b.samples_ns, c.samples_ns)
-        comp = (stats.compare_paired_rounds(*paired) if paired is not None
-                else stats.compare_latencies(b.samples_ns, c.samples_ns, device=b.device))
-        return comp.with_stability(b.stability, c.stability)
+        assert b.window is not None and c.window is not None
+        return window_comparison(b.window, c.window, batch_size=b.batch, devices=(b.device, c.device),
+                                 warnings=(b.device_warnings, c.device_warnings), backend=c.backend.split()[0])
 
     pick = stats.pick_fastest({label: p.samples_ns for label, p in labelled.items()},  # type: ignore[misc]
                               compare=compare)
@@ -323,7 +350,10 @@ def fastest_verdict(pts: Sequence[Point]) -> tuple[str, stats.FastestPick | None
         c = pick.comparisons[pick.ranking[1]]
         return (f"fastest: {pick.winner} (speedup {c.speedup:.3f} over the runner-up {pick.ranking[1]}, "
                 f"95 % CI {c.speedup_low:.3f}-{c.speedup_high:.3f})"), pick
-    return f"tie: {', '.join(pick.tied)} (no significant difference; the lowest median is {pick.ranking[0]})", pick
+    why = "no significant difference"
+    if any(c.host_bound for c in pick.comparisons.values()):
+        why = "host-bound: these cells timed the host's kernel launches, not the GPU, so no difference is credited"
+    return f"tie: {', '.join(pick.tied)} ({why}; the lowest median is {pick.ranking[0]})", pick
 
 
 def _best_table(pts: list[Point], batch: int, max_drop: float = 0.01) -> list[str]:
