@@ -31,13 +31,14 @@ DOCKER = REPO / "docker"
 WHEEL_CACHE = REPO / ".harness-cache" / "ort-wheels"
 
 #: The ORT paths: export check, calibration, Q/DQ build, the TensorRT EP table, ort-cpu sessions and
-#: profiles, ``harness calib`` and an ort-cpu int8 cell end to end.
+#: profiles, ``harness calib``, an ort-cpu int8 cell end to end, and FP8 Q/DQ models on the CPU EP.
 SELECTION: tuple[str, ...] = (
     "tests/test_ort_paths.py",
     "tests/test_calib.py",
     "tests/test_onnx_export.py",
     "tests/test_ort_profile.py",
     "tests/test_backends_cpu.py",
+    "tests/test_fp8_qdq.py",
 )
 
 @dataclass(frozen=True)
