@@ -49,16 +49,22 @@ def check_providers(actual: list[str], requested: list[str]) -> None:
         raise HarnessError(f"ONNX Runtime dropped providers {missing}: asked for {requested}, got {actual}")
 
 
+#: ``optimization`` names -> ONNX Runtime's graph optimisation levels.
+OPTIMIZATION_LEVELS: dict[str, str] = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
 def create_session(
     model_path: Path,
     providers: list[tuple[str, dict[str, Any]]],
     *,
     intra_op_threads: int = 0,
+    optimization: str = "all",
 ) -> Any:
-    """An InferenceSession on exactly ``providers`` (checked after creation)."""
+    """An InferenceSession on exactly ``providers`` (checked after creation), at graph ``optimization``."""
     ort = import_ort()
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = 3
@@ -75,5 +81,5 @@ def create_session(
     return session
 
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "check_providers", "create_session", "import_ort",
+__all__ = ["INPUT_NAME", "OPTIMIZATION_LEVELS", "OUTPUT_NAME", "check_providers", "create_session", "import_ort",
            "provider_unavailable_reason"]

@@ -40,6 +40,7 @@ from harness.outcome import (
     TimingWindow,
     Uncertainty,
     encode_predictions,  # noqa: F401 - re-exported for callers of compare
+    latency_is_emulated,
 )
 from harness.outcome import decode_predictions as outcome_decode_predictions
 
@@ -370,6 +371,14 @@ def _timing_mismatch(b: Side, c: Side) -> str | None:
     return None
 
 
+def _emulated(b: Side, c: Side) -> str | None:
+    for name, side in (("baseline", b), ("candidate", c)):
+        why = latency_is_emulated(side.result)
+        if why:
+            return f"latency not compared: the {name} cell's {why.split(':')[0]}"
+    return None
+
+
 def _gpu_mismatch(b: Side, c: Side) -> str | None:
     gb, gc = _gpu_name(b.result), _gpu_name(c.result)
     if gb and gc and gb != gc:
@@ -382,7 +391,7 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
     if b.outcome.identity.calibration is None or c.outcome.identity.calibration is None:
         shared.pop("calibration", None)
     notes: list[str] = []
-    refused = _timing_mismatch(b, c)
+    refused = _timing_mismatch(b, c) or _emulated(b, c)
     gpu = _gpu_mismatch(b, c)
     if refused is None and gpu is not None:
         if allow_mixed_gpus:
@@ -552,7 +561,8 @@ def _stable_text(side: dict[str, Any] | None) -> str:
 
 def _counts_text(side: dict[str, Any] | None) -> str:
     counts = (side or {}).get("precision_counts") or {}
-    text = " ".join(f"{k}:{counts[k]}" for k in ("int8", "fp16", "fp32", "other", "reformat") if counts.get(k))
+    text = " ".join(f"{k}:{counts[k]}" for k in ("int8", "fp8", "fp16", "bf16", "fp32", "other", "reformat")
+                    if counts.get(k))
     kept = len((side or {}).get("fp32_nodes") or [])
     if kept:  # Q/DQ nodes an accuracy budget left unquantized, beside the engine's layer counts
         text = f"{text} qdq-fp32-nodes:{kept}".strip()

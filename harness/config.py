@@ -153,6 +153,10 @@ class SweepCalibration(_Strict):
     count: int = Field(default=512, ge=1)
     seed: int = 0
 
+    def identity(self) -> dict[str, Any]:
+        """What a quantized (int8, fp8) cell's key holds."""
+        return self.model_dump()
+
 
 class ExecutorSettings(_Strict):
     """Where units run: ``local`` (this process, the default) or ``ray`` (a Ray cluster; the optional

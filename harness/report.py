@@ -21,7 +21,7 @@ from typing import Any
 from harness import stats
 from harness.instability import summarize
 from harness.interleave import paired_rounds
-from harness.outcome import CellOutcome
+from harness.outcome import CellOutcome, latency_is_emulated
 from harness.proportions import wilson_interval
 from harness.results import ResultStore, megabytes
 
@@ -50,6 +50,7 @@ class Point:
     stability: dict[str, Any] | None = None  # stable, reasons (cause codes read from them)
     interleave: dict[str, Any] | None = None  # the interleaved block and rounds the window was measured in
     device: str = "cpu"
+    emulated: str | None = None  # why the latency measures an emulation (never ranked): latency_is_emulated
 
     @property
     def label(self) -> str:
@@ -93,6 +94,7 @@ def collect_points(store: ResultStore, definition: str = "compute") -> tuple[lis
             stability=None if uncertainty.stable is None else {"stable": uncertainty.stable,
                                                                "reasons": list(uncertainty.reasons)},
             interleave=timing.extra.get("interleave"), device="cuda" if result.device == "cuda" else "cpu",
+            emulated=latency_is_emulated(result),
         ))
     return points, failures
 
@@ -194,8 +196,9 @@ def _latency_vs_batch(ax: Any, pts: list[Point]) -> None:
 
 def pareto_front(pts: Sequence[Point]) -> list[Point]:
     """Points no other point beats on all of accuracy (higher), latency and size (lower), strictly on one.
-    Points without accuracy are left out; a missing size counts as unknown (never dominates on size)."""
-    cands = [p for p in pts if p.accuracy is not None]
+    Points without accuracy, and points whose latency is an emulation, are left out; a missing size counts as
+    unknown (never dominates on size)."""
+    cands = [p for p in pts if p.accuracy is not None and not p.emulated]
 
     def no_worse(a: Point, b: Point) -> bool:
         size_ok = a.size_mb is not None and (b.size_mb is None or a.size_mb <= b.size_mb)
@@ -342,7 +345,10 @@ def _best_table(pts: list[Point], batch: int, max_drop: float = 0.01) -> list[st
              "|---|---|---|---|---|---|---|"]
     everyone: list[Point] = []
     for backend in sorted({p.backend for p in pts}):
-        ok = [p for p in pts if p.backend == backend and qualifies(p)]
+        if all(p.emulated for p in pts if p.backend == backend):
+            lines.append(f"| {backend} | latency is an emulation: not ranked | | | | | |")
+            continue
+        ok = [p for p in pts if p.backend == backend and qualifies(p) and not p.emulated]
         if not ok:
             lines.append(f"| {backend} | none qualifies | | | | | |")
             continue
@@ -368,6 +374,7 @@ STANDARD_COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("EP vs native: ONNX Runtime's TensorRT EP against native TensorRT", "backend=ort-trt", "backend=trt-native"),
     ("INT8 vs FP16", "precision=fp16", "precision=int8"),
     ("INT8 vs FP32", "precision=fp32", "precision=int8"),
+    ("FP8 vs INT8", "precision=int8", "precision=fp8"),
 )
 
 

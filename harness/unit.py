@@ -17,6 +17,7 @@ import torch
 
 import backends
 from backends.base import ModelArtifact, PhaseTimes, UnavailableCalibration
+from backends.names import QUANTIZED_PRECISIONS
 from harness.accuracy import LabelMapping
 from harness.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
 from harness.cell_timing import device_monitor, session_accuracy, window_entry
@@ -428,7 +429,7 @@ def _artifact(context: UnitContext, loaded: LoadedModel, module: torch.nn.Module
     artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
                              num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx,
                              int8_mode=context.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
-    if any(p == "int8" for _, p in context.config.pairs()):
+    if any(p in QUANTIZED_PRECISIONS for _, p in context.config.pairs()):
         try:
             artifact.calibration = _calibration(context, loaded, dataset, onnx)
         except Exception as exc:  # noqa: BLE001 - only the int8 cells fail; fp32/fp16 cells go on
