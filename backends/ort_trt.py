@@ -251,10 +251,10 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
         gpu = gpu_identity(o.device_id)
         plan = plan_build(
             precision, trt_version, artifact.int8_mode, artifact.calibration is not None, artifact.sparse_weights,
-            batch_sizes, typed_onnx=bool(o.fp16_onnx), compute_capability=gpu.compute_capability,
+            batch_sizes, compute_capability=gpu.compute_capability,
             profile_min=o.profile_min_batch, profile_mode="shared",
         )
-        model = onnx_for_plan(plan, artifact, o.fp16_onnx, phases)
+        model = onnx_for_plan(plan, artifact, o.fp16_onnx, phases, cache_dir=Path(cache_dir))
         workspace = o.workspace_mib << 20
         key_options: dict[str, Any] = {
             "onnxruntime": ort_version, "workspace_bytes": workspace, "opt_level": o.opt_level,
