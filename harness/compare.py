@@ -92,12 +92,18 @@ def parse_selector(text: str, what: str = "selector") -> Selector:
     return Selector(text=text, terms=tuple(terms))
 
 
+#: Identity fields a cell leaves out when they hold their default (so older cells keep their keys).
+IDENTITY_DEFAULTS: dict[str, str] = {"calibration.tool": "harness"}
+
+
 def _lookup(identity: dict[str, Any], key: str) -> Any:
     value: Any = identity
     for part in key.split("."):
         if not isinstance(value, dict):
             return None
-        value = value.get(part)
+        parent, value = value, value.get(part)
+    if value is None and key in IDENTITY_DEFAULTS and isinstance(parent, dict):
+        return IDENTITY_DEFAULTS[key]  # the field's parent exists (e.g. a calibrated cell) without it
     return value
 
 

@@ -426,9 +426,12 @@ def _artifact(context: UnitContext, loaded: LoadedModel, module: torch.nn.Module
         return Path(notes["onnx_export"]["path"])
 
     # Sparse weights (a 2:4 pattern) are handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
+    int8_mode = context.config.int8_mode
+    if context.config.calibration.tool == "modelopt" and int8_mode == "auto":
+        int8_mode = "explicit"  # ModelOpt writes Q/DQ models: TensorRT builds from them, never its calibrator
     artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
                              num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx,
-                             int8_mode=context.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
+                             int8_mode=int8_mode, sparse_weights=sparse_weights, notes=notes)
     if any(p in QUANTIZED_PRECISIONS for _, p in context.config.pairs()):
         try:
             artifact.calibration = _calibration(context, loaded, dataset, onnx)
@@ -444,7 +447,7 @@ def _calibration(context: UnitContext, loaded: LoadedModel, dataset: str, onnx: 
     settings = context.config.calibration
     calib_set = CalibrationSet.from_splits(context.open_split(dataset, "train"), context.open_split(dataset, "val"),
                                            count=settings.count, seed=settings.seed)
-    return CalibrationData(onnx, calib_set, loaded.transform, settings.method, context.cache_dir)
+    return CalibrationData(onnx, calib_set, loaded.transform, settings.method, context.cache_dir, tool=settings.tool)
 
 
 def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:
