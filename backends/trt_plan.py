@@ -290,6 +290,7 @@ def onnx_for_plan(plan: BuildPlan, artifact: Any, typed_onnx: str | None, phases
 
 __all__ = [
     "BuildPlan", "DEFAULT_CALIBRATION_BATCH", "DEFAULT_OPT_LEVEL", "DEFAULT_WORKSPACE_MIB", "INT8_MODES",
-    "ONNX_SOURCES", "QDQ_FLOAT_TYPE", "PROFILE_MODES", "Profile", "ProfileMode", "onnx_for_plan", "plan_build", "profile_for",
+    "ONNX_SOURCES", "QDQ_FLOAT_TYPE", "PROFILE_MODES", "Profile", "ProfileMode", "onnx_for_plan", "plan_build",
+    "profile_for",
     "profile_index", "profiles_for", "resolve_int8_mode",
 ]

@@ -244,5 +244,6 @@ def count_fp8_qdq(path: Path) -> dict[str, int]:
     return counts
 
 
-__all__ = ["FP8_E4M3_MAX", "FP8_OPSET", "ORT_FP8_OPTIMIZATION", "WEIGHTED_OPS", "Fp8Summary", "count_fp8_qdq", "e4m3", "fp8_scale",
+__all__ = ["FP8_E4M3_MAX", "FP8_OPSET", "ORT_FP8_OPTIMIZATION", "WEIGHTED_OPS", "Fp8Summary", "count_fp8_qdq",
+           "e4m3", "fp8_scale",
            "quantizable_nodes", "write_fp8_qdq"]

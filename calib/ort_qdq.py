@@ -254,6 +254,7 @@ def count_qdq_nodes(path: Path) -> dict[str, int]:
 
 
 # as_numpy, calibration_method and make_reader live in calib.ort_base; re-exported for existing callers.
-__all__ = ["INT8_TARGETS", "QDQ_TARGETS", "as_numpy", "precision_of", "build_qdq_model", "calibration_method", "check_target",
+__all__ = ["INT8_TARGETS", "QDQ_TARGETS", "as_numpy", "precision_of", "build_qdq_model", "calibration_method",
+           "check_target",
            "cpu_needs_reduce_range",
            "count_qdq_nodes", "make_reader", "node_names", "preprocess_for_quantization", "quantize_options"]

@@ -322,7 +322,9 @@ def _guard(fn: Callable[[], None]) -> None:
 def run(
     config: Path = typer.Option(None, "--config", "-c", help="Sweep config (YAML)."),
     backend: str = typer.Option(None, "--backend", "-b", help=" | ".join(BACKEND_NAMES)),
-    precision: list[str] = typer.Option(None, "--precision", "-p", help="fp32 | tf32 | fp16 | bf16 | int8 | fp8 (repeatable; tf32: FP32 with TF32 math, sm_80+; fp8: E4M3, sm_89+ or emulated on ort-cpu)"),
+    precision: list[str] = typer.Option(None, "--precision", "-p", help="fp32 | tf32 | fp16 | bf16 | int8 | fp8 "
+                                        "(repeatable; tf32: FP32 with TF32 math, sm_80+; fp8: E4M3, sm_89+, or "
+                                        "emulated on ort-cpu)"),
     model: list[str] = typer.Option(None, "--model", "-m", help="Model name, file.py:factory or module:factory."),
     dataset: list[str] = typer.Option(None, "--dataset", "-d", help="imagenette | imagewoof | folder | shapes"),
     batch_size: list[int] = typer.Option(None, "--batch-size", help="Batch size (repeatable)."),

@@ -74,9 +74,8 @@ def _thresholds(path: Path, x: np.ndarray) -> dict[str, float]:
 
 def _session(path: Path, level: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.graph_optimization_level = {
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, {
+        "none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "all": "ORT_ENABLE_ALL"}[level])
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
