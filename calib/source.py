@@ -127,7 +127,7 @@ class CalibrationData:
             "model_hash": self.model_hash,
             "calib_file_list_hash": cs.file_list_hash,
             "method": self.method,
-            "calibration": calibration_settings(self.method).to_dict(),  # bins etc.: never max-abs called entropy
+            "calibration": self._settings_record(),  # bins etc.: never max-abs called entropy
             "count": cs.count,
             "seed": cs.seed,
             "preprocess": self.preprocess_id,
@@ -141,6 +141,13 @@ class CalibrationData:
     @property
     def provenance_hash(self) -> str:
         return dict_hash(self.provenance)[:16]
+
+    def _settings_record(self) -> dict[str, Any]:
+        """The calibration algorithm that decides the thresholds: the harness's, or ModelOpt's own."""
+        if self.tool == "modelopt":
+            return {"method": self.method, "algorithm": f"modelopt {modelopt_method(self.method)} (onnxruntime's "
+                    + ("KL search, 128 bins)" if self.method == "entropy" else "max-abs)")}
+        return calibration_settings(self.method).to_dict()
 
     def _artifact_provenance(self, kind: str, options: dict[str, Any]) -> Provenance:
         cs = self.calibration_set

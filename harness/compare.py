@@ -649,6 +649,8 @@ def _calib_text(calib: Any) -> str:
         return "-"
     settings = next((calib[k] for k in ("calibration", "settings") if isinstance(calib.get(k), dict)), {})
     parts = [str(calib.get("method", "?"))]
+    if calib.get("tool", "harness") != "harness":
+        parts.insert(0, str(calib["tool"]))
     bins = calib.get("num_bins", settings.get("num_bins"))
     if bins is not None:
         parts.append(f"{bins} bins")

@@ -110,6 +110,9 @@ def test_config_keys_and_selectors() -> None:
 def test_without_modelopt_the_cell_fails_in_one_line(calib: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "modelopt", None)  # as if not installed
     source = _source(calib, "modelopt")
+    recorded = source.provenance
+    assert recorded["tool"] == "modelopt" and recorded["calibration"]["algorithm"].startswith("modelopt max")
+    assert "tool" not in _source(calib, "harness").provenance  # the harness's provenance keeps its hash
     with pytest.raises(HarnessError) as info:
         source.qdq_onnx("fp8", PhaseTimes())
     assert "nvidia-modelopt" in str(info.value) and MODELOPT_HINT in str(info.value) and "\n" not in str(info.value)
