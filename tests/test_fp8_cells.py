@@ -152,3 +152,30 @@ def test_recommend_and_the_report_leave_emulated_cells_out() -> None:
 
     front = pareto_front([point(cells[1], None), point(cells[2], latency_is_emulated(cells[2].result))])
     assert [p.key for p in front] == [cells[1].key]
+
+
+# ------------------------------------------------------------------------------ a real sweep
+
+
+@pytest.mark.slow
+def test_an_fp8_sweep_on_shapes_is_within_a_point_of_fp32(shared_cache: Path, tmp_path: Path) -> None:
+    """tinycnn on shapes through the whole sweep: fp8 cells carry their calibration like int8 cells, an int8:
+    variant applies to them, the emulated latency is marked, and FP8 costs at most a point of top-1."""
+    from harness.driver import run_sweep
+    from harness.results import ResultStore
+    from tests.helpers import sweep_config
+
+    config = sweep_config(tmp_path, shared_cache, batch_sizes=[32], backends={"ort-cpu": ["fp32", "fp8"]},
+                          calibration={"method": "entropy", "count": 64, "seed": 0},
+                          int8=[{}, {"max_accuracy_drop": 0.5, "holdout": 64}], profile_layers=False)
+    with ResultStore(tmp_path / "out" / "results.db") as store:
+        assert run_sweep(config, store, resume=False) == {"ok": 3, "error": 0, "skipped": 0}
+        cells = {(r.identity.precision, bool(r.identity.int8)): r for r in store.records()}
+    fp32, fp8, budget = cells["fp32", False], cells["fp8", False], cells["fp8", True]
+    assert fp32.identity.calibration is None and fp8.identity.calibration == {"method": "entropy", "count": 64,
+                                                                              "seed": 0}
+    for cell in (fp8, budget):
+        assert cell.result is not None and latency_is_emulated(cell.result) == FP8_EMULATION_NOTE
+        assert cell.result.calibration is not None and cell.result.top1 is not None
+        assert abs(100 * (cell.result.top1 - fp32.result.top1)) <= 1.0  # type: ignore[union-attr]
+    assert "fp8" in (budget.result.int8_precision or {})  # type: ignore[union-attr]

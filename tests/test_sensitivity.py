@@ -182,6 +182,9 @@ def test_cli_refuses_a_backend_without_qdq_models() -> None:
     result = CliRunner().invoke(app, ["sensitivity", "--backend", "torch"])
     assert result.exit_code == 2 and "backend 'torch' runs none" in result.output
     assert "Traceback" not in result.output
+    fp8 = CliRunner().invoke(app, ["sensitivity", "--backend", "ort-cuda", "--precision", "fp8"])
+    assert fp8.exit_code == 2 and "backend 'ort-cuda' runs no FP8 Q/DQ model" in fp8.output
+    assert "Traceback" not in fp8.output
 
 
 @pytest.mark.slow
