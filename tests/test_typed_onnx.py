@@ -133,7 +133,9 @@ def test_a_qdq_model_keeps_its_quantized_ops_and_runs_the_rest_in_fp16(model: Pa
     assert _types_by_op(typed.path)["Conv"] == {"fp16"}
     assert typed.provenance["source_provenance"] == {"calibration": "c0ffee"} and typed.provenance["qdq"]
     x = _x(16, seed=9)
-    reference, half = _run(qdq, x), _run(typed.path, x)
+    # the reference arithmetic (no graph optimisation): onnxruntime 1.21's basic-level WeightBiasQuantization
+    # overflows the int32 biases it makes of an FP16 Q/DQ model (calib.fp8_qdq); TensorRT runs these models
+    reference, half = _run(qdq, x, "ORT_DISABLE_ALL"), _run(typed.path, x, "ORT_DISABLE_ALL")
     assert (half.argmax(1) == reference.argmax(1)).mean() >= 0.9
     np.testing.assert_allclose(half, reference, atol=0.02)
 
