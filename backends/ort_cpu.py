@@ -18,7 +18,7 @@ from pydantic import Field
 
 from backends.base import Backend, BackendOptions, ModelArtifact, PhaseTimes, Session, SessionInfo
 from backends.layer_profile import ort_session_profile
-from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort
+from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, ep_failure, ep_failure_type, import_ort
 from calib.fp8_qdq import ORT_FP8_OPTIMIZATION
 from harness.errors import HarnessError
 
@@ -37,13 +37,17 @@ class OrtCpuOptions(BackendOptions):
 class OrtCpuSession(Session):
     def __init__(self, session: Any, info: SessionInfo) -> None:
         self._session = session
+        self._ep_fail = ep_failure_type()
         self.info = info
 
     def stage(self, host: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(host.numpy(), dtype=np.float32)
 
     def run(self, staged: np.ndarray) -> np.ndarray:
-        return self._session.run([OUTPUT_NAME], {INPUT_NAME: staged})[0]
+        try:
+            return self._session.run([OUTPUT_NAME], {INPUT_NAME: staged})[0]
+        except self._ep_fail as exc:  # fallback is off: the cell fails instead of timing another provider
+            raise ep_failure(exc, self.info.details.get("providers")) from None
 
     def infer(self, host: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.run(self.stage(host)))
@@ -92,12 +96,13 @@ class OrtCpuBackend(Backend[OrtCpuOptions]):
         phases = PhaseTimes()
         path = model_for_precision(artifact, precision, self.name, phases)
         optimization = ORT_FP8_OPTIMIZATION if precision == "fp8" else "all"
-        session = create_session(path, [(PROVIDER, {})], intra_op_threads=self.options.threads,
+        log: list[str] = []
+        session = create_session(path, [(PROVIDER, {})], intra_op_threads=self.options.threads, log=log,
                                  optimization=optimization)
         details: dict[str, Any] = {
             "providers": session.get_providers(), "onnx": path.name, "onnx_path": str(path),
             "intra_op_threads": self.options.threads, "onnxruntime": import_ort().__version__,
-            "graph_optimization": optimization}
+            "graph_optimization": optimization, **({"ort_log": log} if log else {})}
         if precision == "fp8":
             details["latency_emulated"] = FP8_EMULATION_NOTE
         info = SessionInfo(backend=self.name, precision=precision, device="cpu", artifact_bytes=path.stat().st_size,

@@ -35,13 +35,23 @@ from backends.gpu_common import (
     timing_facts,
 )
 from backends.layer_profile import ort_session_profile
-from backends.ort_common import INPUT_NAME, OUTPUT_NAME, create_session, import_ort
+from backends.ort_common import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    captured_native_log,
+    create_session,
+    ep_failure,
+    ep_failure_type,
+    import_ort,
+)
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.machine import MachineFacts
 
 PROVIDER = "CUDAExecutionProvider"
+#: What an FP32 ONNX computes in on the CUDA EP, by precision (its use_tf32 option is per session).
+FP32_MATH = {"fp32": "ieee (CUDA EP use_tf32=0)", "tf32": "tf32 (CUDA EP use_tf32=1)"}
 CONV_ALGO_SEARCH = ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")
 ARENA_STRATEGIES = ("kNextPowerOfTwo", "kSameAsRequested")
 
@@ -101,6 +111,7 @@ class OrtGpuSession(Session):
     def __init__(self, session: Any, info: SessionInfo, *, device_id: int, stream: Any, run_options: Any,
                  num_outputs: int, profile: tuple[int, int] | None = None, device: torch.device | None = None) -> None:
         self._session = session
+        self._ep_fail = ep_failure_type()
         self.info = info
         self.info.details.update(timing_facts())
         self._device_id = device_id
@@ -149,13 +160,20 @@ class OrtGpuSession(Session):
         return OrtStaged(input=x, output=out, binding=binding)
 
     def run(self, staged: OrtStaged) -> torch.Tensor:
-        self._session.run_with_iobinding(staged.binding, self._run_options)  # enqueues on the user stream
+        try:
+            self._session.run_with_iobinding(staged.binding, self._run_options)  # enqueues on the user stream
+        except self._ep_fail as exc:
+            raise ep_failure(exc, self.info.details.get("providers")) from None
         return staged.output
 
     def infer(self, host: torch.Tensor) -> torch.Tensor:
         self._check_batch(int(host.shape[0]))
         x = np.ascontiguousarray(host.numpy(), dtype=np.float32)
-        return torch.from_numpy(np.asarray(self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0], dtype=np.float32))
+        try:
+            out = self._session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        except self._ep_fail as exc:  # fallback is off: never a CUDA/CPU result recorded as this provider's
+            raise ep_failure(exc, self.info.details.get("providers")) from None
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
 
     def warm(self, batch_sizes: tuple[int, ...], input_shape: tuple[int, ...]) -> None:
         """One compute-path call per batch size (cuDNN algorithm search, TensorRT engine builds)."""
@@ -240,17 +258,20 @@ class OrtCudaBackend(Backend[OrtCudaOptions]):
             cudnn_conv_algo_search=o.cudnn_conv_algo_search, arena_extend_strategy=o.arena_extend_strategy,
             gpu_mem_limit=o.gpu_mem_limit, use_tf32={"fp32": False, "tf32": True}.get(precision),
         )
+        log: list[str] = []
         with phases.timed("build"):
-            session = create_session(path, [(PROVIDER, options)])
+            session = create_session(path, [(PROVIDER, options)], log=log)
             info = SessionInfo(
                 backend=self.name, precision=precision, device="cuda", artifact_bytes=path.stat().st_size,
                 details={"providers": session.get_providers(), "onnx": path.name, "onnx_path": str(path),
                          "onnxruntime": ort.__version__,
-                         "provider_options": options},
+                         "provider_options": options, "ort_log": log,
+                         **({"fp32_math": FP32_MATH[precision]} if precision in FP32_MATH else {})},
             )
             gpu_session = OrtGpuSession(session, info, device_id=o.device_id, stream=stream,
                                         run_options=compute_run_options(ort), num_outputs=artifact.num_outputs)
-            gpu_session.warm(tuple(batch_sizes), artifact.input_shape)
+            with captured_native_log(log):
+                gpu_session.warm(tuple(batch_sizes), artifact.input_shape)
         info.prep_phases = dict(phases.seconds)
         return gpu_session
 

@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -41,7 +42,7 @@ from backends.gpu_common import (
     gpu_identity,
     ort_gpu_reason,
 )
-from backends.ort_common import INPUT_NAME, create_session, import_ort
+from backends.ort_common import INPUT_NAME, captured_native_log, create_session, import_ort
 from backends.ort_cuda import OrtGpuSession, compute_run_options, ort_bool, ort_cuda_provider_options, user_stream
 from backends.trt_plan import (
     DEFAULT_CALIBRATION_BATCH,
@@ -64,6 +65,22 @@ if TYPE_CHECKING:
 # trt-api: ICudaEngine.get_tensor_mode, TensorIOMode.INPUT
 
 PROVIDER = "TensorrtExecutionProvider"
+#: From Ampere on, TensorRT computes FP32 layers in TF32 unless its TF32 flag is cleared, and the
+#: TensorRT EP has no option that clears it: "fp32" there would be TF32 compared with IEEE FP32 cells.
+TF32_MIN_CC: tuple[int, int] = (8, 0)
+#: What the TensorRT EP logs when TensorRT turned a requested precision off (the engine is then built
+#: without it): such a session is refused, never timed as that precision.
+PRECISION_OFF_MESSAGES: dict[str, str] = {
+    "int8": "platform doesn't support fast native int8",
+    "fp16": "platform doesn't support fast native fp16",
+}
+
+
+def fp32_refusal(gpu_name: str | None, cc: tuple[int, ...]) -> str:
+    """Why ort-trt does not offer fp32 on an Ampere-or-newer GPU (one line)."""
+    return (f"ort-trt fp32 would compute in TF32 on {gpu_name or 'this GPU'} (compute capability "
+            f"{cc[0]}.{cc[1]}): the TensorRT EP has no option to clear TensorRT's TF32 flag; use precision tf32 "
+            "(what it computes), or trt-native / ort-cuda fp32 for IEEE FP32")
 FALLBACK_PROVIDER = "CUDAExecutionProvider"
 NATIVE_TABLE_NAME = "trt-native-calibration.cache"
 
@@ -164,6 +181,8 @@ def ort_trt_reason(precision: str, facts: MachineFacts) -> str | None:
         return f"onnxruntime has no {FALLBACK_PROVIDER} (ort-trt places what TensorRT cannot run there)"
     if precision == "bf16":
         return "bf16 is not offered on ort-trt (use trt-native)"
+    if precision == "fp32" and facts.gpu_cc is not None and tuple(facts.gpu_cc) >= TF32_MIN_CC:
+        return fp32_refusal(facts.gpu_name, tuple(facts.gpu_cc))
     if facts.tensorrt_version and facts.onnxruntime_version:
         pair = caps.check_ort_trt_pair(facts.onnxruntime_version, facts.tensorrt_version)
         if _major_mismatch(pair, facts.tensorrt_version):
@@ -193,8 +212,9 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
 
     name: ClassVar[str] = "ort-trt"
     devices: ClassVar[frozenset[str]] = frozenset({"cuda"})
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
-    description: ClassVar[str] = "ONNX Runtime, TensorRT execution provider (CUDA EP for the rest), engines cached"
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "int8")
+    description: ClassVar[str] = ("ONNX Runtime, TensorRT execution provider (CUDA EP for the rest), engines cached; "
+                                  "fp32 (IEEE) only below Ampere, tf32 from Ampere on")
     Options: ClassVar[type[OrtTrtOptions]] = OrtTrtOptions
     options: OrtTrtOptions
 
@@ -213,9 +233,11 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
             )
         return found.version, found.source
 
-    def _calibration_table(self, artifact: ModelArtifact, model: Path, trt_version: str, engine_dir: Path,
-                           cache_dir: Path, phases: PhaseTimes) -> tuple[str, bool, dict[str, Any]]:
-        """(table name inside ``engine_dir``, native?, what was used) for an implicit INT8 build.
+    def _calibration_table(self, artifact: ModelArtifact, model: Path, trt_version: str,
+                           cache_dir: Path, phases: PhaseTimes) -> CalibrationTable:
+        """The table an implicit INT8 build reads: TensorRT's own calibrator cache when asked for and
+        present, else ONNX Runtime's. Chosen before the engine key is made, so the key names the table
+        that was really used.
 
         Both tables are keyed on the un-optimized ONNX's tensor names. The session optimizes the graph
         first, but the TensorRT EP's nodes get only the basic, provider-independent passes, which remove
@@ -226,19 +248,18 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
             native = native_calibration_cache(artifact, trt_version, cache_dir, self.options.calibration_batch_size,
                                               phases)
             if native is not None:
-                _place(native, engine_dir / NATIVE_TABLE_NAME)
-                return NATIVE_TABLE_NAME, True, {"kind": "tensorrt-native", "source": str(native)}
+                return CalibrationTable(native, NATIVE_TABLE_NAME, True, {"kind": "tensorrt-native",
+                                                                          "source": str(native)})
             fallback = ("no TensorRT calibrator cache for this calibration yet (run trt-native int8 with the same "
                         "calibration_batch_size first); used ONNX Runtime's table")
         else:
             fallback = None
         shared = shared_table_dir(Path(cache_dir) / self.name, file_hash(model), calibration.provenance_hash)
         table = Path(calibration.ort_trt_table(shared, phases))  # built once per model x calibration
-        _place(table, engine_dir / table.name)
         used: dict[str, Any] = {"kind": "onnxruntime", "source": str(table)}
         if fallback:
             used["note"] = fallback
-        return table.name, False, used
+        return CalibrationTable(table, table.name, False, used)
 
     def activate(self, artifact: ModelArtifact, precision: str, batch_sizes: tuple[int, ...],
                  cache_dir: Path) -> Session:
@@ -254,15 +275,14 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
             batch_sizes, compute_capability=gpu.compute_capability,
             profile_min=o.profile_min_batch, profile_mode="shared",
         )
+        if precision == "fp32" and tuple(gpu.compute_capability) >= TF32_MIN_CC:
+            raise UnsupportedCombination(fp32_refusal(gpu.name, tuple(gpu.compute_capability)))
         model = onnx_for_plan(plan, artifact, o.fp16_onnx, phases, cache_dir=Path(cache_dir))
         workspace = o.workspace_mib << 20
-        key_options: dict[str, Any] = {
-            "onnxruntime": ort_version, "workspace_bytes": workspace, "opt_level": o.opt_level,
-            "flags": sorted(plan.flags), "sparse": plan.sparse, "onnx_source": plan.onnx_source,
-            "profile": list(plan.profile),
-        }
-        if plan.use_calibrator and o.native_calibration_table:
-            key_options["calibration_table"] = "tensorrt-native"
+        table = (self._calibration_table(artifact, model, trt_version, Path(cache_dir), phases)
+                 if plan.use_calibrator else None)
+        key_options = engine_key_options(plan, table, onnxruntime=ort_version, workspace_bytes=workspace,
+                                         opt_level=o.opt_level)
         key = EngineCacheKey.for_build(self.name, file_hash(model), precision, plan.int8_mode, artifact.calibration,
                                        trt_version, gpu, key_options)
         root = Path(cache_dir) / self.name
@@ -272,29 +292,36 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
         timing_dir.mkdir(parents=True, exist_ok=True)
 
         details: dict[str, Any] = {}
-        table_name, native = None, False
-        if plan.use_calibrator:
-            table_name, native, details["calibration_table"] = self._calibration_table(
-                artifact, model, trt_version, engine_dir, Path(cache_dir), phases)
+        if table is not None:
+            _place(table.source, engine_dir / table.name)
+            details["calibration_table"] = table.used
 
         stream = user_stream(o.device_id)
         trt_options = ort_trt_provider_options(
             plan, engine_dir=engine_dir, timing_dir=timing_dir, input_shape=artifact.input_shape,
-            calibration_table_name=table_name, native_calibration_table=native, workspace_bytes=workspace,
+            calibration_table_name=None if table is None else table.name,
+            native_calibration_table=table is not None and table.native, workspace_bytes=workspace,
             opt_level=o.opt_level, detailed_build_log=o.detailed_build_log, device_id=o.device_id,
             stream_handle=stream.cuda_stream,
         )
         cuda_options = ort_cuda_provider_options(device_id=o.device_id, stream_handle=stream.cuda_stream,
-                                                 use_tf32=False if precision == "fp32" else None)
+                                                 use_tf32={"fp32": False, "tf32": True}.get(precision))
         cached_before = {p.name for p in engine_files(engine_dir)}
 
+        log: list[str] = []
+        details["ort_log"] = log
         with phases.timed("build"):
-            session = create_session(model, [(PROVIDER, trt_options), (FALLBACK_PROVIDER, cuda_options)])
+            session = create_session(model, [(PROVIDER, trt_options), (FALLBACK_PROVIDER, cuda_options)], log=log)
             info = SessionInfo(backend=self.name, precision=precision, device="cuda", details=details)
             gpu_session = OrtGpuSession(session, info, device_id=o.device_id, stream=stream,
                                         run_options=compute_run_options(ort), num_outputs=artifact.num_outputs,
                                         profile=(plan.profile[0], plan.profile[2]))
-            gpu_session.warm(tuple(batch_sizes), artifact.input_shape)
+            with captured_native_log(log):  # the EP builds its engines on the first run of each shape
+                gpu_session.warm(tuple(batch_sizes), artifact.input_shape)
+        turned_off = precision_turned_off(precision, log)
+        if turned_off is not None:
+            gpu_session.close()
+            raise HarnessError(turned_off)
 
         engines = engine_files(engine_dir)
         if not engines:
@@ -314,10 +341,10 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
             "ort_trt_pairing": caps.check_ort_trt_pair(ort_version, trt_version).reason,
             "provider_options": trt_options,
         })
-        if precision == "fp32" and tuple(gpu.compute_capability) >= (8, 0):
-            # no TensorRT EP option of the pinned wheels clears TensorRT's default TF32 flag
-            info.details["fp32_math"] = ("tf32 in the TensorRT engines (the TensorRT EP has no TF32 switch); "
-                                         "ieee in the CUDA EP fallback (use_tf32=0)")
+        if precision == "tf32":
+            info.details["fp32_math"] = "tf32 (TensorRT's default TF32 flag; the CUDA EP's nodes use_tf32=1)"
+        elif precision == "fp32":  # below Ampere: no TF32 hardware, so TensorRT's FP32 is IEEE
+            info.details["fp32_math"] = "ieee (no TF32 below compute capability 8.0; the CUDA EP's nodes use_tf32=0)"
         if len(engines) > 1:
             info.details["partitioned"] = (
                 f"{len(engines)} TensorRT engines: ONNX Runtime split the graph; nodes between them ran on the CUDA EP"
@@ -327,11 +354,42 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
                 engines, precision, (plan.profile[1], *artifact.input_shape), stream.cuda_stream)
             stream.synchronize()
             if any(e.get("int8_fallback") for e in info.details["ep_engines"] if isinstance(e, dict)):
-                info.details["int8_fallback"] = True
-                info.details.setdefault("warnings", []).append(
-                    "an int8 EP engine has no INT8 layer: TensorRT chose FP16/FP32 throughout")
+                gpu_session.close()
+                raise HarnessError("ort-trt int8: an engine the TensorRT EP built has no INT8 layer (TensorRT chose "
+                                   "FP16/FP32 throughout); this would be an FP16/FP32 result recorded as int8")
         info.prep_phases = dict(phases.seconds)
         return gpu_session
+
+
+def engine_key_options(plan: BuildPlan, table: CalibrationTable | None, **settings: Any) -> dict[str, Any]:
+    """What, besides the model, calibration and GPU, makes an EP engine distinct: the build settings
+    and, for an implicit INT8 build, which table it really read (TensorRT's own only when it was used)."""
+    options: dict[str, Any] = {**settings, "flags": sorted(plan.flags), "sparse": plan.sparse,
+                               "onnx_source": plan.onnx_source, "profile": list(plan.profile)}
+    if table is not None and table.native:
+        options["calibration_table"] = "tensorrt-native"
+    return options
+
+
+@dataclass(frozen=True)
+class CalibrationTable:
+    """The calibration table of an implicit INT8 build: where it is, its name inside the engine
+    directory, whether TensorRT's own calibrator wrote it, and what the cell records about it."""
+
+    source: Path
+    name: str
+    native: bool
+    used: dict[str, Any]
+
+
+def precision_turned_off(precision: str, log: list[str]) -> str | None:
+    """One line when the TensorRT EP logged that TensorRT turned ``precision`` off, else None."""
+    message = PRECISION_OFF_MESSAGES.get(precision)
+    line = next((line for line in log if message and message in line), None)
+    if line is None:
+        return None
+    return (f"ort-trt {precision}: the TensorRT EP turned {precision.upper()} off ('{message}'), so the engine "
+            f"would run in another precision; this GPU cannot run ort-trt {precision}")
 
 
 def shared_table_dir(root: Path, onnx_hash: str, calibration_hash: str) -> Path:
@@ -406,6 +464,6 @@ def inspect_ep_engines(engines: list[Path], precision: str, opt_shape: tuple[int
     return out
 
 
-__all__ = ["NATIVE_TABLE_NAME", "OrtTensorrtBackend", "OrtTrtOptions", "engine_files", "inspect_ep_engines",
+__all__ = ["NATIVE_TABLE_NAME", "CalibrationTable", "engine_key_options", "fp32_refusal", "precision_turned_off", "OrtTensorrtBackend", "OrtTrtOptions", "engine_files", "inspect_ep_engines",
            "native_calibration_cache", "ort_trt_provider_options", "ort_trt_reason", "profile_shapes",
            "shared_table_dir"]

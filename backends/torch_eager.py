@@ -1,17 +1,22 @@
-"""PyTorch eager backend: fp32 on CPU; fp32/fp16/bf16 on CUDA under inference_mode."""
+"""PyTorch eager backend: fp32 on CPU; fp32/tf32/fp16/bf16 on CUDA under inference_mode, each call under
+its session's FP32 maths (:class:`MathMode`), optionally replayed from CUDA graphs (``cuda_graphs``)."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
+from pydantic import model_validator
 
 from backends.base import Backend, BackendOptions, ModelArtifact, PhaseTimes, Session, SessionInfo
-from harness.errors import BackendUnavailable
+from backends.torch_graphs import CapturedCall, GraphCapture
 from harness.compression.sizes import state_dict_bytes
+from harness.errors import BackendUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.machine import MachineFacts
@@ -22,6 +27,11 @@ _DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, 
 BF16_MIN_CC: tuple[int, int] = (8, 0)
 
 
+#: torch.compile modes that replay CUDA graphs themselves (cudagraph trees): a module compiled so
+#: cannot be captured again by ``cuda_graphs``.
+COMPILE_MODES_WITH_GRAPHS = frozenset({"reduce-overhead", "max-autotune"})
+
+
 class TorchOptions(BackendOptions):
     """``backend_options.torch``."""
 
@@ -29,62 +39,128 @@ class TorchOptions(BackendOptions):
     channels_last: bool | None = None  # None: on for cuda, off for cpu
     compile: bool = False  # torch.compile the module (timed as "build")
     compile_mode: str = "max-autotune"
+    #: Capture each staged batch's call as a CUDA graph and time its replay (CUDA only): one launch
+    #: per call instead of one Python dispatch per operator, so a host-bound model measures the GPU.
+    cuda_graphs: bool = False
+
+    @model_validator(mode="after")
+    def _graphs_once(self) -> TorchOptions:
+        if self.cuda_graphs and self.compile and self.compile_mode in COMPILE_MODES_WITH_GRAPHS:
+            raise ValueError(f"cuda_graphs with compile_mode {self.compile_mode!r}: that mode replays CUDA graphs "
+                             "itself; use one of them (or compile_mode: max-autotune-no-cudagraphs)")
+        return self
 
 
-def strict_fp32(allow_tf32: bool = False) -> Callable[[], None]:
-    """Switch torch's TF32 paths off (cuDNN convolutions default to TF32 on Ampere and newer; matmuls may be
-    set so), or on with ``allow_tf32``; returns the function that restores the flags as they were."""
-    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+@dataclass(frozen=True)
+class MathMode:
+    """What FP32 convolutions and matmuls compute in for one session: IEEE FP32, or TF32 on tensor
+    cores (Ampere and newer). torch keeps this in process-wide switches, and an interleaved unit keeps
+    sessions of several precisions alive, so a session sets its mode around *each* call and puts the
+    switches back after it: no session relies on what another left behind. The switches are read when
+    kernels are chosen on the host, so setting them around the host call is enough (a CUDA graph
+    keeps the maths it was captured with)."""
 
-    def restore() -> None:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    allow_tf32: bool
 
-    return restore
+    @property
+    def label(self) -> str:
+        return "tf32" if self.allow_tf32 else "ieee"
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        switches = _fp32_switches()
+        value = self.label if switches[0][1] == "fp32_precision" else self.allow_tf32
+        before = [getattr(owner, name) for owner, name in switches]
+        try:
+            for owner, name in switches:
+                setattr(owner, name, value)
+            yield
+        finally:
+            for (owner, name), old in zip(switches, before):
+                setattr(owner, name, old)
+
+
+def _fp32_switches() -> list[tuple[Any, str]]:
+    """torch's FP32 maths switches for convolutions and matmuls: the ``fp32_precision`` API where
+    torch has it (2.9 and newer; reading the legacy ``allow_tf32`` after the new API was used raises
+    there), else the legacy ``allow_tf32`` flags."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision") and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return [(conv, "fp32_precision"), (torch.backends.cuda.matmul, "fp32_precision")]
+    return [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+
+
+def math_mode_for(precision: str) -> MathMode:
+    """tf32 computes FP32 layers in TF32; fp32 is IEEE; fp16/bf16 keep their few FP32 layers IEEE."""
+    return MathMode(allow_tf32=precision == "tf32")
+
+
+class _NoMath:
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        yield
 
 
 class TorchSession(Session):
+    """A torch module on one device at one precision. On CUDA each call runs under the session's
+    :class:`MathMode`; with ``cuda_graphs`` each staged batch is captured as a CUDA graph
+    (:mod:`backends.torch_graphs`) and ``run`` replays it."""
+
     def __init__(self, module: torch.nn.Module, precision: str, device: str, info: SessionInfo,
-                 channels_last: bool) -> None:
-        self._restore_math: Callable[[], None] | None = None
-        if device == "cuda" and precision == "fp32":  # fp32 means IEEE FP32, not TF32, for this session
-            self._restore_math = strict_fp32()
-            info.details["fp32_math"] = "ieee (torch cudnn.allow_tf32 and cuda.matmul.allow_tf32 off)"
-        elif precision == "tf32":
-            self._restore_math = strict_fp32(allow_tf32=True)
-            info.details["fp32_math"] = "tf32 (torch cudnn.allow_tf32 and cuda.matmul.allow_tf32 on)"
+                 channels_last: bool, *, math: MathMode | None = None, cuda_graphs: bool = False,
+                 stream: torch.cuda.Stream | None = None) -> None:
         self._module = module
         self._dtype = _DTYPES[precision]
         self._device = torch.device(device)
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self._stream = torch.cuda.current_stream(self._device) if device == "cuda" else None
+        if stream is None and device == "cuda":
+            stream = torch.cuda.current_stream(self._device)
+        self._stream = stream
+        if math is None and device == "cuda":
+            math = math_mode_for(precision)
+        self._math: MathMode | _NoMath = math if math is not None else _NoMath()
+        if math is not None:
+            info.details["fp32_math"] = (f"{math.label} (set around each call: torch's cuDNN convolution and "
+                                         "cuBLAS matmul FP32 precision)")
+        self._graphs = GraphCapture(self._call, self._device) if cuda_graphs else None
+        if self._graphs is not None:
+            info.details["cuda_graphs"] = self._graphs.record
         self.info = info
 
     @property
     def cuda_stream(self) -> torch.cuda.Stream | None:
         return self._stream
 
-    def stage(self, host: torch.Tensor) -> torch.Tensor:
-        staged = host.to(self._device, dtype=self._dtype, memory_format=self._memory_format)
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        with self._math.applied(), torch.inference_mode():
+            return self._module(x)
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        return host.to(self._device, dtype=self._dtype, memory_format=self._memory_format,
+                       non_blocking=host.is_pinned())
+
+    def stage(self, host: torch.Tensor) -> torch.Tensor | CapturedCall:
+        staged = self._to_device(host)
         if self._stream is not None:
             self._stream.synchronize()
+        if self._graphs is not None:
+            return self._graphs.capture(staged)
         return staged
 
-    def run(self, staged: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self._module(staged)
+    def run(self, staged: torch.Tensor | CapturedCall) -> torch.Tensor:
+        if isinstance(staged, CapturedCall):
+            return staged.replay()
+        return self._call(staged)
 
     def infer(self, host: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            x = host.to(self._device, dtype=self._dtype, memory_format=self._memory_format,
-                        non_blocking=host.is_pinned())
-            return self._module(x).float().cpu()
+        x = self._to_device(host)
+        if self._graphs is not None:
+            return self._graphs.run_copied(x).float().cpu()
+        return self._call(x).float().cpu()
 
     def close(self) -> None:
-        if self._restore_math is not None:
-            self._restore_math()
-            self._restore_math = None
+        if self._graphs is not None:
+            self._graphs.release()
 
 
 class TorchBackend(Backend[TorchOptions]):
@@ -130,6 +206,8 @@ class TorchBackend(Backend[TorchOptions]):
         device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cpu" and precision != "fp32":
             raise BackendUnavailable(f"torch {precision} needs a CUDA GPU; use fp32 on CPU")
+        if device == "cpu" and opts.cuda_graphs:
+            raise BackendUnavailable("backend_options.torch.cuda_graphs needs a CUDA device; this session runs on cpu")
         channels_last = opts.channels_last if opts.channels_last is not None else device == "cuda"
         module = copy.deepcopy(artifact.module).eval().to(device=device, dtype=_DTYPES[precision])
         if channels_last:
@@ -139,7 +217,8 @@ class TorchBackend(Backend[TorchOptions]):
             with phases.timed("build"):
                 module = torch.compile(module, mode=opts.compile_mode)
             details["compile"] = True
+            details["compile_mode"] = opts.compile_mode
         info = SessionInfo(backend=self.name, precision=precision, device=device,
                            artifact_bytes=state_dict_bytes(artifact.module), details=details,
                            prep_phases=dict(phases.seconds))
-        return TorchSession(module, precision, device, info, channels_last)
+        return TorchSession(module, precision, device, info, channels_last, cuda_graphs=opts.cuda_graphs)

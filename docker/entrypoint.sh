@@ -6,7 +6,8 @@
 # the command's alone (`docker compose run --rm hw --json > hw.json` is JSON).
 #
 # Test hooks (never set in the images): HARNESS_NGC_ENTRYPOINT replaces the NGC entrypoint's path,
-# HARNESS_VOLUMES the list of directories checked for writability.
+# HARNESS_VOLUMES the list of directories checked for writability, HARNESS_READ_VOLUMES the list of
+# directories checked for readability.
 umask "${HARNESS_UMASK:-0002}"
 
 fail() {
@@ -24,27 +25,37 @@ fi
 # Ray's token authentication (RAY_AUTH_MODE=token, set by the compose `ray` profile) with no token
 # would start nothing useful: say so here, where Ray starts, not in every compose command.
 if [ "${RAY_AUTH_MODE:-}" = "token" ] && [ -z "${RAY_AUTH_TOKEN:-}" ]; then
-  fail "HARNESS_RAY_TOKEN is not set: export HARNESS_RAY_TOKEN=\$(openssl rand -hex 32) (the same on every Ray host) and start again"
+  fail "HARNESS_RAY_TOKEN is not set: on the host, echo \"HARNESS_RAY_TOKEN=\$(openssl rand -hex 32)\" >> .env (the same on every Ray host) and start again"
 fi
 
 # A bind-mounted volume hides the image's writable directory; a host directory owned by another uid
-# (or created by dockerd as root) would fail the first cell deep inside a run. Read-only mounts are
-# the caller's choice (e.g. a shared dataset directory) and are left alone.
+# (or created by dockerd as root) would fail the first cell deep inside a run. /cache, /results and
+# /torch are written; /data is only read (datasets; `harness data fetch` is the one writer and says
+# so itself), so a shared dataset directory owned by someone else, or mounted read-only, is fine.
+# Read-only mounts of the others are the caller's choice and are left alone.
 read_only_mount() {
   [ -r /proc/self/mounts ] && awk -v d="$1" '$2 == d { split($4, o, ","); ro = (o[1] == "ro") } END { exit !ro }' /proc/self/mounts
 }
-for dir in ${HARNESS_VOLUMES:-/data /cache /results /torch}; do
+host_dir() {
+  case "$1" in
+    /data) echo '${HARNESS_DATA_DIR:-./data}' ;;
+    /cache) echo '${HARNESS_CACHE_HOST_DIR:-./.harness-cache/harness}' ;;
+    /results) echo '${HARNESS_RESULTS_DIR:-./results}' ;;
+    /torch) echo '${HARNESS_TORCH_CACHE:-./.harness-cache/torch}' ;;
+    *) echo "the host directory mounted at $1" ;;
+  esac
+}
+for dir in ${HARNESS_VOLUMES:-/cache /results /torch}; do
   [ -d "$dir" ] || continue
   read_only_mount "$dir" && continue
   if [ ! -w "$dir" ] || [ ! -x "$dir" ]; then
-    case "$dir" in
-      /data) host='${HARNESS_DATA_DIR:-./data}' ;;
-      /cache) host='${HARNESS_CACHE_HOST_DIR:-./.harness-cache/harness}' ;;
-      /results) host='${HARNESS_RESULTS_DIR:-./results}' ;;
-      /torch) host='${HARNESS_TORCH_CACHE:-./.harness-cache/torch}' ;;
-      *) host="the host directory mounted at $dir" ;;
-    esac
-    fail "$dir is not writable by uid $(id -u) (owner $(stat -c %u:%g "$dir")): on the host, export HARNESS_UID=\$(id -u) HARNESS_GID=\$(id -g) if you own $host, else sudo chown -R $(id -u):$(id -g) $host"
+    fail "$dir is not writable by uid $(id -u) (owner $(stat -c %u:%g "$dir")): on the host, put HARNESS_UID=\$(id -u) and HARNESS_GID=\$(id -g) in .env if you own $(host_dir "$dir"), else sudo chown -R $(id -u):$(id -g) $(host_dir "$dir")"
+  fi
+done
+for dir in ${HARNESS_READ_VOLUMES:-/data}; do
+  [ -d "$dir" ] || continue
+  if [ ! -r "$dir" ] || [ ! -x "$dir" ]; then
+    fail "$dir is not readable by uid $(id -u) (owner $(stat -c %u:%g "$dir"), mode $(stat -c %a "$dir")): on the host, make $(host_dir "$dir") readable for uid $(id -u) (e.g. chmod -R a+rX), or set HARNESS_UID/HARNESS_GID in .env to its owner's"
   fi
 done
 

@@ -32,7 +32,9 @@ import torch
 from harness import stats
 from harness.accuracy import evaluate
 from harness.device_identity import lock_device_id
+from harness.energy import EnergyMeter, window_energy
 from harness.hostload import HostLoadSampler
+from harness.launch import launch_check
 from harness.locks import DeviceLock
 from harness.outcome import TimingWindow, encode_predictions
 from harness.timing import TimingResult, TimingSettings, measure, timer_for, wait_for_idle_threads
@@ -63,26 +65,29 @@ class Window:
 
 
 def _measure(fn: Callable[[Any], Any], inputs: Sequence[Any], batch_size: int, settings: TimingSettings,
-             definition: str, timer: Any, device: str = "cpu") -> tuple[TimingResult, stats.UntilStable | None]:
+             definition: str, timer: Any, device: str = "cpu",
+             meter: EnergyMeter | None = None) -> tuple[TimingResult, stats.UntilStable | None]:
     """The timed loop: fixed repeats, or repeats until the median's CI is tight enough."""
     target = settings.until_stable
     if target is None:
         return measure(fn, inputs, batch_size=batch_size, config=settings, definition=definition,
-                       timer=timer, device=device), None
+                       timer=timer, device=device, meter=meter), None
     one = settings.model_copy(update={"repeats": 1})
-    times: list[tuple[float, float]] = []
+    result = TimingResult(definition=definition, timer=timer.name, batch_size=batch_size, config=settings,
+                          device=device)
 
     def run_repeat() -> list[int]:
         rep = measure(fn, inputs, batch_size=batch_size, config=one, definition=definition, timer=timer,
-                      device=device)
-        times.extend(rep.repeat_times)
+                      device=device, meter=meter)
+        result.repeat_times.extend(rep.repeat_times)
+        result.issue_ns.extend(rep.issue_ns)
+        result.energy.extend(rep.energy)
         return rep.repeats_ns[0]
 
     until = stats.measure_until_stable(run_repeat, target.target_ci_pct, target.max_seconds,
                                        min_repeats=settings.repeats, batch_size=batch_size)
-    result = TimingResult(definition=definition, timer=timer.name, batch_size=batch_size,
-                          config=settings.model_copy(update={"repeats": until.repeats}),
-                          repeats_ns=until.repeats_ns, repeat_times=times, device=device)
+    result.repeats_ns = until.repeats_ns
+    result.config = settings.model_copy(update={"repeats": until.repeats})
     return result, until
 
 
@@ -90,7 +95,8 @@ def time_session(session: Session, data: EvalData, batch_size: int, settings: Ti
                  device_checks: bool, *, notice: Notice | None = None,
                  lock_dir: Path | None = None) -> tuple[list[TimingWindow], dict[str, Any]]:
     """Each timing definition of ``settings`` on real full batches, one locked window each, with
-    its CI, stability verdict, window timestamps and host load; NVML device checks on CUDA."""
+    its CI, stability verdict, window timestamps and host load; NVML device checks on CUDA, with
+    each repeat's energy read around its timed calls."""
     host_batches = data.timing_inputs(batch_size, settings.batches)
     lock_device = lock_device_id(session.device)
     out: list[TimingWindow] = []
@@ -106,52 +112,59 @@ def time_session(session: Session, data: EvalData, batch_size: int, settings: Ti
             with HostLoadSampler() as sampler, device_monitor(session.device, device_checks) as monitor:
                 wait_for_idle_threads()  # what ran before (another session's pool) must not spin into it
                 start = time.time()
-                result, until = _measure(fn, inputs, batch_size, settings, definition, timer, session.device)
+                result, until = _measure(fn, inputs, batch_size, settings, definition, timer, session.device,
+                                         meter=energy_meter(monitor))
                 end = time.time()
             window = Window(start, end, lock_device, lock.waited_s)
-        energy_per_image: float | None = None
         warnings: list[str] = []
         if monitor.result is not None:
             report = monitor.result.to_dict()
             device_report.setdefault("report", {})[definition] = report
             warnings = list(report.get("warnings", []))
             device_report["warnings"].extend(warnings)
-            repeats = len(result.repeats_ns)
-            energy = report.get("energy_mj")
-            # The window includes warm-up iterations, so divide by every image that ran.
-            if energy is not None:
-                images = batch_size * (sum(len(r) for r in result.repeats_ns) + settings.warmup * repeats)
-                energy_per_image = energy / images
         entry = window_entry(result, session.device, window=window.to_dict(), host_load=sampler.result,
                              warnings=warnings, until=None if until is None else until.to_dict(),
-                             energy_per_image=energy_per_image)
+                             backend=session.info.backend)
         out.append(entry)
     return out, device_report
 
 
 def window_entry(result: TimingResult, device: str, *, window: dict[str, Any], host_load: Any,
-                 warnings: Sequence[str], until: dict[str, Any] | None, energy_per_image: float | None,
+                 warnings: Sequence[str], until: dict[str, Any] | None, backend: str | None = None,
                  interleave: dict[str, Any] | None = None) -> TimingWindow:
     """The stored record of one measured window: statistics, the median's CI, the stability verdict
-    (with the host load and device warnings seen), the window's lock and times, the durations it
-    ran with, each repeat's start and end, and for an interleaved window its block and rounds."""
+    (with the host load, device warnings and host-bound check seen), the window's lock and times, the
+    durations it ran with, each repeat's start and end, its own energy per image (its repeats' joules
+    over the images they timed, :mod:`harness.energy`), the host-bound check (:mod:`harness.launch`),
+    and for an interleaved window its block and rounds."""
     ci = stats.median_ci(result.repeats_ns, batch_size=result.batch_size)
+    launch = launch_check(result.issue_ns, result.repeats_ns)
     verdict = stats.assess_stability(result.repeats_ns, "cuda" if device == "cuda" else "cpu", ci,
-                                     device_warnings=list(warnings), host_load=host_load)
+                                     device_warnings=list(warnings), host_load=host_load, launch=launch,
+                                     backend=backend)
+    energy = window_energy(result.energy, [len(r) for r in result.repeats_ns], result.batch_size) \
+        if len(result.energy) == len(result.repeats_ns) else None
     if until is not None and "ci" not in until:
         until = {**until, "ci": ci.to_dict()}
     stored = result.to_dict()
     extra = {"duration": stored["duration"], "repeat_times": stored["repeat_times"]}
     if interleave is not None:
         extra["interleave"] = interleave
+    energy_per_image = None if energy is None else energy.mj_per_image
+    absent = {key for key, value in (("energy_mj_per_image", energy_per_image), ("energy", energy),
+                                     ("launch", launch)) if value is None}
     return TimingWindow(
         definition=result.definition, timer=result.timer, batch_size=result.batch_size,
         config=result.config.loop_dict(), stats=asdict(result.stats), samples_ns=result.repeats_ns,
         energy_mj_per_image=energy_per_image, ci=ci.to_dict(), stability=verdict.to_dict(),
         window=window, host_load=None if host_load is None else host_load.to_dict(),
-        until_stable=until,
-        absent=frozenset() if energy_per_image is not None else frozenset({"energy_mj_per_image"}),
-        extra=extra)
+        until_stable=until, energy=None if energy is None else energy.to_dict(),
+        launch=None if launch is None else launch.to_dict(), absent=frozenset(absent), extra=extra)
+
+
+def energy_meter(monitor: Any) -> EnergyMeter | None:
+    """The entered device monitor as an energy meter (None off the GPU or without NVML)."""
+    return monitor if hasattr(monitor, "mark") and hasattr(monitor, "span") else None
 
 
 class _NoMonitor:
@@ -200,4 +213,4 @@ def session_accuracy(session: Session, data: EvalData, mapping: Any, batch_size:
     return {**result, "batch_size": batch_size}, encode_predictions(indices)
 
 
-__all__ = ["Window", "device_monitor", "session_accuracy", "time_session", "window_entry"]
+__all__ = ["Window", "device_monitor", "energy_meter", "session_accuracy", "time_session", "window_entry"]

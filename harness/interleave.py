@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import stats
+from harness.energy import EnergyMeter
 from harness.hostload import HostLoad, HostLoadSampler
 from harness.locks import DeviceLock
 from harness.timing import (
@@ -130,12 +131,15 @@ def measure_interleaved(
     lock_dir: Path | None = None,
     notice: Callable[[str], None] | None = None,
     monitor: Any = None,
+    meter: EnergyMeter | None = None,
 ) -> tuple[list[WindowRecord], BlockInfo]:
     """Measure ``windows`` in rounds (``settings.repeats`` of them, or until every window's median CI
     is within ``settings.until_stable.target_ci_pct`` and at most ``max_seconds`` per window), one
     repeat of each window per round in a seeded shuffled order, all under one exclusive device lock
     and one host-load sampler (and ``monitor``, a context manager such as the NVML device monitor,
-    when given). Returns one record per window (in the order given) and the block's info."""
+    when given). ``meter`` (the entered monitor, on a GPU) is read around every repeat's timed calls,
+    so each window's energy is its own. Returns one record per window (in the order given) and the
+    block's info."""
     if not windows:
         raise ValueError("measure_interleaved needs at least one window")
     records = [WindowRecord(TimingResult(definition=w.definition, timer=w.timer.name, batch_size=w.batch_size,
@@ -160,10 +164,10 @@ def measure_interleaved(
                     if w.session is None or w.session != previous:
                         settled = wait_for_idle_threads()
                     previous = w.session
-                    one = measure_repeat(w.fn, w.inputs, config=settings, timer=w.timer, device=w.device)
+                    one = measure_repeat(w.fn, w.inputs, config=settings, timer=w.timer, device=w.device,
+                                         meter=meter)
                     rec = records[i]
-                    rec.result.repeats_ns.append(one.samples_ns)
-                    rec.result.repeat_times.append((one.start, one.end))
+                    rec.result.add(one)
                     rec.rounds.append(r)
                     rec.positions.append(pos)
                     rec.settle_s.append(settled)

@@ -20,6 +20,7 @@ import numpy as np
 from harness import stats
 from harness.errors import HarnessError
 from harness.fingerprint import dict_hash
+from harness.launch import LaunchCheck
 
 CellStatus = Literal["ok", "error"]
 
@@ -86,7 +87,7 @@ class CellIdentity:
 
 #: Timing keys a window may lack: old databases predate them, and energy is measured on GPUs only.
 OPTIONAL_TIMING_KEYS = ("samples_ns", "energy_mj_per_image", "ci", "stability", "window", "host_load",
-                        "until_stable")
+                        "until_stable", "energy", "launch")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,10 @@ class TimingWindow:
     window: dict[str, Any] | None = None
     host_load: dict[str, Any] | None = None
     until_stable: dict[str, Any] | None = None
+    #: How the energy per image was measured (:class:`harness.energy.WindowEnergy`; GPU windows only).
+    energy: dict[str, Any] | None = None
+    #: Host issue time against device time (:class:`harness.launch.LaunchCheck`; CUDA-event windows only).
+    launch: dict[str, Any] | None = None
     #: Optional keys the stored entry lacks (old databases; energy off the GPU): never written back.
     absent: frozenset[str] = frozenset()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -146,6 +151,16 @@ class TimingWindow:
     @property
     def throughput_ips(self) -> float | None:
         return self.stats.get("throughput_ips")
+
+    @property
+    def launch_check(self) -> LaunchCheck | None:
+        """The host-bound check of a GPU window (None: not a CUDA-event window, or stored before it existed)."""
+        return LaunchCheck.from_dict(self.launch)
+
+    @property
+    def host_bound(self) -> bool:
+        check = self.launch_check
+        return check is not None and check.host_bound
 
     def uncertainty(self, device: str | None, device_warnings: Sequence[str] = (),
                     ci: stats.MedianCI | None = None) -> Uncertainty:

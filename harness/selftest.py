@@ -11,8 +11,11 @@ library imports:
 5. ort-cuda opens a session whose first provider is the CUDA EP and agrees with torch;
 6. ort-trt opens a session whose first provider is the TensorRT EP, builds an engine, agrees with torch.
 
-The checks run in order and stop at the first failure; the rest are reported as not run. Every
-import of a GPU library happens inside its check.
+The checks run in order and stop at the first failure; the rest are reported as not run. A check of
+something this machine does not ship is skipped with the reason and never fails the selftest: beside
+TensorRT 11 without an ONNX Runtime that has the TensorRT EP (the trt11 image installs the CPU
+onnxruntime: no PyPI onnxruntime-gpu links TensorRT 11), the two ONNX Runtime checks are skipped and
+the TensorRT checks decide. Every import of a GPU library happens inside its check.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Status = Literal["ok", "FAIL", "not run"]
+from harness.machine import MachineFacts
+
+Status = Literal["ok", "FAIL", "skipped", "not run"]
 
 #: fp32 engines run TF32 convolutions on Ampere and newer: agreement within this (relative to the output's scale)
 TOLERANCE = 2e-2
@@ -43,10 +48,13 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Check:
-    """One named check: ``run(workspace)`` returns what it found, or raises with why it failed."""
+    """One named check: ``run(workspace)`` returns what it found, or raises with why it failed.
+    ``skip(workspace)``, when given, says why this machine does not ship what the check needs (None:
+    run it)."""
 
     name: str
     run: Callable[[SelftestWorkspace], str]
+    skip: Callable[[SelftestWorkspace], str | None] | None = None
 
 
 @dataclass
@@ -54,7 +62,16 @@ class SelftestWorkspace:
     """What the checks share: a scratch directory, the tiny model, its ONNX and a reference output."""
 
     root: Path
+    #: The machine's facts (probed on first use; tests pass made-up ones).
+    machine: MachineFacts | None = None
     _artifact: Any = field(default=None, init=False, repr=False)
+
+    def facts(self) -> MachineFacts:
+        if self.machine is None:
+            from harness.machine import probe_machine
+
+            self.machine = probe_machine()
+        return self.machine
 
     @property
     def cache_dir(self) -> Path:
@@ -160,33 +177,64 @@ def _backend_check(name: str, first_provider: str | None) -> Callable[[SelftestW
     return run
 
 
+check_trt_native = _backend_check("trt-native", None)
+check_ort_cuda = _backend_check("ort-cuda", "CUDAExecutionProvider")
+check_ort_trt = _backend_check("ort-trt", "TensorrtExecutionProvider")
+
+
+def ort_gpu_not_shipped(provider: str) -> Callable[[SelftestWorkspace], str | None]:
+    """Why ``provider``'s check does not apply here: TensorRT 11 beside an onnxruntime without that
+    provider (no PyPI onnxruntime-gpu links TensorRT 11, so the trt11 image ships the CPU build).
+    Anywhere else a missing provider is a failure of the check itself, never a skip."""
+
+    def skip(ws: SelftestWorkspace) -> str | None:
+        from harness.gpu.capabilities import ort_gpu_note
+
+        facts = ws.facts()
+        note = ort_gpu_note(facts.tensorrt_version, facts.ort_providers)
+        if note is None or provider in (facts.ort_providers or ()):
+            return None
+        return f"not shipped here: {note}"
+
+    return skip
+
+
 def default_checks() -> list[Check]:
     return [
         Check("torch CUDA", check_torch_cuda),
         Check("NVML", check_nvml),
         Check("tensorrt import", check_tensorrt_import),
-        Check("trt-native engine vs torch", _backend_check("trt-native", None)),
-        Check("ort-cuda CUDA EP vs torch", _backend_check("ort-cuda", "CUDAExecutionProvider")),
-        Check("ort-trt TensorRT EP vs torch", _backend_check("ort-trt", "TensorrtExecutionProvider")),
+        Check("trt-native engine vs torch", check_trt_native),
+        Check("ort-cuda CUDA EP vs torch", check_ort_cuda, ort_gpu_not_shipped("CUDAExecutionProvider")),
+        Check("ort-trt TensorRT EP vs torch", check_ort_trt, ort_gpu_not_shipped("TensorrtExecutionProvider")),
     ]
 
 
-def run_checks(checks: Sequence[Check], root: Path | None = None) -> list[CheckResult]:
-    """Run ``checks`` in order; after the first failure the remaining ones are ``not run``."""
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def run_checks(checks: Sequence[Check], root: Path | None = None, machine: MachineFacts | None = None
+               ) -> list[CheckResult]:
+    """Run ``checks`` in order; a check whose ``skip`` gives a reason is ``skipped`` with it; after the
+    first failure the remaining ones are ``not run``."""
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="pq-selftest-") as tmp:
-        ws = SelftestWorkspace(Path(root) if root is not None else Path(tmp))
+        ws = SelftestWorkspace(Path(root) if root is not None else Path(tmp), machine)
         failed = False
         for check in checks:
             if failed:
                 results.append(CheckResult(check.name, "not run", "an earlier check failed"))
                 continue
             try:
+                reason = check.skip(ws) if check.skip is not None else None
+                if reason:
+                    results.append(CheckResult(check.name, "skipped", " ".join(reason.split())))
+                    continue
                 detail = check.run(ws)
             except Exception as exc:  # a check's failure is its result, in one line
                 failed = True
-                text = " ".join(str(exc).split()) or type(exc).__name__
-                results.append(CheckResult(check.name, "FAIL", text))
+                results.append(CheckResult(check.name, "FAIL", _one_line(exc)))
             else:
                 results.append(CheckResult(check.name, "ok", detail))
     return results

@@ -45,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.launch import HOST_BOUND, HOST_BOUND_MEANING, LaunchCheck, launch_fix
 
 Method = Literal["auto", "hierarchical", "within"]
 
@@ -414,9 +415,10 @@ class StabilityThresholds:
 
 #: Why a window is unstable, as a short code per reason (``StabilityVerdict.causes``). ``host`` and
 #: ``device`` say the machine was disturbed (another process, throttling): such a window is not
-#: comparable at all; ``cv`` and ``repeats`` say the numbers scatter. ``ci`` (a wide CI) is only read
+#: comparable at all; ``cv`` and ``repeats`` say the numbers scatter; ``host-bound`` says they scatter
+#: because the GPU waited for the host's launches (:mod:`harness.launch`): the jitter is the host's. ``ci`` (a wide CI) is only read
 #: from verdicts stored before the width of the CI stopped being a rule.
-CAUSES: tuple[str, ...] = ("cv", "ci", "repeats", "device", "host")
+CAUSES: tuple[str, ...] = ("cv", "ci", "repeats", "device", "host", "host-bound")
 ENVIRONMENT_CAUSES: frozenset[str] = frozenset({"device", "host"})
 
 
@@ -432,6 +434,9 @@ class StabilityVerdict:
     repeat_cv: float | None = None  # stdev / mean of the repeat medians (judged)
     repeat_cv_limit: float | None = None  # the limit it was judged against
     causes: list[str] = field(default_factory=list)  # one code of CAUSES per reason, same order
+    #: Set on a host-bound GPU window (:mod:`harness.launch`): what it means and the fix; the window
+    #: may still be stable (its launches repeat alike), but its latency is the host's.
+    host_bound: str | None = None
 
     @property
     def instability(self) -> str:
@@ -440,6 +445,8 @@ class StabilityVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        if out["host_bound"] is None:  # windows that are not host-bound keep the keys stored before
+            del out["host_bound"]
         out["instability"] = self.instability
         return out
 
@@ -467,12 +474,18 @@ def assess_stability(
     device_warnings: Sequence[str] = (),
     host_load: Any = None,
     thresholds: StabilityThresholds = StabilityThresholds(),
+    launch: LaunchCheck | None = None,
+    backend: str | None = None,
 ) -> StabilityVerdict:
     """``stable`` with a reason (and a cause code) per trigger (see :class:`StabilityThresholds`): a
     scattered repeat (robust CV), repeat medians that disagree (their CV) beyond what their own
     scatter explains, device warnings (throttling, other GPU processes; passed in verbatim) and host
     load during the window (a ``harness.hostload.HostLoad``, or anything with ``busy`` and
-    ``reason``; None when not sampled). ``ci`` is computed when None (stored, not judged)."""
+    ``reason``; None when not sampled). ``ci`` is computed when None (stored, not judged).
+
+    A host-bound window (``launch``, :mod:`harness.launch`) times the host's kernel launches: its
+    scatter is the host's jitter, so it is reported with that cause (``host-bound``), never as noise
+    of the device; ``host_bound`` holds what it means and the fix (for ``backend``)."""
     cv_max, repeat_cv_max = thresholds.for_device(device)
     reps = _as_repeats_ms(repeats_ns)
     if ci is None:
@@ -483,9 +496,11 @@ def assess_stability(
     rcv = float(np.median([robust_cv(r) for r in reps]))
     reasons: list[str] = []
     causes: list[str] = []
+    host_bound = launch.reason(backend) if launch is not None and launch.host_bound else None
+    jitter = "host-bound: the host's launch jitter, " if host_bound else ""
     if rcv > cv_max:
-        reasons.append(f"samples scatter: robust CV {100 * rcv:.1f} % > {100 * cv_max:.1f} %")
-        causes.append("cv")
+        reasons.append(f"{jitter}samples scatter: robust CV {100 * rcv:.1f} % > {100 * cv_max:.1f} %")
+        causes.append("host-bound" if host_bound else "cv")
     spread: float | None = None
     repeat_cv: float | None = None
     limit: float | None = None
@@ -498,10 +513,10 @@ def assess_stability(
             limit = max(repeat_cv_max, thresholds.repeat_cv_se * se)
             if repeat_cv > limit:
                 reasons.append(
-                    f"repeat medians disagree: {meds.min():.4g}-{meds.max():.4g} ms "
+                    f"{jitter}repeat medians disagree: {meds.min():.4g}-{meds.max():.4g} ms "
                     f"(CV {100 * repeat_cv:.1f} % > {100 * limit:.1f} %)"
                 )
-                causes.append("repeats")
+                causes.append("host-bound" if host_bound else "repeats")
     for w in device_warnings:
         if w:
             reasons.append(f"device: {w}")
@@ -520,6 +535,7 @@ def assess_stability(
         repeat_cv=repeat_cv,
         repeat_cv_limit=limit,
         causes=causes,
+        host_bound=host_bound,
     )
 
 
@@ -536,7 +552,9 @@ def instability_causes(stability: Mapping[str, Any] | StabilityVerdict | None) -
     causes = []
     for reason in stability.get("reasons") or []:
         text = str(reason)
-        if text.startswith("host busy"):
+        if text.startswith("host-bound"):
+            causes.append("host-bound")
+        elif text.startswith("host busy"):
             causes.append("host")
         elif text.startswith("device:"):
             causes.append("device")
@@ -633,6 +651,8 @@ class Comparison:
     design_note: str = ""
     #: Set when the pair must not be compared (see :func:`not_comparable_reason`); never significant then.
     not_comparable: str | None = None
+    #: Set when both cells are host-bound (:meth:`with_launch`): what they compare is the launch path.
+    host_bound: str | None = None
 
     @property
     def speedup_ci(self) -> tuple[float, float]:
@@ -646,6 +666,31 @@ class Comparison:
         if why is None:
             return self
         return replace(self, significant=False, faster=None, reason=why, not_comparable=why)
+
+    def with_launch(self, baseline: LaunchCheck | None, candidate: LaunchCheck | None,
+                    backend: str | None = None) -> Comparison:
+        """This comparison in the light of host-bound windows (:mod:`harness.launch`). Two host-bound
+        cells both measured the host's launches: neither a speedup nor its absence says anything about
+        precision or pruning, so the pair is never significant and its verdict says so. When one cell
+        is host-bound, the comparison stands with what it bounds: the faster cell's GPU time is at most
+        its measured time (the speedup is a lower bound), or part of the difference is the slower
+        cell's launch overhead."""
+        bound = [name for name, check in (("baseline", baseline), ("candidate", candidate))
+                 if check is not None and check.host_bound]
+        if not bound or self.not_comparable:
+            return self
+        if len(bound) == 2:
+            why = (f"{HOST_BOUND}: both cells are host-bound ({HOST_BOUND_MEANING}); this compares the launch "
+                   f"path, not precision or pruning; {launch_fix(backend)}")
+            return replace(self, significant=False, faster=None, reason=why, not_comparable=why, host_bound=why)
+        faster = "candidate" if self.speedup > 1.0 else "baseline"
+        if bound[0] == faster:
+            note = (f"the {faster} cell is host-bound: its GPU time is at most its measured time, so the "
+                    f"difference is a lower bound")
+        else:
+            note = (f"the {bound[0]} cell is host-bound: part of the difference is its launch overhead, "
+                    f"not its GPU time")
+        return replace(self, reason=f"{self.reason}; {note}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -670,6 +715,7 @@ class Comparison:
             "design": self.design,
             "design_note": self.design_note,
             "not_comparable": self.not_comparable,
+            "host_bound": self.host_bound,
         }
 
 

@@ -30,6 +30,9 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.energy import EnergyMeter, EnergySpan
+from harness.launch import LAUNCH_PROBE_CALLS
+
 TIMING_DEFINITIONS: tuple[str, ...] = ("compute", "e2e")
 TimingDefinition = Literal["compute", "e2e"]
 
@@ -155,6 +158,18 @@ class TimingResult:
     #: (start, end) epoch seconds of each repeat's timed calls (warm-up excluded), in repeat order.
     repeat_times: list[tuple[float, float]] = field(default_factory=list)
     device: str = "cpu"
+    #: Per repeat, the host's issue time of a few untimed calls on an idle stream (GPU windows only):
+    #: what :mod:`harness.launch` judges host-bound windows by.
+    issue_ns: list[list[int]] = field(default_factory=list)
+    #: Per repeat, the device energy over its timed calls (None where no meter ran).
+    energy: list[EnergySpan | None] = field(default_factory=list)
+
+    def add(self, repeat: Repeat) -> None:
+        """Append one measured repeat (samples, times, issue probe, energy)."""
+        self.repeats_ns.append(repeat.samples_ns)
+        self.repeat_times.append((repeat.start, repeat.end))
+        self.issue_ns.append(repeat.issue_ns)
+        self.energy.append(repeat.energy)
 
     @property
     def samples_ns(self) -> list[int]:
@@ -219,14 +234,33 @@ class CudaEventTimer:
         self.stream.synchronize()
         return [int(round(s.elapsed_time(e) * 1e6)) for s, e in zip(starts, ends)]
 
+    def issue_times(self, fn: Callable[[Any], Any], inputs: Sequence[Any], n: int) -> list[int]:
+        """The host wall time of ``n`` calls until each returns, each issued on an idle stream (the
+        stream is synchronised before and after every call), so no call waits for a full launch
+        queue: how long the host needs to issue one call (:mod:`harness.launch`)."""
+        clock = time.perf_counter_ns
+        count = len(inputs)
+        out = [0] * n
+        with torch.cuda.stream(self.stream):
+            for i in range(n):
+                self.stream.synchronize()
+                t0 = clock()
+                fn(inputs[i % count])
+                out[i] = clock() - t0
+        self.stream.synchronize()
+        return out
+
 
 @dataclass(frozen=True)
 class Repeat:
-    """One repeat: its samples (ns) and when its timed calls ran (epoch seconds)."""
+    """One repeat: its samples (ns), when its timed calls ran (epoch seconds), the host issue-time
+    probe (GPU only) and the device energy over the timed calls (when a meter ran)."""
 
     samples_ns: list[int]
     start: float
     end: float
+    issue_ns: list[int] = field(default_factory=list)
+    energy: EnergySpan | None = None
 
 
 def _synchronize(timer: PerfCounterTimer | CudaEventTimer) -> None:
@@ -258,6 +292,9 @@ def warm_up(fn: Callable[[Any], Any], inputs: Sequence[Any], *, calls: int, seco
 SETTLE_MAX_SECONDS = 0.5
 SETTLE_SLICE_SECONDS = 0.005
 SETTLE_IDLE_CORES = 0.1
+#: Consecutive quiet looks that count as idle: on a loaded machine a spinning thread can be off the CPU
+#: for one whole look and seem quiet; two in a row rarely are.
+SETTLE_QUIET_LOOKS = 2
 
 
 def wait_for_idle_threads(max_seconds: float = SETTLE_MAX_SECONDS) -> float:
@@ -271,29 +308,39 @@ def wait_for_idle_threads(max_seconds: float = SETTLE_MAX_SECONDS) -> float:
     7.8 ms right after another session's). The spin belongs to how a runtime behaves after *its own*
     calls, so it is waited out between sessions, not switched off: each session is still measured
     with its runtime's defaults. Quiet means under ``SETTLE_IDLE_CORES`` of a core of process CPU
-    time over a ``SETTLE_SLICE_SECONDS`` look (the process CPU clock counts every thread)."""
+    time over ``SETTLE_QUIET_LOOKS`` consecutive looks of ``SETTLE_SLICE_SECONDS`` (the process CPU
+    clock counts every thread)."""
     start = time.perf_counter()
+    quiet = 0
     while True:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         time.sleep(SETTLE_SLICE_SECONDS)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        if wall <= 0 or cpu / wall < SETTLE_IDLE_CORES or wall0 + wall - start >= max_seconds:
+        quiet = quiet + 1 if wall <= 0 or cpu / wall < SETTLE_IDLE_CORES else 0
+        if quiet >= SETTLE_QUIET_LOOKS or wall0 + wall - start >= max_seconds:
             return time.perf_counter() - start
 
 
 def measure_repeat(fn: Callable[[Any], Any], inputs: Sequence[Any], *, config: TimingSettings,
-                   timer: PerfCounterTimer | CudaEventTimer, device: str = "cpu") -> Repeat:
-    """One repeat: warm-up (by count and time), then timed calls, at least ``config.iterations``
+                   timer: PerfCounterTimer | CudaEventTimer, device: str = "cpu",
+                   meter: EnergyMeter | None = None) -> Repeat:
+    """One repeat: warm-up (by count and time), on a GPU the issue-time probe
+    (:meth:`CudaEventTimer.issue_times`, untimed), then timed calls, at least ``config.iterations``
     and for at least ``config.min_seconds_for(device)`` (until :data:`MAX_SAMPLES_PER_REPEAT`).
 
     The timed calls run in blocks through ``timer.time_calls``: first ``iterations``, then as many
     as the measured rate says are still missing; between blocks only the wall clock is read, so
-    the per-call timing is the timer's alone."""
+    the per-call timing is the timer's alone. ``meter`` is read right before the first timed call and
+    right after the last one has finished (the timer synchronises the device): the repeat's energy
+    is that of its timed calls alone; a metered repeat lasts at least ``meter.min_span_s``."""
     if not inputs:
         raise ValueError("measure needs at least one input")
     warm_up(fn, inputs, calls=config.warmup, seconds=config.warmup_seconds_for(device), timer=timer)
-    min_seconds = config.min_seconds_for(device)
+    issue = timer.issue_times(fn, inputs, LAUNCH_PROBE_CALLS) if isinstance(timer, CudaEventTimer) else []
+    # a metered repeat lasts long enough for its energy to resolve (NVML's counter steps every ~100 ms)
+    min_seconds = max(config.min_seconds_for(device), meter.min_span_s if meter is not None else 0.0)
     clock = time.perf_counter
+    mark = meter.start() if meter is not None else None
     wall_start = time.time()
     t0 = clock()
     samples = timer.time_calls(fn, inputs, config.iterations)
@@ -308,7 +355,9 @@ def measure_repeat(fn: Callable[[Any], Any], inputs: Sequence[Any], *, config: T
         offset = len(samples) % len(inputs)
         rotated = list(inputs[offset:]) + list(inputs[:offset])
         samples.extend(timer.time_calls(fn, rotated, block))
-    return Repeat(samples_ns=samples, start=wall_start, end=time.time())
+    wall_end = time.time()
+    energy = meter.span(mark, meter.stop()) if meter is not None else None
+    return Repeat(samples_ns=samples, start=wall_start, end=wall_end, issue_ns=issue, energy=energy)
 
 
 def measure(
@@ -321,10 +370,11 @@ def measure(
     timer: PerfCounterTimer | CudaEventTimer,
     on_repeat: Callable[[int], None] | None = None,
     device: str | None = None,
+    meter: EnergyMeter | None = None,
 ) -> TimingResult:
     """Time ``fn`` over ``inputs`` (cycled): per repeat, warm-up then timed calls (see
     :func:`measure_repeat`). ``device`` picks the default durations ("cuda" when the timer is
-    CUDA events and no device is given, else "cpu")."""
+    CUDA events and no device is given, else "cpu"); ``meter`` reads each repeat's energy."""
     if not inputs:
         raise ValueError("measure needs at least one input")
     if device is None:
@@ -332,9 +382,7 @@ def measure(
     result = TimingResult(definition=definition, timer=timer.name, batch_size=batch_size, config=config,
                           device=device)
     for rep in range(config.repeats):
-        one = measure_repeat(fn, inputs, config=config, timer=timer, device=device)
-        result.repeats_ns.append(one.samples_ns)
-        result.repeat_times.append((one.start, one.end))
+        result.add(measure_repeat(fn, inputs, config=config, timer=timer, device=device, meter=meter))
         if on_repeat is not None:
             on_repeat(rep)
     return result

@@ -20,7 +20,7 @@ from backends.base import ModelArtifact, PhaseTimes, UnavailableCalibration
 from backends.names import QUANTIZED_PRECISIONS
 from harness.accuracy import LabelMapping
 from harness.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
-from harness.cell_timing import device_monitor, session_accuracy, window_entry
+from harness.cell_timing import device_monitor, energy_meter, session_accuracy, window_entry
 from harness.compression import apply_pruning, artifact_flags, needs_gradient_batches
 from harness.compression.registry import NO_PRUNING
 from harness.compression.sizes import measure_sizes, state_dict_bytes
@@ -198,9 +198,9 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
             group = groups.setdefault(prepared.lock_device, [])
             group.append(prepared)
             if len(group) >= MAX_SESSIONS["cuda" if prepared.session.device == "cuda" else "cpu"]:
-                yield from _time_interleaved(context, unit, groups.pop(prepared.lock_device))
+                yield from _time_and_close(context, unit, groups.pop(prepared.lock_device))
         for group in groups.values():
-            yield from _time_interleaved(context, unit, group)
+            yield from _time_and_close(context, unit, group)
 
 
 def _recover(context: UnitContext, inputs: _Inputs, unit: Unit, module: torch.nn.Module,
@@ -249,6 +249,24 @@ class _Prepared:
     cells: list[Cell]
     lock_device: str
     heavy: list[HeavyWork]
+    closed: bool = False
+
+    def close(self) -> None:
+        """Release the session once (after its group's block, or when the unit stops early)."""
+        if not self.closed:
+            self.closed = True
+            self.session.close()
+
+
+def _time_and_close(context: UnitContext, unit: Unit, group: list[_Prepared]) -> Iterator[CellOutcome]:
+    """Time a group, then release its sessions at once: a unit holds at most one group's sessions
+    (engines, execution contexts, device memory) besides the one being built, so a large model on a
+    16 GB GPU never keeps every session of its unit alive, and later builds get their memory."""
+    try:
+        yield from _time_interleaved(context, unit, group)
+    finally:
+        for prepared in group:
+            prepared.close()
 
 
 def _prepare_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inputs, backend_name: str,
@@ -256,7 +274,8 @@ def _prepare_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inp
                      step_phases: PhaseTimes, alive: ExitStack,
                      unit_heavy: list[HeavyWork]) -> tuple[_Prepared | None, list[CellOutcome]]:
     """Build one session (export, calibration, engine build: heavy work) and run its accuracy pass
-    (heavy work), keeping it open in ``alive``; or the failed outcomes of its cells."""
+    (heavy work), keeping it open until its group is timed (``alive`` closes it if the unit stops
+    first); or the failed outcomes of its cells."""
     config = context.config
     observer = context.observer
     observer.status(f"{artifact.name} {cells[0].prune.label}: {backend_name} {precision}: building session")
@@ -272,18 +291,20 @@ def _prepare_session(context: UnitContext, artifact: ModelArtifact, inputs: _Inp
             session = backend.activate(artifact, precision, tuple(c.batch_size for c in cells), context.cache_dir)
     except Exception as exc:  # noqa: BLE001
         return None, list(_failed(cells, exc, config))
-    alive.enter_context(session)
     lock = lock_device_id(session.device)
     prep = prep_phases(step_phases.seconds, session.info.prep_phases)
     try:
         with heavy_work(lock, f"accuracy pass {backend_name} {precision}", on_wait=observer.notice) as acc:
             accuracy = _accuracy(context, session, max(c.batch_size for c in cells), inputs)
     except Exception as exc:  # noqa: BLE001 - the session cannot produce predictions: its cells fail
+        session.close()
         return None, list(_failed(cells, exc, config))
     shared = CellContext(config=config, observer=observer, session=session, artifact=artifact,
                          loaded=inputs.loaded, data=inputs.data, accuracy=accuracy, prune_report=prune_report,
                          prep=prep, versions=context.versions, commit=context.commit)
-    return _Prepared(session, shared, cells, lock, [*unit_heavy, build, acc]), []
+    prepared = _Prepared(session, shared, cells, lock, [*unit_heavy, build, acc])
+    alive.callback(prepared.close)  # closed with its group, or when the unit stops before that
+    return prepared, []
 
 
 def _unit_seed(unit: Unit) -> int:
@@ -330,7 +351,7 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
     monitor = device_monitor(group[0].session.device, config.device_checks)
     try:
         records, block = measure_interleaved(specs, settings, lock_device=lock, seed=_unit_seed(unit),
-                                             notice=observer.notice, monitor=monitor)
+                                             notice=observer.notice, monitor=monitor, meter=energy_meter(monitor))
     except Exception:  # noqa: BLE001 - find the broken cell: time each on its own
         for prepared, cell in owners:
             observer.status(f"{unit.model} {unit.prune.label}: {cell.backend} {cell.precision} "
@@ -344,23 +365,17 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
         return
     device_report: dict[str, Any] = {"warnings": []}
     warnings: list[str] = []
-    energy = None
     if monitor.result is not None:
+        # the block's clocks, throttling and other processes concern every window of it; energy is each
+        # window's own (read around each of its repeats, harness.energy)
         report = monitor.result.to_dict()
         warnings = list(report.get("warnings", []))
         device_report = {"report": {"interleaved block": report}, "warnings": warnings}
-        energy = report.get("energy_mj")
-    timed_s = sum(b - a for rec in records for a, b in rec.result.repeat_times) or 1.0
     by_cell: dict[int, list[Any]] = {}
     for spec, rec in zip(specs, records):
         cell, _ = spec.key
-        energy_per_image = None
-        if energy is not None:
-            # The block's energy shared out by each window's timed time (warm-up calls not counted).
-            share = sum(b - a for a, b in rec.result.repeat_times) / timed_s
-            energy_per_image = energy * share / (spec.batch_size * sum(len(r) for r in rec.result.repeats_ns))
         entry = window_entry(rec.result, spec.device, window=block.window_dict(), host_load=block.host_load,
-                             warnings=warnings, until=rec.until_stable, energy_per_image=energy_per_image,
+                             warnings=warnings, until=rec.until_stable, backend=cell.backend,
                              interleave=rec.interleave_dict(block))
         by_cell.setdefault(id(cell), []).append(entry)
     for prepared, cell in owners:

@@ -24,6 +24,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIRS = (
@@ -91,10 +92,15 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
 
 @dataclass
 class StandInDaemon:
-    """Answers the Docker API reads `docker compose --dry-run` makes; records each request line."""
+    """Answers the Docker API reads `docker compose --dry-run` makes; records each request line.
+
+    ``running``: services of project ``project`` shown as one running container each (what `docker
+    compose exec` looks for); none by default."""
 
     socket_path: Path
     requests: list[str] = field(default_factory=list)
+    running: tuple[str, ...] = ()
+    project: str = "pq-harness"
 
     def __post_init__(self) -> None:
         daemon = self
@@ -130,8 +136,13 @@ class StandInDaemon:
                                              "Os": "linux", "Arch": "amd64"})
                 if path == "/info":
                     return self._reply(200, {"ServerVersion": "28.2.2", "OSType": "linux", "Architecture": "x86_64"})
-                if path in ("/containers/json", "/networks", "/images/json"):
+                if path == "/containers/json":
+                    return self._reply(200, daemon._containers(self.path))
+                if path in ("/networks", "/images/json"):
                     return self._reply(200, [])
+                if path.startswith("/containers/") and path.endswith("/json"):
+                    return self._reply(200, {"Id": path.split("/")[2], "State": {"Status": "running", "Running": True},
+                                             "Config": {"Labels": {}}})
                 if path.startswith("/images/") and path.endswith("/json"):
                     return self._reply(200, {"Id": "sha256:" + "0" * 64, "RepoTags": [path[len("/images/"):-5]]})
                 return self._reply(404, {"message": f"no such object: {path}"})
@@ -144,6 +155,22 @@ class StandInDaemon:
         self._server = Server(str(self.socket_path), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
+
+    def _containers(self, request_path: str) -> list[dict]:
+        """The running containers matching the request's label filters (compose filters by project,
+        service and one-off)."""
+        query = parse_qs(urlparse(request_path).query)
+        labels = json.loads(query.get("filters", ["{}"])[0]).get("label", [])
+        labels = labels if isinstance(labels, list) else list(labels)
+        out = []
+        for number, service in enumerate(self.running, start=1):
+            have = {"com.docker.compose.project": self.project, "com.docker.compose.service": service,
+                    "com.docker.compose.container-number": "1", "com.docker.compose.oneoff": "False"}
+            wanted = dict(label.split("=", 1) for label in labels if "=" in label)
+            if all(have.get(k) == v for k, v in wanted.items()):
+                out.append({"Id": f"{number:064x}", "Names": [f"/{self.project}-{service}-1"], "Labels": have,
+                            "State": "running", "Status": "Up", "Image": "stand-in"})
+        return out
 
     @property
     def host(self) -> str:
@@ -158,11 +185,15 @@ class StandInDaemon:
         self._server.server_close()
 
 
-def readme_block(heading: str, index: int = 0) -> str:
-    """The index-th ```bash block under the README heading ``heading`` (up to the next heading)."""
+def readme_section(heading: str) -> str:
+    """The README's text under ``heading`` up to the next second-level heading."""
     text = (REPO / "README.md").read_text()
     start = text.index(f"\n{heading}\n")
     end = text.find("\n## ", start + 1)
-    section = text[start : end if end != -1 else len(text)]
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return text[start : end if end != -1 else len(text)]
+
+
+def readme_block(heading: str, index: int = 0) -> str:
+    """The index-th ```bash block under the README heading ``heading`` (up to the next heading)."""
+    blocks = re.findall(r"```bash\n(.*?)```", readme_section(heading), re.S)
     return blocks[index]

@@ -12,6 +12,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def repo_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a subprocess that imports the repository: the repository first on
+    PYTHONPATH, whatever was there kept (a machine with packages on PYTHONPATH still finds them)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -88,7 +95,9 @@ def run_cli(*args: str, env: dict | None = None) -> CliResult:
 
 def sweep_config(tmp_path: Path, cache: Path, **overrides: object):
     """The one config factory of the tests: tinycnn on the embedded shapes set, small timing loops,
-    every path under ``tmp_path`` (the trained weights and data in ``cache``); ``overrides`` replace keys."""
+    every path under ``tmp_path`` (the trained weights and data in ``cache``); ``overrides`` replace keys.
+    torch computes on the CPU, as on a machine without a GPU, so these sweeps mean the same on a GPU
+    machine (the gpu-marked tests ask for the GPU themselves)."""
     from harness.config import load_config
 
     values: dict[str, object] = {
@@ -96,6 +105,7 @@ def sweep_config(tmp_path: Path, cache: Path, **overrides: object):
         "backends": {"torch": ["fp32"], "ort-cpu": ["fp32"]},
         "timing": {"min_seconds": 0, "warmup_seconds": 0, "warmup": 2, "iterations": 5, "repeats": 2},
         "cache_dir": cache, "data_root": tmp_path / "data", "out_dir": tmp_path / "out",
+        "backend_options": {"torch": {"device": "cpu"}},
     }
     values.update(overrides)
     return load_config(None, values)

@@ -51,7 +51,7 @@ def test_a100_with_trt10() -> None:
     assert not t["torch", "int8"].ok
     assert t["ort-cuda", "fp32"].ok and t["ort-cuda", "fp16"].ok and t["ort-cuda", "int8"].ok
     assert not t["ort-cuda", "bf16"].ok
-    for p in ("fp32", "fp16", "int8"):
+    for p in ("tf32", "fp16", "int8"):
         assert t["ort-trt", p].ok, t["ort-trt", p].reason
     assert not t["ort-trt", "bf16"].ok
     for p in PRECISIONS:
@@ -61,9 +61,11 @@ def test_a100_with_trt10() -> None:
     reason = t["trt-native", "fp8"].reason or ""
     assert not t["trt-native", "fp8"].ok and "compute capability 8.0 (Ampere)" in reason and "\n" not in reason
     assert not t["ort-cuda", "fp8"].ok and not t["ort-trt", "fp8"].ok and not t["torch", "fp8"].ok
-    # tf32 (FP32 with TF32 math) where it can be chosen; the TensorRT EP has no switch for it
+    # tf32 (FP32 with TF32 math) where it can be chosen; the TensorRT EP cannot switch TF32 off, so on
+    # Ampere its only FP32 is tf32: "fp32" is refused, never TF32 under an IEEE label
     assert t["torch", "tf32"].ok and t["ort-cuda", "tf32"].ok and t["trt-native", "tf32"].ok
-    assert not t["ort-trt", "tf32"].ok and not t["ort-cpu", "tf32"].ok
+    assert not t["ort-trt", "fp32"].ok and "use precision tf32" in (t["ort-trt", "fp32"].reason or "")
+    assert not t["ort-cpu", "tf32"].ok
 
 
 def test_v100_with_trt_10_4() -> None:

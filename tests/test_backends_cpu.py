@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers import repo_env
 import torch
 from torch import nn
 
@@ -258,7 +260,7 @@ def test_activate_rejects_unsupported_precision(artifact: ModelArtifact, tmp_pat
 def test_listing_backends_imports_no_runtime() -> None:
     code = ("import sys, backends; assert len(backends.BACKEND_NAMES) == 5; "
             "print(sorted(m for m in ('onnxruntime', 'tensorrt') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=repo_env(),
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -377,22 +379,6 @@ def test_unavailable_calibration_raises_its_error_from_every_method(tmp_path: Pa
         assert info.value is error
     with pytest.raises(AttributeError):
         calibration.no_such_method  # noqa: B018 - not a catch-all any more
-
-
-def test_strict_fp32_switches_tf32_off_and_restores_it() -> None:
-    import torch
-
-    from backends.torch_eager import strict_fp32
-
-    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = True  # cuDNN's default: TF32 convolutions on Ampere+
-    try:
-        restore = strict_fp32()
-        assert torch.backends.cudnn.allow_tf32 is False and torch.backends.cuda.matmul.allow_tf32 is False
-        restore()
-        assert torch.backends.cudnn.allow_tf32 is True and torch.backends.cuda.matmul.allow_tf32 == before[1]
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 # --------------------------------------------------------------------------- typed capabilities

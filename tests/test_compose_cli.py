@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compose_cli import StandInDaemon, clean_env, find_compose, fresh_copy, readme_block
+from tests.compose_cli import StandInDaemon, clean_env, find_compose, fresh_copy, readme_block, readme_section
 
 COMPOSE = find_compose()
 pytestmark = pytest.mark.skipif(
@@ -94,11 +94,18 @@ def test_the_volume_directories_exist_in_a_fresh_clone_and_are_never_created(rep
                                     ".harness-cache/torch/hub/w.pth"]
 
 
-def test_only_harness_builds_and_every_service_shares_its_image(repo: Path) -> None:
+def test_one_service_builds_each_image_and_the_others_share_it(repo: Path) -> None:
+    """harness builds the Dockerfile's default target (no Ray) for harness, hw and selftest; head builds
+    the `ray` target for the Ray profile; nothing is ever pulled (no such image exists in a registry)."""
     services = config(repo, "--profile", "ray")["services"]
-    assert {n for n, s in services.items() if "build" in s} == {"harness"}
-    assert {s["image"] for s in services.values()} == {"pq-harness:a100"}
-    assert {n for n, s in services.items() if s.get("pull_policy") == "never"} == set(services) - {"harness"}
+    built = {n: (s["build"]["target"], s["image"]) for n, s in services.items() if "build" in s}
+    assert built == {"harness": ("harness", "pq-harness:a100"), "head": ("ray", "pq-harness:a100-ray")}
+    images = {n: s["image"] for n, s in services.items()}
+    assert images == {"harness": "pq-harness:a100", "hw": "pq-harness:a100", "selftest": "pq-harness:a100",
+                      "head": "pq-harness:a100-ray", "worker": "pq-harness:a100-ray"}
+    assert {n for n, s in services.items() if s.get("pull_policy") == "never"} == set(services) - set(built)
+    for name in built:
+        assert services[name]["build"]["dockerfile"] == "docker/Dockerfile.a100"
 
 
 def test_every_service_runs_as_the_caller_with_the_gpus_and_the_volume_defaults(repo: Path) -> None:
@@ -122,7 +129,7 @@ def test_service_entrypoints(repo: Path) -> None:
     assert services["harness"]["entrypoint"][1:] == ["harness", "run"] and not services["harness"].get("command")
     assert services["hw"]["entrypoint"][1:] == ["harness", "hw"]
     assert services["selftest"]["entrypoint"][1:] == ["harness", "selftest"]
-    assert {n for n, s in services.items() if "ray" in s.get("profiles", [])} == {"head", "worker", "sweep"}
+    assert {n for n, s in services.items() if "ray" in s.get("profiles", [])} == {"head", "worker"}
 
 
 def test_ray_services_use_token_auth_and_only_they(repo: Path) -> None:
@@ -130,7 +137,7 @@ def test_ray_services_use_token_auth_and_only_they(repo: Path) -> None:
     the value is empty and the entrypoint refuses to start Ray (tests/test_entrypoint.py)."""
     token = "ab" * 32
     services = config(repo, "--profile", "ray", env={"HARNESS_RAY_TOKEN": token})["services"]
-    for name in ("head", "worker", "sweep"):
+    for name in ("head", "worker"):
         env = services[name]["environment"]
         assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == token, name
     for name in ("harness", "hw", "selftest"):
@@ -152,7 +159,7 @@ docker() {
   sub="$1"; shift
   printf '%s\n' "${globals[@]}" "$sub" "$@" > "$LOG/$n.args"
   "$COMPOSE_BIN" "${globals[@]}" config --format json > "$LOG/$n.config.json" 2> "$LOG/$n.config.err"
-  if [ "$sub" = run ]; then set -- -d "$@"; fi
+  if [ "$sub" = run ] || [ "$sub" = exec ]; then set -- -d "$@"; fi
   "$COMPOSE_BIN" "${globals[@]}" --dry-run "$sub" "$@" > "$LOG/$n.out" 2> "$LOG/$n.err"
   echo $? > "$LOG/$n.rc"
 }
@@ -174,6 +181,7 @@ def run_readme_block(repo: Path, script: str, log: Path, daemon: StandInDaemon) 
             "config_err": (log / f"{i}.config.err").read_text(),
             "rc": int((log / f"{i}.rc").read_text()),
             "err": (log / f"{i}.err").read_text(),
+            "out": (log / f"{i}.out").read_text(),
         })
     return records
 
@@ -183,16 +191,24 @@ GPU_BLOCK_HEADING = "## GPU users: containers"
 
 def _gpu_block(variant: str) -> str:
     block = readme_block(GPU_BLOCK_HEADING)
-    # the README's one choice: `export HARNESS_GPU=a100 ...` with "HARNESS_GPU=v100 on a V100" beside it
-    assert re.search(r"^export HARNESS_GPU=a100 ", block, re.M), block
-    assert "HARNESS_GPU=v100" in block
-    return block.replace("export HARNESS_GPU=a100 ", f"export HARNESS_GPU={variant} ", 1)
+    # the README's one choice: `HARNESS_GPU=a100` in .env, with "`v100` on a V100" beside it
+    assert re.search(r"^HARNESS_GPU=a100$", block, re.M), block
+    assert "`v100` on a V100" in readme_section(GPU_BLOCK_HEADING)
+    return re.sub(r"^HARNESS_GPU=a100$", f"HARNESS_GPU={variant}", block, count=1, flags=re.M)
+
+
+def _env_lines(block: str) -> str:
+    """The part of the container block that writes .env (everything before the first docker command)."""
+    lines = block.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("docker "))
+    return "\n".join(lines[:first]) + "\n"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["a100", "v100", "trt11"])
-def test_readme_container_commands_as_written(repo: Path, tmp_path: Path, daemon: StandInDaemon, variant: str) -> None:
+def test_readme_container_commands_as_written(tmp_path: Path, daemon: StandInDaemon, variant: str) -> None:
     """A V100 user following the README gets the v100 image for the build *and* every run."""
+    repo = fresh_copy(tmp_path / "clone" / "pq-harness")  # the block writes .env into it
     records = run_readme_block(repo, _gpu_block(variant), tmp_path / "log", daemon)
     subs = [r["args"][r["args"].index(s)] for r in records for s in ("build", "run") if s in r["args"]]
     assert subs[0] == "build" and subs.count("run") >= 3, subs
@@ -203,6 +219,7 @@ def test_readme_container_commands_as_written(repo: Path, tmp_path: Path, daemon
         harness = services["harness"]
         assert harness["image"] == f"pq-harness:{variant}"
         assert harness["build"]["dockerfile"] == f"docker/Dockerfile.{variant}"
+        assert harness["build"]["target"] == "harness"
         assert harness["build"]["args"]["HARNESS_COMMIT"] == head
         assert services["hw"]["user"] == f"{os.getuid()}:{os.getgid()}"
         args = record["args"]
@@ -215,17 +232,45 @@ def test_readme_container_commands_as_written(repo: Path, tmp_path: Path, daemon
     assert {"selftest", "hw", "harness"} <= set(ran)
 
 
+def test_the_env_file_survives_sudo(tmp_path: Path) -> None:
+    """sudo starts compose with none of the caller's exported variables: the settings are in .env, which
+    compose reads from the project directory whoever runs it. Exported only, they would be lost."""
+    repo = fresh_copy(tmp_path / "clone" / "pq-harness")
+    env = clean_env(repo, COMPOSE_BIN=str(COMPOSE))
+    setup = subprocess.run(["bash", "-c", _env_lines(_gpu_block("v100"))], cwd=repo, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert setup.returncode == 0, setup.stderr
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
+    services = config(repo)["services"]  # as under sudo: no variable set, only .env
+    assert services["harness"]["image"] == "pq-harness:v100"
+    assert services["harness"]["build"]["dockerfile"] == "docker/Dockerfile.v100"
+    assert services["hw"]["user"] == f"{os.getuid()}:{os.getgid()}"
+    (repo / ".env").unlink()
+    bare = config(repo)["services"]
+    assert bare["harness"]["image"] == "pq-harness:a100" and bare["hw"]["user"] == "1000:1000"  # what sudo would do
+
+
 @pytest.mark.slow
-def test_readme_ray_commands_as_written(repo: Path, tmp_path: Path, daemon: StandInDaemon) -> None:
-    """The cluster block, in the shell the container block set up (as the README says)."""
-    exports = "\n".join(line for line in _gpu_block("a100").splitlines() if line.startswith("export "))
+def test_readme_ray_commands_as_written(tmp_path: Path) -> None:
+    """The cluster block, after the container block's .env (as the README says): the ray image is built
+    by head, worker shares it, and the sweep runs in the head's container."""
+    repo = fresh_copy(tmp_path / "clone" / "pq-harness")
     block = readme_block("## Run a sweep on a cluster", 1)
     assert "docker compose --profile ray up" in block
-    records = run_readme_block(repo, exports + "\n" + block, tmp_path / "log", daemon)
-    assert len(records) == 3
+    daemon = StandInDaemon(tmp_path / "docker.sock", running=("head",))
+    try:
+        records = run_readme_block(repo, _env_lines(_gpu_block("a100")) + block, tmp_path / "log", daemon)
+        inspected = set(daemon.images_inspected())
+    finally:
+        daemon.close()
+    assert [r["args"][r["args"].index("--profile") + 2] for r in records] == ["build", "up", "exec", "down"]
     for record in records:
         assert record["rc"] == 0, record
-        for name in ("head", "worker", "sweep"):
+        for name in ("head", "worker"):
             env = record["config"]["services"][name]["environment"]
             assert env["RAY_AUTH_MODE"] == "token" and re.fullmatch(r"[0-9a-f]{64}", env["RAY_AUTH_TOKEN"]), env
-    assert set(daemon.images_inspected()) == {"pq-harness:a100"}
+        assert record["config"]["services"]["head"]["image"] == "pq-harness:a100-ray"
+    build, _up, sweep, _down = records
+    assert "naming to pq-harness:a100-ray" in build["err"], build["err"]
+    assert re.search(r'Executing command \["pq-sweep" "--config" "configs/thesis.yaml"\]', sweep["err"] + sweep["out"]), sweep
+    assert inspected == {"pq-harness:a100-ray"}

@@ -54,7 +54,22 @@ def _labels(text: str) -> dict[str, str]:
 
 
 def _from_images(text: str) -> list[str]:
-    return [i.split()[1] for i in _instructions(text) if i.upper().startswith("FROM ")]
+    """The images the Dockerfile builds FROM, less its own stages (``FROM base AS ray``)."""
+    froms = [i.split() for i in _instructions(text) if i.upper().startswith("FROM ")]
+    stage_names = {f[3] for f in froms if len(f) >= 4 and f[2].upper() == "AS"}
+    return [f[1] for f in froms if f[1] not in stage_names]
+
+
+def _stages(text: str) -> dict[str, list[str]]:
+    """Stage name -> its instructions (FROM excluded), in Dockerfile order."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for instr in _instructions(text):
+        if instr.upper().startswith("FROM "):
+            current = out.setdefault(instr.split()[3], [])
+        elif current is not None:
+            current.append(instr)
+    return out
 
 
 # compose.yaml itself is tested through the real `docker compose` CLI: tests/test_compose_cli.py.
@@ -136,7 +151,7 @@ def test_trt11_image_has_no_onnxruntime_gpu() -> None:
     assert "ORT_GPU_VERSION" not in text
     assert _labels(text)["pq.ort_gpu_version"] == "none"
     assert any(re.search(r"check_image\.py final .*--ort none", i) for i in instructions)
-    assert any('pip install -e "/opt/pq-harness[ort-cpu,ray]"' in i for i in instructions)
+    assert any('pip install -e "/opt/pq-harness[ort-cpu]"' in i for i in instructions)
     assert "no PyPI onnxruntime-gpu links TensorRT 11" in text
     # ... and the rule agrees: every PyPI onnxruntime-gpu is refused next to TensorRT 11
     for ort in ("1.22.0", "1.27.0", "1.30.0"):
@@ -175,17 +190,23 @@ def test_image_defaults_write_to_the_volumes(variant: str) -> None:
     for key, path in VOLUME_ENV.items():
         assert env[key] == path, key
     assert env["HARNESS_IMAGE"] == variant
-    assert re.search(r"chmod 1777 /data /cache /results /torch", text)
+    base = _stages(text)["base"]
+    assert "RUN sh /opt/pq-harness/docker/layout.sh" in " ".join(base)  # tests/test_image_layout.py runs it
+    assert base.index("WORKDIR /workspace") > next(i for i, s in enumerate(base) if "layout.sh" in s)
 
 
 @pytest.mark.parametrize("variant", GPU_VARIANTS)
 def test_harness_commit_is_passed_at_build_time(variant: str) -> None:
-    instructions = _instructions(_dockerfile(variant))
-    arg = next(i for i, s in enumerate(instructions) if re.fullmatch(r"ARG HARNESS_COMMIT=?\S*", s))
-    env = next(i for i, s in enumerate(instructions) if s == "ENV HARNESS_COMMIT=${HARNESS_COMMIT}")
-    assert arg < env
-    # after every install step, so a new commit does not rebuild the image
-    assert all(not re.search(r"\bpip\b", s) for s in instructions[arg:])
+    stages = _stages(_dockerfile(variant))
+    assert list(stages) == ["base", "ray", "harness"]  # harness last: the default target of `docker build`
+    assert not any("HARNESS_COMMIT" in s for s in stages["base"])
+    for name in ("ray", "harness"):
+        instructions = stages[name]
+        arg = next(i for i, s in enumerate(instructions) if re.fullmatch(r"ARG HARNESS_COMMIT=?\S*", s))
+        env = next(i for i, s in enumerate(instructions) if s == "ENV HARNESS_COMMIT=${HARNESS_COMMIT}")
+        assert arg < env
+        # after every install step, so a new commit does not rebuild the image
+        assert all(not re.search(r"\bpip\b", s) for s in instructions[arg:])
 
 
 @pytest.mark.parametrize("variant", GPU_VARIANTS)
@@ -211,10 +232,15 @@ def _pyproject() -> dict:
 @pytest.mark.parametrize(("variant", "extra"), [("v100", "ort-gpu"), ("a100", "ort-gpu"), ("trt11", "ort-cpu")])
 def test_project_installed_with_its_extra(variant: str, extra: str) -> None:
     text = _dockerfile(variant)
-    m = re.search(r'pip install -e "/opt/pq-harness\[([\w,-]+)\]"', text)
-    assert m, "the project is not installed"
-    installed = m.group(1).split(",")
-    assert installed == [extra, "ray"]  # ray: the compose `ray` profile runs the same image
+    stages = _stages(text)
+    found = {}
+    for name in ("base", "ray"):
+        m = re.search(r'pip install -e "/opt/pq-harness\[([\w,-]+)\]"', " ".join(stages[name]))
+        assert m, f"the project is not installed in stage {name}"
+        found[name] = m.group(1).split(",")
+    # Ray only in the ray target (compose profile `ray`): the default image stays without its dependencies
+    assert found == {"base": [extra], "ray": [extra, "ray"]}
+    installed = found["ray"]
     project = _pyproject()
     extras = project.get("optional-dependencies", {})
     for name in installed:
@@ -288,7 +314,7 @@ def test_lock_pins_ray_and_its_dependencies(variant: str) -> None:
            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"}
     base_owned = {"torch", "torchvision", "tensorrt", "numpy", "onnxruntime-gpu"}
     checked, unpinned = [], []
-    todo = [("ray", "default")]
+    todo = [("ray", "")]
     seen = set()
     while todo:
         name, extra = todo.pop()
@@ -395,27 +421,85 @@ def test_check_pins() -> None:
 
 
 NGC_SHIPS = {"protobuf": "4.24.4", "pillow": "10.2.0", "onnx": "1.16.0", "packaging": "23.2", "pyyaml": "6.0.1",
-             "matplotlib": "3.8.4", "typing-extensions": "4.16.0"}
+             "matplotlib": "3.8.4", "typing-extensions": "4.12.2", "rich": "15.1.0"}
+LOCK = ["numpy<2", "protobuf==7.36.2", "pillow==13.0.0", "onnx==1.23.2", "packaging==26.4", "pyyaml==6.0.4",
+        "matplotlib==3.11.2", "typing-extensions==4.16.0", "rich==15.0.0", "ray==2.55.1"]
+
+
+def _lock_pins(ci: ModuleType, lines: list[str]) -> dict[str, str]:
+    return {ci.requirement_name(line): line.split("#")[0].strip() for line in lines[lines.index(ci.LOCK_HEADER) + 1 :]}
 
 
 def test_lock_pins_of_packages_the_base_image_ships_keep_its_version() -> None:
-    """pip must keep NGC's protobuf, pillow, onnx, ... (a `==<lock version>` would replace them with PyPI
-    builds): each is pinned to the base image's version; what NGC lacks keeps the lock's pin."""
+    """Without a record (every shipped package counts as recorded) pip keeps NGC's protobuf, pillow, onnx,
+    ... (a `==<lock version>` would replace them with PyPI builds); only packaging, filelock and
+    typing-extensions take the lock's version (the lock's other pins need newer ones than NGC ships)."""
     ci = _check_image()
-    lock = ["numpy<2", "protobuf==7.36.2", "pillow==13.0.0", "onnx==1.23.2", "packaging==26.4", "pyyaml==6.0.4",
-            "matplotlib==3.11.2", "typing-extensions==4.16.0", "rich==15.0.0", "ray==2.55.1"]
-    installed = {name: NGC_SHIPS.get(name) for name in map(ci.requirement_name, lock)}
-    lines, _notes = ci.merge_constraints(["torch==2.5.0a0", "numpy==1.26.4"], lock, set(), installed)
-    pins = {ci.requirement_name(line): line.split("#")[0].strip() for line in lines[lines.index(ci.LOCK_HEADER) + 1 :]}
+    installed = {name: NGC_SHIPS.get(name) for name in map(ci.requirement_name, LOCK)}
+    lines, _notes = ci.merge_constraints(["torch==2.5.0a0", "numpy==1.26.4"], LOCK, set(), installed)
+    pins = _lock_pins(ci, lines)
     for name, version in NGC_SHIPS.items():
-        assert pins[name] == f"{name}=={version}", pins[name]
+        want = next(p for p in LOCK if p.startswith(name + "==")) if name in ci.UPGRADABLE else f"{name}=={version}"
+        assert pins[name] == want, pins[name]
     assert f"protobuf==4.24.4  {ci.BASE_MARK} 7.36.2" in lines  # the lock's choice is still readable
-    assert "typing-extensions==4.16.0" in lines  # same version: no note
-    assert pins["rich"] == "rich==15.0.0" and pins["ray"] == "ray==2.55.1" and pins["numpy"] == "numpy<2"
+    assert pins["packaging"] == "packaging==26.4" and pins["typing-extensions"] == "typing-extensions==4.16.0"
+    assert pins["ray"] == "ray==2.55.1" and pins["numpy"] == "numpy<2"
     # and `final` holds the image to those versions
-    have = {**installed, "torch": "2.5.0a0", "numpy": "1.26.4", "rich": "15.0.0", "ray": "2.55.1"}
+    have = {**installed, "torch": "2.5.0a0", "numpy": "1.26.4", "ray": "2.55.1", "packaging": "26.4",
+            "typing-extensions": "4.16.0"}
     assert ci.check_pins(lines, have) == []
     assert "protobuf changed from 4.24.4 to 7.36.2" in ci.check_pins(lines, {**have, "protobuf": "7.36.2"})[0]
+    assert f"packaging==26.4  {ci.UPGRADE_MARK} 23.2" in lines
+    # an image target that needs no packaging leaves NGC's in place; any third version is a reinstall
+    assert ci.check_pins(lines, {**have, "packaging": "23.2"}) == []
+    assert "packaging changed from 26.4 to 24.0" in ci.check_pins(lines, {**have, "packaging": "24.0"})[0]
+
+
+def test_a_record_decides_what_stays_as_the_base_image_ships_it() -> None:
+    """Recorded packages stay as NVIDIA built them (CI resolved the lock against them); a shipped package
+    the record does not list takes the newer of the image's and the lock's version: never a downgrade,
+    and the lock's version where CI resolved it so (the base image's older one may not satisfy the rest)."""
+    ci = _check_image()
+    installed = {name: NGC_SHIPS.get(name) for name in map(ci.requirement_name, LOCK)}
+    lines, _notes = ci.merge_constraints(["torch==2.5.0a0", "numpy==1.26.4"], LOCK, set(), installed,
+                                         recorded={"torch", "numpy", "pillow", "packaging"})
+    pins = _lock_pins(ci, lines)
+    assert pins["pillow"] == "pillow==10.2.0"  # recorded: the base image's
+    assert pins["packaging"] == "packaging==26.4"  # recorded but upgradable
+    assert pins["protobuf"] == "protobuf==7.36.2" and f"protobuf==7.36.2  {ci.UPGRADE_MARK} 4.24.4" in lines
+    assert pins["rich"] == "rich==15.1.0"  # the image's is newer than the lock's: kept
+    assert pins["ray"] == "ray==2.55.1"  # not shipped
+    have = {"torch": "2.5.0a0", "numpy": "1.26.4", "pillow": "10.2.0", "rich": "15.1.0", "ray": "2.55.1"}
+    for protobuf in ("7.36.2", "4.24.4"):  # upgraded, or left alone where nothing installed needs it
+        assert ci.check_pins(lines, {**have, "protobuf": protobuf, "packaging": "26.4"}) == []
+
+
+def test_torch_exact_pins_join_the_base_pins_at_their_installed_version() -> None:
+    ci = _check_image()
+    torch_requires = ["filelock", "typing-extensions>=4.10.0", 'sympy==1.13.1; python_version >= "3.9"',
+                      'setuptools; python_version >= "3.12"', 'old==1.0; python_version < "3.9"', "cuda-toolkit[nvrtc]==13.0.3"]
+    assert ci.exact_pins(torch_requires, "3.12.3") == ["sympy==1.13.1", "cuda-toolkit==13.0.3"]
+    assert ci.exact_pins(torch_requires, "3.8.10") == ["old==1.0", "cuda-toolkit==13.0.3"]
+    versions = {"torch": "2.6.0a0+ecf3bae40a.nv25.1", "numpy": "1.26.4", "sympy": "1.13.1", "cuda-toolkit": "13.0.3.0"}
+    lines, notes = ci.build_constraints(versions.get, ["numpy<2", "sympy==1.14.0", "rich==15.0.0"], set(),
+                                        torch_requires=torch_requires, python_version="3.12.3")
+    assert lines[:lines.index(ci.LOCK_HEADER)] == [ci.BASE_HEADER, "torch==2.6.0a0+ecf3bae40a.nv25.1", "numpy==1.26.4",
+                                                  "sympy==1.13.1", "cuda-toolkit==13.0.3.0"]
+    assert "sympy==1.14.0: left to the base image's constraints" in notes
+    assert ci.check_pins(lines, {**versions, "rich": "15.0.0"}) == []
+
+
+def test_record_differences_name_what_ci_did_not_see() -> None:
+    ci = _check_image()
+    record = {"distributions": {"torch": {"version": "2.6.0a0+ecf3bae40a.nv25.01"}},
+              "packages": {"numpy": {"version": "1.26.4"}, "sympy": {"version": "1.13.1"}}}
+    image = {"torch": "2.6.0a0+ecf3bae40a.nv25.1", "numpy": "1.26.3", "protobuf": "4.25.1", "rich": "15.0.0"}
+    lock = ["numpy<2", "protobuf==7.36.2", "rich==15.0.0", "packaging==26.4"]
+    assert ci.record_differences(record, image.get, lock) == [
+        "numpy: the record says 1.26.4, the image has 1.26.3",
+        "sympy: the record says 1.13.1, the image has none",
+        "protobuf: the image ships 4.25.1, the record does not list it (the lock has 7.36.2; pinned to 7.36.2)",
+    ]  # torch: the same version spelled differently; rich: as locked; packaging: the lock's anyway
 
 
 def test_check_image_trt_range_fails_without_tensorrt() -> None:

@@ -22,12 +22,13 @@ exec "$@"
 
 
 def run(tmp_path: Path, *command: str, volumes: list[Path] | None = None, env: dict[str, str] | None = None,
-        as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
+        as_nobody: bool = False, read_volumes: list[Path] | None = None) -> subprocess.CompletedProcess[str]:
     ngc = tmp_path / "nvidia_entrypoint.sh"
     ngc.write_text(FAKE_NGC)
     ngc.chmod(0o755)
     full = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HARNESS_NGC_ENTRYPOINT": str(ngc),
-            "HARNESS_VOLUMES": " ".join(map(str, volumes or [])), **(env or {})}
+            "HARNESS_VOLUMES": " ".join(map(str, volumes or [])),
+            "HARNESS_READ_VOLUMES": " ".join(map(str, read_volumes or [])), **(env or {})}
     prefix: list[str] = []
     if as_nobody:
         prefix = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
@@ -79,6 +80,35 @@ def test_a_volume_the_uid_cannot_write_stops_with_one_line_and_the_fix(tmp_path:
     assert f"{root_owned} is not writable by uid 65534 (owner 0:0)" in bad.stderr
     assert "sudo chown -R 65534:65534" in bad.stderr and "HARNESS_UID=$(id -u)" in bad.stderr
     shutil.rmtree(base)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run the entrypoint as another uid")
+def test_the_dataset_volume_needs_only_to_be_readable(tmp_path: Path) -> None:
+    """A shared dataset directory owned by someone else (or mounted read-only) is fine: nothing but
+    `harness data fetch` writes there. One it cannot read stops the container with one line."""
+    base = Path(tempfile.mkdtemp(prefix="pq-volumes-", dir="/tmp"))
+    base.chmod(0o755)
+    data, home = base / "data", base / "home"
+    data.mkdir(mode=0o755)  # root's, not writable by uid 65534
+    home.mkdir()
+    home.chmod(0o777)
+    try:
+        ok = run(tmp_path, "echo", "ran", read_volumes=[data], as_nobody=True, env={"HOME": str(home)})
+        assert ok.returncode == 0 and ok.stdout == "ran\n", ok.stderr
+        data.chmod(0o700)
+        bad = run(tmp_path, "echo", "ran", read_volumes=[data], as_nobody=True, env={"HOME": str(home)})
+        assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1, bad.stderr
+        assert f"{data} is not readable by uid 65534 (owner 0:0, mode 700)" in bad.stderr
+    finally:
+        shutil.rmtree(base)
+
+
+def test_the_images_check_data_for_reading_only() -> None:
+    """Without the test hooks the entrypoint checks /cache, /results and /torch for writing, /data for reading."""
+    text = ENTRYPOINT.read_text()
+    assert 'for dir in ${HARNESS_VOLUMES:-/cache /results /torch}; do' in text
+    assert 'for dir in ${HARNESS_READ_VOLUMES:-/data}; do' in text
 
 
 def test_entrypoint_is_executable_and_the_images_ship_it() -> None:

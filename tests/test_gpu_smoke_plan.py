@@ -24,7 +24,7 @@ def test_the_plan_follows_each_backends_rule() -> None:
     smoke = _smoke()
     a100 = smoke.plan_matrix(gpu_facts())
     assert a100["run"]["trt-native"] == ["fp32", "tf32", "fp16", "bf16", "int8"]
-    assert a100["run"]["ort-trt"] == ["fp32", "fp16", "int8"]
+    assert a100["run"]["ort-trt"] == ["tf32", "fp16", "int8"]  # fp32 would be TF32 there: refused
     assert a100["run"]["torch"] == ["fp32", "tf32", "fp16", "bf16"]
     assert a100["models"] == ["tinycnn", "resnet18"]
     assert a100["cells"] == 2 * 2 * sum(len(p) for p in a100["run"].values())

@@ -148,8 +148,10 @@ def test_report_with_fake_nvml_gpu(facts: MachineFacts) -> None:
     assert "NVIDIA A100-SXM4-40GB" in text and "Tensor-core precisions" in text and "Ampere" in text
 
 
-def test_mig_and_v100_warnings(facts: MachineFacts) -> None:
-    report = hw.collect_hw_report(nvml=FakeNvml(cc=(7, 0), mig=1), facts=facts, rules=_rules())
+def test_mig_and_v100_warnings() -> None:
+    # the facts of the machine the fake NVML describes (a real GPU machine's own facts would say otherwise)
+    v100 = gpu_facts(gpu_cc=(7, 0), gpu_name="Tesla V100-SXM2-32GB")
+    report = hw.collect_hw_report(nvml=FakeNvml(cc=(7, 0), mig=1), facts=v100, rules=_rules())
     text = "\n".join(report.warnings)
     assert "MIG mode is enabled" in text
     assert "7.0 has no INT8 tensor cores" in text

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import repo_env
+
 from harness.errors import HarnessError
 from harness.locks import DeviceLock, OutDirLock, lock_name
 
@@ -40,7 +42,7 @@ out.write_text(json.dumps(events))
 
 def _spawn(tmp_path: Path, name: str, windows: int, hold: float, marker: str = "-") -> tuple[subprocess.Popen, Path]:
     out = tmp_path / f"{name}.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = repo_env()
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(tmp_path / "locks"), str(out), str(windows), str(hold), marker],
         cwd=REPO, env=env,
@@ -183,7 +185,7 @@ Path(out).write_text(json.dumps({"asked": t_asked, "start": t0, "end": t1}))
 def _worker(tmp_path: Path, name: str, kind: str, hold: float, marker: str = "-",
             start_after: str = "-") -> tuple[subprocess.Popen, Path]:
     out = tmp_path / f"{name}.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = repo_env()
     proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "locks"), str(out), kind, str(hold),
                              marker, start_after], cwd=REPO, env=env)
     return proc, out
@@ -255,10 +257,10 @@ def test_own_heavy_work_does_not_block_own_window_and_is_held_again_after_it(tmp
         probe = subprocess.run(
             [sys.executable, "-c", "import sys\nfrom harness.locks import DeviceLock\n"
              "DeviceLock('cpu', lock_dir=sys.argv[1], timeout_s=0.3).acquire()", str(locks)],
-            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+            cwd=REPO, env=repo_env(), capture_output=True, text=True, timeout=60)
         assert probe.returncode != 0 and "gave up after 0.3 s" in probe.stderr
     probe = subprocess.run(
         [sys.executable, "-c", "import sys\nfrom harness.locks import DeviceLock\n"
          "DeviceLock('cpu', lock_dir=sys.argv[1], timeout_s=5).acquire()", str(locks)],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+        cwd=REPO, env=repo_env(), capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr

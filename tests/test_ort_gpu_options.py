@@ -14,7 +14,13 @@ import torch
 import backends
 from backends.gpu_common import detect_tensorrt_version, fp16_onnx, fp16_onnx_path
 from backends.ort_cuda import OrtCudaBackend, OrtGpuSession, ort_bool, ort_cuda_provider_options
-from backends.ort_trt import OrtTensorrtBackend, engine_files, ort_trt_provider_options, profile_shapes
+from backends.ort_trt import (
+    OrtTensorrtBackend,
+    engine_files,
+    engine_key_options,
+    ort_trt_provider_options,
+    profile_shapes,
+)
 from backends.trt_plan import BuildPlan, plan_build
 from harness.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
@@ -34,6 +40,9 @@ BOOL_KEYS = {
     "trt_fp16_enable", "trt_int8_enable", "trt_int8_use_native_calibration_table", "trt_engine_cache_enable",
     "trt_timing_cache_enable", "trt_sparsity_enable", "trt_detailed_build_log",
 }
+
+# the fake streams and providers here stand in for CUDA: a GPU machine's real CUDA must never meet them
+pytestmark = pytest.mark.usefixtures("no_cuda")
 
 
 def _options(plan: BuildPlan, tmp: Path, **kw: Any) -> dict[str, str]:
@@ -348,6 +357,7 @@ def _facts(**kw: Any) -> Any:
 def test_availability_rules_are_pure_functions_of_the_facts() -> None:
     for p in ("fp32", "fp16", "int8"):
         assert OrtCudaBackend.unavailable_reason(p, _facts()) is None
+    for p in ("tf32", "fp16", "int8"):
         assert OrtTensorrtBackend.unavailable_reason(p, _facts()) is None
     cpu_ort = _facts(ort_providers=("CPUExecutionProvider",))
     assert "no CUDAExecutionProvider" in OrtCudaBackend.unavailable_reason("fp32", cpu_ort)
@@ -360,13 +370,24 @@ def test_availability_rules_are_pure_functions_of_the_facts() -> None:
     assert "libnvinfer.so.10" in OrtTensorrtBackend.unavailable_reason("fp16", _facts(libnvinfer=None))
     assert OrtCudaBackend.unavailable_reason("fp16", _facts(libnvinfer=None)) is None
     mismatch = _facts(onnxruntime_version="1.20.1", tensorrt_version="11.4.0")
-    assert OrtTensorrtBackend.unavailable_reason("fp32", mismatch) is not None
-    assert OrtTensorrtBackend.unavailable_reason("fp32", _facts(onnxruntime_version=None)) is not None
+    assert OrtTensorrtBackend.unavailable_reason("tf32", mismatch) is not None
+    assert OrtTensorrtBackend.unavailable_reason("tf32", _facts(onnxruntime_version=None)) is not None
+
+
+def test_ort_trt_offers_what_it_computes_fp32_below_ampere_and_tf32_from_ampere_on() -> None:
+    # the TensorRT EP cannot clear TensorRT's TF32 flag: its "fp32" is TF32 on sm_80+
+    reason = OrtTensorrtBackend.unavailable_reason("fp32", _facts())
+    assert reason is not None and "\n" not in reason
+    assert "TF32" in reason and "8.0" in reason and "use precision tf32" in reason
+    volta = _facts(gpu_cc=(7, 0), gpu_name="Tesla V100-SXM2-16GB")
+    assert OrtTensorrtBackend.unavailable_reason("fp32", volta) is None
+    assert "8.0" in OrtTensorrtBackend.unavailable_reason("tf32", volta)
 
 
 def test_precision_declarations() -> None:
     assert OrtCudaBackend.precisions == ("fp32", "tf32", "fp16", "int8") and OrtCudaBackend.devices == frozenset({"cuda"})
-    assert OrtTensorrtBackend.precisions == ("fp32", "fp16", "int8") and OrtTensorrtBackend.devices == frozenset({"cuda"})
+    assert OrtTensorrtBackend.precisions == ("fp32", "tf32", "fp16", "int8")
+    assert OrtTensorrtBackend.devices == frozenset({"cuda"})
     with pytest.raises(UnsupportedCombination):
         backends.validate_request("ort-cuda", "bf16")
 
@@ -433,13 +454,10 @@ def test_one_ort_table_per_model_and_calibration_shared_by_every_engine_dir(tmp_
     artifact = SimpleNamespace(calibration=source, input_shape=SHAPE)
     backend = OrtTensorrtBackend()
     names = []
-    for key in ("engine-a", "engine-b"):  # e.g. two batch-size sets or workspaces: two engine directories
-        engine_dir = tmp_path / "cache" / "ort-trt" / key
-        engine_dir.mkdir(parents=True)
-        name, native, used = backend._calibration_table(artifact, model, "10.4.0", engine_dir, tmp_path / "cache",
-                                                         PhaseTimes())
-        assert not native and used["kind"] == "onnxruntime" and (engine_dir / name).read_bytes() == b"ORT-TABLE"
-        names.append(name)
+    for _ in ("engine-a", "engine-b"):  # e.g. two batch-size sets or workspaces: two engine directories
+        table = backend._calibration_table(artifact, model, "10.4.0", tmp_path / "cache", PhaseTimes())
+        assert not table.native and table.used["kind"] == "onnxruntime" and table.source.read_bytes() == b"ORT-TABLE"
+        names.append(table.name)
     assert source.table_builds == 1 and names == ["calibration.flatbuffers"] * 2
 
 
@@ -455,10 +473,10 @@ def test_native_calibration_table_is_offered_to_the_ep(tmp_path: Path) -> None:
     backend = OrtTensorrtBackend({"native_calibration_table": True, "calibration_batch_size": 16})
     source = TableSource(tmp_path, native=True)
     artifact = SimpleNamespace(calibration=source, input_shape=SHAPE)
-    name, native, used = backend._calibration_table(artifact, model, "10.4.0", engine_dir, tmp_path / "cache",
-                                                    PhaseTimes())
-    assert native and name == NATIVE_TABLE_NAME and used["kind"] == "tensorrt-native"
-    assert (engine_dir / name).read_bytes() == b"TRT-NATIVE-CACHE"
+    table = backend._calibration_table(artifact, model, "10.4.0", tmp_path / "cache", PhaseTimes())
+    name = table.name
+    assert table.native and name == NATIVE_TABLE_NAME and table.used["kind"] == "tensorrt-native"
+    assert table.source.read_bytes() == b"TRT-NATIVE-CACHE"
     assert source.core_calls == [(16, tmp_path / "cache" / "trt-native" / "calib", "10.4.0")]  # trt-native's key
     plan = plan_build("int8", "10.4.0", "implicit", True, batch_sizes=(1, 8))
     options = ort_trt_provider_options(plan, engine_dir=engine_dir, timing_dir=tmp_path, input_shape=SHAPE,
@@ -469,9 +487,17 @@ def test_native_calibration_table_is_offered_to_the_ep(tmp_path: Path) -> None:
     assert "has_user_compute_stream" not in options and options["user_compute_stream"] == "140000000000"
 
     missing = TableSource(tmp_path, native=False)  # no trt-native run yet: ORT's table, and it says so
-    name, native, used = backend._calibration_table(SimpleNamespace(calibration=missing, input_shape=SHAPE), model,
-                                                    "10.4.0", engine_dir, tmp_path / "cache", PhaseTimes())
-    assert not native and used["kind"] == "onnxruntime" and "run trt-native int8" in used["note"]
+    fallback = backend._calibration_table(SimpleNamespace(calibration=missing, input_shape=SHAPE), model,
+                                          "10.4.0", tmp_path / "cache", PhaseTimes())
+    assert not fallback.native and fallback.used["kind"] == "onnxruntime" and "run trt-native int8" in fallback.used["note"]
+    # the engine key names the table that was really read: the fallback's key is that of an ORT-table build
+    settings = {"onnxruntime": "1.21.1", "workspace_bytes": 1 << 30, "opt_level": 3}
+    assert engine_key_options(plan, table, **settings)["calibration_table"] == "tensorrt-native"
+    assert "calibration_table" not in engine_key_options(plan, fallback, **settings)
+    plain = OrtTensorrtBackend()._calibration_table(SimpleNamespace(calibration=TableSource(tmp_path, native=False),
+                                                                    input_shape=SHAPE), model, "10.4.0",
+                                                    tmp_path / "cache", PhaseTimes())
+    assert engine_key_options(plan, fallback, **settings) == engine_key_options(plan, plain, **settings)
 
 
 def test_compute_path_runs_without_provider_synchronisation() -> None:
@@ -527,7 +553,7 @@ class FakeEpSession:
 
 
 @pytest.fixture()
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> list[FakeEpSession]:
+def fake_gpu(monkeypatch: pytest.MonkeyPatch, no_cuda: None) -> list[FakeEpSession]:
     from types import SimpleNamespace
 
     import backends.ort_cuda as ort_cuda_mod
@@ -535,7 +561,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> list[FakeEpSession]:
 
     sessions: list[FakeEpSession] = []
 
-    def create_session(path: Path, providers: list[tuple[str, dict[str, str]]]) -> FakeEpSession:
+    def create_session(path: Path, providers: list[tuple[str, dict[str, str]]], log: list[str]) -> FakeEpSession:
         sessions.append(FakeEpSession(Path(path), providers))
         return sessions[-1]
 
@@ -553,8 +579,9 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> list[FakeEpSession]:
     return sessions
 
 
-@pytest.mark.parametrize("name", ["ort-cuda", "ort-trt"])
-def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: Path, fake_gpu: list) -> None:
+@pytest.mark.parametrize(("name", "precision"), [("ort-cuda", "fp32"), ("ort-trt", "tf32")])
+def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, precision: str, tmp_path: Path,
+                                                          fake_gpu: list) -> None:
     pytest.importorskip("onnxruntime")
     from backends.base import ModelArtifact
     from backends.gpu_common import timing_facts
@@ -563,7 +590,7 @@ def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: P
     artifact = ModelArtifact(name="m", module=torch.nn.Identity(), input_shape=(3, 8, 8), num_outputs=10,
                              content_hash="0" * 64, onnx=lambda: model)
     options = {"trt_version": "10.4.0"} if name == "ort-trt" else {}
-    session = backends.backend_class(name)(options).activate(artifact, "fp32", (1, 4), tmp_path / "cache")
+    session = backends.backend_class(name)(options).activate(artifact, precision, (1, 4), tmp_path / "cache")
     (fake,) = fake_gpu
     for provider, provider_options in fake.providers:
         if provider == "CUDAExecutionProvider":  # the TensorRT EP's binding knows only user_compute_stream
@@ -577,11 +604,45 @@ def test_both_ort_gpu_backends_compute_on_the_user_stream(name: str, tmp_path: P
     if name == "ort-cuda":  # the layer-profile pass opens this ONNX again
         assert session.info.details["onnx_path"] == str(model)
     cuda_options = dict(fake.providers)["CUDAExecutionProvider"]
-    assert cuda_options["use_tf32"] == "False"  # fp32 cells compute in IEEE FP32, not TF32
-    if name == "ort-trt":  # the TensorRT EP cannot be told: said so on Ampere+
-        assert "tf32 in the TensorRT engines" in session.info.details["fp32_math"]
+    # fp32 cells compute in IEEE FP32, tf32 cells (the TensorRT EP's own maths from Ampere on) in TF32
+    assert cuda_options["use_tf32"] == {"fp32": "False", "tf32": "True"}[precision]
+    assert session.info.details["fp32_math"].startswith({"fp32": "ieee", "tf32": "tf32"}[precision])
     if name == "ort-trt":
         assert session.info.details["engines"] == ["TensorrtExecutionProvider_0.engine"]
+
+
+def test_ort_trt_fp32_on_an_ampere_gpu_is_refused_at_activation(tmp_path: Path, fake_gpu: list) -> None:
+    from backends.base import ModelArtifact
+
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    artifact = ModelArtifact(name="m", module=torch.nn.Identity(), input_shape=(3, 8, 8), num_outputs=10,
+                             content_hash="0" * 64, onnx=lambda: model)
+    with pytest.raises(UnsupportedCombination, match="would compute in TF32 on NVIDIA A100"):
+        OrtTensorrtBackend({"trt_version": "10.4.0"}).activate(artifact, "fp32", (1, 4), tmp_path / "cache")
+    assert not fake_gpu, "refused before any session is built"
+
+
+def test_a_precision_the_tensorrt_ep_turned_off_is_refused_from_its_log() -> None:
+    from backends.ort_trt import precision_turned_off
+
+    line = ("2026-12-04 10:00:00.1 [W:onnxruntime:Default, tensorrt_execution_provider.cc:2290 GetCapability] "
+            "[TensorRT EP] ORT_TENSORRT_INT8_ENABLE is set, but platform doesn't support fast native int8")
+    message = precision_turned_off("int8", ["something else", line])
+    assert message is not None and "\n" not in message and "INT8 off" in message
+    assert precision_turned_off("fp16", [line]) is None and precision_turned_off("int8", []) is None
+
+
+def test_what_onnx_runtime_writes_to_stderr_while_a_session_is_built_is_captured(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from backends.ort_common import captured_native_log
+
+    lines: list[str] = []
+    with captured_native_log(lines):
+        os.write(2, b"[W:onnxruntime:Default] a C++ warning\n")  # as ORT's C++ logger writes it
+    assert lines == ["[W:onnxruntime:Default] a C++ warning"]
+    assert "C++ warning" not in capfd.readouterr().err
 
 
 def test_ort_node_times_say_what_they_measure() -> None:

@@ -42,6 +42,7 @@ SELECTION: tuple[str, ...] = (
     "tests/test_fp8_qdq.py",
     "tests/test_fp8_cells.py",
     "tests/test_typed_onnx.py",
+    "tests/test_ort_fallback.py",
 )
 
 @dataclass(frozen=True)

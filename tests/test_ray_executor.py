@@ -19,7 +19,7 @@ from harness.results import ResultStore
 from harness.driver import run_sweep
 from harness.observer import SweepObserver
 from harness.plan import plan_cells
-from tests.helpers import REPO, write_config
+from tests.helpers import REPO, repo_env, write_config
 
 ray = pytest.importorskip("ray")
 
@@ -179,7 +179,7 @@ out_dir: {tmp_path / 'out'}
 """)
     cmd = [sys.executable, "-m", "harness.cli", "run", "--config", str(cfg), "--executor", "ray",
            "--address", ray_cluster]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = repo_env()
     db = tmp_path / "out" / "results.db"
     driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import REPO
+from tests.helpers import REPO, repo_env
 
 HIDE_RAY = "import sys; sys.modules['ray'] = None\n"  # `import ray` now raises ImportError
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = repo_env()
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import repo_env
+
 from harness.outcome import CellIdentity, CellOutcome, CellResult
 from harness.results import ResultStore, cell_key, export_csv, export_json
 from harness.timing import PerfCounterTimer, TimingSettings, measure
@@ -355,8 +357,7 @@ def test_cell_key_is_stable_across_processes() -> None:
         "print(cell_key(json.loads(sys.argv[1])))"
     )
     # A different hash seed than this process (str hashing is randomised per process).
-    env = dict(os.environ, PYTHONHASHSEED=str(12345 if os.environ.get("PYTHONHASHSEED") != "12345" else 54321),
-               PYTHONPATH=str(REPO))
+    env = repo_env(PYTHONHASHSEED=str(12345 if os.environ.get("PYTHONHASHSEED") != "12345" else 54321))
     out = subprocess.run([sys.executable, "-c", code, json.dumps(dict(reversed(list(ident.items()))))],
                          env=env, cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == cell_key(ident)

@@ -24,6 +24,9 @@ from harness.errors import HarnessError
 SHAPE = (3, 4, 4)
 CPU = torch.device("cpu")
 
+# the fake streams and providers here stand in for CUDA: a GPU machine's real CUDA must never meet them
+pytestmark = pytest.mark.usefixtures("no_cuda")
+
 
 class FakeStream:
     cuda_stream = 7

@@ -6,6 +6,12 @@
 
 Energy comes from ``nvmlDeviceGetTotalEnergyConsumption`` (Volta and newer) when supported, else
 from a background thread that samples ``nvmlDeviceGetPowerUsage`` and integrates it (trapezoids).
+The whole window's energy is in ``result``; a monitor is also an energy meter
+(:class:`harness.energy.EnergyMeter`): ``mark()`` reads the counter now and ``span(a, b)`` gives the
+energy between two marks, so each timed repeat inside one monitored block gets its own joules. The
+counter advances in steps: its update period is measured when the monitor starts (the time between
+changes of its value, polled every 0.1 ms) and a span shorter than
+:data:`harness.energy.MIN_COUNTER_PERIODS` periods gets no number and a note.
 The thread also samples clock-event reasons and the SM clock *during* the window. NVML calls go
 through ctypes, which releases the GIL, so the sampler costs the timed loop little; still, keep
 ``sample_interval_s`` coarse (tens of milliseconds) for Python-heavy loops. The queries themselves
@@ -22,6 +28,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Callable, Literal
 
+from harness.energy import MIN_COUNTER_PERIODS, EnergySpan
 from harness.gpu.nvml_query import (
     BENIGN_CLOCK_REASONS,
     CLOCK_SM,
@@ -57,6 +64,42 @@ def integrate_power_mj(samples: list[tuple[float, float]]) -> float | None:
     for (t0, p0), (t1, p1) in zip(samples, samples[1:]):
         total_j += (p0 + p1) / 2.0 * max(0.0, t1 - t0)
     return total_j * 1000.0
+
+
+#: How long the counter's update period is looked for when a monitor starts, and how often it is read.
+PERIOD_PROBE_MAX_S = 0.4
+PERIOD_PROBE_POLL_S = 0.0001
+PERIOD_PROBE_CHANGES = 4
+
+
+def counter_update_period(read: Callable[[], int | None], *, max_seconds: float = PERIOD_PROBE_MAX_S,
+                          poll_s: float = PERIOD_PROBE_POLL_S, changes: int = PERIOD_PROBE_CHANGES,
+                          clock: Callable[[], float] = time.perf_counter,
+                          sleep: Callable[[float], None] = time.sleep) -> float | None:
+    """The update period of a stepping counter: the median time between changes of its value, read
+    every ``poll_s`` for at most ``max_seconds`` (the first change only synchronises with the steps).
+    None when it changed fewer than twice (a counter slower than ``max_seconds / 2``)."""
+    start = clock()
+    last = read()
+    seen: list[float] = []
+    looks = int(max_seconds / poll_s) + 1  # a bound in looks too: ``clock`` may be one that only a test moves
+    while clock() - start < max_seconds and len(seen) < changes + 1 and looks > 0:
+        looks -= 1
+        sleep(poll_s)
+        value = read()
+        if value is not None and value != last:
+            seen.append(clock())
+            last = value
+    gaps = [b - a for a, b in zip(seen, seen[1:])]
+    return statistics.median(gaps) if gaps else None
+
+
+@dataclass(frozen=True)
+class EnergyMark:
+    """A reading of the monitor's meter: when, and the energy counter then (None without a counter)."""
+
+    t: float
+    counter_mj: int | None
 
 
 @dataclass
@@ -145,6 +188,7 @@ class DeviceMonitor:
         reason_interval_s: float | None = 0.1,
         clock_ratio_threshold: float = 0.9,
         clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
         unmapped: Literal["raise", "warn"] = "raise",
     ) -> None:
         self.device = device
@@ -158,6 +202,7 @@ class DeviceMonitor:
         self.reason_interval_s = reason_interval_s
         self.clock_ratio_threshold = clock_ratio_threshold
         self._clock = clock
+        self._sleep = sleep
         self._nvml: Any = None
         self._handle: Any = None
         self._before: DeviceSnapshot | None = None
@@ -166,6 +211,8 @@ class DeviceMonitor:
         self._power0: float | None = None
         self._sampler: _Sampler | None = None
         self.result: MonitorResult | None = None
+        #: The energy counter's update period (measured when the monitor starts); None: unknown.
+        self.energy_update_period_s: float | None = None
 
     @classmethod
     def for_torch_device(cls, device_index: int, **kwargs: Any) -> DeviceMonitor:
@@ -202,6 +249,10 @@ class DeviceMonitor:
         self._handle, self.index, self.mig_uuid = resolved.handle, resolved.index, resolved.mig_uuid
         self._before = take_snapshot(self.index, self._handle, self._nvml, self.own_pids)
         q = Query(self._nvml)
+        energy = q.call("nvmlDeviceGetTotalEnergyConsumption", self._handle)
+        if energy is not None:
+            self.energy_update_period_s = counter_update_period(self._read_counter, clock=self._clock,
+                                                                sleep=self._sleep)
         self._t0 = self._clock()
         energy = q.call("nvmlDeviceGetTotalEnergyConsumption", self._handle)
         self._energy0 = None if energy is None else int(energy)
@@ -211,6 +262,108 @@ class DeviceMonitor:
             self._sampler = _Sampler(self._poll, interval)
             self._sampler.start()
         return self
+
+    # -- the energy meter (harness.energy.EnergyMeter)
+    @property
+    def min_span_s(self) -> float:
+        """The shortest span that gets a number: ``MIN_COUNTER_PERIODS`` counter periods (power samples
+        without a counter), with 5 % to spare; 0 when nothing is metered."""
+        if self._unmapped_reason is not None:
+            return 0.0
+        period = self.energy_update_period_s if self._energy0 is not None else self.sample_interval_s
+        return 0.0 if period is None else 1.05 * MIN_COUNTER_PERIODS * period
+
+    def _read_counter(self) -> int | None:
+        value = Query(self._nvml).call("nvmlDeviceGetTotalEnergyConsumption", self._handle)
+        return None if value is None else int(value)
+
+    def mark(self) -> EnergyMark:
+        """The energy counter as it reads now (up to one update period old)."""
+        counter = self._read_counter() if self._energy0 is not None else None
+        return EnergyMark(self._clock(), counter)
+
+    def _next_step(self, value: int) -> tuple[float, float, int] | None:
+        """Wait (at most two update periods) for the counter to step past ``value``: (the last look
+        before the step, the look that saw it, the new value)."""
+        period = self.energy_update_period_s
+        if period is None:
+            return None
+        before = self._clock()
+        deadline = before + 2 * period
+        looks = int(2 * period / PERIOD_PROBE_POLL_S) + 1
+        while self._clock() < deadline and looks > 0:
+            looks -= 1
+            self._sleep(PERIOD_PROBE_POLL_S)
+            now = self._read_counter()
+            seen = self._clock()
+            if now is not None and now != value:
+                return before, seen, now
+            before = seen
+        return None
+
+    def start(self) -> EnergyMark:
+        """A fresh reading to start a span: the counter's next step, carried forward to the moment it
+        was seen at the power of the step itself (the step happened between two looks), so nothing
+        done before the span hides in a stale value; the caller's work begins right after."""
+        first = self.mark()
+        period = self.energy_update_period_s
+        if first.counter_mj is None or period is None:
+            return first
+        step = self._next_step(first.counter_mj)
+        if step is None:
+            return first
+        before, seen, value = step
+        watts_mj = (value - first.counter_mj) / period  # mJ per second during the step's period
+        return EnergyMark(seen, int(round(value + watts_mj * (seen - before) / 2)))
+
+    def stop(self) -> EnergyMark:
+        """The counter at the moment the caller's work finished: the stale value read now and the
+        counter's next step, interpolated back to now (the error is at most a quarter period of the
+        difference between the busy and the idle power)."""
+        end = self.mark()
+        if end.counter_mj is None:
+            return end
+        step = self._next_step(end.counter_mj)
+        period = self.energy_update_period_s
+        if step is None or period is None:
+            return end
+        _, t_step, value = step
+        share = min(1.0, max(0.0, (end.t - (t_step - period)) / period))
+        return EnergyMark(end.t, int(round(end.counter_mj + share * (value - end.counter_mj))))
+
+    def span(self, start: EnergyMark, end: EnergyMark) -> EnergySpan:
+        """The device energy between two marks: the counter's difference, or the power samples taken
+        between them integrated; no number (and a note) when the span is shorter than
+        ``MIN_COUNTER_PERIODS`` counter periods (sampling intervals), or nothing could be read."""
+        seconds = max(0.0, end.t - start.t)
+        if self._unmapped_reason is not None:
+            return EnergySpan(None, seconds, None, None, self._unmapped_reason)
+        if start.counter_mj is not None and end.counter_mj is not None:
+            period = self.energy_update_period_s
+            if period is None:
+                return EnergySpan(None, seconds, "counter", None,
+                                  f"the energy counter did not step within {PERIOD_PROBE_MAX_S:g} s: its update "
+                                  "period is unknown, so no span can be resolved")
+            if seconds < MIN_COUNTER_PERIODS * period:
+                return EnergySpan(None, seconds, "counter", period,
+                                  f"a repeat of {seconds:.3f} s is shorter than {MIN_COUNTER_PERIODS} update periods "
+                                  f"of the energy counter ({1e3 * period:.1f} ms): lengthen timing.min_seconds")
+            if end.counter_mj < start.counter_mj:
+                return EnergySpan(None, seconds, "counter", period, "the energy counter went backwards")
+            return EnergySpan(float(end.counter_mj - start.counter_mj), seconds, "counter", period)
+        interval = self.sample_interval_s
+        samples = list(self._sampler.samples) if self._sampler is not None else []
+        points = [(s.t, s.power_w) for s in samples if s.power_w is not None and start.t <= s.t <= end.t]
+        if seconds < MIN_COUNTER_PERIODS * interval or len(points) < 2:
+            return EnergySpan(None, seconds, "power-sampling", interval,
+                              f"a repeat of {seconds:.3f} s holds {len(points)} power samples (one per "
+                              f"{1e3 * interval:.0f} ms): too few to integrate; lengthen timing.min_seconds")
+        energy = integrate_power_mj(points)
+        assert energy is not None
+        # the samples cover [first, last]; extend their mean power to the whole span
+        covered = points[-1][0] - points[0][0]
+        scale = seconds / covered if covered > 0 else 1.0
+        return EnergySpan(energy * scale, seconds, "power-sampling", interval)
 
     def __exit__(
         self,
