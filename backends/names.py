@@ -16,8 +16,12 @@ BACKEND_CLASSES: dict[str, str] = {
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKEND_CLASSES)
 
 #: Every precision some backend offers; each backend declares its own subset. "fp32" is IEEE single
-#: precision everywhere; "tf32" is FP32 tensors with TF32 tensor-core math (sm_80+).
-PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8")
+#: precision everywhere; "tf32" is FP32 tensors with TF32 tensor-core math (sm_80+); "fp8" is E4M3
+#: (explicit Q/DQ: TensorRT on sm_89+, ONNX Runtime's CPU EP as an emulated accuracy reference).
+PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+
+#: The precisions that quantize from calibration data (calibration images, Q/DQ models, ``int8:`` variants).
+QUANTIZED_PRECISIONS: tuple[str, ...] = ("int8", "fp8")
 
 CPU = "cpu"
 CUDA = "cuda"

@@ -67,6 +67,9 @@ def check_providers(actual: list[str], requested: list[str]) -> None:
         raise HarnessError(f"ONNX Runtime dropped providers {missing}: asked for {requested}, got {actual}")
 
 
+#: ``optimization`` names -> ONNX Runtime's graph optimisation levels.
+OPTIMIZATION_LEVELS: dict[str, str] = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                                       "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 #: ONNX Runtime's session log level: 2 keeps warnings (nodes placed on another provider, TensorRT
 #: turning INT8 or FP16 off), which are captured, not printed.
 SESSION_LOG_LEVEL = 2
@@ -130,12 +133,13 @@ def create_session(
     *,
     intra_op_threads: int = 0,
     log: list[str] | None = None,
+    optimization: str = "all",
 ) -> Any:
     """An InferenceSession on exactly ``providers`` (checked after creation), with ONNX Runtime's
-    run-time fallback disabled; its log while it is built is appended to ``log``."""
+    run-time fallback disabled, at graph ``optimization``; its log while it is built is appended to ``log``."""
     ort = import_ort()
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     options.log_severity_level = SESSION_LOG_LEVEL
@@ -155,6 +159,6 @@ def create_session(
     return session
 
 
-__all__ = ["INPUT_NAME", "MAX_LOG_LINES", "OUTPUT_NAME", "SESSION_LOG_LEVEL", "captured_native_log",
-           "check_providers", "create_session", "ep_failure", "ep_failure_type", "import_ort",
+__all__ = ["INPUT_NAME", "MAX_LOG_LINES", "OPTIMIZATION_LEVELS", "OUTPUT_NAME", "SESSION_LOG_LEVEL",
+           "captured_native_log", "check_providers", "create_session", "ep_failure", "ep_failure_type", "import_ort",
            "provider_unavailable_reason"]

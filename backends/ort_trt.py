@@ -272,12 +272,12 @@ class OrtTensorrtBackend(Backend[OrtTrtOptions]):
         gpu = gpu_identity(o.device_id)
         plan = plan_build(
             precision, trt_version, artifact.int8_mode, artifact.calibration is not None, artifact.sparse_weights,
-            batch_sizes, typed_onnx=bool(o.fp16_onnx), compute_capability=gpu.compute_capability,
+            batch_sizes, compute_capability=gpu.compute_capability,
             profile_min=o.profile_min_batch, profile_mode="shared",
         )
         if precision == "fp32" and tuple(gpu.compute_capability) >= TF32_MIN_CC:
             raise UnsupportedCombination(fp32_refusal(gpu.name, tuple(gpu.compute_capability)))
-        model = onnx_for_plan(plan, artifact, o.fp16_onnx, phases)
+        model = onnx_for_plan(plan, artifact, o.fp16_onnx, phases, cache_dir=Path(cache_dir))
         workspace = o.workspace_mib << 20
         table = (self._calibration_table(artifact, model, trt_version, Path(cache_dir), phases)
                  if plan.use_calibrator else None)

@@ -177,6 +177,9 @@ class TorchBackend(Backend[TorchOptions]):
             return "torch is not installed"
         if precision == "int8":
             return "int8 is not offered on the torch backend: use ort-cpu, ort-cuda, ort-trt or trt-native"
+        if precision == "fp8":
+            return ("fp8 is not offered on the torch backend: use trt-native (sm_89+) or ort-cpu (emulated, "
+                    "accuracy only)")
         reason = super().unavailable_reason(precision, facts)
         if reason is not None or precision == "fp32":
             return reason

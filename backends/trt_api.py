@@ -32,6 +32,7 @@ TRT_API_USED: tuple[str, ...] = (
     # builder, network, parser
     "Builder",
     "Builder.create_network",
+    "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
     "Builder.create_builder_config",
     "Builder.create_optimization_profile",
     "Builder.build_serialized_network",

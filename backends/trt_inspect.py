@@ -312,38 +312,45 @@ def summarize_file(path: Path) -> InspectorSummary:
 # ------------------------------------------------------------------ precision counts, per-layer time
 
 
+#: The quantized types, in the order a layer is attributed to them (a layer touching INT8 is INT8).
+QUANTIZED_TYPES: tuple[str, ...] = ("int8", "fp8")
+#: The precision buckets of :func:`precision_counts` (besides ``other``, ``reformat`` and ``total``).
+COUNTED_TYPES: tuple[str, ...] = ("int8", "fp8", "fp16", "bf16", "fp32")
+
+
 def compute_precision(layer: LayerSummary) -> str:
-    """The precision a layer computes in: ``int8`` when any of its tensors is INT8 (an INT8 kernel may
-    write FP16/FP32 with the dequantization fused), else its output precision."""
-    if "int8" in layer.input_types or "int8" in layer.output_types:
-        return "int8"
+    """The precision a layer computes in: ``int8`` (``fp8``) when any of its tensors is INT8 (FP8): a
+    quantized kernel may write FP16/FP32 with the dequantization fused; else its output precision."""
+    for quantized in QUANTIZED_TYPES:
+        if quantized in layer.input_types or quantized in layer.output_types:
+            return quantized
     return layer.precision
 
 
 def precision_counts(summary: InspectorSummary) -> dict[str, int]:
-    """``{"int8", "fp16", "fp32", "other", "reformat", "total"}`` layer counts of one engine.
+    """``{"int8", "fp8", "fp16", "bf16", "fp32", "other", "reformat", "total"}`` layer counts of one engine.
 
     Reformat layers are counted apart (not in the precision buckets); ``other`` holds every other type
-    (bf16, fp8, int32 shape layers, and ``unknown`` when the engine was built without DETAILED).
+    (int32 shape layers, and ``unknown`` when the engine was built without DETAILED).
     """
-    counts = {"int8": 0, "fp16": 0, "fp32": 0, "other": 0, "reformat": 0, "total": summary.total_layers}
+    counts = {**dict.fromkeys(COUNTED_TYPES, 0), "other": 0, "reformat": 0, "total": summary.total_layers}
     for layer in summary.layers:
         if layer.is_reformat:
             counts["reformat"] += 1
             continue
         p = compute_precision(layer)
-        counts[p if p in ("int8", "fp16", "fp32") else "other"] += 1
+        counts[p if p in COUNTED_TYPES else "other"] += 1
     return counts
 
 
 def int8_fallback(summary: InspectorSummary, precision: str) -> str | None:
-    """A warning when an engine built for int8 has no INT8 layer (a silent FP16/FP32 fallback)."""
-    if precision != "int8" or not summary.detailed:
+    """A warning when an engine built for int8 (fp8) has no INT8 (FP8) layer: a silent fallback to float."""
+    if precision not in QUANTIZED_TYPES or not summary.detailed:
         return None
-    if precision_counts(summary)["int8"] == 0:
+    if precision_counts(summary)[precision] == 0:
         return (
-            f"int8 engine without any INT8 layer: TensorRT chose FP16/FP32 for all {summary.total_layers} layers; "
-            "this cell is not an INT8 result"
+            f"{precision} engine without any {precision.upper()} layer: TensorRT chose float types for all "
+            f"{summary.total_layers} layers; this cell is not an {precision.upper()} result"
         )
     return None
 

@@ -68,6 +68,9 @@ class BuilderSettings:
             "onnx_source": plan.onnx_source,
             "profile": list(plan.profile),
         }
+        if plan.network_flags:  # only then: every weakly typed engine keeps its cache key
+            options["network_flags"] = list(plan.network_flags)
+            options["float_type"] = plan.float_type
         if plan.profiles and plan.profiles != (plan.profile,):
             options["profiles"] = [list(p) for p in plan.profiles]
         if plan.use_calibrator:
@@ -92,6 +95,14 @@ def _builder_flag(trt: ModuleType, name: str, trt_version: str) -> Any:
         ) from None
 
 
+def network_creation_flags(trt: ModuleType, names: Sequence[str]) -> int:
+    """The ``create_network`` bit mask of ``NetworkDefinitionCreationFlag`` members ``names``."""
+    value = 0
+    for name in names:
+        value |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
+    return value
+
+
 def build_serialized_engine(
     trt: ModuleType,
     onnx_path: Path,
@@ -107,7 +118,9 @@ def build_serialized_engine(
     if plan.use_calibrator and calibrator is None:
         raise HarnessError("implicit INT8 build needs a calibrator")
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TRT 10; strongly typed in 11
+    # Explicit batch is the only mode from TRT 10 on; STRONGLY_TYPED makes every layer compute in its ONNX
+    # type (the default of TRT 11, set there too so that 10.x and 11 strongly typed plans build alike).
+    network = builder.create_network(network_creation_flags(trt, plan.network_flags))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = []
@@ -338,4 +351,4 @@ def inspect_engine(trt: ModuleType, engine: Any, path: Path, opt_shapes: Sequenc
 
 
 __all__ = ["BuildOutput", "BuilderSettings", "EnginePaths", "LoadedEngine", "build_serialized_engine",
-           "calibrator_core", "engine_information", "inspect_engine", "load_or_build"]
+           "calibrator_core", "engine_information", "inspect_engine", "load_or_build", "network_creation_flags"]

@@ -36,6 +36,7 @@ from backends.trt_plan import (
     profile_index,
 )
 from backends.trt_runner import TrtNativeSession
+from backends.typed_onnx import check_converter
 from harness.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.fingerprint import file_hash
 from harness.onnx_export import INPUT_NAME
@@ -54,8 +55,11 @@ class TrtNativeOptions(GpuBackendOptions):
     calibration_batch_size: int = Field(DEFAULT_CALIBRATION_BATCH, ge=1)
     profile_min_batch: int | None = Field(None, ge=1)
     profiles: Literal["per-batch", "shared"] = "per-batch"
-    fp16_onnx: str | None = None  # TensorRT 11: a path, or "convert"
-    bf16_onnx: str | None = None  # TensorRT 11: a path
+    # Build strongly typed networks on TensorRT 10.x too (TensorRT 11 always does; false there is refused):
+    # fp16/bf16 and the float parts of Q/DQ models are then converted by the harness (backends.typed_onnx).
+    strongly_typed: bool | None = None
+    fp16_onnx: str | None = None  # strongly typed: an FP16 ONNX to use instead of the converted one (a path)
+    bf16_onnx: str | None = None  # strongly typed: a BF16 ONNX to use instead of the converted one (a path)
     log_level: Literal["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"] = "WARNING"
 
 
@@ -80,7 +84,7 @@ class TrtNativeBackend(Backend[TrtNativeOptions]):
 
     name: ClassVar[str] = "trt-native"
     devices: ClassVar[frozenset[str]] = frozenset({"cuda"})
-    precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "bf16", "int8")
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
     description: ClassVar[str] = "TensorRT Python API (10.x; 11.x strongly typed), engines cached per TRT/GPU"
     Options: ClassVar[type[TrtNativeOptions]] = TrtNativeOptions
     options: TrtNativeOptions
@@ -105,11 +109,14 @@ class TrtNativeBackend(Backend[TrtNativeOptions]):
         typed_onnx = {"fp16": o.fp16_onnx, "bf16": o.bf16_onnx}.get(precision)
         plan = plan_build(
             precision, trt_version, artifact.int8_mode, artifact.calibration is not None, artifact.sparse_weights,
-            batch_sizes, typed_onnx=typed_onnx is not None, compute_capability=gpu.compute_capability,
+            batch_sizes, strongly_typed=o.strongly_typed, compute_capability=gpu.compute_capability,
             profile_min=o.profile_min_batch, profile_mode=o.profiles,
         )
+        if plan.float_type != "fp32" and not (typed_onnx and typed_onnx != "convert"):
+            check_converter(qdq=plan.onnx_source != precision)  # before any export or calibration
         settings = self._settings()
-        onnx_path = onnx_for_plan(plan, artifact, typed_onnx, phases)
+        typed_record: dict[str, Any] = {}
+        onnx_path = onnx_for_plan(plan, artifact, typed_onnx, phases, cache_dir=Path(cache_dir), record=typed_record)
         key = EngineCacheKey.for_build(
             self.name, file_hash(onnx_path), precision, plan.int8_mode, artifact.calibration, trt_version, gpu,
             settings.key_options(plan),
@@ -124,6 +131,7 @@ class TrtNativeBackend(Backend[TrtNativeOptions]):
             details: dict[str, Any] = {
                 "tensorrt": trt_version, "gpu": gpu.name, "compute_capability": list(gpu.compute_capability),
                 "plan": plan.to_dict(), "onnx": onnx_path.name, "engine_key": key.digest(),
+                "build_mode": plan.build_mode, **typed_record,
                 "engine": str(paths.engine), "cuda_graph": o.cuda_graph, "profiles": o.profiles,
                 **loaded.details,
             }

@@ -5,11 +5,16 @@ plan to ONNX Runtime's TensorRT EP as provider options). Nothing here imports Te
 
 Rules the plans encode (from the TensorRT 10/11 release notes and migration guide):
 
-* TRT 10 is weakly typed: fp16/bf16 come from ``BuilderFlag.FP16``/``BF16`` on the FP32 ONNX.
-  INT8 sets ``INT8`` *and* ``FP16`` (INT8 alone leaves every non-INT8 layer in FP32), for the
+* TRT 10 is weakly typed by default: fp16/bf16 come from ``BuilderFlag.FP16``/``BF16`` on the FP32
+  ONNX. INT8 sets ``INT8`` *and* ``FP16`` (INT8 alone leaves every non-INT8 layer in FP32), for the
   calibrator path (implicit) and for a Q/DQ model (explicit) alike.
-* TRT 11 is strongly typed only: no precision flags exist; FP16 needs an FP16 ONNX model and INT8 a
-  Q/DQ model. Asking for fp16 with only an FP32 ONNX is an error, never a silent FP32 build.
+* Strongly typed builds (TRT 11 always; TRT 10 with ``strongly_typed``; fp8 on every version, since
+  ``BuilderFlag.FP8`` is weak typing, removed in 11): no precision flags, the network is created with
+  ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` and every layer computes in its ONNX type. So the
+  harness converts the ONNX itself (:mod:`backends.typed_onnx`): fp16/bf16 build from an FP16/BF16
+  model; INT8 and FP8 Q/DQ models get their float parts in FP16 (``float_type``), as TRT 10's
+  ``INT8 | FP16`` would run them, so INT8 on TRT 10 and on TRT 11 compute alike. The plans of a
+  strongly typed TRT 10.x build and of TRT 11 are the same.
 * Optimization profiles (``profiles`` option): ``per-batch`` (default) builds one profile per timed
   batch size ``b`` with ``opt = max = b`` and ``min`` = the smallest batch size (or
   ``profile_min_batch``), so batch-1 latency comes from kernels tuned for batch 1; ``shared``
@@ -29,7 +34,10 @@ from backends.trt_api import is_strongly_typed, trt_version_tuple
 from harness.errors import HarnessError, UnsupportedCombination
 
 INT8_MODES: tuple[str, ...] = ("auto", "implicit", "explicit")
-ONNX_SOURCES: tuple[str, ...] = ("fp32", "fp16", "bf16", "qdq")
+#: The ONNX a plan parses: the FP32 export, an FP16/BF16 conversion of it, the INT8 or the FP8 Q/DQ model.
+ONNX_SOURCES: tuple[str, ...] = ("fp32", "fp16", "bf16", "qdq", "fp8-qdq")
+#: The half precision the non-quantized layers of a strongly typed Q/DQ build run in (TRT 10's FP16 flag).
+QDQ_FLOAT_TYPE = "fp16"
 PROFILE_MODES: tuple[str, ...] = ("per-batch", "shared")
 ProfileMode = Literal["per-batch", "shared"]
 
@@ -81,18 +89,25 @@ def profile_index(profiles: tuple[Profile, ...], batch: int) -> int:
     return min(fitting)[1]
 
 
-def resolve_int8_mode(int8_mode: str, trt_version: str) -> str:
-    """``implicit`` (calibrator) or ``explicit`` (Q/DQ ONNX) for this TensorRT version."""
+def resolve_int8_mode(int8_mode: str, trt_version: str, strongly_typed: bool = False) -> str:
+    """``implicit`` (calibrator) or ``explicit`` (Q/DQ ONNX) for this TensorRT version (and build mode)."""
     from harness.gpu.capabilities import trt_default_int8_mode
 
     if int8_mode not in INT8_MODES:
         raise HarnessError(f"int8 mode must be one of {', '.join(INT8_MODES)}, got '{int8_mode}'")
-    mode = trt_default_int8_mode(trt_version) if int8_mode == "auto" else int8_mode
+    if int8_mode == "auto":
+        mode = "explicit" if strongly_typed else trt_default_int8_mode(trt_version)
+    else:
+        mode = int8_mode
     if mode == "implicit" and is_strongly_typed(trt_version):
         raise UnsupportedCombination(
             f"implicit (calibrator) INT8 was removed in TensorRT 11 (found {trt_version}: no "
             "IInt8EntropyCalibrator2, BuilderFlag.INT8 or int8_calibrator); use int8 mode 'explicit' (Q/DQ ONNX)"
         )
+    if mode == "implicit" and strongly_typed:
+        raise UnsupportedCombination(
+            "implicit (calibrator) INT8 needs a weakly typed network (BuilderFlag.INT8); a strongly typed build "
+            "uses int8 mode 'explicit' (Q/DQ ONNX)")
     return mode
 
 
@@ -111,6 +126,14 @@ class BuildPlan:
     notes: tuple[str, ...] = ()
     profiles: tuple[Profile, ...] = ()  # the optimization profiles, in build order; () = (profile,)
     profile_mode: str = "shared"
+    #: What the ONNX's non-quantized layers are typed as ("fp32": the export; TensorRT's flags decide when weak).
+    float_type: str = "fp32"
+    #: ``NetworkDefinitionCreationFlag`` member names the network is created with.
+    network_flags: tuple[str, ...] = ()
+
+    @property
+    def build_mode(self) -> str:
+        return "strongly-typed" if self.strongly_typed else "weakly-typed"
 
     @property
     def sparse(self) -> bool:
@@ -126,6 +149,8 @@ class BuildPlan:
         data["profile"] = list(self.profile)
         data["profiles"] = [list(p) for p in self.all_profiles]
         data["notes"] = list(self.notes)
+        data["network_flags"] = list(self.network_flags)
+        data["build_mode"] = self.build_mode
         return data
 
 
@@ -137,15 +162,16 @@ def plan_build(
     sparse: bool = False,
     batch_sizes: Iterable[int] = (1,),
     *,
-    typed_onnx: bool = False,
+    strongly_typed: bool | None = None,
     compute_capability: tuple[int, int] | None = None,
     profile_min: int | None = None,
     profile_mode: str = "shared",
 ) -> BuildPlan:
     """The build for ``precision`` on TensorRT ``trt_version``; raises for impossible requests.
 
-    ``typed_onnx``: an ONNX model already in ``precision`` (FP16/BF16) is available; TensorRT 11
-    needs one for fp16/bf16. ``compute_capability``: also check the GPU (capabilities rules).
+    ``strongly_typed``: build a strongly typed network (None: the version's default, True from
+    TensorRT 11 on; fp8 always). ``compute_capability``: also check the GPU (capabilities rules).
+    No plan needs a user-supplied ONNX: the typed models come from :func:`onnx_for_plan`.
     """
     if precision not in PRECISIONS:
         raise UnsupportedCombination(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
@@ -155,10 +181,18 @@ def plan_build(
     major = trt_version_tuple(trt_version)[0]
     if major < 10:
         raise UnsupportedCombination(f"TensorRT {trt_version} is too old: the harness needs TensorRT 10 or newer")
-    strong = is_strongly_typed(trt_version)
+    if strongly_typed is False and is_strongly_typed(trt_version):
+        raise UnsupportedCombination(f"TensorRT {trt_version} builds strongly typed networks only (weak typing was "
+                                     "removed in 11); drop strongly_typed: false")
+    notes: list[str] = []
+    strong = bool(strongly_typed) or is_strongly_typed(trt_version)
+    if precision == "fp8" and not strong:
+        strong = True
+        notes.append("fp8 builds strongly typed on every TensorRT version (BuilderFlag.FP8 is weak typing, "
+                     "removed in TensorRT 11)")
     if precision != "int8" and int8_mode not in INT8_MODES:
         raise HarnessError(f"int8 mode must be one of {', '.join(INT8_MODES)}, got '{int8_mode}'")
-    mode = resolve_int8_mode(int8_mode, trt_version) if precision == "int8" else None
+    mode = resolve_int8_mode(int8_mode, trt_version, strong) if precision == "int8" else None
 
     if compute_capability is not None:
         from harness.gpu.capabilities import trt_precision_support
@@ -168,8 +202,11 @@ def plan_build(
             raise UnsupportedCombination(f"TensorRT {precision}: {support.reason}")
 
     flags: list[str] = []
-    notes: list[str] = []
     use_calibrator = False
+    float_type = "fp32"
+    if precision in ("int8", "fp8") and not has_calibration:
+        raise HarnessError(f"TensorRT {precision} needs calibration data (the sweep provides it from the train "
+                           "split); none was given")
     if precision == "fp32":
         source = "fp32"
     elif precision == "tf32":
@@ -177,71 +214,83 @@ def plan_build(
         source = "fp32"
     elif precision in ("fp16", "bf16"):
         if strong:
-            if not typed_onnx:
-                raise UnsupportedCombination(
-                    f"{precision} on TensorRT {trt_version} needs a {precision.upper()} ONNX model: TensorRT 11 builds "
-                    f"strongly typed networks only (BuilderFlag.{precision.upper()} was removed), so the FP32 ONNX "
-                    f"would build FP32; set the option '{precision}_onnx' (a path"
-                    + (", or 'convert'" if precision == "fp16" else "") + ")"
-                )
-            source = precision
+            source = float_type = precision  # converted by the harness (backends.typed_onnx)
         else:
             flags.append(precision.upper())
             source = "fp32"
-    else:  # int8
-        if not has_calibration:
-            raise HarnessError(
-                "TensorRT int8 needs calibration data (the sweep provides it from the train split); none was given"
-            )
-        if mode == "implicit":
-            flags += ["INT8", "FP16"]
-            source = "fp32"
-            use_calibrator = True
+    elif precision == "fp8":
+        source, float_type = "fp8-qdq", QDQ_FLOAT_TYPE
+    elif mode == "implicit":
+        flags += ["INT8", "FP16"]
+        source = "fp32"
+        use_calibrator = True
+    else:  # explicit INT8
+        source = "qdq"
+        if strong:
+            float_type = QDQ_FLOAT_TYPE
         else:
-            source = "qdq"
-            if not strong:
-                flags += ["INT8", "FP16"]  # Q/DQ networks need the INT8 flag on TRT 10; FP16 for the rest
-            else:
-                notes.append("strongly typed Q/DQ network: layers outside Q/DQ pairs run in the ONNX model's type")
+            flags += ["INT8", "FP16"]  # Q/DQ networks need the INT8 flag on weak TRT 10; FP16 for the rest
+    if source in ("qdq", "fp8-qdq") and strong:
+        notes.append(f"strongly typed Q/DQ network: its non-quantized layers run in {float_type.upper()} "
+                     "(the Q/DQ model's float parts converted), as TensorRT 10's INT8 | FP16 flags run them")
     if sparse:
         flags.append("SPARSE_WEIGHTS")
         if precision in ("fp32", "tf32"):
-            notes.append("2:4 sparse tactics need reduced precision (fp16/bf16/int8); fp32 builds stay dense")
+            notes.append("2:4 sparse tactics need reduced precision (fp16/bf16/int8/fp8); fp32 builds stay dense")
     return BuildPlan(
         precision=precision, trt_version=trt_version, strongly_typed=strong, flags=tuple(flags), onnx_source=source,
         use_calibrator=use_calibrator, profile=profile, int8_mode=mode, notes=tuple(notes), profiles=profiles,
-        profile_mode=profile_mode,
+        profile_mode=profile_mode, float_type=float_type, network_flags=("STRONGLY_TYPED",) if strong else (),
     )
 
 
-def onnx_for_plan(plan: BuildPlan, artifact: Any, typed_onnx: str | None, phases: PhaseTimes) -> Path:
-    """The ONNX file ``plan`` parses: the FP32 export, the Q/DQ model, or an FP16/BF16 model.
+def onnx_for_plan(plan: BuildPlan, artifact: Any, typed_onnx: str | None, phases: PhaseTimes, *,
+                  cache_dir: Path | None = None, record: dict[str, Any] | None = None) -> Path:
+    """The ONNX file ``plan`` parses: the FP32 export, a Q/DQ model, or an FP16/BF16 model.
 
-    ``typed_onnx`` is the backend's ``<precision>_onnx`` option: a path, or ``convert`` (fp16 only:
-    converted from the FP32 export, timed as ``export``). The Q/DQ model comes from the calibration
-    source, which times its own ``calibrate`` phase in ``phases``.
+    The Q/DQ models come from the calibration source (which times its own ``calibrate`` phase).
+    A strongly typed plan's FP16/BF16 model, or the FP16 form of its Q/DQ model, is converted here
+    (:func:`backends.typed_onnx.half_precision_onnx`, cached under ``cache_dir``, timed as
+    ``convert``) unless ``typed_onnx`` (the backend's ``<precision>_onnx`` option) names a file to use
+    instead. What was converted, and into which types, goes to ``record`` (the session details).
     """
-    if plan.onnx_source == "qdq":
-        if artifact.calibration is None:
-            raise HarnessError("TensorRT int8 (explicit) needs calibration data for the Q/DQ model; none was given")
-        return Path(artifact.calibration.qdq_onnx("tensorrt", phases))
-    if plan.onnx_source in ("fp16", "bf16"):
-        if typed_onnx == "convert" and plan.onnx_source == "fp16":
-            from backends.gpu_common import fp16_onnx
+    from backends.typed_onnx import half_precision_onnx
 
-            with phases.timed("export"):
-                return fp16_onnx(artifact.onnx())
-        if not typed_onnx:
-            raise UnsupportedCombination(f"no {plan.onnx_source} ONNX model given (option '{plan.onnx_source}_onnx')")
-        path = Path(typed_onnx)
-        if not path.is_file():
-            raise HarnessError(f"option '{plan.onnx_source}_onnx': {path} is not a file")
-        return path
+    def converted(src: Path, qdq: bool, source_provenance: dict[str, Any] | None = None) -> Path:
+        if cache_dir is None:
+            raise HarnessError("a strongly typed build converts its ONNX model and needs a cache directory")
+        with phases.timed("convert"):
+            typed = half_precision_onnx(src, plan.float_type, cache_dir, qdq=qdq,
+                                        source_provenance=source_provenance)
+        if record is not None:
+            record["typed_onnx"] = typed.to_dict()
+        return typed.path
+
+    if plan.onnx_source in ("qdq", "fp8-qdq"):
+        if artifact.calibration is None:
+            raise HarnessError(f"TensorRT {plan.precision} (explicit) needs calibration data for the Q/DQ model; "
+                               "none was given")
+        target = "fp8" if plan.onnx_source == "fp8-qdq" else "tensorrt"
+        path = Path(artifact.calibration.qdq_onnx(target, phases))
+        if plan.float_type == "fp32":
+            return path
+        return converted(path, qdq=True, source_provenance={"calibration": artifact.calibration.provenance_hash,
+                                                            "target": target})
+    if plan.onnx_source in ("fp16", "bf16"):
+        if typed_onnx and typed_onnx != "convert":
+            path = Path(typed_onnx)
+            if not path.is_file():
+                raise HarnessError(f"option '{plan.onnx_source}_onnx': {path} is not a file")
+            if record is not None:
+                record["typed_onnx"] = {"path": str(path), "dtype": plan.onnx_source, "provenance": "user-supplied"}
+            return path
+        return converted(Path(artifact.onnx()), qdq=False)
     return Path(artifact.onnx())
 
 
 __all__ = [
     "BuildPlan", "DEFAULT_CALIBRATION_BATCH", "DEFAULT_OPT_LEVEL", "DEFAULT_WORKSPACE_MIB", "INT8_MODES",
-    "ONNX_SOURCES", "PROFILE_MODES", "Profile", "ProfileMode", "onnx_for_plan", "plan_build", "profile_for",
+    "ONNX_SOURCES", "QDQ_FLOAT_TYPE", "PROFILE_MODES", "Profile", "ProfileMode", "onnx_for_plan", "plan_build",
+    "profile_for",
     "profile_index", "profiles_for", "resolve_int8_mode",
 ]

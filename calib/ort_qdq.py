@@ -55,7 +55,8 @@ from calib.ort_base import (
     import_quantization,
     make_reader,
 )
-from calib.ort_ranges import compute_tensor_ranges
+from calib.fp8_qdq import FP8_OPSET, WEIGHTED_OPS, write_fp8_qdq
+from calib.ort_ranges import compute_tensor_ranges, tensor_thresholds
 from calib.ort_static_quant import quantize_with_ranges
 from calib.provenance import CalibrationSettings, calibration_settings
 from harness.atomic import atomic_replace
@@ -87,7 +88,17 @@ QDQ_TARGETS: dict[str, dict[str, Any]] = {
             "reduce_range": cpu_needs_reduce_range()},
     "tensorrt": {"activation_type": "int8", "activation_symmetric": True, "quantize_bias": False,
                  "reduce_range": False},
+    "fp8": {"activation_type": "float8e4m3fn", "activation_symmetric": True, "quantize_bias": False,
+            "weights": "per-channel max/448", "activations": "per-tensor threshold/448",
+            "ops": list(WEIGHTED_OPS), "opset": FP8_OPSET},
 }
+#: The Q/DQ targets whose quantizer is ONNX Runtime's (8-bit integer); ``fp8`` is written by calib.fp8_qdq.
+INT8_TARGETS: tuple[str, ...] = ("cpu", "tensorrt")
+
+
+def precision_of(target: str) -> str:
+    """``int8`` or ``fp8``: what a Q/DQ target quantizes to."""
+    return "fp8" if check_target(target) == "fp8" else "int8"
 
 def preprocess_for_quantization(src: Path, dst: Path) -> str | None:
     """``quant_pre_process`` (symbolic shape inference + ORT basic optimisation) into ``dst``.
@@ -121,6 +132,8 @@ def quantize_options(target: str = "cpu") -> dict[str, Any]:
     """The keyword arguments (besides model, output, reader, method) given to ``quantize_static``."""
     q = import_quantization()
     flavour = QDQ_TARGETS[check_target(target)]
+    if target not in INT8_TARGETS:
+        raise HarnessError(f"Q/DQ target '{target}' is not written by ONNX Runtime's quantizer")
     return {
         "quant_format": q.QuantFormat.QDQ,
         "per_channel": True,
@@ -163,7 +176,7 @@ def build_qdq_model(
     """
     settings = calibration_settings(method, num_bins=num_bins, num_quantized_bins=num_quantized_bins,
                                     percentile=percentile)
-    options = quantize_options(target)
+    options = quantize_options(target) if check_target(target) in INT8_TARGETS else {}
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
     if not fp32_onnx.exists():
         raise HarnessError(f"ONNX model {fp32_onnx} does not exist")
@@ -186,6 +199,14 @@ def build_qdq_model(
         ranges = compute_tensor_ranges(model_in, factory, settings, num_batches=length, work_dir=tmp,
                                        symmetric=bool(flavour["activation_symmetric"]))
         tmp_out = tmp / "qdq.onnx"
+        if target == "fp8":
+            summary = write_fp8_qdq(model_in, tmp_out, tensor_thresholds(ranges), exclude_nodes=exclude_nodes)
+            if notes is not None:
+                notes.append(f"FP8 E4M3 Q/DQ: {len(summary.quantized_nodes)} node(s) quantized "
+                             f"({summary.activations} activation, {summary.weights} weight tensors), "
+                             f"{len(summary.excluded_nodes)} left in float")
+            atomic_replace(tmp_out, out_path)
+            return out_path
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 quantize_with_ranges(model_in, tmp_out, ranges, calibration_method(settings.method), options,
@@ -233,6 +254,7 @@ def count_qdq_nodes(path: Path) -> dict[str, int]:
 
 
 # as_numpy, calibration_method and make_reader live in calib.ort_base; re-exported for existing callers.
-__all__ = ["QDQ_TARGETS", "as_numpy", "build_qdq_model", "calibration_method", "check_target",
+__all__ = ["INT8_TARGETS", "QDQ_TARGETS", "as_numpy", "precision_of", "build_qdq_model", "calibration_method",
+           "check_target",
            "cpu_needs_reduce_range",
            "count_qdq_nodes", "make_reader", "node_names", "preprocess_for_quantization", "quantize_options"]

@@ -41,7 +41,7 @@ DEFAULT_PERCENTILE = 99.999
 
 METHODS: tuple[str, ...] = ("entropy", "minmax", "percentile")
 
-ARTIFACT_KINDS: tuple[str, ...] = ("ort-qdq-onnx", "ort-trt-table", "trt-calib-cache")
+ARTIFACT_KINDS: tuple[str, ...] = ("ort-qdq-onnx", "modelopt-qdq-onnx", "ort-trt-table", "trt-calib-cache")
 
 SIDECAR_SUFFIX = ".provenance.json"
 

@@ -1,4 +1,4 @@
-"""Per-node INT8 sensitivity and accuracy-aware mixed precision for Q/DQ models.
+"""Per-node INT8 (or FP8) sensitivity and accuracy-aware mixed precision for Q/DQ models.
 
 When INT8 loses accuracy, the useful question is *which layers* cause it (NNCF's accuracy-controlled
 quantization, ModelOpt's AutoQuantize and Polygraphy's ``debug precision`` answer it). Here:
@@ -18,7 +18,10 @@ Every score is measured on images the caller chooses; the sweep and ``harness se
 held-out part of the **train** split disjoint from the calibration images (:func:`holdout_set`),
 never the split whose accuracy is reported. The ``cpu`` flavour is scored with ONNX Runtime's
 optimised CPU kernels (what ort-cpu runs); the ``tensorrt`` flavour with graph optimisations off,
-the reference Q/DQ arithmetic that TensorRT's int32 accumulation follows (see :mod:`calib.ort_qdq`).
+the reference Q/DQ arithmetic that TensorRT's int32 accumulation follows (see :mod:`calib.ort_qdq`);
+the ``fp8`` flavour (:mod:`calib.fp8_qdq`, the same calibration ranges) at the optimisation level
+its emulation is exact at. The tables name the quantized precision ``int8`` in their field names
+whatever it is; ``precision`` says which.
 """
 
 from __future__ import annotations
@@ -35,16 +38,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from calib.fp8_qdq import ORT_FP8_OPTIMIZATION, WEIGHTED_OPS, write_fp8_qdq
 from calib.ort_base import BatchFactory, calibration_method, count_or_materialize
-from calib.ort_qdq import QDQ_TARGETS, check_target, preprocess_for_quantization, quantize_options
-from calib.ort_ranges import compute_tensor_ranges
+from calib.ort_qdq import QDQ_TARGETS, check_target, precision_of, preprocess_for_quantization, quantize_options
+from calib.ort_ranges import compute_tensor_ranges, tensor_thresholds
 from calib.ort_static_quant import quantize_with_ranges
 from calib.provenance import calibration_settings
 from harness.errors import HarnessError
 from harness.onnx_export import INPUT_NAME
 
 #: Node types whose quantization the sensitivity scores (the weighted compute ops).
-QUANTIZABLE_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+QUANTIZABLE_OPS: tuple[str, ...] = WEIGHTED_OPS
 Mode = Literal["fp32-one", "int8-one"]
 MODES: tuple[str, ...] = ("fp32-one", "int8-one")
 #: SNR of identical outputs (the error is exactly zero), in dB.
@@ -93,13 +97,15 @@ class HeldOutData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def logits(self, onnx_path: Path, *, optimize: bool) -> np.ndarray:
-        """Every image's logits from ONNX Runtime's CPU EP (``optimize``: all graph optimisations, else none)."""
+    def logits(self, onnx_path: Path, *, optimize: bool | str) -> np.ndarray:
+        """Every image's logits from ONNX Runtime's CPU EP (``optimize``: True all graph optimisations, False
+        none, or a level's name: ``basic``, ``extended``)."""
         import onnxruntime as ort
 
+        levels = {True: "ORT_ENABLE_ALL", False: "ORT_DISABLE_ALL", "all": "ORT_ENABLE_ALL",
+                  "none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}
         options = ort.SessionOptions()
-        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, levels[optimize])
         options.intra_op_num_threads = 1
         options.log_severity_level = 3
         try:
@@ -149,6 +155,7 @@ class QdqVariants:
         self.ranges = compute_tensor_ranges(self.model_in, factory, self.settings, num_batches=length,
                                             work_dir=self.work_dir,
                                             symmetric=bool(QDQ_TARGETS[self.target]["activation_symmetric"]))
+        self.precision = precision_of(self.target)
         graph = onnx.load(str(self.model_in), load_external_data=False).graph
         self.all_nodes = [n.name for n in graph.node]
         self.nodes: list[tuple[str, str]] = [(n.name, n.op_type) for n in graph.node if n.op_type in QUANTIZABLE_OPS]
@@ -173,11 +180,15 @@ class QdqVariants:
         unknown = [n for n in [*exclude, *(only or [])] if n not in self.node_names]
         if unknown:
             raise HarnessError(f"unknown node(s) {', '.join(unknown)}; quantizable nodes: {', '.join(self.node_names)}")
-        if only is not None:
-            exclude = [n for n in self.all_nodes if n not in set(only)]
         if out_path is None:
             self._count += 1
             out_path = self.work_dir / f"variant-{self._count}.onnx"
+        if self.precision == "fp8":
+            write_fp8_qdq(self.model_in, Path(out_path), tensor_thresholds(self.ranges), exclude_nodes=list(exclude),
+                          only_nodes=None if only is None else list(only))
+            return Path(out_path)
+        if only is not None:
+            exclude = [n for n in self.all_nodes if n not in set(only)]
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 quantize_with_ranges(self.model_in, Path(out_path), self.ranges,
@@ -191,9 +202,10 @@ class QdqVariants:
         return Path(out_path)
 
     @property
-    def optimize(self) -> bool:
-        """Score with ORT's optimised CPU kernels (the cpu flavour) or the reference arithmetic (tensorrt)."""
-        return self.target == "cpu"
+    def optimize(self) -> bool | str:
+        """Score with ORT's optimised CPU kernels (the cpu flavour), the reference arithmetic (tensorrt), or
+        FP8's exact emulation level (fp8)."""
+        return ORT_FP8_OPTIMIZATION if self.target == "fp8" else self.target == "cpu"
 
 
 # --------------------------------------------------------------------------- sensitivity
@@ -234,8 +246,14 @@ class SensitivityTable:
     def ranking(self) -> list[str]:
         return [r.node for r in self.rows]
 
+    @property
+    def precision(self) -> str:
+        """The quantized precision the table scores (``int8`` or ``fp8``)."""
+        return precision_of(self.target)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "target": self.target, "method": self.method, "fp32": self.fp32.to_dict(),
+        return {"mode": self.mode, "target": self.target, "precision": self.precision, "method": self.method,
+                "fp32": self.fp32.to_dict(),
                 "int8": self.int8.to_dict(), "int8_drop_points": self.int8_drop_points,
                 "rows": [r.to_dict() for r in self.rows], "samples": self.samples, "data": dict(self.data)}
 
@@ -362,9 +380,17 @@ def calibration_batches(calibration_set: Any, transform: Any, batch_size: int = 
 #: The Q/DQ flavour each backend runs (explicit INT8 on TensorRT uses the symmetric flavour).
 BACKEND_TARGETS: dict[str, str] = {"ort-cpu": "cpu", "ort-cuda": "tensorrt", "ort-trt": "tensorrt",
                                    "trt-native": "tensorrt"}
+#: The backends that run FP8 Q/DQ models (one flavour for all of them).
+FP8_BACKENDS: tuple[str, ...] = ("ort-cpu", "trt-native")
 
 
-def target_for_backend(backend: str) -> str:
+def target_for_backend(backend: str, precision: str = "int8") -> str:
+    if precision == "fp8":
+        if backend not in FP8_BACKENDS:
+            raise HarnessError(f"backend '{backend}' runs no FP8 Q/DQ model (choose one of {', '.join(FP8_BACKENDS)})")
+        return "fp8"
+    if precision != "int8":
+        raise HarnessError(f"sensitivity scores quantized Q/DQ models (int8, fp8), not {precision}")
     if backend not in BACKEND_TARGETS:
         raise HarnessError(f"sensitivity scores Q/DQ models; backend '{backend}' runs none "
                            f"(choose one of {', '.join(BACKEND_TARGETS)})")
@@ -429,6 +455,7 @@ def analyse_calibrated(fp32_onnx: Path, calib_set: Any, train: Any, transform: A
 
 __all__ = [
     "BACKEND_TARGETS",
+    "FP8_BACKENDS",
     "INPUT_NAME",
     "MODES",
     "QUANTIZABLE_OPS",

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from calib.calibset import CalibrationSet, Transform
-from calib.ort_qdq import QDQ_TARGETS, build_qdq_model, check_target
+from calib.modelopt_qdq import MODELOPT_FIXED, build_modelopt_qdq, modelopt_method, modelopt_version
+from calib.ort_qdq import QDQ_TARGETS, build_qdq_model, check_target, precision_of
 from calib.ort_table import TABLE_FILE_NAME, read_table_entries, write_trt_calibration_table
 from calib.provenance import (
     CALIB_FORMAT_VERSION,
@@ -34,6 +35,7 @@ from calib.provenance import (
     write_with_provenance,
 )
 from calib.trt_calibrator import BufferFactory, CalibratorCore, calibration_cache_provenance, cuda_buffer_factory
+from harness.errors import HarnessError
 from harness.fingerprint import dict_hash, file_hash
 from harness.phases import PhaseTimes
 
@@ -41,6 +43,8 @@ from harness.phases import PhaseTimes
 #: entropy: +0.6 GB at 16, +1.1 GB at 32, measured for 128 and 256 images alike).
 DEFAULT_ORT_BATCH_SIZE = 16
 ORT_LIBRARIES: tuple[str, ...] = ("onnxruntime", "onnx", "torch", "torchvision", "PIL")
+#: Who writes the Q/DQ models: this package, or NVIDIA ModelOpt (calib.modelopt_qdq, the referee).
+TOOLS: tuple[str, ...] = ("harness", "modelopt")
 
 
 def transform_fingerprint(transform: Any) -> str:
@@ -78,7 +82,11 @@ class CalibrationData:
         preprocess_id: str | None = None,
         rebuild: bool = False,
         qdq_preprocess: bool = True,
+        tool: str = "harness",
     ) -> None:
+        if tool not in TOOLS:
+            raise HarnessError(f"calibration tool must be one of {', '.join(TOOLS)}, got '{tool}'")
+        self.tool = tool
         self._onnx_loader = onnx_loader
         self.calibration_set = calibration_set
         self.transform = transform
@@ -119,18 +127,27 @@ class CalibrationData:
             "model_hash": self.model_hash,
             "calib_file_list_hash": cs.file_list_hash,
             "method": self.method,
-            "calibration": calibration_settings(self.method).to_dict(),  # bins etc.: never max-abs called entropy
+            "calibration": self._settings_record(),  # bins etc.: never max-abs called entropy
             "count": cs.count,
             "seed": cs.seed,
             "preprocess": self.preprocess_id,
             "ort_batch_size": self.ort_batch_size,
             "versions": library_versions(ORT_LIBRARIES),
             "format_version": CALIB_FORMAT_VERSION,
+            # only for ModelOpt: the provenance of everything the harness quantizes stays as it was
+            **({"tool": self.tool, "modelopt": modelopt_version()} if self.tool != "harness" else {}),
         }
 
     @property
     def provenance_hash(self) -> str:
         return dict_hash(self.provenance)[:16]
+
+    def _settings_record(self) -> dict[str, Any]:
+        """The calibration algorithm that decides the thresholds: the harness's, or ModelOpt's own."""
+        if self.tool == "modelopt":
+            return {"method": self.method, "algorithm": f"modelopt {modelopt_method(self.method)} (onnxruntime's "
+                    + ("KL search, 128 bins)" if self.method == "entropy" else "max-abs)")}
+        return calibration_settings(self.method).to_dict()
 
     def _artifact_provenance(self, kind: str, options: dict[str, Any]) -> Provenance:
         cs = self.calibration_set
@@ -146,6 +163,10 @@ class CalibrationData:
         )
 
     def qdq_provenance(self, target: str = "cpu", exclude_nodes: Sequence[str] = ()) -> Provenance:
+        if self.tool == "modelopt":
+            return self._artifact_provenance("modelopt-qdq-onnx", {
+                "tool": "modelopt", "modelopt": modelopt_version(), "quantize_mode": precision_of(target),
+                "calibration_method": modelopt_method(self.method), **MODELOPT_FIXED})
         options: dict[str, Any] = {"target": target, "quant_pre_process": self.qdq_preprocess, **QDQ_TARGETS[target]}
         excluded = _excluded(exclude_nodes)
         if excluded:  # only then: the provenance of every model quantising all nodes stays as it was
@@ -184,6 +205,9 @@ class CalibrationData:
         excluded = _excluded(exclude_nodes)
         # Each set of float-kept nodes is its own file, so models of different exclusions never evict each other.
         suffix = f"-x{dict_hash({'exclude_nodes': list(excluded)})[:12]}" if excluded else ""
+        if self.tool == "modelopt":  # one INT8 model serves both INT8 targets (ModelOpt writes symmetric INT8)
+            return self.cache_dir / "calib" / f"qdq-{self.model_hash[:16]}-{self.method}-modelopt-" \
+                                              f"{precision_of(target)}.onnx"
         return self.cache_dir / "calib" / f"qdq-{self.model_hash[:16]}-{self.method}-{target}{suffix}.onnx"
 
     def qdq_onnx(self, target: str, phases: PhaseTimes | None = None, *, exclude_nodes: Sequence[str] = ()) -> Path:
@@ -192,6 +216,9 @@ class CalibrationData:
         float (order and repeats do not matter); they are part of the file name and the provenance."""
         target = check_target(target)
         excluded = _excluded(exclude_nodes)
+        if excluded and self.tool == "modelopt":
+            raise HarnessError("nodes kept in float (an accuracy budget) come from the harness's own Q/DQ variants; "
+                               "with calibration.tool modelopt they are not offered")
         memo = (target, excluded)
         if memo in self._qdq:
             return self._qdq[memo]
@@ -202,9 +229,13 @@ class CalibrationData:
         if found is None:
             start = time.perf_counter()
             notes: list[str] = []
-            build_qdq_model(self.onnx_path(), self._ort_batches, path, self.method, target=target,
-                            num_batches=self._ort_num_batches(), preprocess=self.qdq_preprocess, notes=notes,
-                            exclude_nodes=excluded)
+            if self.tool == "modelopt":
+                build_modelopt_qdq(self.onnx_path(), self._ort_batches, path, mode=precision_of(target),
+                                   method=self.method, num_batches=self._ort_num_batches())
+            else:
+                build_qdq_model(self.onnx_path(), self._ort_batches, path, self.method, target=target,
+                                num_batches=self._ort_num_batches(), preprocess=self.qdq_preprocess, notes=notes,
+                                exclude_nodes=excluded)
             write_with_provenance(path, provenance, notes=notes)
             self.notes.extend(notes)
             self._built(f"qdq-{target}", time.perf_counter() - start, phases)
@@ -219,6 +250,7 @@ class CalibrationData:
         ``trt_int8_calibration_table_name=<returned path>.name`` and
         ``trt_int8_use_native_calibration_table=False``.
         """
+        self._q_dq_only("ONNX Runtime's TensorRT EP calibration table")
         cache_dir = Path(cache_dir)
         key = cache_dir.resolve()
         if key in self._tables:
@@ -236,6 +268,11 @@ class CalibrationData:
             found = path
         self._tables[key] = found
         return found
+
+    def _q_dq_only(self, what: str) -> None:
+        if self.tool == "modelopt":
+            raise HarnessError(f"calibration.tool modelopt writes Q/DQ models; {what} is the harness's implicit INT8 "
+                               "(set int8_mode: explicit)")
 
     # -- native TensorRT ----------------------------------------------------------------------
 
@@ -264,6 +301,7 @@ class CalibrationData:
         part of the caller's ``build`` phase; ``phases`` is accepted for the uniform
         ``CalibrationSource`` interface and records nothing here.
         """
+        self._q_dq_only("TensorRT's own calibrator")
         provenance = self.trt_cache_provenance(batch_size, input_shape, tensorrt_version)
         directory = Path(cache_dir) if cache_dir is not None else self.cache_dir / "calib"
         cache_path = directory / f"trt-calib-{provenance.key()}.cache"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backends.names import QUANTIZED_PRECISIONS
 from harness.cell_timing import time_session
 from harness.device_identity import device_name, lock_device_id
 from harness.locks import HeavyWork, heavy_work
@@ -75,6 +76,7 @@ def assemble_cell(cell: CellContext, batch_size: int, timings: list[TimingWindow
         except Exception as exc:  # noqa: BLE001 - the timing stands; the missing profile says why
             notes["layer_profile_error"] = f"{type(exc).__name__}: {exc}"
     info = session.info
+    quantized = info.precision in QUANTIZED_PRECISIONS
     return CellResult(
         accuracy=cell.accuracy.accuracy,
         accuracy_note=cell.accuracy.note,
@@ -96,8 +98,8 @@ def assemble_cell(cell: CellContext, batch_size: int, timings: list[TimingWindow
         artifact_notes=notes,
         layer_profile=profile,
         predictions=cell.accuracy.predictions,
-        calibration=calibration_provenance(cell.artifact.calibration) if info.precision == "int8" else None,
-        int8_precision=int8_precision(cell.artifact.calibration) if info.precision == "int8" else None,
+        calibration=calibration_provenance(cell.artifact.calibration) if quantized else None,
+        int8_precision=int8_precision(cell.artifact.calibration) if quantized else None,
         extra={"heavy_work": [w.to_dict() for w in work]} if work else {},
     )
 
@@ -134,7 +136,7 @@ def cell_notes(artifact: ModelArtifact, loaded: LoadedModel, precision: str) -> 
     notes = dict(artifact.notes)
     rebuilt = [*loaded.notes.get("cache_rebuilt", []), *artifact.notes.get("cache_rebuilt", [])]
     calibration = getattr(artifact.calibration, "inner", artifact.calibration)  # an int8 variant wraps it
-    if precision == "int8" and isinstance(calibration, CalibrationData):
+    if precision in QUANTIZED_PRECISIONS and isinstance(calibration, CalibrationData):
         # calib.provenance.load_if_matching's note for a damaged artifact ends "; rebuilding it" (a cached
         # sensitivity analysis: "; rebuilt it").
         rebuilt += [n for n in calibration.notes if n.endswith(("rebuilding it", "rebuilt it"))]

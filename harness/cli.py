@@ -201,11 +201,12 @@ def _print_table(store: Any, unstable: bool = False) -> None:
     from rich.text import Text
 
     from harness.instability import summarize
-    from harness.outcome import CellResult
+    from harness.outcome import CellResult, latency_is_emulated
     from harness.results import megabytes, percent
 
     table = Table(title="results: median batch latency ±95 % CI half-width (compute = input already on the "
-                        "device; e2e = host in, host out); ! = unstable; H = host-bound")
+                        "device; e2e = host in, host out); ! = unstable; H = host-bound; ~ = emulated (not a "
+                        "measurement of that precision's hardware)")
     for col, justify in (("model", "left"), ("pruning", "left"), ("backend", "left"), ("batch", "right"),
                          ("top-1", "right"), ("compute ms", "right"), ("e2e ms", "right"), ("p99 ms", "right"),
                          ("img/s", "right"), ("MB", "right"), ("status", "left")):
@@ -236,7 +237,7 @@ def _print_table(store: Any, unstable: bool = False) -> None:
                 if window.host_bound:
                     host_bound.append((f"{ident.label} {definition}", ident.backend))
                     text += " H"
-            cells.append(Text(text))
+            cells.append(Text(f"~{text}" if window is not None and latency_is_emulated(result) else text))
         status = Text("ok") if record.status == "ok" else Text((record.error or "")[:80], style="red")
         table.add_row(
             Text(ident.model), Text(pruning), Text(f"{ident.backend} {ident.precision}{variant}"),
@@ -340,7 +341,9 @@ def _guard(fn: Callable[[], None]) -> None:
 def run(
     config: Path = typer.Option(None, "--config", "-c", help="Sweep config (YAML)."),
     backend: str = typer.Option(None, "--backend", "-b", help=" | ".join(BACKEND_NAMES)),
-    precision: list[str] = typer.Option(None, "--precision", "-p", help="fp32 | tf32 | fp16 | bf16 | int8 (repeatable; tf32: FP32 with TF32 math, sm_80+)"),
+    precision: list[str] = typer.Option(None, "--precision", "-p", help="fp32 | tf32 | fp16 | bf16 | int8 | fp8 "
+                                        "(repeatable; tf32: FP32 with TF32 math, sm_80+; fp8: E4M3, sm_89+, or "
+                                        "emulated on ort-cpu)"),
     model: list[str] = typer.Option(None, "--model", "-m", help="Model name, file.py:factory or module:factory."),
     dataset: list[str] = typer.Option(None, "--dataset", "-d", help="imagenette | imagewoof | folder | shapes"),
     batch_size: list[int] = typer.Option(None, "--batch-size", help="Batch size (repeatable)."),
@@ -703,6 +706,7 @@ def sensitivity(
     dataset: str = typer.Option("shapes", "--dataset", "-d", help="Dataset whose train split is used."),
     backend: str = typer.Option("ort-cpu", "--backend", "-b", help="ort-cpu | ort-cuda | ort-trt | trt-native "
                                 "(the Q/DQ flavour it runs; scored on this machine's CPU)."),
+    precision: str = typer.Option("int8", "--precision", "-p", help="int8 | fp8 (E4M3; ort-cpu or trt-native)"),
     only_quantized: bool = typer.Option(False, "--only-quantized", help="Quantize one node at a time instead of "
                                         "leaving one node at a time in FP32."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="Also find the fewest nodes to "
@@ -717,7 +721,7 @@ def sensitivity(
     dataset_size: str = typer.Option(None, "--dataset-size", help="160 | 320 | full"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Per-node INT8 sensitivity: accuracy, top-1 agreement and logit SNR against FP32 with one node left
+    """Per-node INT8 (or FP8) sensitivity: accuracy, top-1 agreement and logit SNR against FP32 with one node left
     in FP32 (or only one quantized), most harmful first, on held-out train images (never the evaluation split).
 
     Example: `harness sensitivity --model tinycnn --dataset shapes --max-accuracy-drop 0.5`
@@ -729,7 +733,8 @@ def sensitivity(
     from harness.onnx_export import export_onnx
 
     def go() -> None:
-        target = target_for_backend(backend)
+        target = target_for_backend(backend, precision)
+        label = precision.upper()
         loaded = load_model(model, weights=weights, cache_dir=cache_dir, data_root=data_root)
         train = open_split(dataset, "train", data_root=data_root, cache_dir=cache_dir, size=dataset_size)
         val = open_split(dataset, "val", data_root=data_root, cache_dir=cache_dir, size=dataset_size)
@@ -741,7 +746,7 @@ def sensitivity(
             label_map = list(train.imagenet_indices)
         onnx = export_onnx(loaded.module, loaded.input_shape, content_hash=model_content_hash(loaded.module),
                            cache_dir=cache_dir, name=loaded.name)
-        with console.status(f"scoring the INT8 nodes of {model} ({backend} Q/DQ flavour)") as status:
+        with console.status(f"scoring the {label} nodes of {model} ({backend} Q/DQ flavour)") as status:
             run = analyse(onnx.path, train, val, loaded.transform, method=method, count=count, seed=seed,
                           holdout_count=holdout, target=target, mode="int8-one" if only_quantized else "fp32-one",
                           label_map=label_map, max_drop_points=max_accuracy_drop,
@@ -750,9 +755,9 @@ def sensitivity(
             sys.stdout.write(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
             return
         t = run.table
-        table = Table(title=Text(f"INT8 sensitivity of {model} on {t.samples} held-out {dataset} train images "
+        table = Table(title=Text(f"{label} sensitivity of {model} on {t.samples} held-out {dataset} train images "
                                  f"({t.mode}: {'only this node quantized' if only_quantized else 'only this node in FP32'}"
-                                 f"); FP32 {100 * t.fp32.accuracy:.2f} %, full INT8 {100 * t.int8.accuracy:.2f} % "
+                                 f"); FP32 {100 * t.fp32.accuracy:.2f} %, full {label} {100 * t.int8.accuracy:.2f} % "
                                  f"(SNR {t.int8.snr_db:.1f} dB)"))
         for col in ("rank", "node", "op", "top-1 %", "agreement", "SNR dB", "harm (points)"):
             table.add_column(col)

@@ -40,6 +40,7 @@ from harness.outcome import (
     TimingWindow,
     Uncertainty,
     encode_predictions,  # noqa: F401 - re-exported for callers of compare
+    latency_is_emulated,
 )
 from harness.outcome import decode_predictions as outcome_decode_predictions
 
@@ -91,12 +92,18 @@ def parse_selector(text: str, what: str = "selector") -> Selector:
     return Selector(text=text, terms=tuple(terms))
 
 
+#: Identity fields a cell leaves out when they hold their default (so older cells keep their keys).
+IDENTITY_DEFAULTS: dict[str, str] = {"calibration.tool": "harness"}
+
+
 def _lookup(identity: dict[str, Any], key: str) -> Any:
     value: Any = identity
     for part in key.split("."):
         if not isinstance(value, dict):
             return None
-        value = value.get(part)
+        parent, value = value, value.get(part)
+    if value is None and key in IDENTITY_DEFAULTS and isinstance(parent, dict):
+        return IDENTITY_DEFAULTS[key]  # the field's parent exists (e.g. a calibrated cell) without it
     return value
 
 
@@ -373,6 +380,14 @@ def _timing_mismatch(b: Side, c: Side) -> str | None:
     return None
 
 
+def _emulated(b: Side, c: Side) -> str | None:
+    for name, side in (("baseline", b), ("candidate", c)):
+        why = latency_is_emulated(side.result)
+        if why:
+            return f"latency not compared: the {name} cell's {why.split(':')[0]}"
+    return None
+
+
 def _gpu_mismatch(b: Side, c: Side) -> str | None:
     gb, gc = _gpu_name(b.result), _gpu_name(c.result)
     if gb and gc and gb != gc:
@@ -385,7 +400,7 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
     if b.outcome.identity.calibration is None or c.outcome.identity.calibration is None:
         shared.pop("calibration", None)
     notes: list[str] = []
-    refused = _timing_mismatch(b, c)
+    refused = _timing_mismatch(b, c) or _emulated(b, c)
     gpu = _gpu_mismatch(b, c)
     if refused is None and gpu is not None:
         if allow_mixed_gpus:
@@ -552,7 +567,8 @@ def _stable_text(side: dict[str, Any] | None) -> str:
 
 def _counts_text(side: dict[str, Any] | None) -> str:
     counts = (side or {}).get("precision_counts") or {}
-    text = " ".join(f"{k}:{counts[k]}" for k in ("int8", "fp16", "fp32", "other", "reformat") if counts.get(k))
+    text = " ".join(f"{k}:{counts[k]}" for k in ("int8", "fp8", "fp16", "bf16", "fp32", "other", "reformat")
+                    if counts.get(k))
     kept = len((side or {}).get("fp32_nodes") or [])
     if kept:  # Q/DQ nodes an accuracy budget left unquantized, beside the engine's layer counts
         text = f"{text} qdq-fp32-nodes:{kept}".strip()
@@ -635,6 +651,8 @@ def _calib_text(calib: Any) -> str:
         return "-"
     settings = next((calib[k] for k in ("calibration", "settings") if isinstance(calib.get(k), dict)), {})
     parts = [str(calib.get("method", "?"))]
+    if calib.get("tool", "harness") != "harness":
+        parts.insert(0, str(calib["tool"]))
     bins = calib.get("num_bins", settings.get("num_bins"))
     if bins is not None:
         parts.append(f"{bins} bins")

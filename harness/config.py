@@ -147,11 +147,29 @@ class Int8Settings(_Strict):
 
 class SweepCalibration(_Strict):
     """The sweep's ``calibration:`` block: which method, how many train-split images, which seed
-    (``calib.CalibrationSettings`` is the full settings record the calibration artifacts carry)."""
+    (``calib.CalibrationSettings`` is the full settings record the calibration artifacts carry), and
+    which quantizer writes the Q/DQ models: ``harness`` (this package) or ``modelopt`` (NVIDIA ModelOpt's
+    ``modelopt.onnx.quantization``, the optional ``modelopt`` extra: entropy or minmax, which it calls max)."""
 
     method: Literal["entropy", "minmax", "percentile"] = "entropy"
     count: int = Field(default=512, ge=1)
     seed: int = 0
+    tool: Literal["harness", "modelopt"] = "harness"
+
+    @model_validator(mode="after")
+    def _modelopt_methods(self) -> SweepCalibration:
+        if self.tool == "modelopt" and self.method == "percentile":
+            raise ValueError("calibration.method: modelopt calibrates with entropy or minmax (its 'max'), "
+                             "not percentile")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What a quantized cell's key holds: the block, without ``tool`` when it is the default (so every
+        cell calibrated by the harness keeps the key it always had)."""
+        data = self.model_dump()
+        if data["tool"] == "harness":
+            del data["tool"]
+        return data
 
 
 class ExecutorSettings(_Strict):
@@ -236,6 +254,13 @@ class SweepConfig(_Strict):
                 _backend(name, "backend_options").parse_options(options)
             except HarnessError as exc:
                 raise ValueError(str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
+    def _modelopt_has_no_variants(self) -> SweepConfig:
+        if self.calibration.tool == "modelopt" and any(not v.plain for v in self.int8):
+            raise ValueError("int8: sensitivity and max_accuracy_drop score the harness's own Q/DQ variants; with "
+                             "calibration.tool modelopt use plain int8 ({})")
         return self
 
     def pairs(self) -> list[tuple[str, str]]:

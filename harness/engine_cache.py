@@ -66,10 +66,11 @@ class EngineCacheKey:
     @classmethod
     def for_build(cls, backend: str, onnx_hash: str, precision: str, int8_mode: str | None,
                   calibration: Any, trt_version: str, gpu: Any, builder_options: Mapping[str, Any]) -> EngineCacheKey:
-        """The key of one build: the calibration's provenance counts only for int8."""
+        """The key of one build: the calibration's provenance counts only for int8 and fp8."""
         return cls(
             backend=backend, onnx_hash=onnx_hash, precision=precision, int8_mode=int8_mode,
-            calibration_hash=calibration.provenance_hash if precision == "int8" and calibration is not None else None,
+            calibration_hash=(calibration.provenance_hash if precision in ("int8", "fp8") and calibration is not None
+                              else None),
             trt_version=trt_version, gpu_name=gpu.name, compute_capability=gpu.compute_capability,
             builder_options=builder_options,
         )

@@ -23,6 +23,8 @@ from torchvision import transforms
 from harness.errors import HarnessError
 
 WEIGHT_CHOICES = ("pretrained", "random")
+#: The seed random torchvision weights are drawn with.
+RANDOM_WEIGHTS_SEED = 0
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 # Models whose auxiliary heads must be off for inference, export and pruning.
@@ -174,7 +176,14 @@ def _load_torchvision(name: str, weights: str) -> LoadedModel:
         kwargs["weights"] = None
         if name in _AUX_MODELS:
             kwargs.update(aux_logits=False, init_weights=True)
-    module = torchvision.models.get_model(name, **kwargs).eval()
+    if weights == "random":
+        # The same random weights in every process (seeded, without touching the caller's RNG), so the cells of
+        # two runs (e.g. two quantizers compared on one model) hold one model and pair by content.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            module = torchvision.models.get_model(name, **kwargs).eval()
+    else:
+        module = torchvision.models.get_model(name, **kwargs).eval()
     if name in _AUX_MODELS and hasattr(module, "aux_logits"):
         module.aux_logits = False
     return LoadedModel(

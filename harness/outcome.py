@@ -260,6 +260,16 @@ class CellResult:
         return {t.definition: t.median_ms for t in self.timings}
 
 
+def latency_is_emulated(result: CellResult | None) -> str | None:
+    """Why ``result``'s latency measures an emulation rather than the precision it names (e.g. FP8 run as
+    E4M3 rounding around FP32 kernels on ONNX Runtime's CPU EP), or None. Such a latency is recorded and
+    shown, never compared, ranked or recommended: the one rule compare, report and recommend ask."""
+    if result is None:
+        return None
+    note = ((result.session or {}).get("details") or {}).get("latency_emulated")
+    return str(note) if note else None
+
+
 PREDICTIONS_ENCODING = "int32-zlib-base64"
 
 

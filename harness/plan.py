@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from harness.compression.recovery import RecoverOptions
 from harness.compression.spec import PruneSpec
+from backends.names import QUANTIZED_PRECISIONS
 from harness.config import Int8Settings, SweepConfig, prune_steps
 from harness.outcome import CellIdentity
 
@@ -28,7 +29,7 @@ class Cell:
             model=self.model, weights=config.weights, dataset=self.dataset, dataset_size=config.dataset_size,
             pruner=self.prune.method, amount=self.prune.amount, prune_options=self.prune.identity_options(),
             backend=self.backend, precision=self.precision, batch_size=self.batch_size,
-            calibration=config.calibration.model_dump() if self.precision == "int8" else None,
+            calibration=config.calibration.identity() if self.precision in QUANTIZED_PRECISIONS else None,
             recover=None if self.recover is None else self.recover.identity(),
             int8=None if self.int8 is None else self.int8.identity(),
         )
@@ -46,8 +47,9 @@ class Unit:
 
 
 def int8_variants(config: SweepConfig, precision: str) -> list[Int8Settings | None]:
-    """Plain INT8 is None (today's cells and keys); each other ``int8:`` variant is its own cell."""
-    if precision != "int8":
+    """Plain INT8 (or FP8) is None (today's cells and keys); each other ``int8:`` variant is its own cell
+    (the variants apply to every quantized precision: int8 and fp8)."""
+    if precision not in QUANTIZED_PRECISIONS:
         return [None]
     return list(dict.fromkeys(None if v.plain else v for v in config.int8))
 

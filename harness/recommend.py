@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from harness import stats
 from harness.errors import HarnessError
-from harness.outcome import CellOutcome, CellResult, TimingWindow
+from harness.outcome import CellOutcome, CellResult, TimingWindow, latency_is_emulated
 from harness.pairing import window_comparison
 
 Objective = Literal["latency", "throughput", "size", "energy"]
@@ -291,6 +291,10 @@ def recommend(
     for outcome in (r for r in group if r.identity.batch_size == batch):
         if outcome.status != "ok" or outcome.result is None:
             _exclude(excluded, outcome, f"failed: {outcome.error}", "failed")
+            continue
+        emulated = latency_is_emulated(outcome.result)
+        if emulated:  # an emulation is no configuration to ship, whatever the objective
+            _exclude(excluded, outcome, f"emulated: {emulated}", "emulated")
             continue
         cell = _Cell(outcome, definition)
         reason = _measurement_missing(cell, objective)

@@ -21,7 +21,7 @@ from typing import Any
 from harness import stats
 from harness.instability import summarize
 from harness.launch import HOST_BOUND_MEANING, launch_fix
-from harness.outcome import CellOutcome, TimingWindow
+from harness.outcome import CellOutcome, TimingWindow, latency_is_emulated
 from harness.pairing import window_comparison
 from harness.proportions import wilson_interval
 from harness.results import ResultStore, megabytes
@@ -54,6 +54,8 @@ class Point:
     window: TimingWindow | None = None  # the measured window itself (what comparisons read)
     device_warnings: tuple[str, ...] = ()
     host_bound: str | None = None  # what it means and the fix, when the GPU waited for the host
+    emulated: str | None = None  # why the latency measures an emulation (never ranked): latency_is_emulated
+
     @property
     def label(self) -> str:
         pruning = "unpruned" if self.pruner == "none" else f"{self.pruner} {self.amount:g}"
@@ -99,6 +101,7 @@ def collect_points(store: ResultStore, definition: str = "compute") -> tuple[lis
             window=timing, device_warnings=tuple(result.device_warnings),
             host_bound=timing.launch_check.reason(ident.backend) if timing.host_bound and timing.launch_check
             else None,
+            emulated=latency_is_emulated(result),
         ))
     return points, failures
 
@@ -201,8 +204,9 @@ def _latency_vs_batch(ax: Any, pts: list[Point]) -> None:
 
 def pareto_front(pts: Sequence[Point]) -> list[Point]:
     """Points no other point beats on all of accuracy (higher), latency and size (lower), strictly on one.
-    Points without accuracy are left out; a missing size counts as unknown (never dominates on size)."""
-    cands = [p for p in pts if p.accuracy is not None]
+    Points without accuracy, and points whose latency is an emulation, are left out; a missing size counts as
+    unknown (never dominates on size)."""
+    cands = [p for p in pts if p.accuracy is not None and not p.emulated]
 
     def no_worse(a: Point, b: Point) -> bool:
         size_ok = a.size_mb is not None and (b.size_mb is None or a.size_mb <= b.size_mb)
@@ -372,7 +376,10 @@ def _best_table(pts: list[Point], batch: int, max_drop: float = 0.01) -> list[st
              "|---|---|---|---|---|---|---|"]
     everyone: list[Point] = []
     for backend in sorted({p.backend for p in pts}):
-        ok = [p for p in pts if p.backend == backend and qualifies(p)]
+        if all(p.emulated for p in pts if p.backend == backend):
+            lines.append(f"| {backend} | latency is an emulation: not ranked | | | | | |")
+            continue
+        ok = [p for p in pts if p.backend == backend and qualifies(p) and not p.emulated]
         if not ok:
             lines.append(f"| {backend} | none qualifies | | | | | |")
             continue
@@ -398,6 +405,7 @@ STANDARD_COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("EP vs native: ONNX Runtime's TensorRT EP against native TensorRT", "backend=ort-trt", "backend=trt-native"),
     ("INT8 vs FP16", "precision=fp16", "precision=int8"),
     ("INT8 vs FP32", "precision=fp32", "precision=int8"),
+    ("FP8 vs INT8", "precision=int8", "precision=fp8"),
 )
 
 

@@ -17,6 +17,7 @@ import torch
 
 import backends
 from backends.base import ModelArtifact, PhaseTimes, UnavailableCalibration
+from backends.names import QUANTIZED_PRECISIONS
 from harness.accuracy import LabelMapping
 from harness.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
 from harness.cell_timing import device_monitor, energy_meter, session_accuracy, window_entry
@@ -440,10 +441,13 @@ def _artifact(context: UnitContext, loaded: LoadedModel, module: torch.nn.Module
         return Path(notes["onnx_export"]["path"])
 
     # Sparse weights (a 2:4 pattern) are handed to TensorRT's sparse tactics (SPARSE_WEIGHTS / trt_sparsity_enable).
+    int8_mode = context.config.int8_mode
+    if context.config.calibration.tool == "modelopt" and int8_mode == "auto":
+        int8_mode = "explicit"  # ModelOpt writes Q/DQ models: TensorRT builds from them, never its calibrator
     artifact = ModelArtifact(name=loaded.name, module=module, input_shape=loaded.input_shape,
                              num_outputs=loaded.num_outputs, content_hash=content, onnx=onnx,
-                             int8_mode=context.config.int8_mode, sparse_weights=sparse_weights, notes=notes)
-    if any(p == "int8" for _, p in context.config.pairs()):
+                             int8_mode=int8_mode, sparse_weights=sparse_weights, notes=notes)
+    if any(p in QUANTIZED_PRECISIONS for _, p in context.config.pairs()):
         try:
             artifact.calibration = _calibration(context, loaded, dataset, onnx)
         except Exception as exc:  # noqa: BLE001 - only the int8 cells fail; fp32/fp16 cells go on
@@ -458,7 +462,7 @@ def _calibration(context: UnitContext, loaded: LoadedModel, dataset: str, onnx: 
     settings = context.config.calibration
     calib_set = CalibrationSet.from_splits(context.open_split(dataset, "train"), context.open_split(dataset, "val"),
                                            count=settings.count, seed=settings.seed)
-    return CalibrationData(onnx, calib_set, loaded.transform, settings.method, context.cache_dir)
+    return CalibrationData(onnx, calib_set, loaded.transform, settings.method, context.cache_dir, tool=settings.tool)
 
 
 def prep_phases(step: dict[str, float], session: dict[str, float]) -> dict[str, float]:

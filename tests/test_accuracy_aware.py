@@ -107,6 +107,37 @@ def test_budget_model_keeps_the_named_nodes_in_fp32_and_is_cached(source) -> Non
     assert make(Int8Settings(max_accuracy_drop=5.0, holdout=40)).provenance_hash != aware.provenance_hash
 
 
+def far_outlier_transform(image: object) -> torch.Tensor:
+    """Red becomes +-1e6 noise: beyond even FP8's range relative to the +-0.5 signal (see test_sensitivity)."""
+    x = outlier_transform(image)
+    x[0] *= 2000.0
+    return x
+
+
+def test_an_fp8_budget_keeps_the_harmful_node_in_float(tmp_path: Path) -> None:
+    """What a trt-native or ort-cpu fp8 cell with ``int8: {max_accuracy_drop: 0.5}`` runs: the FP8 Q/DQ model
+    with the node the budget names left in float, analysed on held-out train images like INT8."""
+    from calib.fp8_qdq import count_fp8_qdq
+
+    _write_images(tmp_path / "data", {"train": 30, "val": 5}, seed=1)
+    model = OutlierNet().eval()
+    onnx_path = export_onnx(model, (3, SIDE, SIDE), content_hash=model_content_hash(model), cache_dir=tmp_path,
+                            name="outlier").path
+    train, val = _split(tmp_path / "data", "train"), _split(tmp_path / "data", "val")
+    inner = CalibrationData(lambda: onnx_path, CalibrationSet.from_splits(train, val, count=32, seed=0),
+                            far_outlier_transform, "minmax", tmp_path / "cache")
+    aware = AccuracyAwareCalibration(inner, Int8Settings(max_accuracy_drop=0.5, holdout=80), train)
+    path = aware.qdq_onnx("fp8", PhaseTimes())
+    analysis = aware.stored()["fp8"]
+    kept = [e["node"] for e in analysis["mixed_precision"]["excluded"]]
+    assert analysis["sensitivity"]["precision"] == "fp8" and analysis["sensitivity"]["int8_drop_points"] > 30
+    assert kept == ["/first/Conv"] and analysis["mixed_precision"]["within_budget"] is True
+    assert _initializer_free_fp32_nodes(path) == set(kept)
+    assert count_fp8_qdq(path)["QuantizeLinear"] == 2  # mid and head stay FP8
+    plain = inner.qdq_onnx("fp8", PhaseTimes())  # plain FP8: every weighted node quantized
+    assert plain != path and count_fp8_qdq(plain)["QuantizeLinear"] == 3
+
+
 def test_a_budget_refuses_implicit_int8(source) -> None:
     make, _ = source
     aware = make(Int8Settings(max_accuracy_drop=0.5))

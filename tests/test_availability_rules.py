@@ -13,7 +13,7 @@ from harness import hw
 from harness.machine import MachineFacts
 from tests.facts import gpu_facts
 
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 
 
 def _table(facts: MachineFacts) -> dict[tuple[str, str], hw.Availability]:
@@ -38,6 +38,7 @@ def test_cpu_only_machine_rules() -> None:
     assert t["torch", "fp32"].ok and not t["torch", "fp16"].ok and not t["torch", "bf16"].ok
     assert "no NVIDIA GPU visible" in (t["torch", "fp16"].reason or "")
     assert t["ort-cpu", "fp32"].ok and t["ort-cpu", "int8"].ok
+    assert t["ort-cpu", "fp8"].ok  # E4M3 Q/DQ emulated by the CPU EP: an accuracy reference
     assert not t["ort-cpu", "fp16"].ok and not t["ort-cpu", "bf16"].ok
     assert "CUDAExecutionProvider" in (t["ort-cuda", "fp16"].reason or "")
     assert "TensorrtExecutionProvider" in (t["ort-trt", "int8"].reason or "")
@@ -54,7 +55,12 @@ def test_a100_with_trt10() -> None:
         assert t["ort-trt", p].ok, t["ort-trt", p].reason
     assert not t["ort-trt", "bf16"].ok
     for p in PRECISIONS:
-        assert t["trt-native", p].ok, t["trt-native", p].reason
+        if p != "fp8":
+            assert t["trt-native", p].ok, t["trt-native", p].reason
+    # FP8 tensor cores start at sm_89: refused on an A100, naming its compute capability, in one line
+    reason = t["trt-native", "fp8"].reason or ""
+    assert not t["trt-native", "fp8"].ok and "compute capability 8.0 (Ampere)" in reason and "\n" not in reason
+    assert not t["ort-cuda", "fp8"].ok and not t["ort-trt", "fp8"].ok and not t["torch", "fp8"].ok
     # tf32 (FP32 with TF32 math) where it can be chosen; the TensorRT EP cannot switch TF32 off, so on
     # Ampere its only FP32 is tf32: "fp32" is refused, never TF32 under an IEEE label
     assert t["torch", "tf32"].ok and t["ort-cuda", "tf32"].ok and t["trt-native", "tf32"].ok
@@ -84,6 +90,14 @@ def test_ort_trt_needs_libnvinfer() -> None:
     t = _table(gpu_facts(libnvinfer=None, tensorrt_version=None, tensorrt_error="tensorrt is not installed"))
     assert not t["ort-trt", "fp16"].ok and "libnvinfer.so.10" in (t["ort-trt", "fp16"].reason or "")
     assert t["ort-cuda", "fp16"].ok
+
+
+def test_h200_with_trt11_lists_fp8() -> None:
+    t = _table(gpu_facts(onnxruntime_version="1.32.0", ort_providers=("CPUExecutionProvider",), libnvinfer=None,
+                         tensorrt_version="11.4.0.106", gpu_cc=(9, 0), gpu_name="NVIDIA H200"))
+    for p in ("fp32", "tf32", "fp16", "bf16", "int8", "fp8"):
+        assert t["trt-native", p].ok, t["trt-native", p].reason
+    assert t["ort-cpu", "fp8"].ok
 
 
 def test_ort_trt_with_tensorrt_11_is_refused() -> None:

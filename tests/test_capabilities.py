@@ -70,7 +70,7 @@ def test_support_is_an_ok_reason_pair() -> None:
 
 def test_v100_last_supported_trt_is_10_4() -> None:
     ok = caps.trt_precision_support("10.4.0", V100)
-    assert all(s.ok for k, s in ok.items() if k not in ("bf16", "tf32"))  # both need Ampere
+    assert all(s.ok for k, s in ok.items() if k not in ("bf16", "tf32", "fp8"))  # Ampere; fp8 Ada
     assert not ok["tf32"].ok and "compute capability >= 8.0" in ok["tf32"].reason
     for version in ("10.5.0", "10.15.1.29", "11.4.0"):
         rules = caps.trt_precision_support(version, V100)
@@ -94,7 +94,7 @@ def test_bf16_needs_ampere() -> None:
         s = caps.trt_precision_support("10.4.0", cc)["bf16"]
         assert not s.ok and "compute capability >= 8.0" in s.reason
     assert caps.trt_precision_support("10.15.1", A100)["bf16"].ok
-    assert "BF16 ONNX" in caps.trt_precision_support("11.4", H100)["bf16"].reason
+    assert "converts to BF16" in caps.trt_precision_support("11.4", H100)["bf16"].reason
 
 
 def test_int8_on_v100_works_without_int8_tensor_cores() -> None:
@@ -115,9 +115,19 @@ def test_implicit_int8_deprecated_in_10_1_and_removed_in_11() -> None:
     assert "implicit or explicit" in caps.trt_precision_support("10.4.0", A100)["int8"].reason
 
 
-def test_fp16_on_trt11_needs_an_fp16_onnx() -> None:
+def test_fp16_on_trt11_builds_from_an_onnx_the_harness_converts() -> None:
     s = caps.trt_precision_support("11.4.0", A100)["fp16"]
-    assert s.ok and "FP16 ONNX" in s.reason and "strongly typed" in s.reason
+    assert s.ok and "converts to FP16" in s.reason and "strongly typed" in s.reason and "FP32 inputs" in s.reason
+
+
+@pytest.mark.parametrize("version", ["10.4.0", "10.8.0.43", "11.4.0.106"])
+def test_fp8_needs_ada_or_newer_and_names_the_gpu(version: str) -> None:
+    for cc in (T4, A100, A10):
+        s = caps.trt_precision_support(version, cc)["fp8"]
+        assert not s.ok and f"compute capability {caps.cc_text(cc)}" in s.reason and ">= 8.9" in s.reason
+    for cc in (L4, H100, B200):
+        s = caps.trt_precision_support(version, cc)["fp8"]
+        assert s.ok and "E4M3" in s.reason and "strongly typed" in s.reason
 
 
 def test_default_int8_mode() -> None:

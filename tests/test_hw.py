@@ -18,7 +18,7 @@ from harness.machine import MachineFacts, probe_machine
 from tests.facts import gpu_facts
 from tests.fake_nvml import FakeNvml
 
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 
 
 class FakeRule:
@@ -109,7 +109,7 @@ def test_real_report_json_and_render(real_report: hw.HwReport) -> None:
     data = json.loads(hw.to_json(real_report))
     assert data["gpus"] == [] or real_report.gpus
     assert {"host", "packages", "backend_availability", "gpu_note", "ort_providers", "image"} <= set(data)
-    assert len(data["backend_availability"]) == 2 * 5  # two made-up backends x fp32 tf32 fp16 bf16 int8
+    assert len(data["backend_availability"]) == 2 * 6  # two made-up backends x fp32 tf32 fp16 bf16 int8 fp8
     first = data["backend_availability"][0]
     assert first == {"backend": "cpu-thing", "precision": "fp32", "ok": True, "reason": None}
     text = _render(real_report)

@@ -173,13 +173,28 @@ def test_precision_counts_and_the_int8_fallback_flag_for_both_shapes(path: Path)
     summary = summarize(text)
     counts = precision_counts(summary)
     assert counts["int8"] > 0 and counts["reformat"] == summary.reformat_count
-    assert counts["int8"] + counts["fp16"] + counts["fp32"] + counts["other"] + counts["reformat"] == counts["total"]
+    assert sum(counts[k] for k in ("int8", "fp8", "fp16", "bf16", "fp32", "other", "reformat")) == counts["total"]
     assert int8_fallback(summary, "int8") is None and "int8_fallback" not in engine_summary(text, "int8")
 
     fallback = engine_summary(_int8_free(text), "int8")
     assert fallback["precision_counts"]["int8"] == 0 and fallback["int8_fallback"] is True
     assert "not an INT8 result" in fallback["int8_fallback_warning"]
     assert "int8_fallback" not in engine_summary(_int8_free(text), "fp16")  # only int8 cells are flagged
+
+
+@pytest.mark.parametrize("path", [TRT10, TRT11], ids=["trt10", "trt11"])
+def test_fp8_layers_are_counted_as_fp8_and_an_fp8_free_engine_is_flagged(path: Path) -> None:
+    """An FP8 engine: the same layers with their INT8 tensors in FP8 (TensorRT spells the type FP8)."""
+    from backends.trt_inspect import engine_summary, precision_counts
+
+    text = path.read_text()
+    int8 = precision_counts(summarize(text))
+    fp8_text = text.replace("Int8", "FP8").replace("INT8", "FP8").replace("int8", "fp8")
+    fp8 = precision_counts(summarize(fp8_text))
+    assert fp8["fp8"] == int8["int8"] > 0 and fp8["int8"] == 0 and fp8["other"] == int8["other"]
+    assert "int8_fallback" not in engine_summary(fp8_text, "fp8")
+    flagged = engine_summary(_int8_free(text), "fp8")  # built for fp8, no FP8 layer: a silent fallback
+    assert flagged["int8_fallback"] is True and "not an FP8 result" in flagged["int8_fallback_warning"]
 
 
 def test_names_only_engines_are_never_flagged() -> None:

@@ -51,6 +51,25 @@ def test_resnet18_random(tmp_path: Path) -> None:
     assert loaded.module.fc.out_features == 1000
 
 
+def test_random_weights_are_the_same_in_every_process_and_leave_the_rng_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from harness.fingerprint import model_content_hash
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    here = model_content_hash(_load("resnet18", tmp_path).module)
+    assert torch.equal(torch.rand(1), expected_next)  # the caller's RNG stream is untouched
+    code = ("from pathlib import Path; from harness.models import load_model; "
+            "from harness.fingerprint import model_content_hash; import torch; torch.manual_seed(7); "
+            f"print(model_content_hash(load_model('resnet18', weights='random', cache_dir=Path({str(tmp_path)!r}), "
+            f"data_root=Path({str(tmp_path)!r})).module))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert other == here
+
+
 def test_inception_v3_random_is_299_and_returns_a_plain_tensor(tmp_path: Path) -> None:
     loaded = _load("inception_v3", tmp_path)
     assert loaded.input_shape == (3, 299, 299)

@@ -55,7 +55,7 @@ PLANS = []
 for _v, _p, _m, _s in itertools.product(TRT_VERSIONS, ("fp32", "fp16", "int8"), ("auto", "implicit", "explicit"),
                                         (False, True)):
     try:
-        PLANS.append(plan_build(_p, _v, _m, True, _s, (1, 8, 64), typed_onnx=True))
+        PLANS.append(plan_build(_p, _v, _m, True, _s, (1, 8, 64)))
     except UnsupportedCombination:
         pass
 
@@ -305,13 +305,19 @@ def test_onnx_choice_is_one_function_and_passes_the_sessions_phases(tmp_path: Pa
     assert onnx_for_plan(qdq, artifact, None, phases) == tmp_path / "qdq-tensorrt.onnx"
     assert source.asked == [("tensorrt", phases)] and phases.seconds == {"calibrate": 1.5}
     assert onnx_for_plan(plan_build("fp32", "10.15.1"), artifact, None, phases) == fp32
-    fp16 = plan_build("fp16", "11.4.0", typed_onnx=True)
-    converted = onnx_for_plan(fp16, artifact, "convert", phases)
-    assert converted == fp16_onnx_path(fp32, __import__("harness.fingerprint").fingerprint.file_hash(fp32))
-    assert "export" in phases.seconds
+    fp16 = plan_build("fp16", "11.4.0")  # strongly typed: the FP16 model is converted here, no option needed
+    record: dict[str, object] = {}
+    converted = onnx_for_plan(fp16, artifact, None, phases, cache_dir=tmp_path / "cache", record=record)
+    assert converted.parent == tmp_path / "cache" / "typed-onnx" and converted.is_file()
+    assert record["typed_onnx"]["dtype"] == "fp16" and "convert" in phases.seconds  # type: ignore[index]
+    assert onnx_for_plan(fp16, artifact, "convert", phases, cache_dir=tmp_path / "cache") == converted
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(converted.read_bytes())
+    assert onnx_for_plan(fp16, artifact, str(mine), phases, record=record) == mine  # a user's own FP16 model
+    assert record["typed_onnx"]["provenance"] == "user-supplied"  # type: ignore[index]
     with pytest.raises(HarnessError, match="fp16_onnx"):
         onnx_for_plan(fp16, artifact, str(tmp_path / "missing.onnx"), phases)
-    with pytest.raises(UnsupportedCombination, match="fp16_onnx"):
+    with pytest.raises(HarnessError, match="cache directory"):
         onnx_for_plan(fp16, artifact, None, phases)
     with pytest.raises(HarnessError, match="calibration"):
         onnx_for_plan(qdq, SimpleNamespace(calibration=None, onnx=lambda: fp32), None, phases)

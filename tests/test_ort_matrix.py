@@ -31,13 +31,17 @@ DOCKER = REPO / "docker"
 WHEEL_CACHE = REPO / ".harness-cache" / "ort-wheels"
 
 #: The ORT paths: export check, calibration, Q/DQ build, the TensorRT EP table, ort-cpu sessions and
-#: profiles, ``harness calib`` and an ort-cpu int8 cell end to end.
+#: profiles, ``harness calib``, an ort-cpu int8 cell end to end, FP8 Q/DQ models and fp8 cells on the CPU EP,
+#: and the FP16/BF16 conversions (ONNX Runtime's float16 converter is the pinned version's).
 SELECTION: tuple[str, ...] = (
     "tests/test_ort_paths.py",
     "tests/test_calib.py",
     "tests/test_onnx_export.py",
     "tests/test_ort_profile.py",
     "tests/test_backends_cpu.py",
+    "tests/test_fp8_qdq.py",
+    "tests/test_fp8_cells.py",
+    "tests/test_typed_onnx.py",
     "tests/test_ort_fallback.py",
 )
 

@@ -44,11 +44,11 @@ class OutlierNet(nn.Module):
         return self.head(torch.flatten(self.pool(x), 1))
 
 
-def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _data(n: int, seed: int, noise: float = 500.0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     b1, b2 = rng.integers(0, 2, n), rng.integers(0, 2, n)
     x = np.empty((n, 3, SIDE, SIDE), dtype=np.float32)
-    x[:, 0] = rng.uniform(-500, 500, (n, SIDE, SIDE))
+    x[:, 0] = rng.uniform(-noise, noise, (n, SIDE, SIDE))
     x[:, 1] = (2 * b1 - 1)[:, None, None] * 0.5 + rng.normal(0, 0.1, (n, SIDE, SIDE))
     x[:, 2] = (2 * b2 - 1)[:, None, None] * 0.5 + rng.normal(0, 0.1, (n, SIDE, SIDE))
     return x, 2 * b1 + b2
@@ -106,6 +106,52 @@ def test_accuracy_budget_leaves_the_fewest_nodes_in_fp32(outlier_variants, tmp_p
     assert loose.excluded_nodes == [] and loose.within_budget
 
 
+# ------------------------------------------------------------------------------ FP8 (E4M3)
+
+#: Noise far beyond FP8's range relative to the signal: per-tensor E4M3 spans 448 / 2**-9 (~2.3e5, its
+#: smallest subnormal) under one scale; at +-1e6 the scale is ~2232, so the +-0.5 signal is 2.2e-4 of a
+#: unit, below half the smallest subnormal, and rounds to zero.
+FP8_NOISE = 1e6
+
+
+def _variants(tmp: Path, noise: float, target: str) -> tuple[QdqVariants, HeldOutData]:
+    model = OutlierNet().eval()
+    onnx_path = export_onnx(model, (3, SIDE, SIDE), content_hash=model_content_hash(model), cache_dir=tmp,
+                            name=f"outlier-{target}").path
+    calib, _ = _data(64, seed=1, noise=noise)
+    batches = [calib[i:i + 16] for i in range(0, 64, 16)]
+    variants = QdqVariants(onnx_path, lambda: iter(batches), tmp / f"work-{noise:g}", "minmax", target=target,
+                           num_batches=len(batches))
+    images, labels = _data(200, seed=2, noise=noise)
+    return variants, HeldOutData(images, labels, batch_size=50)
+
+
+def test_fp8_keeps_what_int8_loses_until_the_outliers_leave_its_range(tmp_path: Path) -> None:
+    """At +-500 per-tensor INT8 is at chance (the fixture above) while FP8's logarithmic grid still resolves
+    the +-0.5 signal; at +-1e6 FP8 breaks too. Sensitivity ranks the one node reading the input first and
+    the budget keeps exactly that node in FP32, as it does for INT8."""
+    near, near_data = _variants(tmp_path, 500.0, "fp8")
+    assert near.precision == "fp8"
+    kept = sensitivity(near, near_data)
+    assert kept.precision == "fp8" and kept.int8.accuracy > 0.95  # int8's fixture: full INT8 drop > 3 points
+
+    variants, data = _variants(tmp_path, FP8_NOISE, "fp8")
+    table = sensitivity(variants, data, mode="fp32-one")
+    assert table.fp32.accuracy == 1.0 and table.int8_drop_points > 30.0 and table.to_dict()["precision"] == "fp8"
+    first = table.rows[0]
+    assert first.op_type == "Conv" and "first" in first.node and first.accuracy == 1.0
+    assert all(r.harm_points < 1.0 for r in table.rows[1:])
+    result = mixed_precision(variants, data, table, 0.5, out_path=tmp_path / "fp8-budget.onnx")
+    assert result.within_budget and result.excluded_nodes == [first.node] and result.drop_points <= 0.5
+    graph = onnx.load(str(result.model)).graph
+    fp8_zero_points = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT8E4M3FN}
+    quantized_inputs = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"
+                        and n.input[2] in fp8_zero_points}
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            assert any(i in quantized_inputs for i in node.input) is (node.name != first.node), node.name
+
+
 def test_snr_and_bad_input() -> None:
     ref = np.array([[1.0, -2.0, 3.0]])
     assert snr_db(ref, ref) == 200.0
@@ -136,6 +182,9 @@ def test_cli_refuses_a_backend_without_qdq_models() -> None:
     result = CliRunner().invoke(app, ["sensitivity", "--backend", "torch"])
     assert result.exit_code == 2 and "backend 'torch' runs none" in result.output
     assert "Traceback" not in result.output
+    fp8 = CliRunner().invoke(app, ["sensitivity", "--backend", "ort-cuda", "--precision", "fp8"])
+    assert fp8.exit_code == 2 and "backend 'ort-cuda' runs no FP8 Q/DQ model" in fp8.output
+    assert "Traceback" not in fp8.output
 
 
 @pytest.mark.slow

@@ -74,66 +74,74 @@ def test_exactly_the_weak_typing_names_are_missing_in_trt11() -> None:
 
 # ------------------------------------------------------------------------------ plans, exhaustively
 
-# (major, precision, int8 mode, typed ONNX available) -> (flags, onnx source, calibrator) or an error type
-Expected = tuple[tuple[str, ...], str, bool] | type[Exception]
+# (major, precision, int8 mode, strongly_typed option) -> (flags, onnx source, calibrator, float type) or an error
+Expected = tuple[tuple[str, ...], str, bool, str] | type[Exception]
+STRONG_OPTIONS = (None, True)
 
 
-def expected_plan(major: int, precision: str, mode: str, typed: bool) -> Expected:
-    if major == 10:
+def expected_plan(major: int, precision: str, mode: str, strong_option: bool | None) -> Expected:
+    if major == 10 and not strong_option and precision != "fp8":  # weakly typed: precision flags
         return {
-            "fp32": ((), "fp32", False),
-            "tf32": (("TF32",), "fp32", False),
-            "fp16": (("FP16",), "fp32", False),
-            "bf16": (("BF16",), "fp32", False),
+            "fp32": ((), "fp32", False, "fp32"),
+            "tf32": (("TF32",), "fp32", False, "fp32"),
+            "fp16": (("FP16",), "fp32", False, "fp32"),
+            "bf16": (("BF16",), "fp32", False, "fp32"),
             "int8": {
-                "auto": (("INT8", "FP16"), "fp32", True),
-                "implicit": (("INT8", "FP16"), "fp32", True),
-                "explicit": (("INT8", "FP16"), "qdq", False),
+                "auto": (("INT8", "FP16"), "fp32", True, "fp32"),
+                "implicit": (("INT8", "FP16"), "fp32", True, "fp32"),
+                "explicit": (("INT8", "FP16"), "qdq", False, "fp32"),
             }[mode],
         }[precision]
+    # strongly typed (TRT 11, TRT 10 with the option, fp8 everywhere): no precision flag, typed ONNX models
     return {
-        "fp32": ((), "fp32", False),
-        "tf32": (("TF32",), "fp32", False),  # a builder flag TensorRT 11 keeps
-        "fp16": ((), "fp16", False) if typed else UnsupportedCombination,
-        "bf16": ((), "bf16", False) if typed else UnsupportedCombination,
+        "fp32": ((), "fp32", False, "fp32"),
+        "tf32": (("TF32",), "fp32", False, "fp32"),  # a builder flag TensorRT 11 keeps
+        "fp16": ((), "fp16", False, "fp16"),
+        "bf16": ((), "bf16", False, "bf16"),
         "int8": {
-            "auto": ((), "qdq", False),
+            "auto": ((), "qdq", False, "fp16"),
             "implicit": UnsupportedCombination,
-            "explicit": ((), "qdq", False),
+            "explicit": ((), "qdq", False, "fp16"),
         }[mode],
+        "fp8": ((), "fp8-qdq", False, "fp16"),
     }[precision]
 
 
-ALL_COMBOS = list(itertools.product(TRT_VERSIONS, PRECISIONS, INT8_MODES, (False, True), (False, True)))
+ALL_COMBOS = list(itertools.product(TRT_VERSIONS, PRECISIONS, INT8_MODES, STRONG_OPTIONS, (False, True)))
 
 
-@pytest.mark.parametrize(("version", "precision", "mode", "typed", "sparse"), ALL_COMBOS)
-def test_plan_matrix(version: str, precision: str, mode: str, typed: bool, sparse: bool) -> None:
-    expected = expected_plan(trt_version_tuple(version)[0], precision, mode, typed)
+@pytest.mark.parametrize(("version", "precision", "mode", "strong", "sparse"), ALL_COMBOS)
+def test_plan_matrix(version: str, precision: str, mode: str, strong: bool | None, sparse: bool) -> None:
+    major = trt_version_tuple(version)[0]
+    expected = expected_plan(major, precision, mode, strong)
     call = dict(precision=precision, trt_version=version, int8_mode=mode, has_calibration=True, sparse=sparse,
-                batch_sizes=(1, 8, 32), typed_onnx=typed)
+                batch_sizes=(1, 8, 32), strongly_typed=strong)
     if isinstance(expected, type):
         with pytest.raises(expected) as info:
             plan_build(**call)  # type: ignore[arg-type]
         message = str(info.value)
         assert "\n" not in message
-        assert "TensorRT 11" in message or "removed" in message
+        assert "implicit" in message and ("removed in TensorRT 11" in message or "weakly typed network" in message)
         return
-    flags, source, calibrator = expected
+    flags, source, calibrator, float_type = expected
     plan = plan_build(**call)  # type: ignore[arg-type]
     assert plan.flags == flags + (("SPARSE_WEIGHTS",) if sparse else ())
     assert plan.onnx_source == source
     assert plan.use_calibrator is calibrator
+    assert plan.float_type == float_type
     assert plan.profile == (1, 32, 32)
-    assert plan.strongly_typed is (trt_version_tuple(version)[0] >= 11)
+    strongly = major >= 11 or bool(strong) or precision == "fp8"
+    assert plan.strongly_typed is strongly and plan.build_mode == ("strongly-typed" if strongly else "weakly-typed")
+    assert plan.network_flags == (("STRONGLY_TYPED",) if strongly else ())
     assert plan.int8_mode == (None if precision != "int8" else ("explicit" if source == "qdq" else "implicit"))
     assert plan.sparse is sparse
 
 
-@pytest.mark.parametrize(("version", "precision", "mode", "typed", "sparse"), ALL_COMBOS)
-def test_no_plan_silently_builds_fp32(version: str, precision: str, mode: str, typed: bool, sparse: bool) -> None:
+@pytest.mark.parametrize(("version", "precision", "mode", "strong", "sparse"), ALL_COMBOS)
+def test_no_plan_silently_builds_fp32(version: str, precision: str, mode: str, strong: bool | None,
+                                      sparse: bool) -> None:
     try:
-        plan = plan_build(precision, version, mode, True, sparse, (4,), typed_onnx=typed)
+        plan = plan_build(precision, version, mode, True, sparse, (4,), strongly_typed=strong)
     except UnsupportedCombination:
         return
     reduced = {"FP16", "BF16", "INT8"} & set(plan.flags)
@@ -141,18 +149,45 @@ def test_no_plan_silently_builds_fp32(version: str, precision: str, mode: str, t
         assert not reduced and plan.onnx_source == "fp32" and "TF32" not in plan.flags
     elif precision == "tf32":  # FP32 tensors, TF32 math: the TF32 flag, nothing reduced
         assert not reduced and plan.onnx_source == "fp32" and "TF32" in plan.flags
-    else:  # the reduced precision comes from a flag (TRT 10) or from the ONNX model itself (TRT 11)
-        assert reduced or plan.onnx_source in ("fp16", "bf16", "qdq")
+    else:  # the reduced precision comes from a flag (weak TRT 10) or from the ONNX model itself (strongly typed)
+        assert reduced or plan.onnx_source in ("fp16", "bf16", "qdq", "fp8-qdq")
     if plan.strongly_typed:
-        assert not reduced, "TRT 11 has no weak-typing flags"
+        assert not reduced, "a strongly typed network takes no weak-typing flag"
+        if plan.onnx_source in ("qdq", "fp8-qdq"):
+            assert plan.float_type == "fp16", "Q/DQ layers outside the quantized ones must not stay FP32"
     if precision == "int8" and not plan.strongly_typed:
         assert {"INT8", "FP16"} <= set(plan.flags), "INT8 alone leaves non-INT8 layers in FP32"
 
 
+QUANTIZED = ("int8", "fp8")
+
+
+@pytest.mark.parametrize("precision", [p for p in PRECISIONS if p != "tf32"])
+@pytest.mark.parametrize("trt10", [v for v in TRT_VERSIONS if v.startswith("10.")])
+def test_a_strongly_typed_trt10_plan_is_the_trt11_plan(precision: str, trt10: str) -> None:
+    """Like for like: TensorRT 10.x with strongly_typed builds exactly what TensorRT 11 builds."""
+    def plan(version: str, strong: bool | None) -> dict[str, Any]:
+        data = plan_build(precision, version, "auto", True, False, (1, 8), strongly_typed=strong).to_dict()
+        return {k: v for k, v in data.items() if k not in ("trt_version", "notes")}
+
+    eleven = plan("11.4.0.106", None)
+    assert plan(trt10, True) == eleven
+    assert eleven["network_flags"] == ["STRONGLY_TYPED"] and eleven["flags"] == []
+    if precision in QUANTIZED:
+        assert eleven["float_type"] == "fp16" and eleven["onnx_source"] in ("qdq", "fp8-qdq")
+
+
+def test_trt11_refuses_weak_typing_in_one_line() -> None:
+    with pytest.raises(UnsupportedCombination) as info:
+        plan_build("fp16", "11.4.0.106", batch_sizes=(1,), strongly_typed=False)
+    assert "strongly typed networks only" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_int8_needs_calibration_data() -> None:
     for version in TRT_VERSIONS:
-        with pytest.raises(HarnessError, match="calibration"):
-            plan_build("int8", version, "auto", has_calibration=False, batch_sizes=(8,))
+        for precision in QUANTIZED:
+            with pytest.raises(HarnessError, match="calibration"):
+                plan_build(precision, version, "auto", has_calibration=False, batch_sizes=(8,))
     # other precisions do not
     assert plan_build("fp16", "10.4.0", has_calibration=False, batch_sizes=(8,)).flags == ("FP16",)
 
@@ -177,13 +212,6 @@ def test_bad_requests() -> None:
         plan_build("fp32", "10.4.0", "sometimes", batch_sizes=(1,))
 
 
-def test_trt11_fp16_error_names_the_way_out() -> None:
-    with pytest.raises(UnsupportedCombination) as info:
-        plan_build("fp16", "11.4.0.106", batch_sizes=(1,))
-    msg = str(info.value)
-    assert "FP16 ONNX" in msg and "fp16_onnx" in msg and "would build FP32" in msg
-
-
 def test_compute_capability_rules_apply() -> None:
     v100, a100, h100 = (7, 0), (8, 0), (9, 0)
     with pytest.raises(UnsupportedCombination, match="sm_70"):
@@ -195,6 +223,11 @@ def test_compute_capability_rules_apply() -> None:
     with pytest.raises(UnsupportedCombination, match="removed"):
         plan_build("int8", "11.4.0.106", "implicit", True, batch_sizes=(1,), compute_capability=h100)
     assert plan_build("int8", "11.4.0.106", "auto", True, batch_sizes=(1,), compute_capability=h100).onnx_source == "qdq"
+    for version in TRT_VERSIONS:  # FP8 tensor cores: sm_89 and newer, refused below with the GPU named
+        with pytest.raises(UnsupportedCombination, match=r"compute capability 8\.0 \(Ampere\)"):
+            plan_build("fp8", version, "auto", True, batch_sizes=(1,), compute_capability=a100)
+        assert plan_build("fp8", version, "auto", True, batch_sizes=(1,), compute_capability=h100).strongly_typed
+        assert plan_build("fp8", version, "auto", True, batch_sizes=(1,), compute_capability=(8, 9)).float_type == "fp16"
 
 
 def test_sparse_fp32_is_noted() -> None:
@@ -324,6 +357,19 @@ class EnumSpace:
         return f"{self._cls}.{name}"
 
 
+#: NvInfer.h's values (kEXPLICIT_BATCH = 0 in 10.x, kSTRONGLY_TYPED = 1); the code must not assume them.
+CREATION_FLAG_VALUES = {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1, "PREFER_JIT_PYTHON_PLUGINS": 2,
+                        "PREFER_AOT_PYTHON_PLUGINS": 3}
+
+
+class IntEnumSpace(EnumSpace):
+    """An enum whose members convert to int (``1 << int(member)`` builds a creation-flag mask)."""
+
+    def __getattr__(self, name: str) -> Any:
+        self._fake.touch(f"{self._cls}.{name}")
+        return CREATION_FLAG_VALUES[name]
+
+
 class FakeModule:
     def __init__(self, fake: FakeTrt) -> None:
         object.__setattr__(self, "_fake", fake)
@@ -342,6 +388,8 @@ class FakeModule:
                                                       _logger=logger)
         if name in ("BuilderFlag", "MemoryPoolType", "ProfilingVerbosity", "TensorIOMode", "LayerInformationFormat"):
             return EnumSpace(fake, name)
+        if name == "NetworkDefinitionCreationFlag":
+            return IntEnumSpace(fake, name)
         raise AttributeError(f"the fake has no {name}")
 
 
@@ -451,13 +499,13 @@ def _api_prefixes() -> set[str]:
 VALID_PLANS = []
 for _v, _p, _m, _t, _s in ALL_COMBOS:
     try:
-        VALID_PLANS.append(plan_build(_p, _v, _m, True, _s, (1, 16, 64), typed_onnx=_t))
+        VALID_PLANS.append(plan_build(_p, _v, _m, True, _s, (1, 16, 64), strongly_typed=_t))
     except UnsupportedCombination:
         pass
 
 
 @pytest.mark.parametrize("plan", VALID_PLANS, ids=lambda p: f"{p.trt_version}-{p.precision}-{p.onnx_source}-"
-                                                            f"{'+'.join(p.flags) or 'noflags'}")
+                                                            f"{'+'.join(p.flags) or 'noflags'}-{p.build_mode}")
 def test_every_valid_plan_builds_against_its_trt_version(plan: BuildPlan) -> None:
     fake = FakeTrt(plan.trt_version)
     out, _ = _build(fake, plan, calibrator=object() if plan.use_calibrator else None)
@@ -466,8 +514,11 @@ def test_every_valid_plan_builds_against_its_trt_version(plan: BuildPlan) -> Non
     # fp32 means IEEE FP32: TensorRT's default TF32 is switched off, and only for fp32
     assert fake.called("IBuilderConfig.clear_flag") == ([("BuilderFlag.TF32",)] if plan.precision == "fp32" else [])
     assert fake.used <= _api_prefixes(), f"used but not declared in TRT_API_USED: {fake.used - _api_prefixes()}"
+    # a strongly typed plan creates a strongly typed network, on 10.x as on 11.x; a weak one the plain network
+    assert fake.called("Builder.create_network") == [(1 << 1 if plan.strongly_typed else 0,)]
     if plan.strongly_typed:
         assert not fake.used & TRT10_ONLY_API
+        assert "NetworkDefinitionCreationFlag.STRONGLY_TYPED" in fake.used
 
 
 def test_wiring_of_an_implicit_int8_build() -> None:
@@ -623,7 +674,9 @@ def test_availability_rule_is_a_pure_function_of_the_facts() -> None:
     from harness.gpu.capabilities import trt_precision_support
 
     for p in TrtNativeBackend.precisions:
-        assert TrtNativeBackend.unavailable_reason(p, _facts()) is None
+        assert TrtNativeBackend.unavailable_reason(p, _facts(gpu_cc=(9, 0), gpu_name="NVIDIA H200")) is None
+    a100 = TrtNativeBackend.unavailable_reason("fp8", _facts())  # FP8 tensor cores start at sm_89
+    assert a100 is not None and "compute capability 8.0" in a100 and "\n" not in a100
     no_trt = _facts(tensorrt_version=None, tensorrt_error="No module named 'tensorrt'")
     assert TrtNativeBackend.unavailable_reason("fp32", no_trt) == "No module named 'tensorrt'"
     no_gpu = _facts(gpu_visible=False, torch_cuda_available=False, torch_cuda_note="no driver", gpu_cc=None)
@@ -662,7 +715,7 @@ def test_activate_refuses_before_doing_any_work(tmp_path: Path) -> None:
 
 def test_backend_declaration() -> None:
     assert TrtNativeBackend.name == "trt-native" and TrtNativeBackend.devices == frozenset({"cuda"})
-    assert TrtNativeBackend.precisions == ("fp32", "tf32", "fp16", "bf16", "int8")
+    assert TrtNativeBackend.precisions == ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
     assert backends.backend_class("trt-native") is TrtNativeBackend
 
 
@@ -831,3 +884,76 @@ def test_a_rejected_profile_or_calibration_profile_fails_loudly() -> None:
     plan = plan_build("int8", "10.4.0", "implicit", True, batch_sizes=(1, 8))
     with pytest.raises(HarnessError, match="set_calibration_profile returned False"):
         _build(FakeTrt("10.4.0", calib_profile_ok=False), plan, calibrator=object())
+
+
+# ------------------------------------------------------------------------------ strongly typed builds, end to end
+#
+# fp16, bf16, int8 and fp8 on TensorRT 11.4 (and 10.x strongly typed) with no user-supplied ONNX: the plan's model
+# is made here (the FP16/BF16 conversion, the Q/DQ model with FP16 float parts) and handed to the builder of a
+# strict fake generated from the real 11.4 bindings' symbol list.
+
+
+class _QdqSource:
+    """The calibration source's Q/DQ side over in-memory batches (the quantizers are the real ones)."""
+
+    def __init__(self, fp32: Path, work: Path) -> None:
+        self.fp32, self.work, self.provenance_hash = fp32, work, "f" * 16
+
+    def qdq_onnx(self, target: str, phases: Any) -> Path:
+        import numpy as np
+
+        from calib.ort_qdq import build_qdq_model
+
+        out = self.work / f"qdq-{target}.onnx"
+        if not out.exists():
+            batches = [np.random.default_rng(i).normal(size=(4, *TINY)).astype(np.float32) for i in range(2)]
+            build_qdq_model(self.fp32, lambda: iter(batches), out, "minmax", target=target, num_batches=2,
+                            preprocess=False)
+        return out
+
+
+TINY = (3, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from types import SimpleNamespace
+
+    from harness.fingerprint import model_content_hash
+    from harness.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                 torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    work = tmp_path_factory.mktemp("strong")
+    fp32 = export_onnx(module, TINY, content_hash=model_content_hash(module), cache_dir=work, name="tiny").path
+    return SimpleNamespace(onnx=lambda: fp32, calibration=_QdqSource(fp32, work), input_shape=TINY)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8", "fp8"])
+def test_trt11_plans_build_from_models_the_harness_made(precision: str, tiny_artifact: Any, tmp_path: Path) -> None:
+    import onnx
+
+    from backends.base import PhaseTimes
+    from backends.trt_plan import onnx_for_plan
+    from backends.typed_onnx import node_types
+
+    files = {}
+    for version, strong in (("11.4.0.106", None), ("10.15.1.29", True), ("10.4.0", True)):
+        plan = plan_build(precision, version, "auto", True, False, (1, 4), strongly_typed=strong,
+                          compute_capability=(9, 0))
+        phases, record = PhaseTimes(), {}
+        path = onnx_for_plan(plan, tiny_artifact, None, phases, cache_dir=tmp_path, record=record)
+        files[version] = path
+        fake = FakeTrt(version)
+        trt = fake.module()
+        build_serialized_engine(trt, path, plan, BuilderSettings(), TINY, logger=make_capturing_logger(trt))
+        assert fake.called("OnnxParser.parse_from_file") == [(str(path),)]
+        assert fake.called("Builder.create_network") == [(1 << 1,)] and not fake.called("IBuilderConfig.set_flag")
+        assert not fake.used & TRT10_ONLY_API
+        assert "convert" in phases.seconds and record["typed_onnx"]["path"] == str(path)
+    assert len(set(files.values())) == 1  # 10.x strongly typed parses the very model TensorRT 11 parses
+    types = node_types(onnx.load(str(files["11.4.0.106"])))
+    half = "bf16" if precision == "bf16" else "fp16"
+    assert types["compute"].get(half, 0) >= 3 and types["compute"].get("fp32", 0) == 0
+    assert types["quantized"] == ({} if precision in ("fp16", "bf16") else {precision: 2})

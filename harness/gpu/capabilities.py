@@ -84,8 +84,8 @@ class Support(NamedTuple):
     reason: str
 
 
-TrtPrecision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "int8-implicit", "int8-explicit"]
-TRT_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8", "int8-implicit", "int8-explicit")
+TrtPrecision = Literal["fp32", "tf32", "fp16", "bf16", "int8", "int8-implicit", "int8-explicit", "fp8"]
+TRT_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "fp16", "bf16", "int8", "int8-implicit", "int8-explicit", "fp8")
 
 #: TensorRT 10.5 dropped Volta (sm_70): 10.4 is the last release for V100.
 TRT_LAST_FOR_VOLTA: tuple[int, int] = (10, 4)
@@ -123,7 +123,7 @@ def trt_precision_support(trt_version: str, cc: ComputeCapability) -> dict[str, 
     """Per precision: can TensorRT ``trt_version`` build it for compute capability ``cc``, and how.
 
     Keys: ``fp32``, ``fp16``, ``bf16``, ``int8`` (either mode), ``int8-implicit`` (calibrator),
-    ``int8-explicit`` (Q/DQ ONNX).
+    ``int8-explicit`` (Q/DQ ONNX), ``fp8`` (E4M3 Q/DQ ONNX, strongly typed on every version).
     """
     ver = _major_minor(trt_version)
     major = ver[0]
@@ -147,21 +147,22 @@ def trt_precision_support(trt_version: str, cc: ComputeCapability) -> dict[str, 
     out["tf32"] = (Support(True, "BuilderFlag.TF32 on an FP32 ONNX model") if cc >= TENSOR_CORE_MIN_CC["tf32"]
                    else Support(False, f"tf32 needs compute capability >= 8.0 (Ampere); this GPU is {gpu}"))
 
+    converted = ("an ONNX model the harness converts to {} (ModelOpt AutoCast, else onnxconverter-common's float16 "
+                 "conversion; FP32 inputs/outputs and numerically sensitive ops kept in FP32)")
     if strong:
-        out["fp16"] = Support(
-            True,
-            f"TensorRT {major} builds strongly typed networks only: needs an FP16 ONNX model "
-            "(BuilderFlag.FP16 was removed; an FP32 ONNX builds FP32)",
-        )
+        out["fp16"] = Support(True, f"TensorRT {major} builds strongly typed networks only (BuilderFlag.FP16 was "
+                                    "removed): " + converted.format("FP16"))
     else:
-        out["fp16"] = Support(True, "BuilderFlag.FP16 on an FP32 ONNX model")
+        out["fp16"] = Support(True, "BuilderFlag.FP16 on an FP32 ONNX model (or, strongly typed: "
+                                    + converted.format("FP16") + ")")
 
     if cc < (8, 0):
         out["bf16"] = Support(False, f"bf16 needs compute capability >= 8.0 (Ampere); this GPU is {gpu}")
     elif strong:
-        out["bf16"] = Support(True, f"TensorRT {major}: needs a BF16 ONNX model (strongly typed networks)")
+        out["bf16"] = Support(True, f"TensorRT {major}, strongly typed: " + converted.format("BF16"))
     else:
-        out["bf16"] = Support(True, "BuilderFlag.BF16 on an FP32 ONNX model")
+        out["bf16"] = Support(True, "BuilderFlag.BF16 on an FP32 ONNX model (or, strongly typed: "
+                                    + converted.format("BF16") + ")")
 
     no_int8_tc = cc < TENSOR_CORE_MIN_CC["int8"]
     tc_note = (
@@ -186,6 +187,12 @@ def trt_precision_support(trt_version: str, cc: ComputeCapability) -> dict[str, 
     )
     modes = [m for m in ("implicit", "explicit") if out[f"int8-{m}"].ok]
     out["int8"] = Support(True, "int8 via " + " or ".join(modes) + " quantization" + tc_note)
+    if cc < TENSOR_CORE_MIN_CC["fp8"]:
+        out["fp8"] = Support(False, f"fp8 needs FP8 tensor cores, compute capability >= "
+                                    f"{cc_text(TENSOR_CORE_MIN_CC['fp8'])} (Ada, Hopper and newer); this GPU is {gpu}")
+    else:
+        out["fp8"] = Support(True, "explicit FP8 (E4M3) Q/DQ ONNX model, strongly typed network (non-quantized "
+                                   "layers in FP16)")
     return out
 
 
