@@ -38,22 +38,23 @@ def profile(name: str) -> list[dict[str, Any]]:
 
 
 def expected_counts(raw: dict[str, Any]) -> dict[str, int]:
-    """Plain reading of the raw layers: a Reformat-typed layer is a reformat; a layer with any Int8
-    tensor computes in INT8; otherwise the type word of its first output."""
-    counts = {"int8": 0, "fp16": 0, "fp32": 0, "other": 0, "reformat": 0, "total": len(raw["Layers"])}
+    """Plain reading of the raw layers: a Reformat-typed layer is a reformat; a layer with any Int8 (FP8)
+    tensor computes in INT8 (FP8); otherwise the type word of its first output."""
+    counts = {"int8": 0, "fp8": 0, "fp16": 0, "bf16": 0, "fp32": 0, "other": 0, "reformat": 0,
+              "total": len(raw["Layers"])}
     for layer in raw["Layers"]:
         if layer["LayerType"] == "Reformat":
             counts["reformat"] += 1
             continue
         formats = [t["Format/Datatype"] for t in layer["Inputs"] + layer["Outputs"]]
+        first = layer["Outputs"][0]["Format/Datatype"]
         if any("Int8" in f for f in formats):
             counts["int8"] += 1
-        elif "FP16" in layer["Outputs"][0]["Format/Datatype"]:
-            counts["fp16"] += 1
-        elif "FP32" in layer["Outputs"][0]["Format/Datatype"]:
-            counts["fp32"] += 1
+        elif any("FP8" in f for f in formats):
+            counts["fp8"] += 1
         else:
-            counts["other"] += 1
+            word = next((w for w in ("FP16", "BF16", "FP32") if w in first), None)
+            counts[word.lower() if word else "other"] += 1
     return counts
 
 
@@ -76,7 +77,7 @@ def test_hand_counted_numbers() -> None:
     """Counted by hand from the files."""
     fp32 = precision_counts(summarize(json.dumps(graph("resnet-a100-fp32"))))
     # 32 layers: one real Reformat (before MaxPool_2); seven "Reformatting CopyNode" layers are NoOp (0 ms)
-    assert fp32 == {"int8": 0, "fp16": 0, "fp32": 31, "other": 0, "reformat": 1, "total": 32}
+    assert fp32 == {"int8": 0, "fp8": 0, "fp16": 0, "bf16": 0, "fp32": 31, "other": 0, "reformat": 1, "total": 32}
     qat = precision_counts(summarize(json.dumps(graph("resnet-a100-qat"))))
     assert qat["total"] == 37 and qat["reformat"] == 12 and qat["int8"] > 0  # 12 Q/DQ + reformat layers
     fp16 = precision_counts(summarize(json.dumps(graph("resnet-a100-fp16"))))
