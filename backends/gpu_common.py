@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from backends.base import BackendOptions
-from harness.atomic import atomic_write_bytes
+from harness.store.atomic import atomic_write_bytes
 from harness.errors import BackendUnavailable, HarnessError
-from harness.fingerprint import file_hash
+from harness.store.fingerprint import file_hash
 
 if TYPE_CHECKING:
     from harness.machine import MachineFacts

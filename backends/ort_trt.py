@@ -9,7 +9,7 @@
 * One profile (``trt_profile_min/opt/max_shapes``: min=min(batch sizes), opt=max=max(batch sizes));
   one inference per sweep batch size runs inside ``activate`` (phase ``build``), so no engine is
   built while timing.
-* Engine caches: ``<cache_dir>/ort-trt/<key>/`` per :class:`~harness.engine_cache.EngineCacheKey`;
+* Engine caches: ``<cache_dir>/ort-trt/<key>/`` per :class:`~harness.store.engine_cache.EngineCacheKey`;
   the timing cache ``<cache_dir>/ort-trt/timing/<TRT+GPU key>/`` is shared by every model.
 * INT8 on TRT <= 10 (implicit): ONE ONNX Runtime calibration table per model and calibration
   identity, in ``<cache_dir>/ort-trt/calib-tables/<onnx>-<calibration>/``, copied into each engine
@@ -52,9 +52,9 @@ from backends.trt_plan import (
     onnx_for_plan,
     plan_build,
 )
-from harness.engine_cache import EngineCacheKey, TimingCacheKey
+from harness.store.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
-from harness.fingerprint import file_hash
+from harness.store.fingerprint import file_hash
 from harness.gpu import capabilities as caps
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """CUDA graphs for the torch backend (``backend_options.torch.cuda_graphs``).
 
 Eager PyTorch dispatches every operator from Python; at small batches the GPU runs a kernel faster
-than the host issues the next one, and the timed interval is the host's (:mod:`harness.launch`).
+than the host issues the next one, and the timed interval is the host's (:mod:`harness.measure.launch`).
 A CUDA graph captures the call once and replays every kernel with one launch.
 
 What is timed is honest by construction: each staged batch gets its own graph, captured at staging

@@ -24,7 +24,7 @@ from typing import Any
 from backends.base import PhaseTimes
 from backends.trt_api import WEAK_TYPING_FLAGS, checked, log_tail
 from backends.trt_plan import DEFAULT_CALIBRATION_BATCH, DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_MIB, BuildPlan
-from harness.engine_cache import EngineCacheKey, discard, read_verified, write_verified
+from harness.store.engine_cache import EngineCacheKey, discard, read_verified, write_verified
 from harness.errors import HarnessError, UnsupportedCombination
 from harness.onnx_export import INPUT_NAME
 

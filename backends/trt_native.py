@@ -37,8 +37,8 @@ from backends.trt_plan import (
 )
 from backends.trt_runner import TrtNativeSession
 from backends.typed_onnx import check_converter
-from harness.engine_cache import EngineCacheKey, TimingCacheKey
-from harness.fingerprint import file_hash
+from harness.store.engine_cache import EngineCacheKey, TimingCacheKey
+from harness.store.fingerprint import file_hash
 from harness.onnx_export import INPUT_NAME
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ converter at opset 19 (the first whose Q/DQ accept FP16 scales); AutoCast is Mod
 float graphs (its quantizer converts its own Q/DQ models, ``high_precision_dtype``).
 
 Each result is cached under ``<cache>/typed-onnx/`` keyed by its provenance (source sha256, type,
-converter and version, options) with a checksum sidecar (:mod:`harness.cache_files`); a damaged
+converter and version, options) with a checksum sidecar (:mod:`harness.store.cache_files`); a damaged
 file is rebuilt with a note, never a failed cell.
 """
 
@@ -40,9 +40,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness import cache_files
+from harness.store import cache_files
 from harness.errors import BackendUnavailable, HarnessError
-from harness.fingerprint import dict_hash, file_hash
+from harness.store.fingerprint import dict_hash, file_hash
 
 HalfType = Literal["fp16", "bf16"]
 HALF_TYPES: tuple[str, ...] = ("fp16", "bf16")

@@ -35,8 +35,8 @@ probe() {
 import torch, torchvision
 from backends.base import SessionInfo
 from backends.torch_eager import TorchSession
-from harness.cell_timing import device_monitor, energy_meter, window_entry
-from harness.timing import CudaEventTimer, TimingSettings, measure
+from harness.sweep.cell_timing import device_monitor, energy_meter, window_entry
+from harness.measure.timing import CudaEventTimer, TimingSettings, measure
 
 settings = TimingSettings(warmup=5, iterations=20, repeats=3, min_seconds=0.5, warmup_seconds=0.2)
 for precision, batch in (("fp16", 1), ("fp16", 64), ("fp32", 64), ("tf32", 64)):

@@ -70,10 +70,10 @@ def torch_cuda_section(report: dict[str, Any]) -> None:
 
     from backends.base import ModelArtifact
     from backends.torch_eager import TorchBackend
-    from harness.cell_timing import device_monitor, energy_meter, window_entry
-    from harness.fingerprint import model_content_hash
+    from harness.sweep.cell_timing import device_monitor, energy_meter, window_entry
+    from harness.store.fingerprint import model_content_hash
     from harness.machine import probe_machine
-    from harness.timing import CudaEventTimer, PerfCounterTimer, TimingSettings, measure
+    from harness.measure.timing import CudaEventTimer, PerfCounterTimer, TimingSettings, measure
 
     module = torchvision.models.resnet18(weights=None).eval()
     artifact = ModelArtifact(name="resnet18", module=module, input_shape=(3, 224, 224), num_outputs=1000,
@@ -109,8 +109,8 @@ def torch_cuda_section(report: dict[str, Any]) -> None:
 
 def sweep_section(name: str, overrides: dict[str, Any], out: Path, report: dict[str, Any]) -> None:
     from harness.config import load_config
-    from harness.results import ResultStore, export_csv, flat_rows
-    from harness.driver import run_sweep
+    from harness.store.results import ResultStore, export_csv, flat_rows
+    from harness.sweep.driver import run_sweep
 
     work = Path(os.environ.get("PQ_SMOKE_WORK", "/tmp/pq-gpu-smoke"))  # caches stay out of --out
     config = load_config(None, {**overrides, "out_dir": work / name, "cache_dir": work / "cache",

@@ -1,6 +1,6 @@
 """Record real timing windows of tinycnn on ONNX Runtime (CPU) as JSON fixtures for the stability tests.
 
-Each window is measured with the harness's own engine (``harness.timing.measure`` with the
+Each window is measured with the harness's own engine (``harness.measure.timing.measure`` with the
 ``timing:`` defaults: duration-based repeats) on real batches of the ``shapes`` evaluation split,
 inside a ``HostLoadSampler``, and written with its host load and loop settings to
 ``tests/data/timing_samples/<name>.json``.
@@ -48,11 +48,11 @@ def main() -> None:
     from backends.ort_cpu import OrtCpuBackend
     from harness.data.registry import open_split
     from harness.data.stream import StreamingEvalData
-    from harness.fingerprint import model_content_hash
-    from harness.hostload import HostLoadSampler, loadavg
+    from harness.store.fingerprint import model_content_hash
+    from harness.measure.hostload import HostLoadSampler, loadavg
     from harness.models import load_model
     from harness.onnx_export import export_onnx
-    from harness.timing import TimingSettings, measure, timer_for
+    from harness.measure.timing import TimingSettings, measure, timer_for
 
     cache = args.cache_dir
     loaded = load_model("tinycnn", weights="pretrained", cache_dir=cache, data_root=Path("data"))

@@ -23,9 +23,9 @@ from backends.base import ModelArtifact  # noqa: E402
 from backends.ort_cpu import OrtCpuBackend  # noqa: E402
 from backends.torch_eager import TorchBackend  # noqa: E402
 from harness.compression import PruneSpec, apply_pruning  # noqa: E402
-from harness.fingerprint import model_content_hash  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
-from harness.timing import TimingSettings, measure, timer_for  # noqa: E402
+from harness.measure.timing import TimingSettings, measure, timer_for  # noqa: E402
 
 
 def time_session(session, batch: int, config: TimingSettings) -> float:

@@ -6,8 +6,8 @@ interleaved block times a unit's sessions. Arms:
 
 * ``own``: session A right after its own window (the steady state it would have alone);
 * ``switch``: A right after a window of session B, at once;
-* ``switch+wait``: A after B, once ``harness.timing.wait_for_idle_threads`` says B's pool stopped
-  spinning (what ``harness.interleave.measure_interleaved`` does on every session change).
+* ``switch+wait``: A after B, once ``harness.measure.timing.wait_for_idle_threads`` says B's pool stopped
+  spinning (what ``harness.measure.interleave.measure_interleaved`` does on every session change).
 
 Goal: ``switch+wait`` within the noise of ``own``; ``switch`` shows what the wait removes.
 Usage: python bench/session_switch.py [--batch 32] [--window 0.05] [--trials 8]
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backends.ort_common import INPUT_NAME, create_session, import_ort  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
-from harness.timing import wait_for_idle_threads  # noqa: E402
+from harness.measure.timing import wait_for_idle_threads  # noqa: E402
 from harness.tinycnn import INPUT_SIZE, TinyCNN  # noqa: E402
 
 

@@ -2,13 +2,13 @@
 
 Case ``calibration``: each trial times a real single-threaded CPU workload (``inner`` 96x96 fp32
 matmuls per call) under three configurations with the harness's own protocol
-(``harness.timing.measure`` + ``PerfCounterTimer``: warm-up, iterations, repeats):
+(``harness.measure.timing.measure`` + ``PerfCounterTimer``: warm-up, iterations, repeats):
 
 * A and B: identical;
 * C: 10 % more real work (``inner * 1.1`` matmuls per call), checked by measuring.
 
 Repeats of A, B and C are interleaved (order rotated per repeat) so that drift
-hits all three alike. Each trial then asks ``harness.stats.compare_latencies``
+hits all three alike. Each trial then asks ``harness.measure.stats.compare_latencies``
 whether B differs from A and whether C differs from A.
 
 Case ``drift``: the same three configurations as spin work units (a fixed count of Python
@@ -21,7 +21,7 @@ cell of a sweep was measured. Each trial is run in both designs:
   (drift allowance for separate windows, and "not comparable" when a window saw host load);
 * interleaved (the new unit): round r measures one repeat of each config in a seeded shuffled
   order; the load starts after the first third of the rounds; judged by
-  ``harness.stats.compare_paired_rounds`` (bootstrap over rounds of per-round median ratios).
+  ``harness.measure.stats.compare_paired_rounds`` (bootstrap over rounds of per-round median ratios).
 
 Goal (both cases, interleaved design): "no significant difference" for A vs B in >= 95 % of
 trials and "significantly slower" for C vs A in >= 95 %.
@@ -37,7 +37,7 @@ from pathlib import Path
 
 if __name__ != "__main__":
     # This file is named statistics.py, so any script run from bench/ (bench/ is then first on
-    # sys.path) that imports `statistics`, directly or through harness.timing, lands here. Hand
+    # sys.path) that imports `statistics`, directly or through harness.measure.timing, lands here. Hand
     # it the standard library's module instead, and stop.
     import importlib.util as _ilu
     import sysconfig as _sc
@@ -49,7 +49,7 @@ if __name__ != "__main__":
     globals().update({k: v for k, v in vars(_mod).items() if not k.startswith("__")})
 else:
     # Run as a script: drop bench/ from the import path so that `import statistics` (here, in
-    # harness.timing, in libraries) finds the standard library.
+    # harness.measure.timing, in libraries) finds the standard library.
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -57,7 +57,7 @@ import os  # noqa: E402
 import time  # noqa: E402
 
 # (the script's other imports are inside the functions: when this file stands in for the
-# standard library's `statistics`, nothing below may import harness.timing or torch)
+# standard library's `statistics`, nothing below may import harness.measure.timing or torch)
 
 
 def make_workload(inner: int, size: int):
@@ -80,8 +80,8 @@ def run_trial(
     ``timing.until_stable`` does for one cell, until every config's median CI
     half-width is within ``target_ci_pct`` or ``max_seconds`` have passed (checked every
     ``check_every`` rounds, so that the bootstrap does not cost more than the timing)."""
-    from harness.stats import median_ci
-    from harness.timing import PerfCounterTimer, TimingSettings, measure
+    from harness.measure.stats import median_ci
+    from harness.measure.timing import PerfCounterTimer, TimingSettings, measure
 
     config = TimingSettings(warmup=warmup, iterations=iterations, repeats=1, min_seconds=0, warmup_seconds=0)
     timer = PerfCounterTimer()
@@ -181,8 +181,8 @@ def drift_trial(fns, settings, rounds: int, load_procs: int, seed: int, design: 
     """One trial of the drift case; returns (rounds per config, host-load verdict per config)."""
     import random
 
-    from harness.hostload import HostLoadSampler
-    from harness.timing import PerfCounterTimer, measure_repeat
+    from harness.measure.hostload import HostLoadSampler
+    from harness.measure.timing import PerfCounterTimer, measure_repeat
 
     timer = PerfCounterTimer()
     names = list(fns)
@@ -216,8 +216,8 @@ def drift_trial(fns, settings, rounds: int, load_procs: int, seed: int, design: 
 def run_drift_case(args) -> bool:
     import statistics as pystats
 
-    from harness.stats import PAIRED_TEST, compare_latencies, compare_paired_rounds, not_comparable_reason
-    from harness.timing import TimingSettings
+    from harness.measure.stats import PAIRED_TEST, compare_latencies, compare_paired_rounds, not_comparable_reason
+    from harness.measure.timing import TimingSettings
 
     import numpy as np
 
@@ -306,7 +306,7 @@ def main() -> None:
 
     import torch
 
-    from harness.stats import COMPARISON_TEST, compare_latencies
+    from harness.measure.stats import COMPARISON_TEST, compare_latencies
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)

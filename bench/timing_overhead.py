@@ -2,7 +2,7 @@
 against a bare perf_counter_ns loop around the same callable, in one process.
 
 A third arm wraps each harness measurement in what the harness holds around a
-timing window (harness.locks.DeviceLock + harness.hostload.HostLoadSampler), so
+timing window (harness.measure.locks.DeviceLock + harness.measure.hostload.HostLoadSampler), so
 the cost of the lock and of the background load sampler is measured too. The harness
 arms run with duration-based repeats (``--min-seconds``, the CPU default 0.5 s; the
 timed calls then run in blocks, the clock read between blocks only).
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness.hostload import HostLoadSampler  # noqa: E402
-from harness.locks import DeviceLock  # noqa: E402
-from harness.timing import PerfCounterTimer, TimingSettings, measure  # noqa: E402
+from harness.measure.hostload import HostLoadSampler  # noqa: E402
+from harness.measure.locks import DeviceLock  # noqa: E402
+from harness.measure.timing import PerfCounterTimer, TimingSettings, measure  # noqa: E402
 
 
 def bare_loop(fn, x, warmup: int, iterations: int, repeats: int) -> float:

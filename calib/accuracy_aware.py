@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calib.sensitivity import analyse_calibrated, holdout_set
-from harness import cache_files
+from harness.store import cache_files
 from harness.errors import HarnessError
-from harness.fingerprint import dict_hash
+from harness.store.fingerprint import dict_hash
 from harness.phases import PhaseTimes
 
 ANALYSIS_FORMAT_VERSION = 1

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calib.ort_base import BatchFactory, as_numpy, count_or_materialize
-from harness.atomic import atomic_replace
+from harness.store.atomic import atomic_replace
 from harness.errors import HarnessError, missing_library
 from harness.onnx_export import INPUT_NAME
 

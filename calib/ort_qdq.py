@@ -59,7 +59,7 @@ from calib.fp8_qdq import FP8_OPSET, WEIGHTED_OPS, write_fp8_qdq
 from calib.ort_ranges import compute_tensor_ranges, tensor_thresholds
 from calib.ort_static_quant import quantize_with_ranges
 from calib.provenance import CalibrationSettings, calibration_settings
-from harness.atomic import atomic_replace
+from harness.store.atomic import atomic_replace
 from harness.errors import HarnessError
 
 _LOG = logging.getLogger(__name__)

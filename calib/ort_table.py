@@ -34,7 +34,7 @@ from calib.provenance import (
     CalibrationSettings,
     calibration_settings,
 )
-from harness.atomic import atomic_replace
+from harness.store.atomic import atomic_replace
 from harness.errors import HarnessError
 
 #: The file the TensorRT EP reads (non-native table); ORT also writes the two siblings.

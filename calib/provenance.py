@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.atomic import atomic_write_bytes
+from harness.store.atomic import atomic_write_bytes
 from harness.errors import HarnessError
-from harness.fingerprint import dict_hash, file_hash
+from harness.store.fingerprint import dict_hash, file_hash
 
 #: Bump when the layout or meaning of a calibration artifact changes.
 #: 2: ONNX Runtime entropy/percentile on a 2048-bin histogram (1 was max-abs labelled "entropy").

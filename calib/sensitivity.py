@@ -440,7 +440,7 @@ def analyse_calibrated(fp32_onnx: Path, calib_set: Any, train: Any, transform: A
             ranking = table if mode == "fp32-one" else sensitivity(variants, data, mode="fp32-one")
             mixed = mixed_precision(variants, data, ranking, max_drop_points, out_path=Path(tmp) / "budget.onnx")
             if qdq_out is not None:
-                from harness.atomic import atomic_replace
+                from harness.store.atomic import atomic_replace
 
                 Path(qdq_out).parent.mkdir(parents=True, exist_ok=True)
                 atomic_replace(Path(tmp) / "budget.onnx", Path(qdq_out))

@@ -36,7 +36,7 @@ from calib.provenance import (
 )
 from calib.trt_calibrator import BufferFactory, CalibratorCore, calibration_cache_provenance, cuda_buffer_factory
 from harness.errors import HarnessError
-from harness.fingerprint import dict_hash, file_hash
+from harness.store.fingerprint import dict_hash, file_hash
 from harness.phases import PhaseTimes
 
 #: ORT calibration batch: peak memory grows with it, not with the image count (ResNet-18 at 224 px,

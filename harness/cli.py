@@ -41,12 +41,12 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-class _ProgressObserver:  # a harness.observer.Observer
+class _ProgressObserver:  # a harness.sweep.observer.Observer
     """Renders the sweep: what it is doing now (``status``), and cells done/failed/left with a time estimate
-    (harness.progress), the same for the local and the Ray executor."""
+    (harness.sweep.progress), the same for the local and the Ray executor."""
 
     def __init__(self, progress: Progress, task: Any) -> None:
-        from harness.progress import SweepProgress
+        from harness.sweep.progress import SweepProgress
 
         self.progress, self.task = progress, task
         self.eval_task: Any = None
@@ -70,7 +70,7 @@ class _ProgressObserver:  # a harness.observer.Observer
     def notice(self, text: str) -> None:  # e.g. waiting for another harness process's timing window
         self.progress.console.print(text, markup=False, highlight=False)
 
-    def cell_done(self, outcome: Any) -> None:  # a harness.outcome.CellOutcome
+    def cell_done(self, outcome: Any) -> None:  # a harness.store.outcome.CellOutcome
         self.committed += 1
         self.counts.cell_finished(outcome.status == "ok")
         self.progress.update(self.task, advance=1, counts=self.counts.line())
@@ -87,15 +87,15 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
     sweep into it is refused (or, with ``wait``, queued and then skips what the first finished)."""
     from harness.config import load_config
     from harness.errors import describe_os_error
-    from harness.locks import OutDirLock
+    from harness.measure.locks import OutDirLock
     from harness.machine import probe_machine
-    from harness.results import ResultStore, ResultStoreError, export_csv, export_json
-    from harness.driver import preflight, run_sweep
-    from harness.plan import plan_cells
+    from harness.store.results import ResultStore, ResultStoreError, export_csv, export_json
+    from harness.sweep.driver import preflight, run_sweep
+    from harness.sweep.plan import plan_cells
 
     config = load_config(config_path, overrides)
     if config.executor.kind == "ray":
-        from harness.executors.ray_executor import import_ray
+        from harness.sweep.executors.ray_executor import import_ray
 
         import_ray()  # a missing Ray is a one-line error naming the extra, before any work
     facts = probe_machine()
@@ -174,7 +174,7 @@ def _environment_fault(exc: BaseException, out: Path, db: Path, observer: _Progr
     """One line for a fault of the machine (disk full, read-only or invalid path, unusable database):
     what happened, how many cells are safe, how to go on; exit 2 before any cell ran, 1 after."""
     from harness.errors import EnvironmentFault, describe_os_error
-    from harness.results import count_safe_cells
+    from harness.store.results import count_safe_cells
 
     log = _write_error_log(exc, out)
     where = f"full traceback in {log}" if log else "no traceback log could be written"
@@ -200,9 +200,9 @@ def _print_table(store: Any, unstable: bool = False) -> None:
     unstable windows by cause; with ``unstable`` each window's reasons are listed too."""
     from rich.text import Text
 
-    from harness.instability import summarize
-    from harness.outcome import CellResult, latency_is_emulated
-    from harness.results import megabytes, percent
+    from harness.measure.instability import summarize
+    from harness.store.outcome import CellResult, latency_is_emulated
+    from harness.store.results import megabytes, percent
 
     table = Table(title="results: median batch latency ±95 % CI half-width (compute = input already on the "
                         "device; e2e = host in, host out); ! = unstable; H = host-bound; ~ = emulated (not a "
@@ -263,7 +263,7 @@ def _print_table(store: Any, unstable: bool = False) -> None:
 
 def host_bound_line(host_bound: list[tuple[str, str]], gpu_windows: int) -> str:
     """One line for the host-bound windows of a table: how many, what it means, the fix."""
-    from harness.launch import HOST_BOUND_MEANING, launch_fix
+    from harness.measure.launch import HOST_BOUND_MEANING, launch_fix
 
     backends = sorted({backend for _, backend in host_bound})
     return (f"H: {len(host_bound)} of {gpu_windows} GPU windows host-bound: {HOST_BOUND_MEANING}; a difference "
@@ -271,7 +271,7 @@ def host_bound_line(host_bound: list[tuple[str, str]], gpu_windows: int) -> str:
             + "; ".join(launch_fix(b) if len(backends) == 1 else f"{b}: {launch_fix(b)}" for b in backends))
 
 
-def _latency(window: Any) -> str:  # a harness.outcome.TimingWindow or None
+def _latency(window: Any) -> str:  # a harness.store.outcome.TimingWindow or None
     """"12.345 ±0.400" (median and CI half-width), or just the median for results stored without a CI."""
     if window is None:
         return "-"
@@ -301,7 +301,7 @@ def _positive(flag: str, values: list[int] | int | None, minimum: int = 1) -> No
 
 @contextlib.contextmanager
 def _rebuild_notes() -> Iterator[list[str]]:
-    """Cache-rebuild warnings (harness.cache_files / calib.provenance ``CacheRebuiltWarning``) become one
+    """Cache-rebuild warnings (harness.store.cache_files / calib.provenance ``CacheRebuiltWarning``) become one
     literal ``note:`` line each on stderr instead of Python's warning text; other warnings pass through."""
     caught: list[str] = []
     with warnings.catch_warnings():
@@ -309,7 +309,7 @@ def _rebuild_notes() -> Iterator[list[str]]:
 
         def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
             from calib.provenance import CacheRebuiltWarning as CalibRebuilt
-            from harness.cache_files import CacheRebuiltWarning
+            from harness.store.cache_files import CacheRebuiltWarning
 
             if issubclass(category, (CacheRebuiltWarning, CalibRebuilt)):
                 caught.append(str(message))
@@ -503,7 +503,7 @@ def results_show(
     unstable: bool = typer.Option(False, "--unstable", help="List every unstable window with its reasons."),
 ) -> None:
     """Print the stored results as a table. Example: `harness results show --out results/demo --unstable`."""
-    from harness.results import ResultStore
+    from harness.store.results import ResultStore
 
     def go() -> None:
         db = out / "results.db"
@@ -525,7 +525,7 @@ def results_export(
 
     Example: `harness results export --out results/demo --format csv --to demo.csv`
     """
-    from harness.results import ResultStore, export_csv, export_json
+    from harness.store.results import ResultStore, export_csv, export_json
 
     def go() -> None:
         if fmt not in ("csv", "json"):
@@ -551,8 +551,8 @@ def report(
 
     Example: `harness report --out results/demo` (writes results/demo/report/)
     """
-    from harness.report import write_report
-    from harness.results import ResultStore
+    from harness.analysis.report import write_report
+    from harness.store.results import ResultStore
 
     def go() -> None:
         if definition not in ("compute", "e2e"):
@@ -588,7 +588,7 @@ def calib(
     """
     from calib import build_calibration_artifacts
     from harness.data.registry import open_split
-    from harness.fingerprint import model_content_hash
+    from harness.store.fingerprint import model_content_hash
     from harness.models import load_model
     from harness.onnx_export import export_onnx
 
@@ -675,8 +675,8 @@ def compare(
     Examples: `harness compare --out results/demo --baseline backend=torch --candidate backend=ort-cpu`,
     `harness compare --baseline precision=fp16 --candidate precision=int8 --md int8.md`
     """
-    from harness.compare import compare_store, detail_lines, rich_table, to_markdown
-    from harness.results import ResultStore
+    from harness.analysis.compare import compare_store, detail_lines, rich_table, to_markdown
+    from harness.store.results import ResultStore
 
     def go() -> None:
         db = out / "results.db"
@@ -728,7 +728,7 @@ def sensitivity(
     """
     from calib.sensitivity import analyse, target_for_backend
     from harness.data.registry import open_split
-    from harness.fingerprint import model_content_hash
+    from harness.store.fingerprint import model_content_hash
     from harness.models import load_model
     from harness.onnx_export import export_onnx
 
@@ -795,9 +795,9 @@ def recommend(
 
     Example: `harness recommend --out results/demo --max-accuracy-drop 0.5 --json`
     """
-    from harness.recommend import recommend as choose
-    from harness.recommend import render_lines
-    from harness.results import ResultStore
+    from harness.analysis.recommend import recommend as choose
+    from harness.analysis.recommend import render_lines
+    from harness.store.results import ResultStore
 
     def go() -> None:
         db = out / "results.db"

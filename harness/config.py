@@ -19,7 +19,7 @@ from harness.compression.recovery import RecoverOptions
 from harness.compression.registry import NO_PRUNING, BuiltinOptions, PrunerOptions, methods, pruner_for
 from harness.compression.spec import PruneSpec
 from harness.errors import HarnessError
-from harness.timing import TimingSettings
+from harness.measure.timing import TimingSettings
 
 # The allowed values come from their one home (the backend registry, the pruning spec).
 BackendName = Literal[BACKEND_NAMES]  # type: ignore[valid-type]

@@ -4,7 +4,7 @@ Every export is checked against PyTorch on the same input with ONNX Runtime's
 CPU provider; the max absolute difference is stored beside the file and a
 model whose outputs disagree beyond tolerance is rejected.
 
-The cached file heals (:mod:`harness.cache_files`): a truncated, garbled or
+The cached file heals (:mod:`harness.store.cache_files`): a truncated, garbled or
 sidecar-less export is exported again with a one-line note (``OnnxExport.rebuilt``,
 and ``on_rebuild`` or a ``CacheRebuiltWarning``), never a protobuf parse error.
 """
@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 
-from harness import cache_files
+from harness.store import cache_files
 from harness.errors import HarnessError, missing_library
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
-EXPORT_FORMAT_VERSION = 2  # 2: checksum sidecar (harness.cache_files)
+EXPORT_FORMAT_VERSION = 2  # 2: checksum sidecar (harness.store.cache_files)
 
 
 @dataclass(frozen=True)

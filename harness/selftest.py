@@ -109,7 +109,7 @@ def tiny_artifact(root: Path) -> Any:
     import torch
 
     from backends.base import ModelArtifact
-    from harness.fingerprint import model_content_hash
+    from harness.store.fingerprint import model_content_hash
     from harness.onnx_export import export_onnx
 
     torch.manual_seed(0)

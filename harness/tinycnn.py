@@ -4,7 +4,7 @@ It gives the offline default a model with real accuracy. Training is seeded
 and single-threaded-deterministic, takes well under a minute on 2 cores, and
 the weights are cached under the harness cache, keyed by this file's recipe
 version and the dataset's manifest.  The cached weights heal
-(:mod:`harness.cache_files`): a damaged or unverifiable file is retrained with a
+(:mod:`harness.store.cache_files`): a damaged or unverifiable file is retrained with a
 one-line note, never handed to ``torch.load``.
 """
 
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from harness import cache_files
+from harness.store import cache_files
 
 RECIPE_VERSION = 3
 INPUT_SIZE = 64

@@ -48,8 +48,8 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
     """One real sweep for the whole session (tests.helpers.TINY_SWEEP); its output directory. Every
     end-to-end test that only reads results reads this one, instead of running its own."""
-    from harness.driver import run_sweep
-    from harness.results import ResultStore
+    from harness.sweep.driver import run_sweep
+    from harness.store.results import ResultStore
     from tests.helpers import TINY_SWEEP, sweep_config
 
     tmp = tmp_path_factory.mktemp("tiny-sweep")
@@ -99,8 +99,8 @@ def _gpu_tests_hold_the_gpu(request: pytest.FixtureRequest) -> Any:
     if "gpu" not in request.keywords:
         yield
         return
-    from harness.device_identity import lock_device_id
-    from harness.locks import DeviceLock
+    from harness.measure.device_identity import lock_device_id
+    from harness.measure.locks import DeviceLock
 
     with DeviceLock(lock_device_id("cuda")):
         yield

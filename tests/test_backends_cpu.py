@@ -25,9 +25,9 @@ from backends.ort_common import check_providers, create_session
 from backends.ort_cpu import OrtCpuBackend
 from backends.torch_eager import TorchBackend
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
-from harness.fingerprint import model_content_hash
+from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
-from harness.timing import TimingSettings, measure, timer_for
+from harness.measure.timing import TimingSettings, measure, timer_for
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPE = (3, 24, 24)

@@ -1,4 +1,4 @@
-"""harness.cache_files and harness.atomic: checksum sidecars, healing verdicts, the user's umask."""
+"""harness.store.cache_files and harness.store.atomic: checksum sidecars, healing verdicts, the user's umask."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache_files
-from harness.atomic import atomic_write_bytes
+from harness.store import cache_files
+from harness.store.atomic import atomic_write_bytes
 
 
 @pytest.fixture

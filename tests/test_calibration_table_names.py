@@ -17,7 +17,7 @@ import pytest
 import torch
 import torchvision
 
-from harness.fingerprint import model_content_hash
+from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
 
 

@@ -15,10 +15,10 @@ import torch
 import backends
 from backends.torch_eager import TorchBackend, TorchSession
 from harness.config import load_config
-from harness.outcome import CellResult, decode_predictions
-from harness.plan import plan_units
+from harness.store.outcome import CellResult, decode_predictions
+from harness.sweep.plan import plan_units
 from tests.helpers import sweep_config
-from harness.unit import UnitContext, run_unit
+from harness.sweep.unit import UnitContext, run_unit
 
 #: Every call the recording session saw: (kind, argument type, batch rows, epoch time).
 CALLS: list[tuple[str, str, int, float]] = []
@@ -101,7 +101,7 @@ def test_compute_times_run_on_staged_batches_and_e2e_times_infer_on_host_tensors
 
 @pytest.mark.slow
 def test_each_window_stores_ci_stability_host_load_and_exports_them(tmp_path: Path, shared_cache: Path) -> None:
-    from harness.results import flat_rows
+    from harness.store.results import flat_rows
 
     (outcome,) = _run(_config(tmp_path, shared_cache, timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 1, "iterations": 5, "repeats": 3}))
     for t in outcome.result.timings:
@@ -186,7 +186,7 @@ def test_layer_profiling_can_be_switched_off(tmp_path: Path, shared_cache: Path)
 
 
 def test_decode_predictions_round_trip_and_refuses_other_encodings() -> None:
-    from harness.cell_timing import encode_predictions
+    from harness.sweep.cell_timing import encode_predictions
     from harness.errors import HarnessError
 
     values = np.array([0, 7, 999, 3, 3], dtype=np.int64)

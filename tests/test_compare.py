@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.compare import (
+from harness.analysis.compare import (
     agreement,
     compare_records,
     decode_predictions,
@@ -23,9 +23,9 @@ from harness.compare import (
     to_markdown,
 )
 from harness.errors import HarnessError
-from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
 from tests.helpers import CliResult, run_cli
-from harness.results import ResultStore
+from harness.store.results import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
 

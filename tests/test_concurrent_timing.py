@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.locks import DeviceLock
-from harness.results import ResultStore
+from harness.measure.locks import DeviceLock
+from harness.store.results import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
 

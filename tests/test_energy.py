@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from harness.cell_timing import window_entry
-from harness.energy import EnergySpan, window_energy
+from harness.sweep.cell_timing import window_entry
+from harness.measure.energy import EnergySpan, window_energy
 from harness.gpu import nvml_monitor as gm
-from harness.interleave import WindowSpec, measure_interleaved
-from harness.timing import PerfCounterTimer, TimingSettings
+from harness.measure.interleave import WindowSpec, measure_interleaved
+from harness.measure.timing import PerfCounterTimer, TimingSettings
 from tests.fake_nvml import FakeNvml
 
 

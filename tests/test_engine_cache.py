@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.engine_cache import ENGINE_CACHE_FORMAT, IGNORED_BUILDER_OPTIONS, EngineCacheKey, TimingCacheKey
+from harness.store.engine_cache import ENGINE_CACHE_FORMAT, IGNORED_BUILDER_OPTIONS, EngineCacheKey, TimingCacheKey
 
 BASE = EngineCacheKey(
     backend="trt-native",
@@ -85,7 +85,7 @@ def test_option_order_and_tuple_or_list_spelling_do_not_matter() -> None:
 
 def test_digest_is_stable_across_processes() -> None:
     code = (
-        "from harness.engine_cache import EngineCacheKey as K;"
+        "from harness.store.engine_cache import EngineCacheKey as K;"
         "print(K('trt-native','a'*64,'int8','implicit','c'*16,'10.4.0.26','Tesla V100-SXM2-16GB',(7,0),"
         "{'workspace_bytes':4<<30,'sparse':False,'opt_level':3,'profile':[1,128,128],"
         "'profiling_verbosity':'detailed'}).digest())"

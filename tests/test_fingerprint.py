@@ -1,4 +1,4 @@
-"""harness.fingerprint: the content hashes that key every cache (ONNX, calibration, engines)."""
+"""harness.store.fingerprint: the content hashes that key every cache (ONNX, calibration, engines)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness.fingerprint import dict_hash, file_hash, model_content_hash
+from harness.store.fingerprint import dict_hash, file_hash, model_content_hash
 
 
 def _net(seed: int = 0) -> nn.Module:

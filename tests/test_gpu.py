@@ -12,9 +12,9 @@ import torch
 
 from backends.base import SessionInfo
 from backends.torch_eager import TorchSession
-from harness.cell_timing import window_entry
-from harness.interleave import WindowSpec, measure_interleaved
-from harness.timing import CudaEventTimer, TimingSettings, measure
+from harness.sweep.cell_timing import window_entry
+from harness.measure.interleave import WindowSpec, measure_interleaved
+from harness.measure.timing import CudaEventTimer, TimingSettings, measure
 
 pytestmark = pytest.mark.gpu
 
@@ -97,7 +97,7 @@ def test_fp32_and_tf32_sessions_interleaved_compute_ieee_and_tf32_on_the_device(
 
 
 def test_each_cell_gets_its_own_energy_from_the_real_counter(tmp_path: Path) -> None:
-    from harness.cell_timing import device_monitor, energy_meter
+    from harness.sweep.cell_timing import device_monitor, energy_meter
 
     torch.manual_seed(0)
     heavy_x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)

@@ -1,4 +1,4 @@
-"""Host-bound GPU windows (harness.launch): the verdict on recorded H200 windows of both kinds, what the
+"""Host-bound GPU windows (harness.measure.launch): the verdict on recorded H200 windows of both kinds, what the
 stability rules call their scatter, and what compare, report and recommend credit between such cells."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from harness import stats
-from harness.compare import compare_records, parse_selector, table_rows
-from harness.launch import LaunchCheck
-from harness.outcome import CellOutcome, CellResult, CellIdentity
-from harness.recommend import recommend
-from harness.report import write_report
-from harness.results import ResultStore
+from harness.measure import stats
+from harness.analysis.compare import compare_records, parse_selector, table_rows
+from harness.measure.launch import LaunchCheck
+from harness.store.outcome import CellOutcome, CellResult, CellIdentity
+from harness.analysis.recommend import recommend
+from harness.analysis.report import write_report
+from harness.store.results import ResultStore
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "timing_samples"
 #: The H200 host's launch time of one eager resnet18 call (the first run's peer timing: fp16 batch 1 took

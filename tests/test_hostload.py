@@ -1,4 +1,4 @@
-"""harness/hostload.py against the real /proc of this machine."""
+"""harness/measure/hostload.py against the real /proc of this machine."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.hostload import HostLoadSampler, read_process_times
-from harness.stats import assess_stability
+from harness.measure.hostload import HostLoadSampler, read_process_times
+from harness.measure.stats import assess_stability
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -81,7 +81,7 @@ def test_real_proc_snapshot_contains_ourselves():
 
 
 def test_another_harness_process_is_named_as_such(tmp_path: Path):
-    from harness.hostload import is_harness_process
+    from harness.measure.hostload import is_harness_process
 
     fake = tmp_path / "proc"
     for pid, argv in {1: ["python3", "-m", "harness.cli", "run"], 2: ["/usr/local/bin/harness", "run"],

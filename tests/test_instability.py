@@ -1,8 +1,8 @@
-"""harness/instability.py: the one summary line of unstable windows by cause."""
+"""harness/measure/instability.py: the one summary line of unstable windows by cause."""
 
 from __future__ import annotations
 
-from harness.instability import summarize
+from harness.measure.instability import summarize
 
 
 def test_summary_counts_windows_by_cause_and_names_the_busy_harness_process():

@@ -1,4 +1,4 @@
-"""harness/interleave.py: round-robin repeats of several windows with real timed calls."""
+"""harness/measure/interleave.py: round-robin repeats of several windows with real timed calls."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.interleave import WindowSpec, measure_interleaved, paired_rounds, round_orders
-from harness.timing import PerfCounterTimer, TimingSettings
+from harness.measure.interleave import WindowSpec, measure_interleaved, paired_rounds, round_orders
+from harness.measure.timing import PerfCounterTimer, TimingSettings
 
 
 def _spec(key: str, log: list[str], sleep_s: float) -> WindowSpec:

@@ -1,4 +1,4 @@
-"""harness/locks.py with real processes and threads (no mocks)."""
+"""harness/measure/locks.py with real processes and threads (no mocks)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ import pytest
 from tests.helpers import repo_env
 
 from harness.errors import HarnessError
-from harness.locks import DeviceLock, OutDirLock, lock_name
+from harness.measure.locks import DeviceLock, OutDirLock, lock_name
 
 REPO = Path(__file__).resolve().parent.parent
 
 HOLDER = r"""
 import json, sys, time
 from pathlib import Path
-from harness.locks import DeviceLock
+from harness.measure.locks import DeviceLock
 lock_dir, out, windows, hold, marker = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 events = {"waits": [], "windows": [], "waited_s": []}
 for _ in range(windows):
@@ -158,7 +158,7 @@ def test_lock_names_are_file_safe():
 WORKER = r"""
 import json, sys, time
 from pathlib import Path
-from harness.locks import DeviceLock, heavy_work
+from harness.measure.locks import DeviceLock, heavy_work
 lock_dir, out, kind, hold, marker, start_after = sys.argv[1:7]
 if start_after != "-":
     while not Path(start_after).exists():
@@ -196,7 +196,7 @@ def _span(out: Path) -> dict:
 
 
 def test_heavy_work_waits_for_another_process_window_and_a_window_waits_for_heavy_work(tmp_path: Path):
-    from harness.locks import heavy_work
+    from harness.measure.locks import heavy_work
 
     held = tmp_path / "window-held"
     window, out_w = _worker(tmp_path, "window", "window", 0.5, marker=str(held))
@@ -245,7 +245,7 @@ def test_a_waiting_window_is_not_starved_by_new_heavy_work(tmp_path: Path):
 
 
 def test_own_heavy_work_does_not_block_own_window_and_is_held_again_after_it(tmp_path: Path):
-    from harness.locks import heavy_work
+    from harness.measure.locks import heavy_work
 
     locks = tmp_path / "locks"
     with heavy_work("cpu", "session preparation", lock_dir=locks):
@@ -255,12 +255,12 @@ def test_own_heavy_work_does_not_block_own_window_and_is_held_again_after_it(tmp
             pass
         # the shared hold is back: another process's window cannot open now
         probe = subprocess.run(
-            [sys.executable, "-c", "import sys\nfrom harness.locks import DeviceLock\n"
+            [sys.executable, "-c", "import sys\nfrom harness.measure.locks import DeviceLock\n"
              "DeviceLock('cpu', lock_dir=sys.argv[1], timeout_s=0.3).acquire()", str(locks)],
             cwd=REPO, env=repo_env(), capture_output=True, text=True, timeout=60)
         assert probe.returncode != 0 and "gave up after 0.3 s" in probe.stderr
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys\nfrom harness.locks import DeviceLock\n"
+        [sys.executable, "-c", "import sys\nfrom harness.measure.locks import DeviceLock\n"
          "DeviceLock('cpu', lock_dir=sys.argv[1], timeout_s=5).acquire()", str(locks)],
         cwd=REPO, env=repo_env(), capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0, probe.stderr

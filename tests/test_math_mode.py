@@ -12,8 +12,8 @@ import torch
 from backends.base import SessionInfo
 from backends.torch_eager import MathMode, TorchOptions, TorchSession, _fp32_switches
 from harness.errors import HarnessError
-from harness.interleave import WindowSpec, measure_interleaved
-from harness.timing import PerfCounterTimer, TimingSettings
+from harness.measure.interleave import WindowSpec, measure_interleaved
+from harness.measure.timing import PerfCounterTimer, TimingSettings
 
 
 def _modes() -> tuple[Any, ...]:

@@ -24,12 +24,12 @@ from onnx import TensorProto, numpy_helper  # noqa: E402
 from calib import CalibrationData, CalibrationSet  # noqa: E402
 from calib.modelopt_qdq import MODELOPT_HINT, modelopt_version  # noqa: E402
 from calib.ort_ranges import compute_tensor_ranges, tensor_thresholds  # noqa: E402
-from harness.compare import compare_records, parse_selector  # noqa: E402
+from harness.analysis.compare import compare_records, parse_selector  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.fingerprint import model_content_hash  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
-from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow  # noqa: E402
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow  # noqa: E402
 from harness.phases import PhaseTimes  # noqa: E402
 
 SIDE = 16
@@ -127,7 +127,7 @@ def test_without_modelopt_the_cell_fails_in_one_line(calib: tuple, monkeypatch: 
 
 @needs_modelopt
 def test_modelopt_writes_int8_and_fp8_qdq_models_from_our_images(calib: tuple) -> None:
-    from harness.fingerprint import file_hash
+    from harness.store.fingerprint import file_hash
 
     source = _source(calib, "modelopt")
     phases = PhaseTimes()

@@ -55,7 +55,7 @@ def test_random_weights_are_the_same_in_every_process_and_leave_the_rng_alone(tm
     import subprocess
     import sys
 
-    from harness.fingerprint import model_content_hash
+    from harness.store.fingerprint import model_content_hash
 
     torch.manual_seed(123)
     expected_next = torch.rand(1)
@@ -63,7 +63,7 @@ def test_random_weights_are_the_same_in_every_process_and_leave_the_rng_alone(tm
     here = model_content_hash(_load("resnet18", tmp_path).module)
     assert torch.equal(torch.rand(1), expected_next)  # the caller's RNG stream is untouched
     code = ("from pathlib import Path; from harness.models import load_model; "
-            "from harness.fingerprint import model_content_hash; import torch; torch.manual_seed(7); "
+            "from harness.store.fingerprint import model_content_hash; import torch; torch.manual_seed(7); "
             f"print(model_content_hash(load_model('resnet18', weights='random', cache_dir=Path({str(tmp_path)!r}), "
             f"data_root=Path({str(tmp_path)!r})).module))")
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.fingerprint import model_content_hash
+from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 
 SHAPE = (3, 16, 16)
@@ -131,7 +131,7 @@ def test_odd_names_give_safe_file_names(tmp_path: Path) -> None:
 
 
 def test_truncated_export_is_rebuilt_not_a_parse_error(tmp_path: Path) -> None:
-    from harness.cache_files import CacheRebuiltWarning, sidecar_of
+    from harness.store.cache_files import CacheRebuiltWarning, sidecar_of
 
     net = _net()
     first = export_onnx(net, SHAPE, content_hash=model_content_hash(net), cache_dir=tmp_path, name="small")
@@ -160,7 +160,7 @@ def test_truncated_export_is_rebuilt_not_a_parse_error(tmp_path: Path) -> None:
 def test_cached_export_respects_the_umask(tmp_path: Path) -> None:
     import os
 
-    from harness.cache_files import sidecar_of
+    from harness.store.cache_files import sidecar_of
 
     net = _net()
     old = os.umask(0o022)

@@ -22,7 +22,7 @@ from backends.ort_trt import (
     profile_shapes,
 )
 from backends.trt_plan import BuildPlan, plan_build
-from harness.engine_cache import EngineCacheKey, TimingCacheKey
+from harness.store.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
 
 SHAPE = (3, 224, 224)
@@ -251,7 +251,7 @@ def test_fp16_conversion_keeps_float_io_and_is_cached(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto
 
-    from harness.fingerprint import file_hash
+    from harness.store.fingerprint import file_hash
 
     src = _tiny_onnx(tmp_path / "tiny.onnx")
     dst = fp16_onnx(src)

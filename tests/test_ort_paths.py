@@ -29,7 +29,7 @@ from calib.ort_qdq import build_qdq_model, node_names, quantize_options  # noqa:
 from calib.ort_ranges import compute_tensor_ranges  # noqa: E402
 from calib.ort_static_quant import quantize_route, quantize_with_ranges  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.fingerprint import model_content_hash  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
@@ -244,7 +244,7 @@ def test_harness_calib_end_to_end(shared_cache: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ort_cpu_int8_cell_through_the_sweep(shared_cache: Path, tmp_path: Path) -> None:
-    from harness.results import ResultStore
+    from harness.store.results import ResultStore
 
     out = tmp_path / "out"
     proc = _harness("run", "--model", "tinycnn", "--dataset", "shapes", "--backend", "ort-cpu", "--precision", "int8",

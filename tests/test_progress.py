@@ -1,4 +1,4 @@
-"""Progress and time estimates for long sweeps (harness.progress) and the CLI observer that shows them."""
+"""Progress and time estimates for long sweeps (harness.sweep.progress) and the CLI observer that shows them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.progress import SweepProgress, eta_seconds, format_duration
+from harness.sweep.progress import SweepProgress, eta_seconds, format_duration
 
 
 def test_eta_is_the_mean_time_per_finished_cell_times_the_cells_left() -> None:

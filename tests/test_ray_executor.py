@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.results import ResultStore
-from harness.driver import run_sweep
-from harness.observer import SweepObserver
-from harness.plan import plan_cells
+from harness.store.results import ResultStore
+from harness.sweep.driver import run_sweep
+from harness.sweep.observer import SweepObserver
+from harness.sweep.plan import plan_cells
 from tests.helpers import REPO, repo_env, write_config
 
 ray = pytest.importorskip("ray")
 
-from harness.executors.ray_executor import RayExecutor, UnitResources  # noqa: E402
+from harness.sweep.executors.ray_executor import RayExecutor, UnitResources  # noqa: E402
 from tests.helpers import BROKEN_AT_INFERENCE, committed_cells
 
 

@@ -23,7 +23,7 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_local_executor_and_cli_never_import_ray() -> None:
     done = _python("import sys\n"
-                   "import harness.cli, harness.driver, harness.executors, harness.executors.local\n"
+                   "import harness.cli, harness.sweep.driver, harness.sweep.executors, harness.sweep.executors.local\n"
                    "from harness.config import load_config\n"
                    "assert load_config(None, {}).executor.kind == 'local'\n"
                    "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n")

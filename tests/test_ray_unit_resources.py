@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness.compression.spec import PruneSpec
-from harness.executors.ray_executor import UnitResources, unit_resources
-from harness.plan import Cell, Unit
+from harness.sweep.executors.ray_executor import UnitResources, unit_resources
+from harness.sweep.plan import Cell, Unit
 
 
 def _unit(*pairs: tuple[str, str]) -> Unit:

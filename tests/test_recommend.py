@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.errors import HarnessError
-from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
-from harness.recommend import recommend, recommendation_section
-from harness.report import write_report
-from harness.results import ResultStore
-from harness.timing import TimingResult, TimingSettings
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
+from harness.analysis.recommend import recommend, recommendation_section
+from harness.analysis.report import write_report
+from harness.store.results import ResultStore
+from harness.measure.timing import TimingResult, TimingSettings
 
 
 def _cell(backend: str, precision: str, median_ms: float, accuracy: float, *, seed: int, pruner: str = "none",

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
-from harness.driver import run_sweep
-from harness.observer import SweepObserver
-from harness.plan import plan_cells
-from harness.results import ResultStore
+from harness.sweep.driver import run_sweep
+from harness.sweep.observer import SweepObserver
+from harness.sweep.plan import plan_cells
+from harness.store.results import ResultStore
 
 RECOVER = {"epochs": 1, "max_steps": 20, "lr": 0.003}
 
@@ -88,7 +88,7 @@ def test_recovery_and_int8_variants_are_their_own_cells(tmp_path: Path, shared_c
     assert all(r.result.int8_precision is None for r in plain_int8)
 
     # the configuration to ship, from the real database: never outside the budget
-    from harness.recommend import recommend
+    from harness.analysis.recommend import recommend
 
     rec = recommend(list(records.values()), include_unstable=True, max_accuracy_drop=2.0)
     assert rec.verdict in ("best", "tie") and rec.cells

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cache_files import CacheRebuiltWarning
+from harness.store.cache_files import CacheRebuiltWarning
 from harness.compression import PruneSpec, apply_pruning, verify_2_4
 from harness.compression.recovery import RecoverOptions, distillation_loss, recover
 from harness.compression.measures import target_weights

@@ -160,7 +160,7 @@ def _fill(directory: Path) -> None:
 
 _INJECT_ENOSPC = """
 import sqlite3
-import harness.results as _results
+import harness.store.results as _results
 _put, _calls = _results.ResultStore.put, [0]
 def _full_after_one(self, outcome):
     _calls[0] += 1
@@ -222,7 +222,7 @@ def test_full_disk_mid_sweep_is_one_line_loses_nothing_and_resumes(tmp_path: Pat
 @pytest.mark.slow
 def test_second_sweep_into_a_locked_out_is_refused_before_work(tmp_path: Path) -> None:
     """This test process holds the directory's lock (as a running sweep does): a sweep into it is refused."""
-    from harness.locks import OutDirLock
+    from harness.measure.locks import OutDirLock
 
     out = tmp_path / "out"
     cfg = _tiny_sweep(tmp_path, out)
@@ -280,7 +280,7 @@ NOT_CALLABLE = 3
 
 def _preflight(tmp_path: Path, model: str) -> None:
     from harness.config import load_config
-    from harness.driver import preflight
+    from harness.sweep.driver import preflight
 
     config = load_config(None, {"models": [model], "weights": "random", "datasets": ["shapes"],
                                 "data_root": tmp_path / "data", "cache_dir": tmp_path / "cache",

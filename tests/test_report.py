@@ -8,9 +8,9 @@ import dataclasses
 from pathlib import Path
 
 from harness.config import load_config
-from harness.report import collect_points, write_report
-from harness.results import ResultStore
-from harness.driver import run_sweep
+from harness.analysis.report import collect_points, write_report
+from harness.store.results import ResultStore
+from harness.sweep.driver import run_sweep
 
 
 @pytest.mark.slow
@@ -41,8 +41,8 @@ def _synthetic_cell(model: str, backend: str, precision: str, pruner: str, amoun
                     seed: int, accuracy: float = 0.9):
     import numpy as np
 
-    from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
-    from harness.timing import TimingResult, TimingSettings
+    from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
+    from harness.measure.timing import TimingResult, TimingSettings
 
     rng = np.random.default_rng(seed)
     # 5 repeats of 40 samples; each repeat drifts by ~2 % (what a shared machine does) and samples by ~3 %

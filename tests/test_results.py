@@ -1,4 +1,4 @@
-"""harness.results: the crash-safe SQLite store and the CSV/JSON exports.
+"""harness.store.results: the crash-safe SQLite store and the CSV/JSON exports.
 
 Regressions of the thesis tool: the thesis tool swallowed failures with no row and no traceback and
 appended duplicate rows; our store upserts by key, keeps the error and traceback, and the CSV keeps the
@@ -20,9 +20,9 @@ import pytest
 
 from tests.helpers import repo_env
 
-from harness.outcome import CellIdentity, CellOutcome, CellResult
-from harness.results import ResultStore, cell_key, export_csv, export_json
-from harness.timing import PerfCounterTimer, TimingSettings, measure
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult
+from harness.store.results import ResultStore, cell_key, export_csv, export_json
+from harness.measure.timing import PerfCounterTimer, TimingSettings, measure
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -234,7 +234,7 @@ def test_export_csv_columns_sizes_and_rows(tmp_path: Path) -> None:
 ])
 def test_thesis_columns_accuracy_percent_and_quantizer_precision(
         backend: str, precision: str, top1: float, quantizer: str, accuracy: float) -> None:
-    from harness.results import flat_rows
+    from harness.store.results import flat_rows
 
     ident = _identity(backend=backend, precision=precision)
     if precision == "int8":
@@ -353,7 +353,7 @@ def test_cell_key_is_order_independent_and_discriminating() -> None:
 def test_cell_key_is_stable_across_processes() -> None:
     ident = _identity()
     code = (
-        "import json, sys; from harness.results import cell_key; "
+        "import json, sys; from harness.store.results import cell_key; "
         "print(cell_key(json.loads(sys.argv[1])))"
     )
     # A different hash seed than this process (str hashing is randomised per process).

@@ -12,7 +12,7 @@ from torch import nn
 
 from calib.sensitivity import HeldOutData, QdqVariants, mixed_precision, sensitivity, snr_db
 from harness.errors import HarnessError
-from harness.fingerprint import model_content_hash
+from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
 
 SIDE = 8

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.hostload import BusyProcess, HostLoad
-from harness.stats import assess_stability, median_ci, not_comparable_reason
+from harness.measure.hostload import BusyProcess, HostLoad
+from harness.measure.stats import assess_stability, median_ci, not_comparable_reason
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "timing_samples"
 

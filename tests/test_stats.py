@@ -1,4 +1,4 @@
-"""harness/stats.py on synthetic samples with known properties (fixed seeds)."""
+"""harness/measure/stats.py on synthetic samples with known properties (fixed seeds)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.hostload import HostLoad
-from harness.stats import (
+from harness.measure.hostload import HostLoad
+from harness.measure.stats import (
     COMPARISON_TEST,
     StabilityThresholds,
     assess_stability,
@@ -355,7 +355,7 @@ def _rounds(rng, factors, n=60, mu_ns=1e6, noise=0.02):
 
 
 def test_paired_rounds_cancel_drift_that_hits_both_cells_and_still_find_ten_percent():
-    from harness.stats import DESIGN_PAIRED, compare_paired_rounds
+    from harness.measure.stats import DESIGN_PAIRED, compare_paired_rounds
 
     rng = np.random.default_rng(23)
     trials, null_sig, slow_found = 40, 0, 0
@@ -375,7 +375,7 @@ def test_paired_rounds_cancel_drift_that_hits_both_cells_and_still_find_ten_perc
 
 
 def test_paired_rounds_need_matching_rounds():
-    from harness.stats import compare_paired_rounds
+    from harness.measure.stats import compare_paired_rounds
 
     rng = np.random.default_rng(24)
     with pytest.raises(HarnessError, match="same number"):
@@ -385,7 +385,7 @@ def test_paired_rounds_need_matching_rounds():
 
 
 def test_separate_windows_carry_a_drift_allowance_and_say_so():
-    from harness.stats import DESIGN_SEPARATE, DRIFT_ALLOWANCE
+    from harness.measure.stats import DESIGN_SEPARATE, DRIFT_ALLOWANCE
 
     rng = np.random.default_rng(25)
     a = _rounds(rng, [1.0, 1.0, 1.0], n=300, noise=0.005)
@@ -405,7 +405,7 @@ def test_separate_windows_carry_a_drift_allowance_and_say_so():
 
 
 def test_a_pair_disturbed_by_the_machine_is_not_comparable_and_never_significant():
-    from harness.stats import instability_causes, not_comparable_reason
+    from harness.measure.stats import instability_causes, not_comparable_reason
 
     rng = np.random.default_rng(26)
     a = _rounds(rng, [1.0, 1.0, 1.0], n=200, noise=0.005)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import THESIS_COLUMNS, ResultStore
-from harness.driver import run_sweep
-from harness.observer import SweepObserver
-from harness.plan import plan_cells
+from harness.store.results import THESIS_COLUMNS, ResultStore
+from harness.sweep.driver import run_sweep
+from harness.sweep.observer import SweepObserver
+from harness.sweep.plan import plan_cells
 from tests.helpers import BROKEN_AT_INFERENCE, TINY_SWEEP, sweep_config
 
 
@@ -109,7 +109,7 @@ def test_failing_cell_is_recorded_and_others_survive(tmp_path: Path, shared_cach
 
 @pytest.mark.slow
 def test_csv_export_has_thesis_columns(tiny_sweep: Path, tmp_path: Path) -> None:
-    from harness.results import export_csv, export_json
+    from harness.store.results import export_csv, export_json
 
     with ResultStore(tiny_sweep / "results.db") as store:
         n = export_csv(store, tmp_path / "r.csv")
@@ -245,7 +245,7 @@ def test_model_that_fails_at_inference_never_stops_the_sweep(tmp_path: Path, sha
 
 
 def test_plan_units_groups_cells_by_model_dataset_and_pruning_step(tmp_path: Path, shared_cache: Path) -> None:
-    from harness.plan import plan_units
+    from harness.sweep.plan import plan_units
 
     config = _config(tmp_path, shared_cache, pruners=[{"method": "l1", "amounts": [0.0, 0.3, 0.6]}])
     units = plan_units(config)
@@ -259,9 +259,9 @@ def test_plan_units_groups_cells_by_model_dataset_and_pruning_step(tmp_path: Pat
 
 @pytest.mark.slow
 def test_run_unit_yields_typed_outcomes_without_a_store(tmp_path: Path, shared_cache: Path) -> None:
-    from harness.outcome import CellOutcome
-    from harness.plan import plan_units
-    from harness.unit import UnitContext, run_unit
+    from harness.store.outcome import CellOutcome
+    from harness.sweep.plan import plan_units
+    from harness.sweep.unit import UnitContext, run_unit
 
     config = _config(tmp_path, shared_cache, batch_sizes=[4], backends={"ort-cpu": ["fp32"]},
                      timing={"min_seconds": 0, "warmup_seconds": 0, "warmup": 0, "iterations": 2, "repeats": 1, "definitions": ["e2e"]})
@@ -278,7 +278,7 @@ def test_run_unit_yields_typed_outcomes_without_a_store(tmp_path: Path, shared_c
 def test_old_database_resumes_with_the_same_cell_keys(tmp_path: Path, shared_cache: Path) -> None:
     """The identity (and so the key) of a cell is what the dict-based sweep stored: --resume on an old
     database skips its finished cells."""
-    from harness.outcome import cell_key
+    from harness.store.outcome import cell_key
 
     config = _config(tmp_path, shared_cache, batch_sizes=[2], backends={"torch": ["fp32"]},
                      pruners=[{"method": "l1", "amounts": [0.5], "n": 2}])
@@ -328,7 +328,7 @@ def test_imagenet_accuracy_is_checked_against_the_published_one(tmp_path: Path, 
     from harness.data.registry import open_split
     from harness.data.stream import StreamingEvalData
     from harness.models import LoadedModel, load_model
-    from harness.unit import _Inputs, published_check
+    from harness.sweep.unit import _Inputs, published_check
 
     for k, wnid in enumerate(("n01440764", "n15075141")):  # a miniature ImageNet-1k val: tench, toilet tissue
         (tmp_path / "imagenet" / "val" / wnid).mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""harness.timing: statistics, percentiles, the measure loop and timer selection.
+"""harness.measure.timing: statistics, percentiles, the measure loop and timer selection.
 
 Regression context: the thesis tool took latency from
 profiler rows that could count one batch twice and timed its two backends
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from harness.timing import (
+from harness.measure.timing import (
     TIMING_DEFINITIONS,
     CudaEventTimer,
     LatencyStats,
@@ -304,7 +304,7 @@ def test_cuda_events_are_created_on_the_sessions_device(monkeypatch: pytest.Monk
 
     import torch
 
-    from harness.timing import CudaEventTimer
+    from harness.measure.timing import CudaEventTimer
 
     current = ["cuda:0"]
     made: list[str] = []
@@ -399,7 +399,7 @@ def test_warm_up_runs_for_warmup_seconds_and_is_not_timed() -> None:
 
 
 def test_a_repeat_stops_at_the_sample_cap() -> None:
-    from harness.timing import MAX_SAMPLES_PER_REPEAT
+    from harness.measure.timing import MAX_SAMPLES_PER_REPEAT
 
     cfg = TimingSettings(warmup=0, iterations=1, repeats=1, min_seconds=600, warmup_seconds=0)
     result = measure(lambda x: x, [0], batch_size=1, config=cfg, definition="e2e", timer=PerfCounterTimer())

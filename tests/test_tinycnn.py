@@ -10,7 +10,7 @@ import torch
 
 from harness import tinycnn
 from harness.data.registry import open_split
-from harness.fingerprint import model_content_hash
+from harness.store.fingerprint import model_content_hash
 
 
 @pytest.mark.slow
@@ -49,7 +49,7 @@ def test_damaged_weights_are_retrained_not_unpickled(tmp_path: Path, shared_cach
 
     import pytest
 
-    from harness.cache_files import CacheRebuiltWarning, sidecar_of
+    from harness.store.cache_files import CacheRebuiltWarning, sidecar_of
 
     train = open_split("shapes", "train", data_root=tmp_path, cache_dir=shared_cache)
     model, meta = tinycnn.load_or_train(tmp_path / "w", train, epochs=1, seed=5)
@@ -75,7 +75,7 @@ def test_damaged_weights_are_retrained_not_unpickled(tmp_path: Path, shared_cach
 def test_legacy_weights_without_sidecar_are_adopted_not_retrained(tmp_path: Path, shared_cache: Path) -> None:
     import json
 
-    from harness.cache_files import sidecar_of, verify
+    from harness.store.cache_files import sidecar_of, verify
 
     train = open_split("shapes", "train", data_root=tmp_path, cache_dir=shared_cache)
     model, meta = tinycnn.load_or_train(tmp_path / "l", train, epochs=1, seed=6)

@@ -15,7 +15,7 @@ from typing import Any
 from backends.ort_trt import inspect_ep_engines
 from backends.trt_inspect import precision_counts, summarize
 from backends.trt_loader import INSPECTOR_CACHE_FORMAT, engine_information, inspect_engine
-from harness.engine_cache import read_verified, write_verified
+from harness.store.engine_cache import read_verified, write_verified
 
 SAMPLE = json.loads((Path(__file__).resolve().parent / "data" / "trt_samples" / "resnet-a100-qat.graph.json").read_text())
 
@@ -127,7 +127,7 @@ def test_ep_engines_are_read_with_a_context(tmp_path: Path) -> None:
 
 def test_compare_uses_no_precision_counts_of_names_only_engines() -> None:
     from backends.trt_inspect import engine_summary
-    from harness.compare import precision_counts as cell_counts
+    from harness.analysis.compare import precision_counts as cell_counts
 
     names_only = engine_summary(json.dumps({"Layers": [layer["Name"] for layer in SAMPLE["Layers"]]}), "int8")
     detailed = engine_summary(json.dumps(SAMPLE), "int8")

@@ -13,7 +13,7 @@ import backends.trt_loader as loader
 from backends.base import PhaseTimes
 from backends.trt_loader import BuilderSettings, BuildOutput, EnginePaths, load_or_build
 from backends.trt_plan import plan_build
-from harness.engine_cache import EngineCacheKey, TimingCacheKey, read_verified, sidecar_path, write_verified
+from harness.store.engine_cache import EngineCacheKey, TimingCacheKey, read_verified, sidecar_path, write_verified
 
 GPU = SimpleNamespace(name="NVIDIA A100", compute_capability=(8, 0))
 

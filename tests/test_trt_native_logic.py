@@ -796,7 +796,7 @@ def test_gpu_session_runtime_with_a_copy_engine(cuda_graph: bool) -> None:
 
     from backends.base import SessionInfo
     from backends.trt_runner import TrtNativeSession
-    from harness.timing import CudaEventTimer, TimingSettings, measure, timer_for
+    from harness.measure.timing import CudaEventTimer, TimingSettings, measure, timer_for
 
     engine = CopyEngine(_cudart())
     trt = SimpleNamespace(TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"))
@@ -919,7 +919,7 @@ TINY = (3, 8, 8)
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from types import SimpleNamespace
 
-    from harness.fingerprint import model_content_hash
+    from harness.store.fingerprint import model_content_hash
     from harness.onnx_export import export_onnx
 
     torch.manual_seed(0)

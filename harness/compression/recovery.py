@@ -15,7 +15,7 @@ module is that step, kept honest:
 * it is deterministic: seeded and single-threaded (multi-threaded CPU kernels reduce in varying
   order), like :mod:`harness.tinycnn`'s training;
 * the recovered weights are cached by content (student, teacher, data, options, library versions)
-  with a size + sha256 sidecar (:mod:`harness.cache_files`): a damaged file is retrained with a
+  with a size + sha256 sidecar (:mod:`harness.store.cache_files`): a damaged file is retrained with a
   one-line note, never handed to ``torch.load`` unverified.
 """
 
@@ -34,11 +34,11 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from harness import cache_files
+from harness.store import cache_files
 from harness.compression.registry import NO_PRUNING, pruner_for
 from harness.compression.measures import target_weights
 from harness.errors import HarnessError
-from harness.fingerprint import dict_hash, model_content_hash
+from harness.store.fingerprint import dict_hash, model_content_hash
 
 #: Bump when the training recipe changes (invalidates cached recovered weights).
 RECOVERY_RECIPE_VERSION = 1

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from harness.atomic import atomic_write_bytes
+from harness.store.atomic import atomic_write_bytes
 from harness.data.preprocess import SplitTransform, split_transform
 from harness.data.registry import FileDataset, ImageSplit
 from harness.errors import HarnessError

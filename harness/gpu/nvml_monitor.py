@@ -7,11 +7,11 @@
 Energy comes from ``nvmlDeviceGetTotalEnergyConsumption`` (Volta and newer) when supported, else
 from a background thread that samples ``nvmlDeviceGetPowerUsage`` and integrates it (trapezoids).
 The whole window's energy is in ``result``; a monitor is also an energy meter
-(:class:`harness.energy.EnergyMeter`): ``mark()`` reads the counter now and ``span(a, b)`` gives the
+(:class:`harness.measure.energy.EnergyMeter`): ``mark()`` reads the counter now and ``span(a, b)`` gives the
 energy between two marks, so each timed repeat inside one monitored block gets its own joules. The
 counter advances in steps: its update period is measured when the monitor starts (the time between
 changes of its value, polled every 0.1 ms) and a span shorter than
-:data:`harness.energy.MIN_COUNTER_PERIODS` periods gets no number and a note.
+:data:`harness.measure.energy.MIN_COUNTER_PERIODS` periods gets no number and a note.
 The thread also samples clock-event reasons and the SM clock *during* the window. NVML calls go
 through ctypes, which releases the GIL, so the sampler costs the timed loop little; still, keep
 ``sample_interval_s`` coarse (tens of milliseconds) for Python-heavy loops. The queries themselves
@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Callable, Literal
 
-from harness.energy import MIN_COUNTER_PERIODS, EnergySpan
+from harness.measure.energy import MIN_COUNTER_PERIODS, EnergySpan
 from harness.gpu.nvml_query import (
     BENIGN_CLOCK_REASONS,
     CLOCK_SM,
@@ -263,7 +263,7 @@ class DeviceMonitor:
             self._sampler.start()
         return self
 
-    # -- the energy meter (harness.energy.EnergyMeter)
+    # -- the energy meter (harness.measure.energy.EnergyMeter)
     @property
     def min_span_s(self) -> float:
         """The shortest span that gets a number: ``MIN_COUNTER_PERIODS`` counter periods (power samples

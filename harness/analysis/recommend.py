@@ -21,7 +21,7 @@ order, and the first check it fails is its reason in ``excluded``:
    ``not comparable``. Sizes are bytes, not measurements: the size objective skips this check.
 
 Among the cells left, the best on the objective is named only when it is significantly better than
-the runner-up (:func:`harness.stats.pick_fastest`: the hierarchical bootstrap CI of the speedup plus
+the runner-up (:func:`harness.measure.stats.pick_fastest`: the hierarchical bootstrap CI of the speedup plus
 the 1 % minimum effect); otherwise the tied set is returned, smallest first. Sizes are exact and
 energy is one NVML reading per cell (no CI): for them the minimum effect alone decides (a smaller
 difference is a tie). The Pareto front of objective against accuracy over the comparable cells (in
@@ -35,15 +35,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness import stats
+from harness.measure import stats
 from harness.errors import HarnessError
-from harness.outcome import CellOutcome, CellResult, TimingWindow, latency_is_emulated
-from harness.pairing import window_comparison
+from harness.store.outcome import CellOutcome, CellResult, TimingWindow, latency_is_emulated
+from harness.analysis.pairing import window_comparison
 
 Objective = Literal["latency", "throughput", "size", "energy"]
 OBJECTIVES: tuple[str, ...] = ("latency", "throughput", "size", "energy")
 #: Smallest relative difference called better, for sizes and energy (the latency comparisons' own
-#: minimum effect, :func:`harness.stats.compare_latencies`).
+#: minimum effect, :func:`harness.measure.stats.compare_latencies`).
 MIN_EFFECT = 0.01
 DEFAULT_MAX_DROP_POINTS = 1.0
 #: Library versions worth naming with the hardware.
@@ -431,7 +431,7 @@ def _objective_value(cell: _Cell, objective: str) -> float | None:
 
 
 def _numbers(cell: _Cell, objective: str) -> dict[str, Any]:
-    from harness.proportions import wilson_interval
+    from harness.measure.proportions import wilson_interval
 
     ident = cell.outcome.identity
     ci = cell.median_ci()
@@ -475,7 +475,7 @@ def _speedup_vs_baseline(cell: _Cell) -> dict[str, Any]:
 
 
 def _comparison(baseline: _Cell, candidate: _Cell) -> stats.Comparison:
-    """Two cells as every reader compares them (harness.pairing: paired rounds when interleaved,
+    """Two cells as every reader compares them (harness.analysis.pairing: paired rounds when interleaved,
     disturbed windows refused, host-bound pairs never credited)."""
     assert baseline.window is not None and candidate.window is not None
     b, c = baseline.result, candidate.result

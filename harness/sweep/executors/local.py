@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from harness.device_identity import node_facts
-from harness.executors.common import Commit, RunUnit, with_node
+from harness.measure.device_identity import node_facts
+from harness.sweep.executors.common import Commit, RunUnit, with_node
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.plan import Unit
+    from harness.sweep.plan import Unit
 
 
 class LocalExecutor:

@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.launch import HOST_BOUND, HOST_BOUND_MEANING, LaunchCheck, launch_fix
+from harness.measure.launch import HOST_BOUND, HOST_BOUND_MEANING, LaunchCheck, launch_fix
 
 Method = Literal["auto", "hierarchical", "within"]
 
@@ -416,7 +416,7 @@ class StabilityThresholds:
 #: Why a window is unstable, as a short code per reason (``StabilityVerdict.causes``). ``host`` and
 #: ``device`` say the machine was disturbed (another process, throttling): such a window is not
 #: comparable at all; ``cv`` and ``repeats`` say the numbers scatter; ``host-bound`` says they scatter
-#: because the GPU waited for the host's launches (:mod:`harness.launch`): the jitter is the host's. ``ci`` (a wide CI) is only read
+#: because the GPU waited for the host's launches (:mod:`harness.measure.launch`): the jitter is the host's. ``ci`` (a wide CI) is only read
 #: from verdicts stored before the width of the CI stopped being a rule.
 CAUSES: tuple[str, ...] = ("cv", "ci", "repeats", "device", "host", "host-bound")
 ENVIRONMENT_CAUSES: frozenset[str] = frozenset({"device", "host"})
@@ -434,7 +434,7 @@ class StabilityVerdict:
     repeat_cv: float | None = None  # stdev / mean of the repeat medians (judged)
     repeat_cv_limit: float | None = None  # the limit it was judged against
     causes: list[str] = field(default_factory=list)  # one code of CAUSES per reason, same order
-    #: Set on a host-bound GPU window (:mod:`harness.launch`): what it means and the fix; the window
+    #: Set on a host-bound GPU window (:mod:`harness.measure.launch`): what it means and the fix; the window
     #: may still be stable (its launches repeat alike), but its latency is the host's.
     host_bound: str | None = None
 
@@ -480,10 +480,10 @@ def assess_stability(
     """``stable`` with a reason (and a cause code) per trigger (see :class:`StabilityThresholds`): a
     scattered repeat (robust CV), repeat medians that disagree (their CV) beyond what their own
     scatter explains, device warnings (throttling, other GPU processes; passed in verbatim) and host
-    load during the window (a ``harness.hostload.HostLoad``, or anything with ``busy`` and
+    load during the window (a ``harness.measure.hostload.HostLoad``, or anything with ``busy`` and
     ``reason``; None when not sampled). ``ci`` is computed when None (stored, not judged).
 
-    A host-bound window (``launch``, :mod:`harness.launch`) times the host's kernel launches: its
+    A host-bound window (``launch``, :mod:`harness.measure.launch`) times the host's kernel launches: its
     scatter is the host's jitter, so it is reported with that cause (``host-bound``), never as noise
     of the device; ``host_bound`` holds what it means and the fix (for ``backend``)."""
     cv_max, repeat_cv_max = thresholds.for_device(device)
@@ -669,7 +669,7 @@ class Comparison:
 
     def with_launch(self, baseline: LaunchCheck | None, candidate: LaunchCheck | None,
                     backend: str | None = None) -> Comparison:
-        """This comparison in the light of host-bound windows (:mod:`harness.launch`). Two host-bound
+        """This comparison in the light of host-bound windows (:mod:`harness.measure.launch`). Two host-bound
         cells both measured the host's launches: neither a speedup nor its absence says anything about
         precision or pruning, so the pair is never significant and its verdict says so. When one cell
         is host-bound, the comparison stands with what it bounds: the faster cell's GPU time is at most

@@ -1,5 +1,5 @@
 """One cell, measured and assembled: its timing windows, its per-layer profile pass, its notes, and
-the :class:`~harness.outcome.CellResult` that holds them (``node`` is added by the executor that ran it)."""
+the :class:`~harness.store.outcome.CellResult` that holds them (``node`` is added by the executor that ran it)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backends.names import QUANTIZED_PRECISIONS
-from harness.cell_timing import time_session
-from harness.device_identity import device_name, lock_device_id
-from harness.locks import HeavyWork, heavy_work
-from harness.outcome import CellResult, TimingWindow
+from harness.sweep.cell_timing import time_session
+from harness.measure.device_identity import device_name, lock_device_id
+from harness.measure.locks import HeavyWork, heavy_work
+from harness.store.outcome import CellResult, TimingWindow
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import ModelArtifact, Session
     from harness.config import SweepConfig
     from harness.data.stream import StreamingEvalData
     from harness.models import LoadedModel
-    from harness.observer import Observer
+    from harness.sweep.observer import Observer
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def measure_cell(cell: CellContext, batch_size: int, *, lock_dir: Path | None = 
                  heavy: Sequence[HeavyWork] = ()) -> CellResult:
     """Time the cell on its own (one locked window per definition), then profile its layers in a
     separate pass, then assemble it. Units interleave their cells' windows instead
-    (:mod:`harness.interleave`) and call :func:`assemble_cell` with the windows they measured."""
+    (:mod:`harness.measure.interleave`) and call :func:`assemble_cell` with the windows they measured."""
     timings, device_report = time_session(cell.session, cell.data, batch_size, cell.config.timing,
                                           cell.config.device_checks, notice=cell.observer.notice, lock_dir=lock_dir)
     return assemble_cell(cell, batch_size, timings, device_report, lock_dir=lock_dir, heavy=heavy)

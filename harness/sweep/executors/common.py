@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.outcome import CellOutcome
-    from harness.plan import Unit
+    from harness.store.outcome import CellOutcome
+    from harness.sweep.plan import Unit
 
 EXECUTOR_KINDS: tuple[str, ...] = ("local", "ray")
 

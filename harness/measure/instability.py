@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.stats import instability_causes
+from harness.measure.stats import instability_causes
 
 CAUSE_LABELS: dict[str, str] = {
     "host": "host busy",

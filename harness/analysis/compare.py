@@ -10,7 +10,7 @@ them (an fp32 cell has none, so ``precision=fp32`` vs ``precision=int8`` pairs a
 the unpruned cell with every amount).
 
 For each pair: both medians with bootstrap CIs, the speedup with its CI and whether it is significant
-(:func:`harness.stats.compare_latencies`: a hierarchical bootstrap over the raw samples of each
+(:func:`harness.measure.stats.compare_latencies`: a hierarchical bootstrap over the raw samples of each
 repeat; the test is named in every row), throughput, artifact size, build and calibration time,
 accuracy of both and the agreement of their top-1 predictions, TensorRT layer precision and reformat
 counts, the layers of an INT8 engine that did not run in INT8, the top layers and op types by time.
@@ -30,11 +30,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness import stats
+from harness.measure import stats
 from harness.compression.registry import is_zero_fill
 from harness.errors import HarnessError
-from harness.pairing import window_comparison
-from harness.outcome import (
+from harness.analysis.pairing import window_comparison
+from harness.store.outcome import (
     CellOutcome,
     CellResult,
     TimingWindow,
@@ -42,7 +42,7 @@ from harness.outcome import (
     encode_predictions,  # noqa: F401 - re-exported for callers of compare
     latency_is_emulated,
 )
-from harness.outcome import decode_predictions as outcome_decode_predictions
+from harness.store.outcome import decode_predictions as outcome_decode_predictions
 
 Definition = Literal["compute", "e2e"]
 RowStatus = Literal["paired", "refused", "unpaired-baseline", "unpaired-candidate", "failed"]
@@ -449,7 +449,7 @@ def _pair_row(b: Side, c: Side, named: set[str], allow_mixed_gpus: bool) -> Comp
 
 
 def _compare(b: Side, c: Side) -> stats.Comparison:
-    """The pair as :func:`harness.pairing.window_comparison` compares it (design, refusal, host-bound)."""
+    """The pair as :func:`harness.analysis.pairing.window_comparison` compares it (design, refusal, host-bound)."""
     assert b.timing is not None and c.timing is not None
     return window_comparison(b.timing, c.timing, batch_size=b.outcome.identity.batch_size,
                              devices=(b.result.device, c.result.device),
@@ -532,7 +532,7 @@ def _failed_row(record: CellOutcome, role: str, named: set[str], definition: str
 
 def compare_store(store: Any, baseline: str, candidate: str, *, definition: str = "compute",
                   allow_mixed_gpus: bool = False) -> CompareResult:
-    """:func:`compare_records` over a :class:`harness.results.ResultStore`, with selector strings."""
+    """:func:`compare_records` over a :class:`harness.store.results.ResultStore`, with selector strings."""
     records = list(store.records())
     if not records:
         raise HarnessError(f"the results database {store.path} holds no cells")

@@ -1,8 +1,8 @@
 """The sweep driver: config -> units -> an executor -> outcomes committed to the store.
 
-The driver plans the units (:mod:`harness.plan`), hands them with the unit function
-(:class:`harness.unit.UnitRunner`) and its commit callback to an executor
-(:mod:`harness.executors`: ``local``, the default, or ``ray``), and is the only writer of the store:
+The driver plans the units (:mod:`harness.sweep.plan`), hands them with the unit function
+(:class:`harness.sweep.unit.UnitRunner`) and its commit callback to an executor
+(:mod:`harness.sweep.executors`: ``local``, the default, or ``ray``), and is the only writer of the store:
 each outcome is committed as soon as it arrives, so a crash loses at most the running cells,
 ``--resume`` skips cells already ``ok``, and a failing cell never loses another.
 
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 import backends
 from harness.config import SweepConfig
-from harness.executors import Executor, executor_for
+from harness.sweep.executors import Executor, executor_for
 from harness.machine import MachineFacts, probe_machine
-from harness.observer import Observer, SweepObserver
-from harness.plan import Unit, plan_cells, plan_units
-from harness.unit import UnitRunner
+from harness.sweep.observer import Observer, SweepObserver
+from harness.sweep.plan import Unit, plan_cells, plan_units
+from harness.sweep.unit import UnitRunner
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.outcome import CellOutcome
-    from harness.results import ResultStore
+    from harness.store.outcome import CellOutcome
+    from harness.store.results import ResultStore
 
 
 @dataclass

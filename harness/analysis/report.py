@@ -3,11 +3,11 @@
 Answers the project's question per model and dataset: which pruning and quantization, on which
 backend, gives the best speed, size and accuracy, and why (theoretical against measured speedup,
 device warnings, what failed). A configuration is called *fastest* only when it is significantly
-faster than the runner-up (:func:`harness.stats.pick_fastest` over the raw samples); otherwise the
+faster than the runner-up (:func:`harness.measure.stats.pick_fastest` over the raw samples); otherwise the
 report names the tie and the tied set. The Pareto front (accuracy, latency, size) carries the
 latency CIs and the accuracy's Wilson interval as error bars, and a comparison section puts EP vs
 native (ort-trt vs trt-native) and INT8 vs FP16 (and INT8 vs FP32) side by side with
-:mod:`harness.compare` when the data has them.
+:mod:`harness.analysis.compare` when the data has them.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import stats
-from harness.instability import summarize
-from harness.launch import HOST_BOUND_MEANING, launch_fix
-from harness.outcome import CellOutcome, TimingWindow, latency_is_emulated
-from harness.pairing import window_comparison
-from harness.proportions import wilson_interval
-from harness.results import ResultStore, megabytes
+from harness.measure import stats
+from harness.measure.instability import summarize
+from harness.measure.launch import HOST_BOUND_MEANING, launch_fix
+from harness.store.outcome import CellOutcome, TimingWindow, latency_is_emulated
+from harness.analysis.pairing import window_comparison
+from harness.measure.proportions import wilson_interval
+from harness.store.results import ResultStore, megabytes
 
 
 @dataclass(frozen=True)
@@ -410,15 +410,15 @@ STANDARD_COMPARISONS: tuple[tuple[str, str, str], ...] = (
 
 
 def recommendation_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:
-    """``## Recommendation``: what ``harness recommend`` says per model x dataset (harness.recommend)."""
-    from harness.recommend import recommendation_section as section
+    """``## Recommendation``: what ``harness recommend`` says per model x dataset (harness.analysis.recommend)."""
+    from harness.analysis.recommend import recommendation_section as section
 
     return section(records, definition)
 
 
 def comparison_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:
-    """``## Comparisons``: each standard comparison that has at least one pair, via harness.compare."""
-    from harness.compare import compare_records, parse_selector, to_markdown
+    """``## Comparisons``: each standard comparison that has at least one pair, via harness.analysis.compare."""
+    from harness.analysis.compare import compare_records, parse_selector, to_markdown
 
     ok = [r for r in records if r.status == "ok" and r.result is not None]
     lines: list[str] = []

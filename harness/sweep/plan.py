@@ -10,7 +10,7 @@ from harness.compression.recovery import RecoverOptions
 from harness.compression.spec import PruneSpec
 from backends.names import QUANTIZED_PRECISIONS
 from harness.config import Int8Settings, SweepConfig, prune_steps
-from harness.outcome import CellIdentity
+from harness.store.outcome import CellIdentity
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ utime + stime) at the start, every ``period_s`` in a background thread (so a
 process that starts during the window is seen too), and at the end. A process
 other than our own that used more than ``busy_cpu_pct`` % of one CPU between its
 first and last snapshot is "busy". The result is a :class:`HostLoad`, which
-:func:`harness.stats.assess_stability` turns into an instability reason.
+:func:`harness.measure.stats.assess_stability` turns into an instability reason.
 
 Where ``/proc`` or ``os.getloadavg`` is missing (macOS, some containers) the
 fields are None and ``busy`` is decided from what is known; nothing raises.

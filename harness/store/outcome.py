@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness import stats
+from harness.measure import stats
 from harness.errors import HarnessError
-from harness.fingerprint import dict_hash
-from harness.launch import LaunchCheck
+from harness.store.fingerprint import dict_hash
+from harness.measure.launch import LaunchCheck
 
 CellStatus = Literal["ok", "error"]
 
@@ -136,9 +136,9 @@ class TimingWindow:
     window: dict[str, Any] | None = None
     host_load: dict[str, Any] | None = None
     until_stable: dict[str, Any] | None = None
-    #: How the energy per image was measured (:class:`harness.energy.WindowEnergy`; GPU windows only).
+    #: How the energy per image was measured (:class:`harness.measure.energy.WindowEnergy`; GPU windows only).
     energy: dict[str, Any] | None = None
-    #: Host issue time against device time (:class:`harness.launch.LaunchCheck`; CUDA-event windows only).
+    #: Host issue time against device time (:class:`harness.measure.launch.LaunchCheck`; CUDA-event windows only).
     launch: dict[str, Any] | None = None
     #: Optional keys the stored entry lacks (old databases; energy off the GPU): never written back.
     absent: frozenset[str] = frozenset()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.outcome import CellOutcome
+    from harness.store.outcome import CellOutcome
 
 
 class Observer(Protocol):

@@ -2,10 +2,10 @@
 
 Each timing definition of a cell is one *window*:
 
-* the process holds the device's exclusive lock (:class:`harness.locks.DeviceLock`, on "cpu" or the
+* the process holds the device's exclusive lock (:class:`harness.measure.locks.DeviceLock`, on "cpu" or the
   GPU's UUID), so two harness processes on one machine never time at the same time; a process that
   has to wait says so through ``notice``;
-* host load is sampled during the window (:class:`harness.hostload.HostLoadSampler`);
+* host load is sampled during the window (:class:`harness.measure.hostload.HostLoadSampler`);
 * ``compute`` times ``session.run`` on batches staged before the window (already where the backend
   computes); ``e2e`` times ``session.infer`` on host tensors (host in, host logits out);
 * the window's start and end (epoch seconds) are stored with it.
@@ -15,7 +15,7 @@ released. With ``timing.until_stable`` set, repeats are added one at a time unti
 within the target or the time budget is spent (``stats.measure_until_stable``).
 
 The per-layer profile (``session.layer_profile``) runs in a separate pass after the cell's windows
-(:mod:`harness.cell`), never inside them.
+(:mod:`harness.sweep.cell`), never inside them.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from harness import stats
+from harness.measure import stats
 from harness.accuracy import evaluate
-from harness.device_identity import lock_device_id
-from harness.energy import EnergyMeter, window_energy
-from harness.hostload import HostLoadSampler
-from harness.launch import launch_check
-from harness.locks import DeviceLock
-from harness.outcome import TimingWindow, encode_predictions
-from harness.timing import TimingResult, TimingSettings, measure, timer_for, wait_for_idle_threads
+from harness.measure.device_identity import lock_device_id
+from harness.measure.energy import EnergyMeter, window_energy
+from harness.measure.hostload import HostLoadSampler
+from harness.measure.launch import launch_check
+from harness.measure.locks import DeviceLock
+from harness.store.outcome import TimingWindow, encode_predictions
+from harness.measure.timing import TimingResult, TimingSettings, measure, timer_for, wait_for_idle_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Session
@@ -135,7 +135,7 @@ def window_entry(result: TimingResult, device: str, *, window: dict[str, Any], h
     """The stored record of one measured window: statistics, the median's CI, the stability verdict
     (with the host load, device warnings and host-bound check seen), the window's lock and times, the
     durations it ran with, each repeat's start and end, its own energy per image (its repeats' joules
-    over the images they timed, :mod:`harness.energy`), the host-bound check (:mod:`harness.launch`),
+    over the images they timed, :mod:`harness.measure.energy`), the host-bound check (:mod:`harness.measure.launch`),
     and for an interleaved window its block and rounds."""
     ci = stats.median_ci(result.repeats_ns, batch_size=result.batch_size)
     launch = launch_check(result.issue_ns, result.repeats_ns)

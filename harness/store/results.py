@@ -1,6 +1,6 @@
 """Results that survive a crash: one SQLite row per sweep cell, committed cell by cell.
 
-Cells are :class:`harness.outcome.CellOutcome` values, stored as the same JSON
+Cells are :class:`harness.store.outcome.CellOutcome` values, stored as the same JSON
 as ever. A cell's key is a stable hash of what identifies it (model, weights,
 dataset, pruning, backend, precision, batch size, calibration). Rows are upserted
 by key, so rerunning never duplicates; ``--resume`` skips cells already ``ok``.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, describe_os_error
-from harness.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow, cell_key  # noqa: F401 - re-exported
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow, cell_key  # noqa: F401 - re-exported
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (

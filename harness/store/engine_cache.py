@@ -144,7 +144,7 @@ def sidecar_path(path: Path) -> Path:
 
 def write_verified(path: Path, data: bytes) -> None:
     """Write ``data`` atomically, then its sidecar (size + sha256); a reader trusts only a matching pair."""
-    from harness.atomic import atomic_write_bytes
+    from harness.store.atomic import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

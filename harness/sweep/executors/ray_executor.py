@@ -6,7 +6,7 @@
 * Each task is a streaming generator: it yields each cell's outcome as soon as the cell finishes and
   the driver (this process, the only writer of the SQLite store) commits it at once. So ``--resume``,
   crash safety and "a failing cell never loses another" hold as with the local executor.
-* A cell that raises is recorded failed by :func:`harness.unit.run_unit` itself: Ray never sees an
+* A cell that raises is recorded failed by :func:`harness.sweep.unit.run_unit` itself: Ray never sees an
   exception and never retries it (``retry_exceptions=False``). A task whose *worker* died (killed,
   out of memory, node lost) is submitted again for its cells not yet committed, at most
   ``executor.max_retries`` times; after that its remaining cells are recorded failed. The driver does
@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.device_identity import node_facts
+from harness.measure.device_identity import node_facts
 from harness.errors import HarnessError
-from harness.executors.common import Commit, RunUnit, with_node
-from harness.outcome import CellOutcome
-from harness.unit import UnitRunner
+from harness.sweep.executors.common import Commit, RunUnit, with_node
+from harness.store.outcome import CellOutcome
+from harness.sweep.unit import UnitRunner
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.config import SweepConfig
-    from harness.observer import Observer
-    from harness.plan import Cell, Unit
+    from harness.sweep.observer import Observer
+    from harness.sweep.plan import Cell, Unit
 
 RAY_EXTRA = "pip install 'pq-harness[ray]'"
 NODE_CACHE = Path("~/.cache/pq-harness")

@@ -4,12 +4,12 @@ Every reader that puts two cells side by side (``harness compare``, the report's
 recommend``) asks :func:`window_comparison`, so they cannot disagree:
 
 * the design: round by round when both windows were measured in one interleaved block
-  (:func:`harness.interleave.paired_rounds`), else as separate windows with the drift allowance;
+  (:func:`harness.measure.interleave.paired_rounds`), else as separate windows with the drift allowance;
 * refusal: a window the machine disturbed (host busy, device warnings) makes the pair "not comparable"
-  (:meth:`harness.stats.Comparison.with_stability`);
-* host-bound windows (:mod:`harness.launch`): two cells that both timed the host's kernel launches are
+  (:meth:`harness.measure.stats.Comparison.with_stability`);
+* host-bound windows (:mod:`harness.measure.launch`): two cells that both timed the host's kernel launches are
   never credited a speedup (or its absence); one host-bound cell qualifies what the speedup means
-  (:meth:`harness.stats.Comparison.with_launch`).
+  (:meth:`harness.measure.stats.Comparison.with_launch`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness import stats
-from harness.interleave import paired_rounds
-from harness.outcome import TimingWindow
+from harness.measure import stats
+from harness.measure.interleave import paired_rounds
+from harness.store.outcome import TimingWindow
 
 
 def window_verdict(window: TimingWindow, device: str | None, warnings: Sequence[str] = ()) -> Mapping[str, Any] | None:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.atomic import atomic_replace, atomic_write_bytes
-from harness.fingerprint import file_hash
+from harness.store.atomic import atomic_replace, atomic_write_bytes
+from harness.store.fingerprint import file_hash
 
 #: Bump when the sidecar layout changes.
 CACHE_FORMAT_VERSION = 1

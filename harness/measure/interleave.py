@@ -8,14 +8,14 @@ precision, batch size; each timing definition is one window) are measured in *ro
 runs one repeat of every window, in an order shuffled per round with a seeded generator (so no
 window always runs first, after the same neighbour, or at the same phase of a slow drift; as
 Google Benchmark's random interleaving). A slowdown then hits every window of the round, and
-``harness.stats.compare_paired_rounds`` cancels it by comparing the two cells round by round.
+``harness.measure.stats.compare_paired_rounds`` cancels it by comparing the two cells round by round.
 
 Each repeat records its round, its position in the round and its start and end time. The whole
-block of rounds is one exclusive window on the device (:class:`harness.locks.DeviceLock`), with the
+block of rounds is one exclusive window on the device (:class:`harness.measure.locks.DeviceLock`), with the
 host load sampled across it; sessions stay alive between rounds (the caller decides how many are
 kept, see :data:`MAX_SESSIONS`). Before a window of another session than the one just timed, the
 block waits until the process's thread pools stop spinning
-(:func:`harness.timing.wait_for_idle_threads`), so one session's idle spin never slows the next
+(:func:`harness.measure.timing.wait_for_idle_threads`), so one session's idle spin never slows the next
 session's window; the wait is stored per repeat. Inputs are staged before the block; nothing but
 timed calls and their warm-up runs inside it.
 """
@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import stats
-from harness.energy import EnergyMeter
-from harness.hostload import HostLoad, HostLoadSampler
-from harness.locks import DeviceLock
-from harness.timing import (
+from harness.measure import stats
+from harness.measure.energy import EnergyMeter
+from harness.measure.hostload import HostLoad, HostLoadSampler
+from harness.measure.locks import DeviceLock
+from harness.measure.timing import (
     CudaEventTimer,
     PerfCounterTimer,
     TimingResult,

@@ -1,7 +1,7 @@
 """Running one unit (model x dataset x pruning step): load, prune, export, then each backend x
 precision session and each of its cells. :func:`run_unit` yields one typed
-:class:`~harness.outcome.CellOutcome` per cell, failures included, and never touches the store, so
-any executor can run units anywhere (:mod:`harness.driver` commits what they yield)."""
+:class:`~harness.store.outcome.CellOutcome` per cell, failures included, and never touches the store, so
+any executor can run units anywhere (:mod:`harness.sweep.driver` commits what they yield)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import backends
 from backends.base import ModelArtifact, PhaseTimes, UnavailableCalibration
 from backends.names import QUANTIZED_PRECISIONS
 from harness.accuracy import LabelMapping
-from harness.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
-from harness.cell_timing import device_monitor, energy_meter, session_accuracy, window_entry
+from harness.sweep.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
+from harness.sweep.cell_timing import device_monitor, energy_meter, session_accuracy, window_entry
 from harness.compression import apply_pruning, artifact_flags, needs_gradient_batches
 from harness.compression.registry import NO_PRUNING
 from harness.compression.sizes import measure_sizes, state_dict_bytes
@@ -28,16 +28,16 @@ from harness.compression.spec import PruneSpec
 from harness.config import Int8Settings, SweepConfig
 from harness.environment import harness_commit, library_versions
 from harness.errors import HarnessError
-from harness.device_identity import lock_device_id
-from harness.fingerprint import model_content_hash
-from harness.interleave import MAX_SESSIONS, WindowSpec, measure_interleaved
-from harness.locks import HeavyWork, heavy_work
+from harness.measure.device_identity import lock_device_id
+from harness.store.fingerprint import model_content_hash
+from harness.measure.interleave import MAX_SESSIONS, WindowSpec, measure_interleaved
+from harness.measure.locks import HeavyWork, heavy_work
 from harness.machine import MachineFacts, probe_machine
-from harness.observer import Observer, SweepObserver
+from harness.sweep.observer import Observer, SweepObserver
 from harness.onnx_export import export_onnx
-from harness.outcome import CellOutcome
-from harness.plan import Cell, Unit
-from harness.timing import timer_for
+from harness.store.outcome import CellOutcome
+from harness.sweep.plan import Cell, Unit
+from harness.measure.timing import timer_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Session
@@ -160,7 +160,7 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
     """Run one unit: prune, then build each backend x precision session (and its accuracy pass),
     then time the cells of the unit's sessions *interleaved* (:func:`_time_interleaved`), then
     profile and assemble each cell. Everything heavy outside the timing windows holds the device
-    shared (:func:`harness.locks.heavy_work`). Yields one outcome per cell of the unit (failures
+    shared (:func:`harness.measure.locks.heavy_work`). Yields one outcome per cell of the unit (failures
     included); never touches the store."""
     config = context.config
     try:
@@ -207,7 +207,7 @@ def _recover(context: UnitContext, inputs: _Inputs, unit: Unit, module: torch.nn
              phases: PhaseTimes) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Fine-tune the pruned model on the train split (accuracy before and after, on the evaluation split,
     is reporting); the time is the prep phase ``recover``."""
-    from harness.recovery_step import recovery_step
+    from harness.sweep.recovery_step import recovery_step
 
     assert unit.recover is not None
     rebuilt = inputs.loaded.notes.setdefault("cache_rebuilt", [])
@@ -226,7 +226,7 @@ def _with_int8_variant(context: UnitContext, artifact: ModelArtifact, inputs: _I
     if variant is None or not isinstance(artifact.calibration, CalibrationData):
         return artifact
     from calib.accuracy_aware import AccuracyAwareCalibration
-    from harness.recovery_step import label_map_for
+    from harness.sweep.recovery_step import label_map_for
 
     mode = artifact.int8_mode
     if variant.max_accuracy_drop is not None and mode == "auto":
@@ -367,7 +367,7 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
     warnings: list[str] = []
     if monitor.result is not None:
         # the block's clocks, throttling and other processes concern every window of it; energy is each
-        # window's own (read around each of its repeats, harness.energy)
+        # window's own (read around each of its repeats, harness.measure.energy)
         report = monitor.result.to_dict()
         warnings = list(report.get("warnings", []))
         device_report = {"report": {"interleaved block": report}, "warnings": warnings}

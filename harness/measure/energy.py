@@ -38,7 +38,7 @@ class EnergySpan:
 
 
 class EnergyMeter(Protocol):
-    """What :func:`harness.timing.measure_repeat` reads around a repeat's timed calls."""
+    """What :func:`harness.measure.timing.measure_repeat` reads around a repeat's timed calls."""
 
     def start(self) -> Any:
         """A reading taken right before the first timed call (opaque to the caller); a stepping

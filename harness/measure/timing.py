@@ -30,8 +30,8 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.energy import EnergyMeter, EnergySpan
-from harness.launch import LAUNCH_PROBE_CALLS
+from harness.measure.energy import EnergyMeter, EnergySpan
+from harness.measure.launch import LAUNCH_PROBE_CALLS
 
 TIMING_DEFINITIONS: tuple[str, ...] = ("compute", "e2e")
 TimingDefinition = Literal["compute", "e2e"]
@@ -159,7 +159,7 @@ class TimingResult:
     repeat_times: list[tuple[float, float]] = field(default_factory=list)
     device: str = "cpu"
     #: Per repeat, the host's issue time of a few untimed calls on an idle stream (GPU windows only):
-    #: what :mod:`harness.launch` judges host-bound windows by.
+    #: what :mod:`harness.measure.launch` judges host-bound windows by.
     issue_ns: list[list[int]] = field(default_factory=list)
     #: Per repeat, the device energy over its timed calls (None where no meter ran).
     energy: list[EnergySpan | None] = field(default_factory=list)
@@ -237,7 +237,7 @@ class CudaEventTimer:
     def issue_times(self, fn: Callable[[Any], Any], inputs: Sequence[Any], n: int) -> list[int]:
         """The host wall time of ``n`` calls until each returns, each issued on an idle stream (the
         stream is synchronised before and after every call), so no call waits for a full launch
-        queue: how long the host needs to issue one call (:mod:`harness.launch`)."""
+        queue: how long the host needs to issue one call (:mod:`harness.measure.launch`)."""
         clock = time.perf_counter_ns
         count = len(inputs)
         out = [0] * n
