@@ -1,4 +1,4 @@
-"""harness/measure/stats.py on synthetic samples with known properties (fixed seeds)."""
+"""harness/measure/stats on synthetic samples with known properties (fixed seeds)."""
 
 from __future__ import annotations
 
