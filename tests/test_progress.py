@@ -53,7 +53,7 @@ def test_cli_observer_shows_counts_and_estimate() -> None:
     from rich.console import Console
     from rich.progress import Progress, TextColumn
 
-    from harness.cli import _ProgressObserver
+    from harness.cli.run import _ProgressObserver
 
     out = io.StringIO()
     console = Console(file=out, width=200, force_terminal=False)

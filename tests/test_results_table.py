@@ -27,7 +27,7 @@ class _Busy:
 
 
 def test_table_shows_ci_and_marks_unstable_cells_with_literal_reasons(tmp_path: Path, monkeypatch) -> None:
-    import harness.cli as cli
+    import harness.cli.table as cli
 
     steady = [[10_000_000 + i * 1000 for i in range(20)] for _ in range(3)]
     wild = [[10_000_000, 30_000_000, 11_000_000, 50_000_000, 12_000_000] for _ in range(3)]
@@ -41,11 +41,11 @@ def test_table_shows_ci_and_marks_unstable_cells_with_literal_reasons(tmp_path: 
         assert rows["compute"]["stable"] is True and rows["e2e"]["stable"] is False
         console = Console(record=True, width=400)
         monkeypatch.setattr(cli, "console", console)
-        cli._print_table(store)
+        cli.print_table(store)
         text = console.export_text()
         detailed = Console(record=True, width=400)
         monkeypatch.setattr(cli, "console", detailed)
-        cli._print_table(store, unstable=True)
+        cli.print_table(store, unstable=True)
     compute = rows["compute"]
     half = (compute["latency_median_ci_high_ms"] - compute["latency_median_ci_low_ms"]) / 2
     assert f"{compute['Inference Time (ms)']:.3f} ±{half:.3f}" in text
