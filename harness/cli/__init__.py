@@ -8,7 +8,11 @@ and the guard every command runs under, ``table`` the results table.
 
 from __future__ import annotations
 
-from harness.cli import results, run, tools  # noqa: F401 - importing them registers their commands
+# ruff: noqa: I001
+# Importing the command modules registers their commands, in this order in `harness --help`.
+from harness.cli import run  # noqa: F401
+from harness.cli import tools  # noqa: F401
+from harness.cli import results  # noqa: F401
 from harness.cli.common import app
 
 __all__ = ["app", "main"]
