@@ -8,7 +8,6 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-
 _DISTRIBUTIONS = ("torch", "torchvision", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt",
                   "tensorrt-cu12", "tensorrt-cu13", "torch-pruning", "nvidia-ml-py", "numpy")
 

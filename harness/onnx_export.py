@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from harness.store import cache_files
 from harness.errors import HarnessError, missing_library
+from harness.store import cache_files
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -109,8 +109,8 @@ def tiny_artifact(root: Path) -> Any:
     import torch
 
     from backends.base import ModelArtifact
-    from harness.store.fingerprint import model_content_hash
     from harness.onnx_export import export_onnx
+    from harness.store.fingerprint import model_content_hash
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(

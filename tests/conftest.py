@@ -48,8 +48,8 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_sweep(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
     """One real sweep for the whole session (tests.helpers.TINY_SWEEP); its output directory. Every
     end-to-end test that only reads results reads this one, instead of running its own."""
-    from harness.sweep.driver import run_sweep
     from harness.store.results import ResultStore
+    from harness.sweep.driver import run_sweep
     from tests.helpers import TINY_SWEEP, sweep_config
 
     tmp = tmp_path_factory.mktemp("tiny-sweep")

@@ -15,8 +15,8 @@ from calib.accuracy_aware import AccuracyAwareCalibration
 from harness.config import Int8Settings
 from harness.data.registry import ImageSplit, scan_image_folder
 from harness.errors import HarnessError
-from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
+from harness.store.fingerprint import model_content_hash
 from tests.test_sensitivity import SIDE, OutlierNet
 
 
@@ -148,10 +148,11 @@ def test_a_budget_refuses_implicit_int8(source) -> None:
 
 
 def test_compare_pairs_plain_fp32_with_an_int8_variant_and_shows_the_kept_nodes(tmp_path: Path) -> None:
-    from harness.analysis.compare import compare_store, detail_lines, to_markdown
+    from harness.analysis.compare import compare_store
+    from harness.analysis.compare_render import detail_lines, to_markdown
+    from harness.measure.timing import TimingResult, TimingSettings
     from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
     from harness.store.results import ResultStore
-    from harness.measure.timing import TimingResult, TimingSettings
 
     def cell(precision: str, ms: float, int8: dict | None, stored: dict | None) -> CellOutcome:
         rng = np.random.default_rng(int(ms * 10))

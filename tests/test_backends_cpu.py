@@ -7,15 +7,12 @@ Regressions of the thesis tool: ONNX Runtime silently fell back from the TensorR
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.helpers import repo_env
 import torch
 from torch import nn
 
@@ -25,9 +22,10 @@ from backends.ort_common import check_providers, create_session
 from backends.ort_cpu import OrtCpuBackend
 from backends.torch_eager import TorchBackend
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
-from harness.store.fingerprint import model_content_hash
-from harness.onnx_export import export_onnx
 from harness.measure.timing import TimingSettings, measure, timer_for
+from harness.onnx_export import export_onnx
+from harness.store.fingerprint import model_content_hash
+from tests.helpers import repo_env
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPE = (3, 24, 24)

@@ -39,8 +39,8 @@ from calib.provenance import (  # noqa: E402
     write_with_provenance,
 )
 from harness.errors import HarnessError  # noqa: E402
-from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
 
 NUM_CLASSES = 10
 TRAIN_PER_CLASS = 6

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torchvision
 
-from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
+from harness.store.fingerprint import model_content_hash
 
 
 class ConvBnResidual(torch.nn.Module):

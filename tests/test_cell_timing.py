@@ -17,8 +17,8 @@ from backends.torch_eager import TorchBackend, TorchSession
 from harness.config import load_config
 from harness.store.outcome import CellResult, decode_predictions
 from harness.sweep.plan import plan_units
-from tests.helpers import sweep_config
 from harness.sweep.unit import UnitContext, run_unit
+from tests.helpers import sweep_config
 
 #: Every call the recording session saw: (kind, argument type, batch rows, epoch time).
 CALLS: list[tuple[str, str, int, float]] = []
@@ -186,8 +186,8 @@ def test_layer_profiling_can_be_switched_off(tmp_path: Path, shared_cache: Path)
 
 
 def test_decode_predictions_round_trip_and_refuses_other_encodings() -> None:
-    from harness.sweep.cell_timing import encode_predictions
     from harness.errors import HarnessError
+    from harness.sweep.cell_timing import encode_predictions
 
     values = np.array([0, 7, 999, 3, 3], dtype=np.int64)
     encoded = encode_predictions(values)

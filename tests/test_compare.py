@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,12 @@ from harness.analysis.compare import (
     not_int8_layers,
     parse_selector,
     precision_counts,
-    table_rows,
-    to_markdown,
 )
+from harness.analysis.compare_render import table_rows, to_markdown
 from harness.errors import HarnessError
 from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
-from tests.helpers import CliResult, run_cli
 from harness.store.results import ResultStore
+from tests.helpers import CliResult, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,8 +5,6 @@ intervals stored in both databases prove it."""
 
 from __future__ import annotations
 
-import pytest
-
 import os
 import subprocess
 import sys

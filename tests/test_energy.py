@@ -4,17 +4,16 @@ block shared with other cells; warm-up, settle waits and other cells' repeats ar
 from __future__ import annotations
 
 import time
-
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.sweep.cell_timing import window_entry
-from harness.measure.energy import EnergySpan, window_energy
 from harness.gpu import nvml_monitor as gm
+from harness.measure.energy import EnergySpan, window_energy
 from harness.measure.interleave import WindowSpec, measure_interleaved
 from harness.measure.timing import PerfCounterTimer, TimingSettings
+from harness.sweep.cell_timing import window_entry
 from tests.fake_nvml import FakeNvml
 
 

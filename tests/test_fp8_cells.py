@@ -19,13 +19,13 @@ from backends.ort_cpu import FP8_EMULATION_NOTE, OrtCpuBackend  # noqa: E402
 from calib.fp8_qdq import count_fp8_qdq  # noqa: E402
 from calib.ort_qdq import build_qdq_model  # noqa: E402
 from harness.analysis.compare import compare_records, parse_selector  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
-from harness.store.fingerprint import model_content_hash  # noqa: E402
-from harness.machine import MachineFacts  # noqa: E402
-from harness.onnx_export import export_onnx  # noqa: E402
-from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow, latency_is_emulated  # noqa: E402
 from harness.analysis.recommend import recommend  # noqa: E402
 from harness.analysis.report import Point, pareto_front  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+from harness.machine import MachineFacts  # noqa: E402
+from harness.onnx_export import export_onnx  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow, latency_is_emulated  # noqa: E402
 
 SHAPE = (3, 16, 16)
 
@@ -161,8 +161,8 @@ def test_recommend_and_the_report_leave_emulated_cells_out() -> None:
 def test_an_fp8_sweep_on_shapes_is_within_a_point_of_fp32(shared_cache: Path, tmp_path: Path) -> None:
     """tinycnn on shapes through the whole sweep: fp8 cells carry their calibration like int8 cells, an int8:
     variant applies to them, the emulated latency is marked, and FP8 costs at most a point of top-1."""
-    from harness.sweep.driver import run_sweep
     from harness.store.results import ResultStore
+    from harness.sweep.driver import run_sweep
     from tests.helpers import sweep_config
 
     config = sweep_config(tmp_path, shared_cache, batch_sizes=[32], backends={"ort-cpu": ["fp32", "fp8"]},

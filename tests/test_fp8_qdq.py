@@ -29,8 +29,8 @@ from calib.fp8_qdq import (  # noqa: E402
 from calib.ort_qdq import QDQ_TARGETS, build_qdq_model, precision_of  # noqa: E402
 from calib.ort_ranges import compute_tensor_ranges, tensor_thresholds  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
 
 SIDE = 8
 

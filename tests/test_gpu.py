@@ -12,9 +12,9 @@ import torch
 
 from backends.base import SessionInfo
 from backends.torch_eager import TorchSession
-from harness.sweep.cell_timing import window_entry
 from harness.measure.interleave import WindowSpec, measure_interleaved
 from harness.measure.timing import CudaEventTimer, TimingSettings, measure
+from harness.sweep.cell_timing import window_entry
 
 pytestmark = pytest.mark.gpu
 

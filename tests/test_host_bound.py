@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from harness.measure import stats
-from harness.analysis.compare import compare_records, parse_selector, table_rows
-from harness.measure.launch import LaunchCheck
-from harness.store.outcome import CellOutcome, CellResult, CellIdentity
+from harness.analysis.compare import compare_records, parse_selector
+from harness.analysis.compare_render import table_rows
 from harness.analysis.recommend import recommend
 from harness.analysis.report import write_report
+from harness.measure import stats
+from harness.measure.launch import LaunchCheck
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult
 from harness.store.results import ResultStore
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "timing_samples"

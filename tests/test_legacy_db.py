@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 from harness.config import load_config
+from harness.store.results import ResultStore, export_csv, flat_rows
 from harness.sweep.driver import run_sweep
 from harness.sweep.plan import plan_cells
-from harness.store.results import ResultStore, export_csv, flat_rows
 
 LEGACY = Path(__file__).parent / "data" / "legacy_db"
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import repo_env
-
 from harness.errors import HarnessError
 from harness.measure.locks import DeviceLock, OutDirLock, lock_name
+from tests.helpers import repo_env
 
 REPO = Path(__file__).resolve().parent.parent
 

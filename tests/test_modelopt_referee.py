@@ -27,10 +27,10 @@ from calib.ort_ranges import compute_tensor_ranges, tensor_thresholds  # noqa: E
 from harness.analysis.compare import compare_records, parse_selector  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
-from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow  # noqa: E402
 from harness.phases import PhaseTimes  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow  # noqa: E402
 
 SIDE = 16
 needs_modelopt = pytest.mark.skipif(modelopt_version() is None, reason="nvidia-modelopt's ONNX quantizer is not "

@@ -15,15 +15,12 @@ import pytest
 from harness.errors import BackendUnavailable
 from harness.gpu import nvml_monitor as gm
 from harness.gpu import nvml_query as gq
-
 from tests.fake_nvml import (  # noqa: E402
-    NVMLError,
-    NVMLError_NotSupported,
+    FakeNvml,
     NVMLError_DriverNotLoaded,
-    NVMLError_FunctionNotFound,
     NVMLError_GpuIsLost,
     NVMLError_NotFound,
-    FakeNvml,
+    NVMLError_NotSupported,
 )
 
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from harness.store.fingerprint import model_content_hash
 
 SHAPE = (3, 16, 16)
 

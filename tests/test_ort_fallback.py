@@ -16,8 +16,8 @@ from backends.base import ModelArtifact
 from backends.ort_common import create_session, ep_failure_type
 from backends.ort_cpu import OrtCpuBackend
 from harness.errors import HarnessError
-from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import INPUT_NAME, export_onnx
+from harness.store.fingerprint import model_content_hash
 
 ort = pytest.importorskip("onnxruntime")
 SHAPE = (3, 16, 16)

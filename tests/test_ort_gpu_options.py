@@ -22,8 +22,8 @@ from backends.ort_trt import (
     profile_shapes,
 )
 from backends.trt_plan import BuildPlan, plan_build
-from harness.store.engine_cache import EngineCacheKey, TimingCacheKey
 from harness.errors import BackendUnavailable, HarnessError, UnsupportedCombination
+from harness.store.engine_cache import EngineCacheKey, TimingCacheKey
 
 SHAPE = (3, 224, 224)
 TRT_VERSIONS = ("10.4.0", "10.15.1.29", "11.4.0.106")

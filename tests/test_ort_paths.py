@@ -29,8 +29,8 @@ from calib.ort_qdq import build_qdq_model, node_names, quantize_options  # noqa:
 from calib.ort_ranges import compute_tensor_ranges  # noqa: E402
 from calib.ort_static_quant import quantize_route, quantize_with_ranges  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 SIDE = 16

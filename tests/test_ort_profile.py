@@ -14,8 +14,8 @@ pytest.importorskip("onnxruntime")
 from backends.ort_profile import aggregate_events, profile_onnx  # noqa: E402
 from calib.ort_qdq import build_qdq_model  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
-from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.tinycnn import INPUT_SIZE, TinyCNN  # noqa: E402
 
 SHAPE = (3, INPUT_SIZE, INPUT_SIZE)

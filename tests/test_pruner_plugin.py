@@ -11,9 +11,9 @@ import pytest
 from harness.compression import artifact_flags, methods, needs_gradient_batches, register
 from harness.compression.registry import unregister
 from harness.config import load_config, prune_specs
-from harness.sweep.driver import run_sweep
 from harness.errors import HarnessError
 from harness.store.results import ResultStore
+from harness.sweep.driver import run_sweep
 from tests.toy_pruner import TOY
 
 

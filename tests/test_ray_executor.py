@@ -26,7 +26,6 @@ ray = pytest.importorskip("ray")
 from harness.sweep.executors.ray_executor import RayExecutor, UnitResources  # noqa: E402
 from tests.helpers import BROKEN_AT_INFERENCE, committed_cells
 
-
 pytestmark = pytest.mark.slow  # real sweeps on a local Ray cluster
 
 

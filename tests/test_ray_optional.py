@@ -3,11 +3,10 @@ one-line error naming the extra. Runs whether or not Ray is installed (Ray is hi
 
 from __future__ import annotations
 
-import pytest
-
-import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.helpers import REPO, repo_env
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from harness.analysis.recommend import recommend
+from harness.analysis.recommend_render import recommendation_section
+from harness.analysis.report import write_report
 from harness.cli import app
 from harness.errors import HarnessError
-from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
-from harness.analysis.recommend import recommend, recommendation_section
-from harness.analysis.report import write_report
-from harness.store.results import ResultStore
 from harness.measure.timing import TimingResult, TimingSettings
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
+from harness.store.results import ResultStore
 
 
 def _cell(backend: str, precision: str, median_ms: float, accuracy: float, *, seed: int, pruner: str = "none",

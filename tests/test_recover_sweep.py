@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_config
+from harness.store.results import ResultStore
 from harness.sweep.driver import run_sweep
 from harness.sweep.observer import SweepObserver
 from harness.sweep.plan import plan_cells
-from harness.store.results import ResultStore
 
 RECOVER = {"epochs": 1, "max_steps": 20, "lr": 0.003}
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.store.cache_files import CacheRebuiltWarning
 from harness.compression import PruneSpec, apply_pruning, verify_2_4
-from harness.compression.recovery import RecoverOptions, distillation_loss, recover
 from harness.compression.measures import target_weights
+from harness.compression.recovery import RecoverOptions, distillation_loss, recover
 from harness.data import shapes
 from harness.data.registry import ImageSplit, scan_image_folder
 from harness.errors import HarnessError
+from harness.store.cache_files import CacheRebuiltWarning
 from harness.tinycnn import TinyCNN, eval_transform
 
 

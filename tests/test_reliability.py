@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, CliResult, assert_one_line_error, harness, run_cli, write_config
-from tests.helpers import committed_cells
+from tests.helpers import REPO, CliResult, assert_one_line_error, committed_cells, harness, run_cli, write_config
 
 
 def _block_module(tmp_path: Path, module: str) -> dict[str, str]:

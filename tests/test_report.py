@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
 import dataclasses
 from pathlib import Path
 
-from harness.config import load_config
+import pytest
+
 from harness.analysis.report import collect_points, write_report
+from harness.config import load_config
 from harness.store.results import ResultStore
 from harness.sweep.driver import run_sweep
 
@@ -41,8 +41,8 @@ def _synthetic_cell(model: str, backend: str, precision: str, pruner: str, amoun
                     seed: int, accuracy: float = 0.9):
     import numpy as np
 
-    from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
     from harness.measure.timing import TimingResult, TimingSettings
+    from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
 
     rng = np.random.default_rng(seed)
     # 5 repeats of 40 samples; each repeat drifts by ~2 % (what a shared machine does) and samples by ~3 %

@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import repo_env
-
+from harness.measure.timing import PerfCounterTimer, TimingSettings, measure
 from harness.store.outcome import CellIdentity, CellOutcome, CellResult
 from harness.store.results import ResultStore, cell_key, export_csv, export_json
-from harness.measure.timing import PerfCounterTimer, TimingSettings, measure
+from tests.helpers import repo_env
 
 REPO = Path(__file__).resolve().parent.parent
 

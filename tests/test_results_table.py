@@ -6,10 +6,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
-from harness.store.results import ResultStore, flat_rows
 from harness.measure.stats import assess_stability, median_ci
 from harness.measure.timing import TimingResult, TimingSettings
+from harness.store.outcome import CellIdentity, CellOutcome, CellResult, TimingWindow
+from harness.store.results import ResultStore, flat_rows
 
 
 def _timing(definition: str, repeats_ns: list[list[int]], host_load: object = None) -> TimingWindow:

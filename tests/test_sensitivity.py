@@ -12,8 +12,8 @@ from torch import nn
 
 from calib.sensitivity import HeldOutData, QdqVariants, mixed_precision, sensitivity, snr_db
 from harness.errors import HarnessError
-from harness.store.fingerprint import model_content_hash
 from harness.onnx_export import export_onnx
+from harness.store.fingerprint import model_content_hash
 
 SIDE = 8
 

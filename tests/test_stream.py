@@ -16,7 +16,6 @@ from harness.data.preprocess import split_transform
 from harness.data.registry import open_split
 from harness.data.stream import CACHE_SUBDIR, StreamingEvalData
 from harness.errors import HarnessError
-from harness.data.preprocess import split_transform
 from harness.models import load_model
 
 

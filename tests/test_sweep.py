@@ -15,7 +15,6 @@ from harness.sweep.observer import SweepObserver
 from harness.sweep.plan import plan_cells
 from tests.helpers import BROKEN_AT_INFERENCE, TINY_SWEEP, sweep_config
 
-
 _config = sweep_config
 
 

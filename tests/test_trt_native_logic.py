@@ -919,8 +919,8 @@ TINY = (3, 8, 8)
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from types import SimpleNamespace
 
-    from harness.store.fingerprint import model_content_hash
     from harness.onnx_export import export_onnx
+    from harness.store.fingerprint import model_content_hash
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),

@@ -22,8 +22,8 @@ from backends import typed_onnx  # noqa: E402
 from backends.typed_onnx import KEEP_FP32_OPS, converter_for, half_precision_onnx, node_types  # noqa: E402
 from calib.ort_qdq import build_qdq_model  # noqa: E402
 from harness.errors import BackendUnavailable, HarnessError  # noqa: E402
-from harness.store.fingerprint import model_content_hash  # noqa: E402
 from harness.onnx_export import export_onnx  # noqa: E402
+from harness.store.fingerprint import model_content_hash  # noqa: E402
 
 SHAPE = (3, 12, 12)
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.analysis.pairing import window_comparison
 from harness.measure import stats
 from harness.measure.instability import summarize
 from harness.measure.launch import HOST_BOUND_MEANING, launch_fix
-from harness.store.outcome import CellOutcome, TimingWindow, latency_is_emulated
-from harness.analysis.pairing import window_comparison
 from harness.measure.proportions import wilson_interval
+from harness.store.outcome import CellOutcome, TimingWindow, latency_is_emulated
 from harness.store.results import ResultStore, megabytes
 
 
@@ -411,14 +411,15 @@ STANDARD_COMPARISONS: tuple[tuple[str, str, str], ...] = (
 
 def recommendation_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:
     """``## Recommendation``: what ``harness recommend`` says per model x dataset (harness.analysis.recommend)."""
-    from harness.analysis.recommend import recommendation_section as section
+    from harness.analysis.recommend_render import recommendation_section as section
 
     return section(records, definition)
 
 
 def comparison_section(records: Sequence[CellOutcome], definition: str = "compute") -> list[str]:
     """``## Comparisons``: each standard comparison that has at least one pair, via harness.analysis.compare."""
-    from harness.analysis.compare import compare_records, parse_selector, to_markdown
+    from harness.analysis.compare import compare_records, parse_selector
+    from harness.analysis.compare_render import to_markdown
 
     ok = [r for r in records if r.status == "ok" and r.result is not None]
     lines: list[str] = []

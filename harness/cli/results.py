@@ -103,7 +103,8 @@ def compare(
     Examples: `harness compare --out results/demo --baseline backend=torch --candidate backend=ort-cpu`,
     `harness compare --baseline precision=fp16 --candidate precision=int8 --md int8.md`
     """
-    from harness.analysis.compare import compare_store, detail_lines, rich_table, to_markdown
+    from harness.analysis.compare import compare_store
+    from harness.analysis.compare_render import detail_lines, rich_table, to_markdown
     from harness.store.results import ResultStore
 
     def go() -> None:
@@ -148,7 +149,7 @@ def recommend(
     Example: `harness recommend --out results/demo --max-accuracy-drop 0.5 --json`
     """
     from harness.analysis.recommend import recommend as choose
-    from harness.analysis.recommend import render_lines
+    from harness.analysis.recommend_render import render_lines
     from harness.store.results import ResultStore
 
     def go() -> None:

@@ -13,13 +13,14 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from harness.compression.measures import count_macs, count_params, sparsity, target_weights
 from harness.compression.registry import (
     IMPORTANCES,
     NO_PRUNING,
     TARGET_KINDS,
     ArtifactFlags,
-    Pruner,
     PruneInputs,
+    Pruner,
     methods,
     pruner_for,
     register,
@@ -27,7 +28,6 @@ from harness.compression.registry import (
 from harness.compression.semi_structured import apply_2_4, verify_2_4
 from harness.compression.sizes import SizeReport, dense_bytes, gzip_bytes, measure_sizes, sparse_bytes
 from harness.compression.spec import PruneReport, PruneSpec
-from harness.compression.measures import count_macs, count_params, sparsity, target_weights
 from harness.compression.zero_fill import ln_structured_slice_fractions
 
 __all__ = [

@@ -34,10 +34,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from harness.store import cache_files
-from harness.compression.registry import NO_PRUNING, pruner_for
 from harness.compression.measures import target_weights
+from harness.compression.registry import NO_PRUNING, pruner_for
 from harness.errors import HarnessError
+from harness.store import cache_files
 from harness.store.fingerprint import dict_hash, model_content_hash
 
 #: Bump when the training recipe changes (invalidates cached recovered weights).

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from harness.compression.spec import TARGET_KINDS
 from harness.compression.measures import TargetWeight, target_weights
+from harness.compression.spec import TARGET_KINDS
 
 GROUP = 4
 KEEP = 2

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.compression.spec import PruneSpec
 from harness.compression.measures import import_torch_pruning, target_weights
+from harness.compression.spec import PruneSpec
 from harness.errors import HarnessError
 
 

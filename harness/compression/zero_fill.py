@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from harness.compression.spec import PruneSpec
 from harness.compression.measures import TargetWeight, target_weights, zeroed_slices_fraction
+from harness.compression.spec import PruneSpec
 from harness.errors import HarnessError
 
 

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from harness.store.atomic import atomic_write_bytes
 from harness.data.preprocess import SplitTransform, split_transform
 from harness.data.registry import FileDataset, ImageSplit
 from harness.errors import HarnessError
+from harness.store.atomic import atomic_write_bytes
 
 CACHE_FORMAT = 1
 CACHE_SUBDIR = "evalcache"

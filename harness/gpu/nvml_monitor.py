@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Callable, Literal
 
-from harness.measure.energy import MIN_COUNTER_PERIODS, EnergySpan
 from harness.gpu.nvml_query import (
     BENIGN_CLOCK_REASONS,
     CLOCK_SM,
@@ -45,6 +44,7 @@ from harness.gpu.nvml_query import (
     shutdown_nvml,
     take_snapshot,
 )
+from harness.measure.energy import MIN_COUNTER_PERIODS, EnergySpan
 
 EnergySource = Literal["counter", "power-sampling"]
 

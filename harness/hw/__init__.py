@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from harness.hw.availability import availability_matrix, installed_rules
 from harness.hw.collect import PACKAGE_DISTS, collect_host, collect_hw_report, package_versions
-from harness.hw.render import render_hw_report
 from harness.hw.records import Availability, GpuReport, HostInfo, HwReport, to_json
+from harness.hw.render import render_hw_report
 
 __all__ = [
     "PACKAGE_DISTS",

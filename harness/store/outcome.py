@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from harness.measure import stats
 from harness.errors import HarnessError
-from harness.store.fingerprint import dict_hash
+from harness.measure import stats
 from harness.measure.launch import LaunchCheck
+from harness.store.fingerprint import dict_hash
 
 CellStatus = Literal["ok", "error"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backends.names import QUANTIZED_PRECISIONS
-from harness.sweep.cell_timing import time_session
 from harness.measure.device_identity import device_name, lock_device_id
 from harness.measure.locks import HeavyWork, heavy_work
 from harness.store.outcome import CellResult, TimingWindow
+from harness.sweep.cell_timing import time_session
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import ModelArtifact, Session

@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from harness.measure import stats
 from harness.accuracy import evaluate
+from harness.measure import stats
 from harness.measure.device_identity import lock_device_id
 from harness.measure.energy import EnergyMeter, window_energy
 from harness.measure.hostload import HostLoadSampler
 from harness.measure.launch import launch_check
 from harness.measure.locks import DeviceLock
-from harness.store.outcome import TimingWindow, encode_predictions
 from harness.measure.timing import TimingResult, TimingSettings, measure, timer_for, wait_for_idle_threads
+from harness.store.outcome import TimingWindow, encode_predictions
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Session

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import backends
 from harness.config import SweepConfig
-from harness.sweep.executors import Executor, executor_for
 from harness.machine import MachineFacts, probe_machine
+from harness.sweep.executors import Executor, executor_for
 from harness.sweep.observer import Observer, SweepObserver
 from harness.sweep.plan import Unit, plan_cells, plan_units
 from harness.sweep.unit import UnitRunner

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from backends.names import QUANTIZED_PRECISIONS
 from harness.compression.recovery import RecoverOptions
 from harness.compression.spec import PruneSpec
-from backends.names import QUANTIZED_PRECISIONS
 from harness.config import Int8Settings, SweepConfig, prune_steps
 from harness.store.outcome import CellIdentity
 

@@ -19,8 +19,6 @@ import backends
 from backends.base import ModelArtifact, PhaseTimes, UnavailableCalibration
 from backends.names import QUANTIZED_PRECISIONS
 from harness.accuracy import LabelMapping
-from harness.sweep.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
-from harness.sweep.cell_timing import device_monitor, energy_meter, session_accuracy, window_entry
 from harness.compression import apply_pruning, artifact_flags, needs_gradient_batches
 from harness.compression.registry import NO_PRUNING
 from harness.compression.sizes import measure_sizes, state_dict_bytes
@@ -28,16 +26,18 @@ from harness.compression.spec import PruneSpec
 from harness.config import Int8Settings, SweepConfig
 from harness.environment import harness_commit, library_versions
 from harness.errors import HarnessError
+from harness.machine import MachineFacts, probe_machine
 from harness.measure.device_identity import lock_device_id
-from harness.store.fingerprint import model_content_hash
 from harness.measure.interleave import MAX_SESSIONS, WindowSpec, measure_interleaved
 from harness.measure.locks import HeavyWork, heavy_work
-from harness.machine import MachineFacts, probe_machine
-from harness.sweep.observer import Observer, SweepObserver
-from harness.onnx_export import export_onnx
-from harness.store.outcome import CellOutcome
-from harness.sweep.plan import Cell, Unit
 from harness.measure.timing import timer_for
+from harness.onnx_export import export_onnx
+from harness.store.fingerprint import model_content_hash
+from harness.store.outcome import CellOutcome
+from harness.sweep.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
+from harness.sweep.cell_timing import device_monitor, energy_meter, session_accuracy, window_entry
+from harness.sweep.observer import Observer, SweepObserver
+from harness.sweep.plan import Cell, Unit
 
 if TYPE_CHECKING:  # pragma: no cover
     from backends.base import Session

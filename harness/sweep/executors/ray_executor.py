@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.measure.device_identity import node_facts
 from harness.errors import HarnessError
-from harness.sweep.executors.common import Commit, RunUnit, with_node
+from harness.measure.device_identity import node_facts
 from harness.store.outcome import CellOutcome
+from harness.sweep.executors.common import Commit, RunUnit, with_node
 from harness.sweep.unit import UnitRunner
 
 if TYPE_CHECKING:  # pragma: no cover
