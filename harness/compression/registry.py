@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,8 +22,6 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
-
-    from harness.compression.spec import PruneSpec
 
 #: The method of the unpruned model (every sweep's first step); not a pruner.
 NO_PRUNING = "none"
@@ -72,7 +70,36 @@ class PruneStep:
     per_layer_removed: dict[str, float] | None = None
 
 
-PruneFunction = Callable[["nn.Module", "PruneSpec", PruneInputs], PruneStep]
+class PruneSpec(Protocol):
+    """What a pruner reads of its configuration (:class:`harness.compression.spec.PruneSpec` is the one the
+    harness builds; the registry only needs its shape, so the two modules do not import each other)."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def amount(self) -> float: ...
+
+    @property
+    def n(self) -> int | float: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def importance(self) -> str: ...
+
+    @property
+    def round_to(self) -> int | None: ...
+
+    @property
+    def targets(self) -> tuple[str, ...]: ...
+
+    @property
+    def options(self) -> tuple[tuple[str, Any], ...]: ...
+
+
+PruneFunction = Callable[["nn.Module", PruneSpec, PruneInputs], PruneStep]
 
 
 def _never(spec: PruneSpec) -> bool:
