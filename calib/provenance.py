@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.store.atomic import atomic_write_bytes
-from harness.errors import HarnessError
+from harness.errors import HarnessError, HarnessNote
 from harness.store.fingerprint import dict_hash, file_hash
 
 #: Bump when the layout or meaning of a calibration artifact changes.
@@ -249,7 +249,7 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     return record
 
 
-class CacheRebuiltWarning(UserWarning):
+class CacheRebuiltWarning(HarnessNote):
     """A damaged calibration artifact was deleted so that it is rebuilt."""
 
 

@@ -47,3 +47,8 @@ def describe_os_error(exc: BaseException) -> str:
         where = exc.filename
         return f"{text}: {where}" if where else text
     return str(exc) or type(exc).__name__
+
+
+class HarnessNote(UserWarning):
+    """A warning the harness itself raises for the user to read (a damaged cache rebuilt, ...): the CLI prints
+    it as a ``note:`` line, and capturing library logs never swallows it."""

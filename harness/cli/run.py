@@ -23,10 +23,11 @@ class _ProgressObserver:  # a harness.sweep.observer.Observer
     """Renders the sweep: what it is doing now (``status``), and cells done/failed/left with a time estimate
     (harness.sweep.progress), the same for the local and the Ray executor."""
 
-    def __init__(self, progress: Progress, task: Any) -> None:
+    def __init__(self, progress: Progress, task: Any, verbose: bool = False) -> None:
         from harness.sweep.progress import SweepProgress
 
         self.progress, self.task = progress, task
+        self.verbose = verbose  # show library log lines as they come (they are stored with the cells anyway)
         self.eval_task: Any = None
         self.started = False  # a unit began (work that a fault interrupts)
         self.committed = 0  # cells committed to the store by this run
@@ -48,6 +49,10 @@ class _ProgressObserver:  # a harness.sweep.observer.Observer
     def notice(self, text: str) -> None:  # e.g. waiting for another harness process's timing window
         self.progress.console.print(text, markup=False, highlight=False)
 
+    def library_log(self, line: str) -> None:
+        if self.verbose:
+            self.progress.console.print(Text.assemble(("log: ", "dim"), line), highlight=False)
+
     def cell_done(self, outcome: Any) -> None:  # a harness.store.outcome.CellOutcome
         self.committed += 1
         self.counts.cell_finished(outcome.status == "ok")
@@ -57,7 +62,8 @@ class _ProgressObserver:  # a harness.sweep.observer.Observer
                 Text.assemble(("failed ", "red"), f"{outcome.identity.label}: {outcome.error}"), highlight=False)
 
 
-def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool, wait: bool = False) -> None:
+def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool, wait: bool = False,
+               verbose: bool = False) -> None:
     """One sweep into one output directory: the directory's lock is held throughout, so a second
     sweep into it is refused (or, with ``wait``, queued and then skips what the first finished)."""
     from harness.config import load_config
@@ -100,7 +106,7 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
                                 console=console, transient=False)
             with progress:
                 task = progress.add_task("starting", total=len(cells), counts="")
-                observer = _ProgressObserver(progress, task)
+                observer = _ProgressObserver(progress, task, verbose=verbose)
                 counts = run_sweep(config, store, observer, resume=resume, facts=facts)
                 progress.update(task, completed=len(cells), description="done")
             n_csv = export_csv(store, out / "results.csv")
@@ -173,6 +179,8 @@ def run(
     executor: str = typer.Option(None, "--executor", help="local (default) | ray: run units on a Ray cluster."),
     address: str = typer.Option(None, "--address", help="Ray cluster: auto | HOST:PORT (default: a local Ray)."),
     eval_workers: int = typer.Option(None, "--eval-workers", help="Processes decoding the evaluation split."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show what libraries log (ONNX Runtime, torch, "
+                                                                 "Ray) as it comes; it is stored with each cell anyway."),
 ) -> None:
     """Run a benchmark sweep; flags override the config file.
 
@@ -221,7 +229,7 @@ def run(
             if address is not None:
                 chosen["address"] = address
             overrides["executor"] = chosen
-        _run_sweep(config, overrides, resume, wait)
+        _run_sweep(config, overrides, resume, wait, verbose)
 
     _guard(go)
 

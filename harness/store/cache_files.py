@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessNote
 from harness.store.atomic import atomic_replace, atomic_write_bytes
 from harness.store.fingerprint import file_hash
 
@@ -26,7 +27,7 @@ SIDECAR_SUFFIX = ".cache.json"
 OnRebuild = Callable[[str], None]
 
 
-class CacheRebuiltWarning(UserWarning):
+class CacheRebuiltWarning(HarnessNote):
     """A damaged cache file was rebuilt (one line: what, where, why)."""
 
 

@@ -33,9 +33,10 @@ from harness.measure.locks import HeavyWork, heavy_work
 from harness.measure.timing import timer_for
 from harness.onnx_export import export_onnx
 from harness.store.fingerprint import model_content_hash
-from harness.store.outcome import CellOutcome
+from harness.store.outcome import CellOutcome, CellResult
 from harness.sweep.cell import CellContext, SessionAccuracy, assemble_cell, measure_cell
 from harness.sweep.cell_timing import device_monitor, energy_meter, session_accuracy, window_entry
+from harness.sweep.logs import captured_logs
 from harness.sweep.observer import Observer, SweepObserver
 from harness.sweep.plan import Cell, Unit
 
@@ -74,6 +75,10 @@ class UnitContext:
     heavy: list[HeavyWork] = field(default_factory=list)
     _inputs_key: tuple[str, str] | None = None
     _inputs: _Inputs | BaseException | None = None
+
+    def captured(self, lines: list[str]) -> Any:
+        """What libraries log while the block runs goes into ``lines`` (and to the observer), not the console."""
+        return captured_logs(lines, echo=self.observer.library_log)
 
     def machine(self) -> MachineFacts:
         if self.facts is None:
@@ -163,21 +168,23 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
     shared (:func:`harness.measure.locks.heavy_work`). Yields one outcome per cell of the unit (failures
     included); never touches the store."""
     config = context.config
+    unit_log: list[str] = []  # what libraries logged for the whole unit: stored with each of its cells
     try:
-        inputs = context.inputs(unit.model, unit.dataset)
-        step_phases = PhaseTimes()
-        step_phases.add("load", inputs.load_seconds)
-        context.observer.status(f"{unit.model}: pruning {unit.prune.label}")
-        with heavy_work("cpu", f"prune {unit.prune.label}", on_wait=context.observer.notice) as pruning:
-            module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
-        step_heavy = [pruning]
-        if unit.recover is not None:  # every later stage (export, calibration, engines) sees the recovered model
-            with heavy_work("cpu", f"recover {unit.prune.label}", on_wait=context.observer.notice) as recovering:
-                module, recovery = _recover(context, inputs, unit, module, step_phases)
-            prune_report = {**(prune_report or {}), "recovery": recovery}
-            step_heavy.append(recovering)
-        artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
-                             sparse_weights=artifact_flags(unit.prune).sparse_weights)
+        with context.captured(unit_log):
+            inputs = context.inputs(unit.model, unit.dataset)
+            step_phases = PhaseTimes()
+            step_phases.add("load", inputs.load_seconds)
+            context.observer.status(f"{unit.model}: pruning {unit.prune.label}")
+            with heavy_work("cpu", f"prune {unit.prune.label}", on_wait=context.observer.notice) as pruning:
+                module, prune_report = _prune(context, inputs.loaded, unit.dataset, unit.prune, step_phases)
+            step_heavy = [pruning]
+            if unit.recover is not None:  # every later stage (export, calibration, engines) sees the recovered model
+                with heavy_work("cpu", f"recover {unit.prune.label}", on_wait=context.observer.notice) as recovering:
+                    module, recovery = _recover(context, inputs, unit, module, step_phases)
+                prune_report = {**(prune_report or {}), "recovery": recovery}
+                step_heavy.append(recovering)
+            artifact = _artifact(context, inputs.loaded, module, unit.dataset, step_phases,
+                                 sparse_weights=artifact_flags(unit.prune).sparse_weights)
     except Exception as exc:  # noqa: BLE001 - recorded for every cell of the unit
         yield from _failed(unit.cells, exc, config)
         return
@@ -189,9 +196,13 @@ def run_unit(unit: Unit, context: UnitContext) -> Iterator[CellOutcome]:
     groups: dict[str, list[_Prepared]] = {}
     with ExitStack() as alive:
         for (backend_name, precision, variant), cells in sessions.items():
-            variant_artifact = _with_int8_variant(context, artifact, inputs, unit.dataset, variant)
-            prepared, failures = _prepare_session(context, variant_artifact, inputs, backend_name, precision, cells,
-                                                  prune_report, step_phases, alive, unit_heavy)
+            session_log = list(unit_log)
+            with context.captured(session_log):
+                variant_artifact = _with_int8_variant(context, artifact, inputs, unit.dataset, variant)
+                prepared, failures = _prepare_session(context, variant_artifact, inputs, backend_name, precision,
+                                                      cells, prune_report, step_phases, alive, unit_heavy)
+            if prepared is not None:
+                prepared.log = session_log
             yield from failures
             if prepared is None:
                 continue
@@ -250,6 +261,7 @@ class _Prepared:
     lock_device: str
     heavy: list[HeavyWork]
     closed: bool = False
+    log: list[str] = field(default_factory=list)  # what libraries logged for this session (and its unit)
 
     def close(self) -> None:
         """Release the session once (after its group's block, or when the unit stops early)."""
@@ -326,7 +338,8 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
         session = prepared.session
         for cell in prepared.cells:
             try:
-                with heavy_work(prepared.lock_device, f"stage timing inputs b{cell.batch_size}") as staging:
+                with context.captured(prepared.log), \
+                        heavy_work(prepared.lock_device, f"stage timing inputs b{cell.batch_size}") as staging:
                     host = prepared.shared.data.timing_inputs(cell.batch_size, settings.batches)
                     cell_specs = []
                     for definition in settings.definitions:
@@ -349,20 +362,26 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
     observer.status(f"{unit.model} {unit.prune.label}: timing {len(owners)} cell(s), {len(specs)} windows "
                    f"interleaved in rounds")
     monitor = device_monitor(group[0].session.device, config.device_checks)
+    block_log: list[str] = []
     try:
-        records, block = measure_interleaved(specs, settings, lock_device=lock, seed=_unit_seed(unit),
-                                             notice=observer.notice, monitor=monitor, meter=energy_meter(monitor))
+        with context.captured(block_log):
+            records, block = measure_interleaved(specs, settings, lock_device=lock, seed=_unit_seed(unit),
+                                                 notice=observer.notice, monitor=monitor,
+                                                 meter=energy_meter(monitor))
     except Exception:  # noqa: BLE001 - find the broken cell: time each on its own
         for prepared, cell in owners:
             observer.status(f"{unit.model} {unit.prune.label}: {cell.backend} {cell.precision} "
                            f"batch {cell.batch_size}: timing")
             try:
-                result = measure_cell(prepared.shared, cell.batch_size, heavy=prepared.heavy)
+                with context.captured(prepared.log):
+                    result = measure_cell(prepared.shared, cell.batch_size, heavy=prepared.heavy)
             except Exception as exc:  # noqa: BLE001
                 yield CellOutcome.failed(cell.identity(config), exc)
                 continue
-            yield CellOutcome.ok(cell.identity(config), result)
+            yield CellOutcome.ok(cell.identity(config), _with_log(result, prepared.log))
         return
+    for prepared in group:  # the block's lines concern every session timed in it
+        prepared.log.extend(block_log)
     device_report: dict[str, Any] = {"warnings": []}
     warnings: list[str] = []
     if monitor.result is not None:
@@ -380,12 +399,20 @@ def _time_interleaved(context: UnitContext, unit: Unit, group: list[_Prepared]) 
         by_cell.setdefault(id(cell), []).append(entry)
     for prepared, cell in owners:
         try:
-            result = assemble_cell(prepared.shared, cell.batch_size, by_cell[id(cell)], device_report,
-                                   heavy=prepared.heavy)
+            with context.captured(prepared.log):
+                result = assemble_cell(prepared.shared, cell.batch_size, by_cell[id(cell)], device_report,
+                                       heavy=prepared.heavy)
         except Exception as exc:  # noqa: BLE001
             yield CellOutcome.failed(cell.identity(config), exc)
             continue
-        yield CellOutcome.ok(cell.identity(config), result)
+        yield CellOutcome.ok(cell.identity(config), _with_log(result, prepared.log))
+
+
+def _with_log(result: CellResult, lines: list[str]) -> CellResult:
+    """The cell's result with what libraries logged for it (``log``; absent when they said nothing)."""
+    if not lines:
+        return result
+    return dataclasses.replace(result, extra={**result.extra, "log": list(lines)})
 
 
 def _failed(cells: list[Cell] | tuple[Cell, ...], exc: BaseException, config: SweepConfig) -> Iterator[CellOutcome]:
