@@ -74,29 +74,14 @@ class PruneSpec(Protocol):
     """What a pruner reads of its configuration (:class:`harness.compression.spec.PruneSpec` is the one the
     harness builds; the registry only needs its shape, so the two modules do not import each other)."""
 
-    @property
-    def method(self) -> str: ...
-
-    @property
-    def amount(self) -> float: ...
-
-    @property
-    def n(self) -> int | float: ...
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def importance(self) -> str: ...
-
-    @property
-    def round_to(self) -> int | None: ...
-
-    @property
-    def targets(self) -> tuple[str, ...]: ...
-
-    @property
-    def options(self) -> tuple[tuple[str, Any], ...]: ...
+    method: str
+    amount: float
+    n: int | float
+    dim: int
+    importance: str
+    round_to: int | None
+    targets: tuple[str, ...]
+    options: tuple[tuple[str, Any], ...]
 
 
 PruneFunction = Callable[["nn.Module", PruneSpec, PruneInputs], PruneStep]

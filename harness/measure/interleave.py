@@ -150,7 +150,7 @@ def measure_interleaved(
     rng = random.Random(seed)  # the same orders as round_orders(len(windows), rounds, seed)
     block_id = uuid.uuid4().hex
     with DeviceLock(lock_device, lock_dir=lock_dir, on_wait=notice) as lock:
-        with HostLoadSampler() as sampler, (monitor if monitor is not None else _Nothing()):
+        with HostLoadSampler() as sampler, (monitor if monitor is not None else NoMonitor()):
             start = time.time()
             t0 = time.monotonic()
             r = 0
@@ -194,10 +194,12 @@ def measure_interleaved(
 _NO_SESSION = object()
 
 
-class _Nothing:
+class NoMonitor:
+    """Stands in for a device monitor where there is none (a CPU window, or no NVML): nothing measured."""
+
     result = None
 
-    def __enter__(self) -> _Nothing:
+    def __enter__(self) -> NoMonitor:
         return self
 
     def __exit__(self, *exc: object) -> None:

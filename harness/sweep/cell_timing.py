@@ -34,6 +34,7 @@ from harness.measure import stats
 from harness.measure.device_identity import lock_device_id
 from harness.measure.energy import EnergyMeter, window_energy
 from harness.measure.hostload import HostLoadSampler
+from harness.measure.interleave import NoMonitor
 from harness.measure.launch import launch_check
 from harness.measure.locks import DeviceLock
 from harness.measure.timing import TimingResult, TimingSettings, measure, timer_for, wait_for_idle_threads
@@ -167,25 +168,15 @@ def energy_meter(monitor: Any) -> EnergyMeter | None:
     return monitor if hasattr(monitor, "mark") and hasattr(monitor, "span") else None
 
 
-class _NoMonitor:
-    result = None
-
-    def __enter__(self) -> _NoMonitor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def device_monitor(device: str, enabled: bool) -> Any:
     """The NVML monitor of a window on ``device`` (a no-op off the GPU, or without NVML)."""
     if device != "cuda" or not enabled:
-        return _NoMonitor()
+        return NoMonitor()
     from harness.gpu.nvml_monitor import DeviceMonitor
     from harness.gpu.nvml_query import nvml_unavailable_reason
 
     if nvml_unavailable_reason() is not None:
-        return _NoMonitor()
+        return NoMonitor()
     return DeviceMonitor.for_torch_device(torch.cuda.current_device())
 
 
