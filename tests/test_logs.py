@@ -36,10 +36,9 @@ class Noisy(nn.Module):
 def build():
     warnings.warn("a library UserWarning while building the model")
     logging.getLogger("somelib").error("a named library logger's error")
-    return Noisy().eval()
-
-
-build.input_size = 32
+    model = Noisy().eval()
+    model.input_size = 32
+    return model
 '''
 
 
@@ -80,7 +79,8 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
          "--dataset", "shapes", "--backend", "torch", "--batch-size", "2", "--max-eval-samples", "16",
          "--repeats", "1", "--iterations", "3", "--data-root", str(tmp_path / "data"),
          "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), *extra],
-        cwd=REPO, env=repo_env(), capture_output=True, text=True, timeout=600)
+        cwd=REPO, env=repo_env(PQ_HARNESS_LOCK_DIR=str(tmp_path / "locks")), capture_output=True, text=True,
+        timeout=600)
 
 
 @pytest.mark.slow
@@ -92,6 +92,8 @@ def test_a_run_prints_no_library_lines_and_stores_them_with_the_cell(tmp_path: P
         assert text not in output, output
     (cell,) = json.loads((tmp_path / "out" / "results.json").read_text())
     log = cell["result"]["log"]
+    run_log = (tmp_path / "out" / "run.log").read_text()  # the whole run's, the checks before any cell included
+    assert "a library UserWarning while building the model" in run_log
     assert "WARNING:root: a library warning from forward" in log
     assert any(line.startswith("UserWarning: a library UserWarning while building the model") for line in log)
     assert "ERROR:somelib: a named library logger's error" in log
@@ -101,4 +103,19 @@ def test_a_run_prints_no_library_lines_and_stores_them_with_the_cell(tmp_path: P
 def test_verbose_shows_library_lines_as_they_come(tmp_path: Path) -> None:
     proc = _run(tmp_path, "--verbose")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "log: WARNING:root: a library warning from forward" in proc.stdout
+    assert "log: WARNING:root: a library warning from forward" in proc.stderr
+
+
+def test_a_capture_inside_another_hands_warnings_on_and_never_to_the_console() -> None:
+    run: list[str] = []
+    unit: list[str] = []
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+        with captured_logs(run), captured_logs(unit):
+            warnings.warn("onnx says so", UserWarning)
+            logging.getLogger("onnxruntime").warning("calibrating")
+    assert [line.split(" (")[0] for line in unit] == ["UserWarning: onnx says so", "WARNING:onnxruntime: calibrating"]
+    assert run == unit, "the run's log holds what each unit's capture saw"
+    assert shown == []

@@ -23,11 +23,10 @@ class _ProgressObserver:  # a harness.sweep.observer.Observer
     """Renders the sweep: what it is doing now (``status``), and cells done/failed/left with a time estimate
     (harness.sweep.progress), the same for the local and the Ray executor."""
 
-    def __init__(self, progress: Progress, task: Any, verbose: bool = False) -> None:
+    def __init__(self, progress: Progress, task: Any) -> None:
         from harness.sweep.progress import SweepProgress
 
         self.progress, self.task = progress, task
-        self.verbose = verbose  # show library log lines as they come (they are stored with the cells anyway)
         self.eval_task: Any = None
         self.started = False  # a unit began (work that a fault interrupts)
         self.committed = 0  # cells committed to the store by this run
@@ -49,10 +48,6 @@ class _ProgressObserver:  # a harness.sweep.observer.Observer
     def notice(self, text: str) -> None:  # e.g. waiting for another harness process's timing window
         self.progress.console.print(text, markup=False, highlight=False)
 
-    def library_log(self, line: str) -> None:
-        if self.verbose:
-            self.progress.console.print(Text.assemble(("log: ", "dim"), line), highlight=False)
-
     def cell_done(self, outcome: Any) -> None:  # a harness.store.outcome.CellOutcome
         self.committed += 1
         self.counts.cell_finished(outcome.status == "ok")
@@ -67,6 +62,34 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
     """One sweep into one output directory: the directory's lock is held throughout, so a second
     sweep into it is refused (or, with ``wait``, queued and then skips what the first finished)."""
     from harness.config import load_config
+    from harness.sweep.logs import captured_logs
+
+    config = load_config(config_path, overrides)
+    run_log: list[str] = []  # what libraries log during the whole run (each cell also stores its own)
+    echo = (lambda line: err_console.print(Text.assemble(("log: ", "dim"), line), highlight=False)) if verbose \
+        else None
+    try:
+        with captured_logs(run_log, echo=echo):
+            _sweep(config, resume, wait)
+    finally:
+        if run_log:
+            _write_run_log(Path(config.out_dir), run_log)
+
+
+#: Where a run appends what libraries logged during it (ONNX Runtime, torch, Ray), beside results.db.
+RUN_LOG = "run.log"
+
+
+def _write_run_log(out: Path, lines: list[str]) -> None:
+    """Append the run's library log lines to ``out/run.log`` (best effort: the results are what matter)."""
+    try:
+        with (out / RUN_LOG).open("a", encoding="utf-8") as log:
+            log.write("\n".join(lines) + "\n")
+    except OSError:
+        pass
+
+
+def _sweep(config: Any, resume: bool, wait: bool) -> None:
     from harness.errors import describe_os_error
     from harness.machine import probe_machine
     from harness.measure.locks import OutDirLock
@@ -74,7 +97,6 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
     from harness.sweep.driver import preflight, run_sweep
     from harness.sweep.plan import plan_cells
 
-    config = load_config(config_path, overrides)
     if config.executor.kind == "ray":
         from harness.sweep.executors.ray_executor import import_ray
 
@@ -106,7 +128,7 @@ def _run_sweep(config_path: Path | None, overrides: dict[str, Any], resume: bool
                                 console=console, transient=False)
             with progress:
                 task = progress.add_task("starting", total=len(cells), counts="")
-                observer = _ProgressObserver(progress, task, verbose=verbose)
+                observer = _ProgressObserver(progress, task)
                 counts = run_sweep(config, store, observer, resume=resume, facts=facts)
                 progress.update(task, completed=len(cells), description="done")
             n_csv = export_csv(store, out / "results.csv")

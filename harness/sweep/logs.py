@@ -7,7 +7,8 @@ onnx raise Python warnings, Ray has its loggers. While a unit's work runs, a han
 collects every record of level WARNING and above, and Python warnings are collected instead of shown;
 the lines are stored with each cell the work was for (``log`` in the cell result). The harness's own notes
 (:class:`harness.errors.HarnessNote`) still reach the console, and ``echo`` (the CLI's ``--verbose``)
-sees every captured line as it comes. Both switches are set around the work and put back after it.
+sees every captured line as it comes. Captures nest: the CLI captures the whole run (its ``run.log``), each
+unit its own cells' lines. Both switches are set around the work and put back after it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from harness.errors import HarnessNote
 MAX_LINES = 200
 #: At most this many characters per line.
 MAX_LINE_CHARS = 1000
+#: Marks the warning display of a capture, so a capture inside another (a unit inside the run) hands the
+#: warnings it records on to the enclosing one, and never to the console.
+CAPTURE_MARK = "_pq_harness_capture"
 
 
 class _Collector(logging.Handler):
@@ -61,11 +65,13 @@ def captured_logs(lines: list[str], echo: Callable[[str], None] | None = None) -
 
     def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:
-        if issubclass(category, HarnessNote):
-            shown(message, category, filename, lineno, file, line)
-        else:
+        if not issubclass(category, HarnessNote):
             add(f"{category.__name__}: {message} ({Path(filename).name}:{lineno})")
+            if not getattr(shown, CAPTURE_MARK, False):
+                return  # never on to the console; an enclosing capture (the run's) records it too
+        shown(message, category, filename, lineno, file, line)
 
+    setattr(show, CAPTURE_MARK, True)
     root.addHandler(handler)
     warnings.showwarning = show
     try:

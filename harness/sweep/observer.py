@@ -23,10 +23,6 @@ class Observer(Protocol):
     def evaluated(self, done: int, total: int) -> None:
         """Evaluation images scored so far in the current session."""
 
-    def library_log(self, line: str) -> None:
-        """A line a library logged (or a Python warning) while the sweep worked; it is stored with the cells
-        it was for, and shown here only when the user asked (``--verbose``)."""
-
     def cell_done(self, outcome: CellOutcome) -> None:
         """A cell was committed to the store (``outcome.status`` is ok or error)."""
 
@@ -44,9 +40,6 @@ class SweepObserver:
         self.status(text)
 
     def evaluated(self, done: int, total: int) -> None:
-        return None
-
-    def library_log(self, line: str) -> None:
         return None
 
     def cell_done(self, outcome: CellOutcome) -> None:

@@ -77,8 +77,8 @@ class UnitContext:
     _inputs: _Inputs | BaseException | None = None
 
     def captured(self, lines: list[str]) -> Any:
-        """What libraries log while the block runs goes into ``lines`` (and to the observer), not the console."""
-        return captured_logs(lines, echo=self.observer.library_log)
+        """What libraries log while the block runs goes into ``lines``, not the console."""
+        return captured_logs(lines)
 
     def machine(self) -> MachineFacts:
         if self.facts is None:
