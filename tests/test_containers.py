@@ -7,6 +7,7 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -25,23 +26,8 @@ def _dockerfile(variant: str) -> str:
 
 
 def _instructions(text: str) -> list[str]:
-    """Dockerfile instructions with continuation lines joined and comments dropped."""
-    out: list[str] = []
-    current = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or (line.startswith("#") and not current):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        out.append(current + line)
-        current = ""
-    if current:
-        out.append(current)
-    return out
+    """Dockerfile instructions with continuation lines joined and comments dropped (the resolution's own reading)."""
+    return _docker_module("resolve_image")._instructions(text)
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -369,12 +355,20 @@ def test_root_dockerignore_keeps_data_out_of_the_context() -> None:
 # ---------------------------------------------------------------------------------- check_image.py
 
 
-def _check_image() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_image", DOCKER / "check_image.py")
+def _docker_module(name: str) -> ModuleType:
+    """A script of docker/ as a module (registered first: its dataclasses look their module up)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, DOCKER / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _check_image() -> ModuleType:
+    return _docker_module("check_image")
 
 
 def test_check_image_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
