@@ -49,7 +49,6 @@ class Point:
     key: str = ""
     timer: str | None = None
     stability: dict[str, Any] | None = None  # stable, reasons (cause codes read from them)
-    interleave: dict[str, Any] | None = None  # the interleaved block and rounds the window was measured in
     device: str = "cpu"
     window: TimingWindow | None = None  # the measured window itself (what comparisons read)
     device_warnings: tuple[str, ...] = ()
@@ -97,7 +96,7 @@ def collect_points(store: ResultStore, definition: str = "compute") -> tuple[lis
             stable=uncertainty.stable, instability=uncertainty.instability, key=record.key, timer=timing.timer,
             stability=None if uncertainty.stable is None else {"stable": uncertainty.stable,
                                                                "reasons": list(uncertainty.reasons)},
-            interleave=timing.extra.get("interleave"), device="cuda" if result.device == "cuda" else "cpu",
+            device="cuda" if result.device == "cuda" else "cpu",
             window=timing, device_warnings=tuple(result.device_warnings),
             host_bound=timing.launch_check.reason(ident.backend) if timing.host_bound and timing.launch_check
             else None,
